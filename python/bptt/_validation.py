@@ -1,0 +1,128 @@
+"""Input checks shared by :class:`bptt.RNN` and the estimators.
+
+Every check either returns an array the kernels can take as it is
+(C-contiguous, of the network's dtype) or raises a ``ValueError`` /
+``TypeError`` that says what was expected and what was given, in
+scikit-learn's wording where it has one. Nothing the caller passed is
+modified: a conversion always copies when it would otherwise alias.
+"""
+
+import numbers
+
+import numpy as np
+
+DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+def check_choice(name, value, choices):
+    """Raise ValueError unless ``value`` is one of ``choices``."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(
+            f"{name} must be one of {sorted(choices)}; got {value!r}."
+        )
+    return value
+
+
+def check_positive_int(name, value, allow_none=False):
+    """Return ``value`` as int, raising unless it is an integer >= 1."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(
+            f"{name} must be an integer >= 1{' or None' if allow_none else ''}; "
+            f"got {value!r} of type {type(value).__name__}."
+        )
+    if value < 1:
+        raise ValueError(f"{name} must be an integer >= 1; got {value}.")
+    return int(value)
+
+
+def check_dtype(dtype):
+    """Map "float32" / "float64" (or the NumPy types) to a NumPy type."""
+    if isinstance(dtype, str) and dtype in DTYPES:
+        return DTYPES[dtype]
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError:
+        resolved = None
+    if resolved in (np.dtype(np.float32), np.dtype(np.float64)):
+        return resolved.type
+    raise ValueError(f"dtype must be one of ['float32', 'float64']; got {dtype!r}.")
+
+
+def as_numeric_array(x, name):
+    """``np.asarray`` that rejects complex, string and object data clearly."""
+    try:
+        arr = np.asarray(x)
+    except ValueError as exc:  # ragged nested lists
+        raise ValueError(
+            f"{name} must be a numeric array of consistent shape; could not "
+            f"convert it: {exc}"
+        ) from None
+    if arr.dtype.kind == "c":
+        raise ValueError(f"Complex data not supported; {name} has dtype {arr.dtype}.")
+    if arr.dtype.kind in "OUSV":
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"{name} must contain numbers; got an array of dtype {arr.dtype} "
+                f"that cannot be converted to float."
+            ) from None
+    elif arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must contain numbers; got dtype {arr.dtype}.")
+    return arr
+
+
+def check_finite(arr, name):
+    """Raise scikit-learn's message when ``arr`` holds NaN or infinity."""
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        if np.isnan(arr).any():
+            raise ValueError(f"Input {name} contains NaN.")
+        raise ValueError(
+            f"Input {name} contains infinity or a value too large for {arr.dtype!r}."
+        )
+
+
+def check_sequences(X, input_size, dtype, name="X", owner="RNN"):
+    """Validate batch-first sequences and return them time-major.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_timesteps, n_features)
+    input_size : int
+        Expected n_features.
+    dtype : numpy float type
+        dtype of the returned array.
+
+    Returns
+    -------
+    Xt : ndarray of shape (n_timesteps, n_samples, n_features)
+        A new C-contiguous array of ``dtype``; never a view of ``X``.
+    """
+    X = as_numeric_array(X, name)
+    if X.ndim != 3:
+        raise ValueError(
+            f"Expected a 3D array {name} of shape (n_samples, n_timesteps, "
+            f"n_features); got a {X.ndim}D array of shape {X.shape}."
+        )
+    n, T, features = X.shape
+    if n == 0:
+        raise ValueError(
+            f"Found array with 0 sample(s) (shape={X.shape}) while a minimum of 1 "
+            f"is required."
+        )
+    if T == 0:
+        raise ValueError(
+            f"Found array with 0 timestep(s) (shape={X.shape}) while a minimum of 1 "
+            f"is required."
+        )
+    if features != input_size:
+        raise ValueError(
+            f"{name} has {features} features, but {owner} is expecting "
+            f"{input_size} features as input."
+        )
+    check_finite(X, name)
+    Xt = np.empty((T, n, features), dtype=dtype)
+    Xt[...] = X.transpose(1, 0, 2)
+    return Xt

@@ -1,0 +1,118 @@
+"""Elman cell, NumPy reference (twin of ``src/_elman.pyx``).
+
+Notation (time-major, as in the kernels)::
+
+    X   (T, B, I)   inputs
+    H   (T, B, H)   hidden states h_1 .. h_T (H[t] is h_{t+1} in 1-based maths)
+    h0  (B, H)      state before the first step
+
+    A      = X @ W_xh.T + b_h          all timesteps, one GEMM
+    A[t]  += H[t-1] @ W_hh.T           one GEMM per step (H[-1] := h0)
+    H[t]   = f(A[t])                   f = tanh or relu
+
+Backward, given dH = dL/dH from the layer above::
+
+    dA[t]  = (dH[t] + dA[t+1] @ W_hh) * f'(H[t])
+    dW_xh  = sum_t dA[t].T @ X[t]       one GEMM
+    dW_hh  = sum_t dA[t].T @ H[t-1]     one GEMM (plus dA[0].T @ h0)
+    db_h   = sum_t,b dA[t]
+    dh0    = dA[0] @ W_hh
+    dX     = dA @ W_xh                  (input gradient, for stacked layers)
+
+f' comes from the cached outputs: tanh' = 1 - H**2, relu' = (H > 0).
+
+Truncated BPTT with window k: at a window start t (t % k == 0, t > 0) the
+carried gradient dA[t] @ W_hh is dropped, which is the gradient of the
+loss with h_{t-1} detached.
+"""
+
+import numpy as np
+
+
+def activate(A, relu):
+    """Apply f in place to A and return it: tanh, or relu when ``relu``."""
+    if relu:
+        np.maximum(A, 0, out=A)
+    else:
+        np.tanh(A, out=A)
+    return A
+
+
+def activation_grad(H, relu):
+    """f'(A) from the cached outputs H = f(A)."""
+    if relu:
+        return (H > 0).astype(H.dtype)
+    return 1 - H * H
+
+
+def elman_forward(X, W_xh, W_hh, b_h, h0, relu, H):
+    """Run the recurrence over all timesteps and keep every hidden state.
+
+    Parameters
+    ----------
+    X : ndarray of shape (T, B, I)            # IN
+    W_xh : ndarray of shape (H, I)            # IN
+    W_hh : ndarray of shape (H, H)            # IN
+    b_h : ndarray of shape (H,)               # IN
+    h0 : ndarray of shape (B, H)              # IN
+    relu : bool                               # f = relu if True else tanh
+    H : ndarray of shape (T, B, H)            # OUT hidden states
+    """
+    T = X.shape[0]
+    # A = X @ W_xh.T + b_h, all timesteps at once (A lives in H)
+    np.matmul(X, W_xh.T, out=H)
+    H += b_h
+    h_prev = h0
+    for t in range(T):
+        # A[t] += H[t-1] @ W_hh.T
+        H[t] += h_prev @ W_hh.T
+        # H[t] = f(A[t])
+        activate(H[t], relu)
+        h_prev = H[t]
+
+
+def elman_backward(X, W_xh, W_hh, h0, H, dH, relu, truncate,
+                   dW_xh, dW_hh, db_h, dh0, dX=None):
+    """Backpropagate through time.
+
+    Parameters
+    ----------
+    X : ndarray of shape (T, B, I)            # IN
+    W_xh : ndarray of shape (H, I)            # IN (used for dX only)
+    W_hh : ndarray of shape (H, H)            # IN
+    h0 : ndarray of shape (B, H)              # IN
+    H : ndarray of shape (T, B, H)            # IN hidden states from elman_forward
+    dH : ndarray of shape (T, B, H)           # IN dL/dH; WORK: overwritten with dA
+    relu : bool
+    truncate : int                            # window length; 0 for full BPTT
+    dW_xh, dW_hh, db_h : ndarray              # OUT, shapes of the parameters
+    dh0 : ndarray of shape (B, H)             # OUT dL/dh0
+    dX : ndarray of shape (T, B, I) or None   # OUT dL/dX, skipped when None
+    """
+    T, B, _ = X.shape
+    n_hidden = H.shape[2]
+    dA = dH
+    carry = np.zeros((B, n_hidden), dtype=H.dtype)
+    for t in range(T - 1, -1, -1):
+        # backprop into h: dH[t] + dA[t+1] @ W_hh
+        dA[t] += carry
+        # backprop through f
+        dA[t] *= activation_grad(H[t], relu)
+        # no gradient crosses a window boundary
+        if truncate and t > 0 and t % truncate == 0:
+            carry[...] = 0
+        else:
+            carry = dA[t] @ W_hh
+    dh0[...] = carry
+    dA2 = dA.reshape(T * B, n_hidden)
+    # dW_xh = sum_t dA[t].T @ X[t]
+    np.matmul(dA2.T, X.reshape(T * B, -1), out=dW_xh)
+    # dW_hh = dA[0].T @ h0 + sum_{t>0} dA[t].T @ H[t-1]
+    np.matmul(dA[0].T, h0, out=dW_hh)
+    if T > 1:
+        dW_hh += dA[1:].reshape(-1, n_hidden).T @ H[:-1].reshape(-1, n_hidden)
+    # db_h = sum_{t,b} dA[t]
+    np.sum(dA2, axis=0, out=db_h)
+    if dX is not None:
+        # dX = dA @ W_xh
+        np.matmul(dA, W_xh, out=dX)

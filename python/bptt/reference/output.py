@@ -1,0 +1,149 @@
+"""Output layer and losses, NumPy reference (twin of ``src/_output.pyx``).
+
+All timesteps are flattened into rows, N = T * B (or B for a loss at the
+last step only)::
+
+    Z  = Hs @ W_oh.T + b_o        one GEMM
+    Y  = phi(Z)                   identity, sigmoid or softmax (over O)
+
+Losses take the mean over the contract's elements and return dZ = dL/dZ:
+
+    mse                  L = mean((Y - y)**2)            dY = 2 (Y - y) / (N O)
+    binary_cross_entropy L = mean(-y log Y - (1-y) log(1-Y)), Y = sigmoid(Z)
+                         dZ = (Y - y) / (N O)
+    cross_entropy        L = mean(logsumexp(Z) - Z[label]), Y = softmax(Z)
+                         dZ = (Y - onehot(label)) / N
+
+Backward::
+
+    dW_oh = dZ.T @ Hs       db_o = sum_rows dZ       dHs = dZ @ W_oh
+
+Activation codes: 0 identity, 1 sigmoid, 2 softmax.
+"""
+
+import numpy as np
+from scipy.special import expit
+
+IDENTITY, SIGMOID, SOFTMAX = 0, 1, 2
+
+
+def output_forward(Hs, W_oh, b_o, activation, Z, Y):
+    """Z = Hs @ W_oh.T + b_o ; Y = phi(Z).
+
+    Parameters
+    ----------
+    Hs : ndarray of shape (N, H)      # IN
+    W_oh : ndarray of shape (O, H)    # IN
+    b_o : ndarray of shape (O,)       # IN
+    activation : int                  # 0 identity, 1 sigmoid, 2 softmax
+    Z : ndarray of shape (N, O)       # OUT pre-activations
+    Y : ndarray of shape (N, O)       # OUT outputs
+    """
+    # Z = Hs @ W_oh.T + b_o
+    np.matmul(Hs, W_oh.T, out=Z)
+    Z += b_o
+    if activation == IDENTITY:
+        Y[...] = Z
+    elif activation == SIGMOID:
+        # sigmoid(z) = 1 / (1 + exp(-z))
+        Y[...] = expit(Z)
+    else:
+        # softmax(z) = exp(z - max z) / sum exp(z - max z)
+        E = np.exp(Z - Z.max(axis=1, keepdims=True))
+        Y[...] = E / E.sum(axis=1, keepdims=True)
+
+
+def mse_grad(Y, target, activation, dZ):
+    """Mean squared error and dL/dZ through phi.
+
+    Parameters
+    ----------
+    Y : ndarray of shape (N, O)       # IN outputs phi(Z)
+    target : ndarray of shape (N, O)  # IN
+    activation : int
+    dZ : ndarray of shape (N, O)      # OUT
+
+    Returns
+    -------
+    loss : float
+    """
+    diff = Y - target
+    loss = np.mean(diff * diff)
+    # dY = 2 (Y - y) / (N O)
+    dY = 2 * diff / diff.size
+    if activation == IDENTITY:
+        dZ[...] = dY
+    elif activation == SIGMOID:
+        # sigmoid' = Y (1 - Y)
+        dZ[...] = dY * Y * (1 - Y)
+    else:
+        # softmax Jacobian: dZ = Y * (dY - sum(dY * Y))
+        dZ[...] = Y * (dY - np.sum(dY * Y, axis=1, keepdims=True))
+    return float(loss)
+
+
+def binary_cross_entropy_grad(Z, Y, target, dZ):
+    """Binary cross-entropy of Y = sigmoid(Z), computed from Z for stability.
+
+    Parameters
+    ----------
+    Z : ndarray of shape (N, O)       # IN
+    Y : ndarray of shape (N, O)       # IN sigmoid(Z)
+    target : ndarray of shape (N, O)  # IN values in [0, 1]
+    dZ : ndarray of shape (N, O)      # OUT
+
+    Returns
+    -------
+    loss : float
+    """
+    # -y log s(z) - (1-y) log(1-s(z)) = max(z, 0) - z y + log(1 + exp(-|z|))
+    losses = np.maximum(Z, 0) - Z * target + np.log1p(np.exp(-np.abs(Z)))
+    # dZ = (sigmoid(z) - y) / (N O)
+    dZ[...] = (Y - target) / Z.size
+    return float(np.mean(losses))
+
+
+def cross_entropy_grad(Z, Y, labels, dZ):
+    """Cross-entropy of Y = softmax(Z) against integer labels.
+
+    Parameters
+    ----------
+    Z : ndarray of shape (N, O)       # IN
+    Y : ndarray of shape (N, O)       # IN softmax(Z)
+    labels : ndarray of shape (N,)    # IN int64 in [0, O)
+    dZ : ndarray of shape (N, O)      # OUT
+
+    Returns
+    -------
+    loss : float
+    """
+    N = Z.shape[0]
+    rows = np.arange(N)
+    zmax = Z.max(axis=1)
+    # -log softmax(z)[label] = max z + log sum exp(z - max z) - z[label]
+    logsumexp = zmax + np.log(np.sum(np.exp(Z - zmax[:, None]), axis=1))
+    loss = np.mean(logsumexp - Z[rows, labels])
+    # dZ = (softmax(z) - onehot(label)) / N
+    dZ[...] = Y / N
+    dZ[rows, labels] -= 1.0 / N
+    return float(loss)
+
+
+def output_backward(Hs, W_oh, dZ, dW_oh, db_o, dHs):
+    """Gradients of the output layer.
+
+    Parameters
+    ----------
+    Hs : ndarray of shape (N, H)      # IN
+    W_oh : ndarray of shape (O, H)    # IN
+    dZ : ndarray of shape (N, O)      # IN
+    dW_oh : ndarray of shape (O, H)   # OUT dZ.T @ Hs
+    db_o : ndarray of shape (O,)      # OUT column sums of dZ
+    dHs : ndarray of shape (N, H)     # OUT dZ @ W_oh
+    """
+    # dW_oh = dZ.T @ Hs
+    np.matmul(dZ.T, Hs, out=dW_oh)
+    # db_o = sum_rows dZ
+    np.sum(dZ, axis=0, out=db_o)
+    # dHs = dZ @ W_oh
+    np.matmul(dZ, W_oh, out=dHs)

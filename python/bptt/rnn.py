@@ -1,0 +1,456 @@
+"""The network: :class:`RNN`, a recurrent layer plus an output layer."""
+
+import importlib
+import numbers
+
+import numpy as np
+
+from ._cells import CELLS
+from ._validation import (
+    as_numeric_array,
+    check_choice,
+    check_dtype,
+    check_finite,
+    check_positive_int,
+    check_sequences,
+)
+
+NONLINEARITIES = ("tanh", "relu")
+OUTPUT_ACTIVATIONS = {"identity": 0, "sigmoid": 1, "softmax": 2}
+INITS = ("orthogonal", "xavier", "identity", "uniform")
+BACKENDS = ("cython", "numpy")
+LOSSES = ("mse", "cross_entropy", "binary_cross_entropy")
+OUTPUTS = ("sequence", "last")
+# Each loss that is computed from the logits needs its matching output.
+LOSS_ACTIVATION = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid"}
+# forward() runs long sequences in chunks of timesteps holding about this many
+# hidden values, so inference memory does not grow with T.
+FORWARD_CHUNK_ELEMENTS = 1 << 18
+
+_KERNEL_MODULES = {"numpy": "bptt.reference.{}", "cython": "bptt._{}"}
+
+
+def load_kernels(backend, name):
+    """Import the kernel module ``name`` ("elman", "output", ...) of a backend."""
+    module = _KERNEL_MODULES[backend].format(name)
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(
+            f"the compiled kernels ({module}) are not built: reinstall bptt "
+            f"with `pip install .`, or use backend='numpy'. ({exc})"
+        ) from exc
+
+
+def _rng(random_state):
+    if isinstance(random_state, np.random.Generator):
+        return random_state
+    if isinstance(random_state, np.random.RandomState):
+        return np.random.default_rng(random_state.randint(0, 2**31 - 1))
+    if random_state is None or (
+        isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool)
+    ):
+        return np.random.default_rng(random_state)
+    raise TypeError(
+        f"random_state must be None, an int, a numpy Generator or RandomState; "
+        f"got {random_state!r}."
+    )
+
+
+class Params(dict):
+    """The network's parameters: a dict that keeps its arrays usable.
+
+    Assigning ``params[name] = array`` checks the name and shape, rejects
+    NaN/inf and stores a C-contiguous copy of the network's dtype (the
+    caller's array is never aliased or modified).
+    """
+
+    def __init__(self, shapes, dtype, values):
+        super().__init__()
+        self._shapes = dict(shapes)
+        self._dtype = dtype
+        for name in shapes:
+            self[name] = values[name]
+
+    def __setitem__(self, name, value):
+        if name not in self._shapes:
+            raise KeyError(
+                f"unknown parameter {name!r}; this network has {list(self._shapes)}."
+            )
+        arr = as_numeric_array(value, f"params[{name!r}]")
+        if arr.shape != self._shapes[name]:
+            raise ValueError(
+                f"params[{name!r}] must have shape {self._shapes[name]}; got an "
+                f"array of shape {arr.shape}."
+            )
+        check_finite(arr, f"params[{name!r}]")
+        super().__setitem__(name, np.array(arr, dtype=self._dtype, order="C", copy=True))
+
+    def update(self, *args, **kwargs):
+        for name, value in dict(*args, **kwargs).items():
+            self[name] = value
+
+    def setdefault(self, *args):
+        raise TypeError("parameters cannot be added to a network")
+
+    def __delitem__(self, name):
+        raise TypeError("parameters cannot be removed from a network")
+
+    def __reduce__(self):
+        return (Params, (self._shapes, self._dtype, dict(self)))
+
+    def copy(self):
+        return Params(self._shapes, self._dtype, self)
+
+
+class RNN:
+    """A recurrent network trained by backpropagation through time.
+
+    A recurrent layer (Elman, LSTM or GRU) followed by a dense output layer
+    applied at every timestep::
+
+        rnn:  h_t = f(W_xh x_t + W_hh h_{t-1} + b_h),  f = tanh or relu
+        y_t = phi(W_oh h_t + b_o),  phi = identity, sigmoid or softmax
+
+    Parameters
+    ----------
+    input_size : int
+        Features per timestep, I.
+    hidden_size : int
+        Hidden units, H.
+    output_size : int
+        Outputs per timestep, O.
+    cell : {"rnn", "lstm", "gru"}, default="rnn"
+        The recurrent cell.
+    nonlinearity : {"tanh", "relu"}, default="tanh"
+        f of the Elman cell.
+    output_activation : {"identity", "sigmoid", "softmax"}, default="identity"
+        phi of the output layer.
+    init : {"orthogonal", "xavier", "identity", "uniform"}, default="orthogonal"
+        Scheme for W_hh (per gate block for gated cells): a random orthogonal
+        matrix; Glorot uniform; the identity (for ReLU networks, Le et al.
+        2015); or U(-1/sqrt(H), 1/sqrt(H)) as PyTorch does. W_xh and W_oh are
+        always Glorot uniform, biases zero.
+    dtype : {"float32", "float64"}, default="float64"
+        Floating type of the parameters and of every computation.
+    backend : {"cython", "numpy"}, default="cython"
+        The compiled kernels, or the NumPy reference they are tested against.
+    random_state : int, numpy Generator or None, default=None
+        Seeds the initial weights; the same seed gives the same network.
+
+    Attributes
+    ----------
+    params : dict of str to ndarray
+        ``W_xh`` (G*H, I), ``W_hh`` (G*H, H), ``b_h`` (G*H,), ``W_oh`` (O, H),
+        ``b_o`` (O,), where G is 1 for rnn, 4 for lstm, 3 for gru (plus
+        ``b_hn`` (H,) for gru). Arrays can be replaced by arrays of the same
+        shape.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bptt
+    >>> net = bptt.RNN(2, 8, 1, random_state=0)
+    >>> X = np.zeros((4, 10, 2))
+    >>> Y, h = net.forward(X)
+    >>> Y.shape, h.shape
+    ((4, 10, 1), (4, 8))
+    >>> loss, grads = net.loss_and_grad(X, np.ones((4, 10)))
+    >>> sorted(grads) == sorted(net.params)
+    True
+    """
+
+    def __init__(self, input_size, hidden_size, output_size, *, cell="rnn",
+                 nonlinearity="tanh", output_activation="identity",
+                 init="orthogonal", dtype="float64", backend="cython",
+                 random_state=None):
+        self.input_size = check_positive_int("input_size", input_size)
+        self.hidden_size = check_positive_int("hidden_size", hidden_size)
+        self.output_size = check_positive_int("output_size", output_size)
+        self.cell = check_choice("cell", cell, CELLS)
+        self.nonlinearity = check_choice("nonlinearity", nonlinearity, NONLINEARITIES)
+        self.output_activation = check_choice(
+            "output_activation", output_activation, OUTPUT_ACTIVATIONS)
+        self.init = check_choice("init", init, INITS)
+        self.dtype = check_dtype(dtype)
+        self.backend = check_choice("backend", backend, BACKENDS)
+        self._cell = CELLS[cell](load_kernels(self.backend, self._cell_kernel_name()),
+                                 self.nonlinearity)
+        self._out = load_kernels(self.backend, "output")
+        self._params = Params(self._param_shapes(), self.dtype,
+                              self._initial_params(_rng(random_state)))
+
+    def _cell_kernel_name(self):
+        return {"rnn": "elman"}.get(self.cell, self.cell)
+
+    # ------------------------------------------------------------------ params
+    def _param_shapes(self):
+        G, H = CELLS[self.cell].gates, self.hidden_size
+        shapes = {"W_xh": (G * H, self.input_size), "W_hh": (G * H, H), "b_h": (G * H,)}
+        for name, shape in getattr(CELLS[self.cell], "extra_params", {}).items():
+            shapes[name] = tuple(H if d == "H" else d for d in shape)
+        shapes["W_oh"] = (self.output_size, H)
+        shapes["b_o"] = (self.output_size,)
+        return shapes
+
+    def _initial_params(self, rng):
+        G, H, I, O = CELLS[self.cell].gates, self.hidden_size, self.input_size, self.output_size
+
+        def glorot(rows, cols):
+            bound = np.sqrt(6.0 / (rows + cols))
+            return rng.uniform(-bound, bound, size=(rows, cols))
+
+        def recurrent_block():
+            if self.init == "orthogonal":
+                q, r = np.linalg.qr(rng.standard_normal((H, H)))
+                return q * np.where(np.diag(r) < 0, -1.0, 1.0)
+            if self.init == "identity":
+                return np.eye(H)
+            if self.init == "xavier":
+                return glorot(H, H)
+            bound = 1.0 / np.sqrt(H)
+            return rng.uniform(-bound, bound, size=(H, H))
+
+        values = {
+            "W_xh": glorot(G * H, I),
+            "W_hh": np.vstack([recurrent_block() for _ in range(G)]),
+            "b_h": np.zeros(G * H),
+        }
+        initial_bias = getattr(CELLS[self.cell], "initial_bias", None)
+        if initial_bias is not None:
+            values["b_h"] = initial_bias(H)
+        for name in getattr(CELLS[self.cell], "extra_params", {}):
+            values[name] = np.zeros(H)
+        values["W_oh"] = glorot(O, H)
+        values["b_o"] = np.zeros(O)
+        return values
+
+    @property
+    def params(self):
+        """dict of str to ndarray: the parameters (see the class docstring)."""
+        return self._params
+
+    @params.setter
+    def params(self, values):
+        missing = set(self._params) - set(values)
+        extra = set(values) - set(self._params)
+        if missing or extra:
+            raise KeyError(
+                f"params must have exactly the keys {sorted(self._params)}; "
+                f"missing {sorted(missing)}, unexpected {sorted(extra)}."
+            )
+        # Validate everything before replacing anything.
+        self._params = Params(self._param_shapes(), self.dtype, values)
+
+    # ------------------------------------------------------------------ checks
+    def _check_state(self, h0, n_samples):
+        H = self.hidden_size
+        if self.cell == "lstm":
+            if h0 is None:
+                return (np.zeros((n_samples, H), self.dtype), np.zeros((n_samples, H), self.dtype))
+            if not isinstance(h0, (tuple, list)) or len(h0) != 2:
+                raise ValueError(
+                    f"h0 for an lstm must be a tuple (h0, c0) of arrays of shape "
+                    f"({n_samples}, {H}); got {type(h0).__name__}."
+                )
+            return tuple(self._check_state_array(s, name, n_samples)
+                         for s, name in zip(h0, ("h0", "c0")))
+        if h0 is None:
+            return np.zeros((n_samples, H), self.dtype)
+        return self._check_state_array(h0, "h0", n_samples)
+
+    def _check_state_array(self, h, name, n_samples):
+        h = as_numeric_array(h, name)
+        if h.shape != (n_samples, self.hidden_size):
+            raise ValueError(
+                f"{name} must have shape (n_samples, hidden_size) = "
+                f"({n_samples}, {self.hidden_size}); got shape {h.shape}."
+            )
+        check_finite(h, name)
+        return np.array(h, dtype=self.dtype, order="C", copy=True)
+
+    def _check_target(self, y, loss, output, n_samples, n_timesteps):
+        """Return the target as rows matching the flattened time-major outputs.
+
+        float targets: (N, O) with N = T * n (sequence) or n (last);
+        cross-entropy labels: int64 (N,).
+        """
+        O = self.output_size
+        if y is None:
+            raise ValueError("y must not be None: loss_and_grad needs targets.")
+        y = as_numeric_array(y, "y")
+        seq = output == "sequence"
+        lead = (n_samples, n_timesteps) if seq else (n_samples,)
+        if y.ndim >= 1 and y.shape[0] != n_samples:
+            raise ValueError(
+                f"Found input variables with inconsistent numbers of samples: "
+                f"[{n_samples}, {y.shape[0]}] (X and y)."
+            )
+        if loss == "cross_entropy":
+            if y.shape != lead:
+                raise ValueError(
+                    f"cross_entropy with output={output!r} expects integer class "
+                    f"labels of shape {lead}; got y of shape {y.shape}."
+                )
+            check_finite(y, "y")
+            if y.dtype.kind == "f":
+                if not np.all(y == np.round(y)):
+                    raise ValueError("cross_entropy labels must be integers; y has "
+                                     "non-integer values.")
+            elif y.dtype.kind not in "biu":
+                raise ValueError(f"cross_entropy labels must be integers; got dtype {y.dtype}.")
+            if y.min() < 0 or y.max() >= O:
+                raise ValueError(
+                    f"cross_entropy labels must lie in [0, {O}) (output_size={O}); "
+                    f"got labels from {y.min()} to {y.max()}."
+                )
+            labels = y.T if seq else y
+            return np.ascontiguousarray(labels, dtype=np.int64).reshape(-1)
+        full = lead + (O,)
+        if y.shape == full:
+            pass
+        elif O == 1 and y.shape == lead:
+            y = y[..., None]
+        else:
+            alt = f" or {lead}" if O == 1 else ""
+            raise ValueError(
+                f"{loss} with output={output!r} expects y of shape {full}{alt}; "
+                f"got y of shape {y.shape}."
+            )
+        check_finite(y, "y")
+        if loss == "binary_cross_entropy" and (y.min() < 0 or y.max() > 1):
+            raise ValueError(
+                f"binary_cross_entropy targets must lie in [0, 1]; got values "
+                f"from {y.min()} to {y.max()}."
+            )
+        rows = np.empty(((n_timesteps if seq else 1) * n_samples, O), dtype=self.dtype)
+        if seq:
+            rows.reshape(n_timesteps, n_samples, O)[...] = y.transpose(1, 0, 2)
+        else:
+            rows[...] = y
+        return rows
+
+    # ------------------------------------------------------------------ maths
+    def forward(self, X, h0=None):
+        """Run the network over sequences, keeping no per-step cache.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_timesteps, input_size)
+        h0 : ndarray of shape (n_samples, hidden_size), optional
+            Initial hidden state (zeros when None); for "lstm" a tuple
+            (h0, c0) of such arrays.
+
+        Returns
+        -------
+        Y : ndarray of shape (n_samples, n_timesteps, output_size)
+            Outputs after ``output_activation`` at every timestep.
+        state : ndarray of shape (n_samples, hidden_size)
+            The hidden state after the last step; for "lstm" a tuple
+            (h_T, c_T). Pass it back as ``h0`` to continue the sequences.
+        """
+        Xt = check_sequences(X, self.input_size, self.dtype)
+        T, n, _ = Xt.shape
+        state = self._check_state(h0, n)
+        p = self._params
+        H, O = self.hidden_size, self.output_size
+        act = OUTPUT_ACTIVATIONS[self.output_activation]
+        chunk = max(1, min(T, FORWARD_CHUNK_ELEMENTS // (n * H * self._cell.gates)))
+        Yt = np.empty((T, n, O), dtype=self.dtype)
+        Z = np.empty((chunk * n, O), dtype=self.dtype)
+        for start in range(0, T, chunk):
+            stop = min(T, start + chunk)
+            Hc, cache = self._cell.forward(Xt[start:stop], p, state)
+            state = self._cell.last_state(cache)
+            rows = (stop - start) * n
+            self._out.output_forward(Hc.reshape(rows, H), p["W_oh"], p["b_o"], act,
+                                     Z[:rows], Yt[start:stop].reshape(rows, O))
+        if not np.isfinite(Yt).all():
+            raise FloatingPointError(
+                "forward produced non-finite outputs: the parameters hold NaN/inf "
+                "or the inputs are too large for the network's dtype."
+            )
+        return np.ascontiguousarray(Yt.transpose(1, 0, 2)), state
+
+    def loss_and_grad(self, X, y, *, loss="mse", output="sequence", truncate=None,
+                      h0=None):
+        """Loss and its gradient with respect to every parameter (BPTT).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_timesteps, input_size)
+        y : array-like
+            ``output="sequence"``: (n_samples, n_timesteps, output_size), or
+            (n_samples, n_timesteps) when output_size is 1 or for
+            cross-entropy labels. ``output="last"``: (n_samples, output_size),
+            or (n_samples,).
+        loss : {"mse", "cross_entropy", "binary_cross_entropy"}, default="mse"
+            Mean squared error over every element; cross-entropy of the softmax
+            output against integer labels, averaged over samples (and
+            timesteps); binary cross-entropy of the sigmoid output, averaged
+            over every element.
+        output : {"sequence", "last"}, default="sequence"
+            Loss at every timestep (many-to-many) or at the last (many-to-one).
+        truncate : int or None, default=None
+            Truncated BPTT: the sequence is cut into windows [0, k), [k, 2k),
+            ...; the state flows forward across window boundaries but no
+            gradient flows back across them. None is full BPTT.
+        h0 : ndarray of shape (n_samples, hidden_size), optional
+            Initial state, as in :meth:`forward`.
+
+        Returns
+        -------
+        loss : float
+        grads : dict of str to ndarray
+            dloss/dparam, same keys and shapes as :attr:`params`.
+        """
+        check_choice("loss", loss, LOSSES)
+        check_choice("output", output, OUTPUTS)
+        needed = LOSS_ACTIVATION.get(loss)
+        if needed is not None and self.output_activation != needed:
+            raise ValueError(
+                f"loss={loss!r} needs output_activation={needed!r}; this network "
+                f"has output_activation={self.output_activation!r}."
+            )
+        truncate = check_positive_int("truncate", truncate, allow_none=True)
+        Xt = check_sequences(X, self.input_size, self.dtype)
+        T, n, _ = Xt.shape
+        target = self._check_target(y, loss, output, n, T)
+        state0 = self._check_state(h0, n)
+        p = self._params
+        H, O = self.hidden_size, self.output_size
+        act = OUTPUT_ACTIVATIONS[self.output_activation]
+        grads = {name: np.empty_like(value) for name, value in p.items()}
+
+        Hs_all, cache = self._cell.forward(Xt, p, state0)
+        # the rows the loss sees: every timestep, or the last one
+        dH = np.empty_like(Hs_all) if output == "sequence" else np.zeros_like(Hs_all)
+        if output == "sequence":
+            Hs, dHs = Hs_all.reshape(T * n, H), dH.reshape(T * n, H)
+        else:
+            Hs, dHs = Hs_all[T - 1], dH[T - 1]
+        N = Hs.shape[0]
+        Z = np.empty((N, O), dtype=self.dtype)
+        Y = np.empty((N, O), dtype=self.dtype)
+        dZ = np.empty((N, O), dtype=self.dtype)
+        self._out.output_forward(Hs, p["W_oh"], p["b_o"], act, Z, Y)
+        if loss == "mse":
+            value = self._out.mse_grad(Y, target, act, dZ)
+        elif loss == "binary_cross_entropy":
+            value = self._out.binary_cross_entropy_grad(Z, Y, target, dZ)
+        else:
+            value = self._out.cross_entropy_grad(Z, Y, target, dZ)
+        if not np.isfinite(value):
+            raise FloatingPointError(
+                f"the loss is not finite ({value}): the parameters hold NaN/inf or "
+                f"the activations overflowed."
+            )
+        self._out.output_backward(Hs, p["W_oh"], dZ, grads["W_oh"], grads["b_o"], dHs)
+        self._cell.backward(Xt, p, state0, cache, dH, truncate or 0, grads)
+        return value, grads
+
+    def __repr__(self):
+        return (f"RNN({self.input_size}, {self.hidden_size}, {self.output_size}, "
+                f"cell={self.cell!r}, nonlinearity={self.nonlinearity!r}, "
+                f"output_activation={self.output_activation!r}, init={self.init!r}, "
+                f"dtype={np.dtype(self.dtype).name!r}, backend={self.backend!r})")

@@ -1,0 +1,140 @@
+"""Elman cell kernels: forward pass and BPTT (twin of bptt/reference/elman.py).
+
+Design: time-major buffers, X (T, B, I), H (T, B, H). The input projection
+and the weight gradients are single GEMMs over all T*B rows; only the
+recurrence is sequential, one small GEMM per step followed by one fused
+elementwise pass (bias + activation forward, derivative backward) that the
+compiler vectorizes. The backward recurrence accumulates dA[t] @ W_hh
+straight into dA[t-1] (beta = 1), so no carry buffer is needed; truncation
+skips that GEMM at window starts. The whole time loop runs without the GIL
+and allocates nothing.
+
+    A      = X @ W_xh.T                 one GEMM, A lives in H
+    A[t]  += H[t-1] @ W_hh.T            per step (H[-1] := h0)
+    H[t]   = f(A[t] + b_h)              fused elementwise pass
+    dA[t]  = (dH[t] + dA[t+1] @ W_hh) * f'(H[t])
+    dW_xh  = dA.T @ X ; dW_hh = dA[1:].T @ H[:-1] + dA[0].T @ h0
+    db_h   = sum dA ; dh0 = dA[0] @ W_hh ; dX = dA @ W_xh
+"""
+from cython cimport floating
+
+from _activations cimport tanh_
+from _blas cimport gemm
+
+
+cdef void bias_activate(floating* a, const floating* b_h, Py_ssize_t rows,
+                        Py_ssize_t n_hidden, bint relu) noexcept nogil:
+    """a[r, j] = f(a[r, j] + b_h[j]) in place."""
+    cdef Py_ssize_t r, j
+    cdef floating v
+    for r in range(rows):
+        if relu:
+            for j in range(n_hidden):
+                v = a[j] + b_h[j]
+                a[j] = v if v > 0 else 0
+        else:
+            for j in range(n_hidden):
+                a[j] = tanh_(a[j] + b_h[j])
+        a += n_hidden
+
+
+cdef void activation_backward(floating* da, const floating* h, Py_ssize_t size,
+                              bint relu) noexcept nogil:
+    """da *= f'(A), with f' taken from the outputs h = f(A)."""
+    cdef Py_ssize_t i
+    if relu:
+        for i in range(size):
+            da[i] = da[i] if h[i] > 0 else 0
+    else:
+        for i in range(size):
+            da[i] = da[i] * (1 - h[i] * h[i])
+
+
+cdef void column_sums(const floating* a, Py_ssize_t rows, Py_ssize_t cols,
+                      floating* out) noexcept nogil:
+    """out[j] = sum_r a[r, j]."""
+    cdef Py_ssize_t r, j
+    for j in range(cols):
+        out[j] = 0
+    for r in range(rows):
+        for j in range(cols):
+            out[j] += a[r * cols + j]
+
+
+def elman_forward(const floating[:, :, ::1] X,      # IN  (T, B, I)
+                  const floating[:, ::1] W_xh,      # IN  (H, I)
+                  const floating[:, ::1] W_hh,      # IN  (H, H)
+                  const floating[::1] b_h,          # IN  (H,)
+                  const floating[:, ::1] h0,        # IN  (B, H)
+                  bint relu,
+                  floating[:, :, ::1] H):           # OUT (T, B, H)
+    """Run the recurrence over all timesteps and keep every hidden state."""
+    cdef int T = X.shape[0], B = X.shape[1], I = X.shape[2], n_hidden = W_hh.shape[1]
+    cdef Py_ssize_t step = <Py_ssize_t>B * n_hidden
+    cdef Py_ssize_t t
+    cdef const floating* h_prev
+    cdef floating* a
+    if T == 0 or B == 0:
+        return
+    with nogil:
+        # A = X @ W_xh.T, all timesteps in one GEMM
+        gemm(False, True, T * B, n_hidden, I, 1, &X[0, 0, 0], I, &W_xh[0, 0], I,
+             0, &H[0, 0, 0], n_hidden)
+        h_prev = &h0[0, 0]
+        for t in range(T):
+            a = &H[0, 0, 0] + t * step
+            # A[t] += H[t-1] @ W_hh.T
+            gemm(False, True, B, n_hidden, n_hidden, 1, h_prev, n_hidden,
+                 &W_hh[0, 0], n_hidden, 1, a, n_hidden)
+            # H[t] = f(A[t] + b_h)
+            bias_activate(a, &b_h[0], B, n_hidden, relu)
+            h_prev = a
+
+
+def elman_backward(const floating[:, :, ::1] X,     # IN  (T, B, I)
+                   const floating[:, ::1] W_xh,     # IN  (H, I), for dX
+                   const floating[:, ::1] W_hh,     # IN  (H, H)
+                   const floating[:, ::1] h0,       # IN  (B, H)
+                   const floating[:, :, ::1] H,     # IN  (T, B, H) from elman_forward
+                   floating[:, :, ::1] dH,          # IN dL/dH, WORK: becomes dA
+                   bint relu,
+                   int truncate,                    # window length, 0: full BPTT
+                   floating[:, ::1] dW_xh,          # OUT (H, I)
+                   floating[:, ::1] dW_hh,          # OUT (H, H)
+                   floating[::1] db_h,              # OUT (H,)
+                   floating[:, ::1] dh0,            # OUT (B, H)
+                   floating[:, :, ::1] dX=None):    # OUT (T, B, I), optional
+    """Backpropagate through time; see the module docstring for the maths."""
+    cdef int T = X.shape[0], B = X.shape[1], I = X.shape[2], n_hidden = W_hh.shape[1]
+    cdef Py_ssize_t step = <Py_ssize_t>B * n_hidden
+    cdef Py_ssize_t t
+    cdef floating* dA
+    cdef bint want_dX = dX is not None
+    if T == 0 or B == 0:
+        return
+    dA = &dH[0, 0, 0]
+    with nogil:
+        for t in range(T - 1, -1, -1):
+            # dA[t] = (dH[t] + dA[t+1] @ W_hh) * f'(H[t]); the carry was added below
+            activation_backward(dA + t * step, &H[0, 0, 0] + t * step, step, relu)
+            if t > 0 and not (truncate > 0 and t % truncate == 0):
+                # dA[t-1] (still dH[t-1]) += dA[t] @ W_hh
+                gemm(False, False, B, n_hidden, n_hidden, 1, dA + t * step, n_hidden,
+                     &W_hh[0, 0], n_hidden, 1, dA + (t - 1) * step, n_hidden)
+        # dh0 = dA[0] @ W_hh
+        gemm(False, False, B, n_hidden, n_hidden, 1, dA, n_hidden, &W_hh[0, 0],
+             n_hidden, 0, &dh0[0, 0], n_hidden)
+        # dW_xh = dA.T @ X
+        gemm(True, False, n_hidden, I, T * B, 1, dA, n_hidden, &X[0, 0, 0], I,
+             0, &dW_xh[0, 0], I)
+        # dW_hh = dA[0].T @ h0 + dA[1:].T @ H[:-1]
+        gemm(True, False, n_hidden, n_hidden, B, 1, dA, n_hidden, &h0[0, 0], n_hidden,
+             0, &dW_hh[0, 0], n_hidden)
+        gemm(True, False, n_hidden, n_hidden, (T - 1) * B, 1, dA + step, n_hidden,
+             &H[0, 0, 0], n_hidden, 1, &dW_hh[0, 0], n_hidden)
+        # db_h = sum_{t, b} dA
+        column_sums(dA, <Py_ssize_t>T * B, n_hidden, &db_h[0])
+        if want_dX:
+            # dX = dA @ W_xh
+            gemm(False, False, T * B, I, n_hidden, 1, dA, n_hidden, &W_xh[0, 0], I,
+                 0, &dX[0, 0, 0], I)
