@@ -31,7 +31,8 @@ cdef void bias_activate(floating* a, const floating* b_h, Py_ssize_t rows,
         if relu:
             for j in range(n_hidden):
                 v = a[j] + b_h[j]
-                a[j] = v if v > 0 else 0
+                # NaN must propagate, so test v <= 0 rather than v > 0
+                a[j] = 0 if v <= 0 else v
         else:
             for j in range(n_hidden):
                 a[j] = tanh_(a[j] + b_h[j])

@@ -63,7 +63,7 @@ static inline double bptt_tanh(double x)
 {
     /* tanh(x) = sign(x) e / (e + 2), e = expm1(2|x|); tanh(20) == 1.0 in double */
     double ax = fabs(x);
-    ax = ax < 20.0 ? ax : 20.0;
+    ax = ax > 20.0 ? 20.0 : ax;  /* written so NaN passes through */
     double scale;
     double p = bptt_expm1_parts(2.0 * ax, &scale);
     double e = scale * p + (scale - 1.0);
@@ -107,7 +107,7 @@ static inline float bptt_expf(float y)
 static inline float bptt_tanhf(float x)
 {
     float ax = fabsf(x);
-    ax = ax < 10.0f ? ax : 10.0f;
+    ax = ax > 10.0f ? 10.0f : ax;
     float scale;
     float p = bptt_expm1f_parts(2.0f * ax, &scale);
     float e = scale * p + (scale - 1.0f);
