@@ -174,11 +174,14 @@ class RNN:
         self.init = check_choice("init", init, INITS)
         self.dtype = check_dtype(dtype)
         self.backend = check_choice("backend", backend, BACKENDS)
-        self._cell = CELLS[cell](load_kernels(self.backend, self._cell_kernel_name()),
-                                 self.nonlinearity)
-        self._out = load_kernels(self.backend, "output")
+        self._bind_kernels()
         self._params = Params(self._param_shapes(), self.dtype,
                               self._initial_params(_rng(random_state)))
+
+    def _bind_kernels(self):
+        self._cell = CELLS[self.cell](
+            load_kernels(self.backend, self._cell_kernel_name()), self.nonlinearity)
+        self._out = load_kernels(self.backend, "output")
 
     def _cell_kernel_name(self):
         return {"rnn": "elman"}.get(self.cell, self.cell)
@@ -448,6 +451,16 @@ class RNN:
         self._out.output_backward(Hs, p["W_oh"], dZ, grads["W_oh"], grads["b_o"], dHs)
         self._cell.backward(Xt, p, state0, cache, dH, truncate or 0, grads)
         return value, grads
+
+    def __getstate__(self):
+        # kernel modules do not pickle; they are looked up again on load
+        state = self.__dict__.copy()
+        del state["_cell"], state["_out"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._bind_kernels()
 
     def __repr__(self):
         return (f"RNN({self.input_size}, {self.hidden_size}, {self.output_size}, "

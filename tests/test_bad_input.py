@@ -1,0 +1,168 @@
+"""Every kind of bad input gets a ValueError/TypeError saying what is wrong."""
+
+import numpy as np
+import pytest
+
+import bptt
+
+
+@pytest.fixture
+def net():
+    return bptt.RNN(3, 4, 2, random_state=0)
+
+
+@pytest.fixture
+def X():
+    return np.random.default_rng(0).standard_normal((5, 6, 3))
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(cell="elman"), r"cell must be one of .*got 'elman'"),
+    (dict(nonlinearity="sigmoid"), r"nonlinearity must be one of .*got 'sigmoid'"),
+    (dict(output_activation="tanh"), r"output_activation must be one of"),
+    (dict(init="zeros"), r"init must be one of"),
+    (dict(dtype="float16"), r"dtype must be one of \['float32', 'float64'\]; got 'float16'"),
+    (dict(backend="torch"), r"backend must be one of"),
+    (dict(random_state="seed"), r"random_state must be"),
+])
+def test_unknown_options(kwargs, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        bptt.RNN(3, 4, 2, **kwargs)
+
+
+@pytest.mark.parametrize("sizes,exc,match", [
+    ((0, 4, 2), ValueError, r"input_size must be an integer >= 1; got 0"),
+    ((3, -1, 2), ValueError, r"hidden_size must be an integer >= 1; got -1"),
+    ((3, 4, 0), ValueError, r"output_size must be an integer >= 1; got 0"),
+    ((3, 4.5, 2), TypeError, r"hidden_size must be an integer"),
+    ((True, 4, 2), TypeError, r"input_size must be an integer"),
+])
+def test_bad_sizes(sizes, exc, match):
+    with pytest.raises(exc, match=match):
+        bptt.RNN(*sizes)
+
+
+@pytest.mark.parametrize("method", ["forward", "loss_and_grad"])
+@pytest.mark.parametrize("bad,exc,match", [
+    (np.zeros((5, 6)), ValueError, r"Expected a 3D array X .*got a 2D array of shape \(5, 6\)"),
+    (np.zeros((5, 6, 3, 1)), ValueError, r"got a 4D array"),
+    (np.zeros((5, 6, 2)), ValueError, r"X has 2 features, but RNN is expecting 3 features"),
+    (np.zeros((0, 6, 3)), ValueError, r"Found array with 0 sample\(s\)"),
+    (np.zeros((5, 0, 3)), ValueError, r"Found array with 0 timestep\(s\)"),
+    (np.full((5, 6, 3), np.nan), ValueError, r"Input X contains NaN"),
+    (np.full((5, 6, 3), np.inf), ValueError, r"Input X contains infinity"),
+    (np.zeros((5, 6, 3), dtype=complex), ValueError, r"Complex data not supported"),
+    (np.full((5, 6, 3), "a"), ValueError, r"X must contain numbers"),
+    ([[[1, 2, 3]], [[1, 2]]], ValueError, r"numeric array of consistent shape"),
+    (np.zeros((5, 6, 3), dtype="datetime64[s]"), TypeError, r"X must contain numbers"),
+])
+def test_bad_X(net, method, bad, exc, match):
+    with pytest.raises(exc, match=match):
+        if method == "forward":
+            net.forward(bad)
+        else:
+            net.loss_and_grad(bad, np.zeros((5, 6, 2)))
+
+
+@pytest.mark.parametrize("y,kwargs,match", [
+    (np.zeros((5, 6)), {}, r"mse with output='sequence' expects y of shape \(5, 6, 2\); got y of shape \(5, 6\)"),
+    (np.zeros((5, 2)), {}, r"expects y of shape \(5, 6, 2\)"),
+    (np.zeros((5, 6, 2)), dict(output="last"), r"expects y of shape \(5, 2\); got y of shape \(5, 6, 2\)"),
+    (np.zeros((4, 6, 2)), {}, r"inconsistent numbers of samples: \[5, 4\]"),
+    (np.full((5, 6, 2), np.nan), {}, r"Input y contains NaN"),
+    (np.full((5, 6, 2), -np.inf), {}, r"Input y contains infinity"),
+    (None, {}, r"y must not be None"),
+    (np.full((5, 6, 2), "x"), {}, r"y must contain numbers"),
+    (np.zeros((5, 6, 2)), dict(loss="hinge"), r"loss must be one of"),
+    (np.zeros((5, 6, 2)), dict(output="first"), r"output must be one of"),
+    (np.zeros((5, 6, 2)), dict(truncate=0), r"truncate must be an integer >= 1; got 0"),
+    (np.zeros((5, 6, 2)), dict(truncate=-2), r"truncate must be an integer >= 1"),
+    (np.zeros((5, 6, 2)), dict(truncate=1.5), r"truncate must be an integer"),
+    (np.zeros((5, 6, 2)), dict(loss="cross_entropy"), r"needs output_activation='softmax'"),
+    (np.zeros((5, 6, 2)), dict(loss="binary_cross_entropy"), r"needs output_activation='sigmoid'"),
+])
+def test_bad_targets_and_options(net, X, y, kwargs, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        net.loss_and_grad(X, y, **kwargs)
+
+
+@pytest.mark.parametrize("y,kwargs,match", [
+    (np.full((5, 6), 2), {}, r"labels must lie in \[0, 2\) \(output_size=2\); got labels from 2 to 2"),
+    (np.full((5, 6), -1), {}, r"labels must lie in \[0, 2\)"),
+    (np.full((5, 6), 0.5), {}, r"labels must be integers"),
+    (np.zeros((5, 6, 2)), {}, r"expects integer class labels of shape \(5, 6\); got y of shape \(5, 6, 2\)"),
+    (np.zeros((5, 6)), dict(output="last"), r"expects integer class labels of shape \(5,\)"),
+    (np.full((5, 6), np.nan), {}, r"Input y contains NaN"),
+])
+def test_bad_labels(X, y, kwargs, match):
+    net = bptt.RNN(3, 4, 2, output_activation="softmax")
+    with pytest.raises(ValueError, match=match):
+        net.loss_and_grad(X, y, loss="cross_entropy", **kwargs)
+
+
+def test_bad_binary_targets(X):
+    net = bptt.RNN(3, 4, 2, output_activation="sigmoid")
+    with pytest.raises(ValueError, match=r"targets must lie in \[0, 1\]; got values from 0.0 to 2.0"):
+        net.loss_and_grad(X, np.linspace(0, 2, 60).reshape(5, 6, 2),
+                          loss="binary_cross_entropy")
+
+
+@pytest.mark.parametrize("h0,match", [
+    (np.zeros((4, 4)), r"h0 must have shape \(n_samples, hidden_size\) = \(5, 4\); got shape \(4, 4\)"),
+    (np.zeros(4), r"h0 must have shape .* got shape \(4,\)"),
+    (np.full((5, 4), np.nan), r"Input h0 contains NaN"),
+    (np.full((5, 4), np.inf), r"Input h0 contains infinity"),
+])
+@pytest.mark.parametrize("method", ["forward", "loss_and_grad"])
+def test_bad_h0(net, X, h0, match, method):
+    with pytest.raises(ValueError, match=match):
+        if method == "forward":
+            net.forward(X, h0=h0)
+        else:
+            net.loss_and_grad(X, np.zeros((5, 6, 2)), h0=h0)
+
+
+@pytest.mark.parametrize("name,value,exc,match", [
+    ("W_hh", np.zeros((3, 3)), ValueError, r"params\['W_hh'\] must have shape \(4, 4\); got an array of shape \(3, 3\)"),
+    ("b_o", np.zeros((2, 1)), ValueError, r"params\['b_o'\] must have shape \(2,\)"),
+    ("W_xh", np.full((4, 3), np.nan), ValueError, r"Input params\['W_xh'\] contains NaN"),
+    ("W_hy", np.zeros((2, 4)), KeyError, r"unknown parameter 'W_hy'"),
+    ("W_oh", np.full((2, 4), "w"), ValueError, r"must contain numbers"),
+])
+def test_bad_params(net, name, value, exc, match):
+    before = {k: v.copy() for k, v in net.params.items()}
+    with pytest.raises(exc, match=match):
+        net.params[name] = value
+    # nothing was replaced
+    for k in before:
+        np.testing.assert_array_equal(net.params[k], before[k])
+
+
+def test_params_setter_validates_everything_before_replacing(net):
+    before = {k: v.copy() for k, v in net.params.items()}
+    bad = dict(before, W_hh=np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="W_hh"):
+        net.params = bad
+    with pytest.raises(KeyError, match=r"missing \['b_o'\]"):
+        net.params = {k: v for k, v in before.items() if k != "b_o"}
+    for k in before:
+        np.testing.assert_array_equal(net.params[k], before[k])
+    with pytest.raises(TypeError):
+        del net.params["W_hh"]
+
+
+def test_nan_written_into_params_in_place_is_reported_not_returned(net, X):
+    net.params["W_hh"][0, 0] = np.nan
+    with pytest.raises(FloatingPointError, match="loss is not finite"):
+        net.loss_and_grad(X, np.zeros((5, 6, 2)))
+    with pytest.raises(FloatingPointError, match="non-finite outputs"):
+        net.forward(X)
+
+
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+def test_nan_propagates_through_the_compiled_activations(nonlinearity, X):
+    # NaN must not be clamped into a finite value by tanh or relu
+    net = bptt.RNN(3, 4, 2, nonlinearity=nonlinearity, random_state=0)
+    net.params["b_h"][:] = np.nan
+    with pytest.raises(FloatingPointError):
+        net.forward(X)
