@@ -15,31 +15,9 @@ from cython cimport floating
 from libc.math cimport log, log1p, fabs
 from libc.stdint cimport int64_t
 
-from _activations cimport exp_, sigmoid_
+from _activations cimport exp_
 from _blas cimport gemm
-
-DEF IDENTITY = 0
-DEF SIGMOID = 1
-DEF SOFTMAX = 2
-
-
-cdef void softmax_rows(const floating* z, floating* y, Py_ssize_t rows,
-                       Py_ssize_t cols) noexcept nogil:
-    """y[r] = exp(z[r] - max z[r]) / sum exp(z[r] - max z[r])."""
-    cdef Py_ssize_t r, j
-    cdef floating zmax, total
-    for r in range(rows):
-        zmax = z[0]
-        for j in range(1, cols):
-            zmax = z[j] if z[j] > zmax else zmax
-        total = 0
-        for j in range(cols):
-            y[j] = exp_(z[j] - zmax)
-            total = total + y[j]
-        for j in range(cols):
-            y[j] = y[j] / total
-        z += cols
-        y += cols
+from _outlayer cimport IDENTITY, SIGMOID, SOFTMAX, output_rows
 
 
 def output_forward(const floating[:, ::1] Hs,    # IN  (N, H)
@@ -50,31 +28,11 @@ def output_forward(const floating[:, ::1] Hs,    # IN  (N, H)
                    floating[:, ::1] Y):          # OUT (N, O)
     """Z = Hs @ W_oh.T + b_o ; Y = phi(Z)."""
     cdef int N = Hs.shape[0], n_hidden = Hs.shape[1], O = W_oh.shape[0]
-    cdef Py_ssize_t r, j, size = <Py_ssize_t>N * O
-    cdef floating* z
     if N == 0:
         return
     with nogil:
-        z = &Z[0, 0]
-        for r in range(N):
-            for j in range(O):
-                z[r * O + j] = b_o[j]
-        # Z = Hs @ W_oh.T + Z(= b_o)
-        gemm(False, True, N, O, n_hidden, 1, &Hs[0, 0], n_hidden, &W_oh[0, 0],
-             n_hidden, 1, z, O)
-        if activation == SIGMOID:
-            sigmoid_rows(z, &Y[0, 0], size)
-        elif activation == SOFTMAX:
-            softmax_rows(z, &Y[0, 0], N, O)
-        else:
-            for r in range(size):
-                (&Y[0, 0])[r] = z[r]
-
-
-cdef void sigmoid_rows(const floating* z, floating* y, Py_ssize_t size) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(size):
-        y[i] = sigmoid_(z[i])
+        output_rows(&Hs[0, 0], &W_oh[0, 0], &b_o[0], N, n_hidden, O, activation,
+                    &Z[0, 0], &Y[0, 0])
 
 
 def mse_grad(const floating[:, ::1] Y,        # IN  (N, O)

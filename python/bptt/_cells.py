@@ -16,6 +16,8 @@ The interface every cell implements:
     backward needs (``cache``, which includes H).
 ``last_state(cache) -> state``
     The state after the last step, in the contract's form (h, or (h, c)).
+``stepper(p, state0, activation) -> Stepper``
+    Streaming inference one timestep at a time (``RNN.stream``).
 ``backward(X, p, state0, cache, dH, truncate, grads) -> dstate0``
     dH (T, B, H) is consumed as workspace; writes the cell's gradients
     into ``grads`` and returns dL/dstate0.
@@ -45,6 +47,10 @@ class ElmanCell:
 
     def last_state(self, cache):
         return cache[-1].copy()
+
+    def stepper(self, p, state0, activation):
+        return self.kernels.Stepper(p["W_xh"], p["W_hh"], p["b_h"], p["W_oh"], p["b_o"],
+                                    state0, self.relu, activation)
 
     def backward(self, X, p, state0, cache, dH, truncate, grads):
         dh0 = np.empty_like(state0)

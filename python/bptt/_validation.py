@@ -126,3 +126,21 @@ def check_sequences(X, input_size, dtype, name="X", owner="RNN"):
     Xt = np.empty((T, n, features), dtype=dtype)
     Xt[...] = X.transpose(1, 0, 2)
     return Xt
+
+
+def coerce_step_input(x, n_samples, input_size, dtype):
+    """Validate one timestep of inputs for a stream, as a C-contiguous array.
+
+    Returns an array of shape (n_samples, input_size) of ``dtype``; a 1-D x
+    of length input_size is accepted when n_samples is 1.
+    """
+    arr = as_numeric_array(x, "x")
+    if arr.ndim == 1 and n_samples == 1:
+        arr = arr[None, :]
+    if arr.shape != (n_samples, input_size):
+        raise ValueError(
+            f"x must have shape (n_samples, input_size) = ({n_samples}, "
+            f"{input_size}){' or (input_size,)' if n_samples == 1 else ''}; got "
+            f"shape {arr.shape}."
+        )
+    return np.ascontiguousarray(arr, dtype=dtype)

@@ -375,6 +375,44 @@ class RNN:
             )
         return np.ascontiguousarray(Yt.transpose(1, 0, 2)), state
 
+    def stream(self, n_samples=1, h0=None):
+        """Prepare step-by-step inference for live data (one timestep per call).
+
+        The returned object holds a snapshot of the parameters and every
+        buffer, so each step allocates nothing: its ``step(x)`` takes x of
+        shape (n_samples, input_size) (or (input_size,) for one sample) and
+        returns y of shape (n_samples, output_size) in a buffer that the next
+        step overwrites. ``state`` gives a copy of the current state (h, or
+        (h, c) for "lstm") and ``reset(h0)`` sets it. Feeding the timesteps of
+        X one by one gives the same outputs as :meth:`forward` on X.
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+            Sequences advanced together.
+        h0 : ndarray of shape (n_samples, hidden_size), optional
+            Initial state (zeros when None); for "lstm" a tuple (h0, c0).
+
+        Returns
+        -------
+        stream : Stepper
+            Has ``step(x) -> y``, ``state`` and ``reset(h0)``.
+
+        Examples
+        --------
+        >>> import numpy as np, bptt
+        >>> net = bptt.RNN(1, 8, 1, random_state=0)
+        >>> s = net.stream()
+        >>> for x_t in np.sin(np.linspace(0, 3, 5)):
+        ...     y_t = s.step(np.array([x_t]))
+        >>> y_t.shape
+        (1, 1)
+        """
+        n_samples = check_positive_int("n_samples", n_samples)
+        state = self._check_state(h0, n_samples)
+        return self._cell.stepper(self._params, state,
+                                  OUTPUT_ACTIVATIONS[self.output_activation])
+
     def loss_and_grad(self, X, y, *, loss="mse", output="sequence", truncate=None,
                       h0=None):
         """Loss and its gradient with respect to every parameter (BPTT).
