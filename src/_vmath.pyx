@@ -25,3 +25,22 @@ def apply(str name, const floating[::1] x, floating[::1] out):
         else:
             for i in range(n):
                 out[i] = sigmoid_(x[i])
+
+
+cdef extern from *:
+    """
+    static int bptt_cpu_has_avx2_fma(void) {
+    #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    #else
+        return 0;
+    #endif
+    }
+    """
+    int bptt_cpu_has_avx2_fma()
+
+
+def cpu_has_avx2_fma():
+    """True when this CPU runs the AVX2 + FMA builds of the kernels."""
+    return bool(bptt_cpu_has_avx2_fma())

@@ -4,16 +4,33 @@ import numpy as np
 import pytest
 from scipy.special import expit
 
-from bptt import _vmath
+import importlib
+
+from bptt.rnn import compiled_variant
+
+# both builds of the kernels: the baseline and, on x86-64, the AVX2 + FMA twin
+VARIANTS = ["_vmath"]
+try:
+    importlib.import_module("bptt._vmath_avx2")
+    from bptt import _vmath
+    if _vmath.cpu_has_avx2_fma():
+        VARIANTS.append("_vmath_avx2")
+except ImportError:
+    pass
+
+
+@pytest.fixture(params=VARIANTS)
+def vmath(request):
+    return importlib.import_module(f"bptt.{request.param}")
 
 
 @pytest.mark.parametrize("dtype,span,max_ulp", [(np.float64, 40, 4), (np.float32, 20, 4)])
 @pytest.mark.parametrize("name,ref", [("exp", np.exp), ("tanh", np.tanh), ("sigmoid", expit)])
-def test_accuracy(name, ref, dtype, span, max_ulp):
+def test_accuracy(vmath, name, ref, dtype, span, max_ulp):
     tiny = np.geomspace(1e-30, 1, 2000)
     x = np.concatenate([np.linspace(-span, span, 100001), tiny, -tiny, [0.0]]).astype(dtype)
     out = np.empty_like(x)
-    _vmath.apply(name, x, out)
+    vmath.apply(name, x, out)
     with np.errstate(over="ignore"):
         expected = ref(x.astype(np.float64))
     info = np.finfo(dtype)
@@ -23,21 +40,45 @@ def test_accuracy(name, ref, dtype, span, max_ulp):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_saturation_and_special_values(dtype):
+def test_saturation_and_special_values(vmath, dtype):
     x = np.array([-1e30, -1000, 1000, 1e30, np.inf, -np.inf, 0.0, -0.0], dtype=dtype)
     out = np.empty_like(x)
-    _vmath.apply("tanh", x, out)
+    vmath.apply("tanh", x, out)
     np.testing.assert_array_equal(out[:6], [-1, -1, 1, 1, 1, -1])
     assert out[6] == 0 and np.signbit(out[7])
-    _vmath.apply("sigmoid", x, out)
+    vmath.apply("sigmoid", x, out)
     assert ((out[:6] >= 0) & (out[:6] <= 1)).all() and out[6] == 0.5
     nan = np.array([np.nan], dtype=dtype)
     for name in ("exp", "tanh", "sigmoid"):
-        _vmath.apply(name, nan, out[:1])
+        vmath.apply(name, nan, out[:1])
         assert np.isnan(out[0]), name
 
 
-def test_unknown_function_name():
+def test_unknown_function_name(vmath):
     x = np.zeros(3)
     with pytest.raises(ValueError, match="name must be"):
-        _vmath.apply("log", x, x.copy())
+        vmath.apply("log", x, x.copy())
+
+
+def test_kernel_builds_agree():
+    """The baseline and AVX2 builds compute the same training step."""
+    import numpy as np
+    import bptt
+    if len(VARIANTS) < 2:
+        pytest.skip("no AVX2 + FMA build on this machine")
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((4, 20, 3))
+    y = rng.standard_normal((4, 20, 2))
+    results = []
+    for module in ("bptt._elman", "bptt._elman_avx2"):
+        net = bptt.RNN(3, 17, 2, output_activation="sigmoid", random_state=0)
+        net._cell.kernels = importlib.import_module(module)
+        results.append(net.loss_and_grad(X, y, truncate=7))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    assert loss_a == pytest.approx(loss_b, rel=1e-13)
+    for name in grads_a:
+        np.testing.assert_allclose(grads_a[name], grads_b[name], rtol=1e-11, atol=1e-14)
+
+
+def test_variant_is_reported():
+    assert compiled_variant() in ("baseline", "avx2")

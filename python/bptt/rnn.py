@@ -1,7 +1,9 @@
 """The network: :class:`RNN`, a recurrent layer plus an output layer."""
 
+import functools
 import importlib
 import numbers
+import os
 
 import numpy as np
 
@@ -30,9 +32,29 @@ FORWARD_CHUNK_ELEMENTS = 1 << 18
 _KERNEL_MODULES = {"numpy": "bptt.reference.{}", "cython": "bptt._{}"}
 
 
+@functools.lru_cache(maxsize=None)
+def compiled_variant():
+    """Which build of the compiled kernels this process uses.
+
+    "avx2" (AVX2 + FMA, 8 floats per instruction in the elementwise passes)
+    when the CPU has both and that build exists, else "baseline" (SSE2, any
+    x86-64). The environment variable ``BPTT_SIMD=baseline`` forces the
+    baseline.
+    """
+    if os.environ.get("BPTT_SIMD", "").lower() == "baseline":
+        return "baseline"
+    try:
+        from . import _vmath, _vmath_avx2  # noqa: F401
+    except ImportError:
+        return "baseline"
+    return "avx2" if _vmath.cpu_has_avx2_fma() else "baseline"
+
+
 def load_kernels(backend, name):
     """Import the kernel module ``name`` ("elman", "output", ...) of a backend."""
     module = _KERNEL_MODULES[backend].format(name)
+    if backend == "cython" and compiled_variant() == "avx2":
+        module += "_avx2"
     try:
         return importlib.import_module(module)
     except ImportError as exc:
