@@ -62,11 +62,12 @@ cdef void activation_backward(floating* da, const floating* h, Py_ssize_t size,
 
 
 cdef void column_sums(const floating* a, Py_ssize_t rows, Py_ssize_t cols,
-                      floating* out) noexcept nogil:
-    """out[j] = sum_r a[r, j]."""
+                      bint accumulate, floating* out) noexcept nogil:
+    """out[j] (+)= sum_r a[r, j]."""
     cdef Py_ssize_t r, j
-    for j in range(cols):
-        out[j] = 0
+    if not accumulate:
+        for j in range(cols):
+            out[j] = 0
     for r in range(rows):
         for j in range(cols):
             out[j] += a[r * cols + j]
@@ -114,13 +115,21 @@ def elman_backward(const floating[:, :, ::1] X,     # IN  (T, B, I)
                    floating[:, ::1] dW_hh,          # OUT (H, H)
                    floating[::1] db_h,              # OUT (H,)
                    floating[:, ::1] dh0,            # OUT (B, H)
+                   bint accumulate=False,           # add into dW_xh, dW_hh, db_h
                    floating[:, :, ::1] dX=None):    # OUT (T, B, I), optional
-    """Backpropagate through time; see the module docstring for the maths."""
+    """Backpropagate through time; see the module docstring for the maths.
+
+    With ``accumulate`` the weight gradients are added to what dW_xh, dW_hh
+    and db_h hold, so a long sequence can be processed in chunks of
+    timesteps (the caller passes H[s-1] as h0 and adds the returned dh0 of
+    the later chunk into dH[-1]).
+    """
     cdef int T = X.shape[0], B = X.shape[1], I = X.shape[2], n_hidden = W_hh.shape[1]
     cdef Py_ssize_t step = <Py_ssize_t>B * n_hidden
     cdef Py_ssize_t t
     cdef floating* dA
     cdef bint want_dX = dX is not None
+    cdef floating beta = 1 if accumulate else 0
     if T == 0 or B == 0:
         return
     dA = &dH[0, 0, 0]
@@ -135,16 +144,16 @@ def elman_backward(const floating[:, :, ::1] X,     # IN  (T, B, I)
         # dh0 = dA[0] @ W_hh
         gemm(False, False, B, n_hidden, n_hidden, 1, dA, n_hidden, &W_hh[0, 0],
              n_hidden, 0, &dh0[0, 0], n_hidden)
-        # dW_xh = dA.T @ X
+        # dW_xh (+)= dA.T @ X
         gemm(True, False, n_hidden, I, T * B, 1, dA, n_hidden, &X[0, 0, 0], I,
-             0, &dW_xh[0, 0], I)
-        # dW_hh = dA[0].T @ h0 + dA[1:].T @ H[:-1]
+             beta, &dW_xh[0, 0], I)
+        # dW_hh (+)= dA[0].T @ h0 + dA[1:].T @ H[:-1]
         gemm(True, False, n_hidden, n_hidden, B, 1, dA, n_hidden, &h0[0, 0], n_hidden,
-             0, &dW_hh[0, 0], n_hidden)
+             beta, &dW_hh[0, 0], n_hidden)
         gemm(True, False, n_hidden, n_hidden, (T - 1) * B, 1, dA + step, n_hidden,
              &H[0, 0, 0], n_hidden, 1, &dW_hh[0, 0], n_hidden)
-        # db_h = sum_{t, b} dA
-        column_sums(dA, <Py_ssize_t>T * B, n_hidden, &db_h[0])
+        # db_h (+)= sum_{t, b} dA
+        column_sums(dA, <Py_ssize_t>T * B, n_hidden, accumulate, &db_h[0])
         if want_dX:
             # dX = dA @ W_xh
             gemm(False, False, T * B, I, n_hidden, 1, dA, n_hidden, &W_xh[0, 0], I,

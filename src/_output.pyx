@@ -38,11 +38,12 @@ def output_forward(const floating[:, ::1] Hs,    # IN  (N, H)
 def mse_grad(const floating[:, ::1] Y,        # IN  (N, O)
              const floating[:, ::1] target,   # IN  (N, O)
              int activation,
-             floating[:, ::1] dZ):            # OUT (N, O)
-    """Mean squared error; writes dL/dZ through phi. Returns the loss."""
+             floating[:, ::1] dZ,             # OUT (N, O)
+             double denominator):             # elements the mean runs over
+    """Squared error summed over these rows / denominator; writes dL/dZ through phi."""
     cdef Py_ssize_t N = Y.shape[0], O = Y.shape[1], size = N * O, r, j
     cdef double total = 0, diff
-    cdef floating scale = 2.0 / size
+    cdef floating scale = 2.0 / denominator
     cdef floating dot
     cdef const floating* y = &Y[0, 0]
     cdef const floating* t = &target[0, 0]
@@ -65,17 +66,18 @@ def mse_grad(const floating[:, ::1] Y,        # IN  (N, O)
                     dot = dot + dz[r * O + j] * y[r * O + j]
                 for j in range(O):
                     dz[r * O + j] = y[r * O + j] * (dz[r * O + j] - dot)
-    return total / size
+    return total / denominator
 
 
 def binary_cross_entropy_grad(const floating[:, ::1] Z,       # IN  (N, O)
                               const floating[:, ::1] Y,       # IN  (N, O) sigmoid(Z)
                               const floating[:, ::1] target,  # IN  (N, O)
-                              floating[:, ::1] dZ):           # OUT (N, O)
-    """Binary cross-entropy from the logits; returns the loss."""
+                              floating[:, ::1] dZ,            # OUT (N, O)
+                              double denominator):            # elements of the mean
+    """Binary cross-entropy from the logits, summed / denominator."""
     cdef Py_ssize_t size = <Py_ssize_t>Z.shape[0] * Z.shape[1], r
     cdef double total = 0, z
-    cdef floating scale = 1.0 / size
+    cdef floating scale = 1.0 / denominator
     cdef const floating* zp = &Z[0, 0]
     cdef const floating* y = &Y[0, 0]
     cdef const floating* t = &target[0, 0]
@@ -87,17 +89,18 @@ def binary_cross_entropy_grad(const floating[:, ::1] Z,       # IN  (N, O)
             total += (z if z > 0 else 0) - z * t[r] + log1p(exp_(-fabs(z)))
             # dZ = (sigmoid(z) - y) / (N O)
             dz[r] = scale * (y[r] - t[r])
-    return total / size
+    return total / denominator
 
 
 def cross_entropy_grad(const floating[:, ::1] Z,       # IN  (N, O)
                        const floating[:, ::1] Y,       # IN  (N, O) softmax(Z)
                        const int64_t[::1] labels,      # IN  (N,)
-                       floating[:, ::1] dZ):           # OUT (N, O)
-    """Cross-entropy against integer labels; returns the loss."""
+                       floating[:, ::1] dZ,            # OUT (N, O)
+                       double denominator):            # rows of the mean
+    """Cross-entropy against integer labels, summed / denominator."""
     cdef Py_ssize_t N = Z.shape[0], O = Z.shape[1], r, j
     cdef double total = 0, zmax, sum_exp
-    cdef floating scale = 1.0 / N
+    cdef floating scale = 1.0 / denominator
     cdef const floating* z = &Z[0, 0]
     cdef const floating* y = &Y[0, 0]
     cdef floating* dz = &dZ[0, 0]
@@ -115,7 +118,7 @@ def cross_entropy_grad(const floating[:, ::1] Z,       # IN  (N, O)
             for j in range(O):
                 dz[r * O + j] = scale * y[r * O + j]
             dz[r * O + labels[r]] -= scale
-    return total / N
+    return total / denominator
 
 
 def output_backward(const floating[:, ::1] Hs,      # IN  (N, H)
@@ -123,19 +126,22 @@ def output_backward(const floating[:, ::1] Hs,      # IN  (N, H)
                     const floating[:, ::1] dZ,      # IN  (N, O)
                     floating[:, ::1] dW_oh,         # OUT (O, H)
                     floating[::1] db_o,             # OUT (O,)
-                    floating[:, ::1] dHs):          # OUT (N, H)
-    """dW_oh = dZ.T @ Hs ; db_o = sum_rows dZ ; dHs = dZ @ W_oh."""
+                    floating[:, ::1] dHs,           # OUT (N, H)
+                    bint accumulate=False):         # add into dW_oh, db_o
+    """dW_oh (+)= dZ.T @ Hs ; db_o (+)= sum_rows dZ ; dHs = dZ @ W_oh."""
     cdef int N = Hs.shape[0], n_hidden = Hs.shape[1], O = W_oh.shape[0]
     cdef Py_ssize_t r, j
+    cdef floating beta = 1 if accumulate else 0
     if N == 0:
         return
     with nogil:
-        # dW_oh = dZ.T @ Hs
+        # dW_oh (+)= dZ.T @ Hs
         gemm(True, False, O, n_hidden, N, 1, &dZ[0, 0], O, &Hs[0, 0], n_hidden,
-             0, &dW_oh[0, 0], n_hidden)
-        # db_o = sum_rows dZ
-        for j in range(O):
-            db_o[j] = 0
+             beta, &dW_oh[0, 0], n_hidden)
+        # db_o (+)= sum_rows dZ
+        if not accumulate:
+            for j in range(O):
+                db_o[j] = 0
         for r in range(N):
             for j in range(O):
                 db_o[j] += dZ[r, j]

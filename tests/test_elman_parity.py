@@ -126,7 +126,7 @@ def test_input_gradient_for_stacking(backend):
     k.elman_forward(X, W_xh, W_hh, b_h, h0, False, Hs)
     dX = np.empty_like(X)
     outs = [np.empty((H, I)), np.empty((H, H)), np.empty(H), np.empty((B, H))]
-    k.elman_backward(X, W_xh, W_hh, h0, Hs, G.copy(), False, 0, *outs, dX)
+    k.elman_backward(X, W_xh, W_hh, h0, Hs, G.copy(), False, 0, *outs, dX=dX)
     eps, num = 1e-6, np.empty_like(X)
     for idx in np.ndindex(X.shape):
         Xp, Xm = X.copy(), X.copy()

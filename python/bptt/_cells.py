@@ -9,18 +9,24 @@ The interface every cell implements:
 
 ``gates``
     Rows of W_xh / W_hh per hidden unit (1 Elman, 4 LSTM, 3 GRU).
-``recurrent_params``
-    Names of the cell's parameters, in kernel argument order.
-``forward(X, p, state0) -> (H, cache)``
-    Runs the recurrence, returns the hidden states H (T, B, H) and what
-    backward needs (``cache``, which includes H).
-``last_state(cache) -> state``
-    The state after the last step, in the contract's form (h, or (h, c)).
+``allocate(T, B, H, dtype) -> cache``
+    The arrays BPTT must keep, a tuple of arrays with time as the first
+    axis (Elman: (H,); gated cells add their gate activations), so
+    ``tuple(a[s:e] for a in cache)`` is the cache of timesteps s..e-1.
+``forward(X, p, state0, cache)``
+    Runs the recurrence over X's timesteps from state0, filling cache.
+``hidden(cache) -> H`` and ``state_after(cache, t) -> state``
+    The hidden states (T, B, H), and the state after step t in the
+    contract's form (h, or (h, c)) as views into the cache.
+``backward(X, p, state0, cache, dH, dstate_next, truncate, grads, accumulate) -> dstate0``
+    dH (T, B, H) is dL/dH from above and is consumed as workspace;
+    ``dstate_next`` (or None) is dL/dstate after the last step, flowing in
+    from later timesteps. Writes (or with ``accumulate`` adds) the cell's
+    gradients into ``grads`` and returns dL/dstate0. Running it chunk by
+    chunk from the end, passing each chunk's dstate0 on as the previous
+    chunk's dstate_next, is BPTT over the whole sequence.
 ``stepper(p, state0, activation) -> Stepper``
     Streaming inference one timestep at a time (``RNN.stream``).
-``backward(X, p, state0, cache, dH, truncate, grads) -> dstate0``
-    dH (T, B, H) is consumed as workspace; writes the cell's gradients
-    into ``grads`` and returns dL/dstate0.
 
 Stacked layers feed ``dX`` of layer l+1 into ``dH`` of layer l; a reversed
 direction runs the same kernels on X[::-1].
@@ -39,24 +45,31 @@ class ElmanCell:
         self.kernels = kernels
         self.relu = nonlinearity == "relu"
 
-    def forward(self, X, p, state0):
-        T, B, _ = X.shape
-        H = np.empty((T, B, p["W_hh"].shape[1]), dtype=X.dtype)
-        self.kernels.elman_forward(X, p["W_xh"], p["W_hh"], p["b_h"], state0, self.relu, H)
-        return H, H
+    def allocate(self, T, B, n_hidden, dtype):
+        return (np.empty((T, B, n_hidden), dtype=dtype),)
 
-    def last_state(self, cache):
-        return cache[-1].copy()
+    def hidden(self, cache):
+        return cache[0]
+
+    def state_after(self, cache, t):
+        return cache[0][t]
+
+    def forward(self, X, p, state0, cache):
+        self.kernels.elman_forward(X, p["W_xh"], p["W_hh"], p["b_h"], state0, self.relu,
+                                   cache[0])
 
     def stepper(self, p, state0, activation):
         return self.kernels.Stepper(p["W_xh"], p["W_hh"], p["b_h"], p["W_oh"], p["b_o"],
                                     state0, self.relu, activation)
 
-    def backward(self, X, p, state0, cache, dH, truncate, grads):
+    def backward(self, X, p, state0, cache, dH, dstate_next, truncate, grads,
+                 accumulate=False):
+        if dstate_next is not None:
+            dH[-1] += dstate_next
         dh0 = np.empty_like(state0)
         self.kernels.elman_backward(
-            X, p["W_xh"], p["W_hh"], state0, cache, dH, self.relu, truncate,
-            grads["W_xh"], grads["W_hh"], grads["b_h"], dh0,
+            X, p["W_xh"], p["W_hh"], state0, cache[0], dH, self.relu, truncate,
+            grads["W_xh"], grads["W_hh"], grads["b_h"], dh0, accumulate,
         )
         return dh0
 

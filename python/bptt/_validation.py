@@ -85,7 +85,7 @@ def check_finite(arr, name):
 
 
 def check_sequences(X, input_size, dtype, name="X", owner="RNN"):
-    """Validate batch-first sequences and return them time-major.
+    """Validate batch-first sequences.
 
     Parameters
     ----------
@@ -97,8 +97,10 @@ def check_sequences(X, input_size, dtype, name="X", owner="RNN"):
 
     Returns
     -------
-    Xt : ndarray of shape (n_timesteps, n_samples, n_features)
-        A new C-contiguous array of ``dtype``; never a view of ``X``.
+    X : ndarray of shape (n_samples, n_timesteps, n_features)
+        ``X`` itself when it already is an ndarray of ``dtype`` (it is only
+        read), otherwise a converted copy. The kernels take time-major
+        chunks of it (see :func:`time_major`).
     """
     X = as_numeric_array(X, name)
     if X.ndim != 3:
@@ -123,9 +125,17 @@ def check_sequences(X, input_size, dtype, name="X", owner="RNN"):
             f"{input_size} features as input."
         )
     check_finite(X, name)
-    Xt = np.empty((T, n, features), dtype=dtype)
-    Xt[...] = X.transpose(1, 0, 2)
-    return Xt
+    return X.astype(dtype, copy=False)
+
+
+def time_major(X, start, stop, out):
+    """Copy timesteps start..stop-1 of batch-first X into out, time-major.
+
+    Returns ``out[:stop - start]``, of shape (stop - start, n_samples, n_features).
+    """
+    chunk = out[: stop - start]
+    chunk[...] = X[:, start:stop].transpose(1, 0, 2)
+    return chunk
 
 
 def coerce_step_input(x, n_samples, input_size, dtype):

@@ -15,6 +15,7 @@ from ._validation import (
     check_finite,
     check_positive_int,
     check_sequences,
+    time_major,
 )
 
 NONLINEARITIES = ("tanh", "relu")
@@ -28,6 +29,11 @@ LOSS_ACTIVATION = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid"
 # forward() runs long sequences in chunks of timesteps holding about this many
 # hidden values, so inference memory does not grow with T.
 FORWARD_CHUNK_ELEMENTS = 1 << 18
+# loss_and_grad() keeps the cache BPTT needs for every timestep, but its
+# workspaces (the time-major input, dL/dH, the output layer's rows) cover one
+# chunk of timesteps: at least this many rows (timesteps x samples), so the
+# chunk GEMMs stay efficient, and at most about 1/8 of the sequence.
+TRAIN_CHUNK_ROWS = 1024
 
 _KERNEL_MODULES = {"numpy": "bptt.reference.{}", "cython": "bptt._{}"}
 
@@ -77,6 +83,12 @@ def _rng(random_state):
         f"random_state must be None, an int, a numpy Generator or RandomState; "
         f"got {random_state!r}."
     )
+
+
+def _copy_state(state):
+    if isinstance(state, tuple):
+        return tuple(a.copy() for a in state)
+    return state.copy()
 
 
 class Params(dict):
@@ -374,22 +386,28 @@ class RNN:
             The hidden state after the last step; for "lstm" a tuple
             (h_T, c_T). Pass it back as ``h0`` to continue the sequences.
         """
-        Xt = check_sequences(X, self.input_size, self.dtype)
-        T, n, _ = Xt.shape
+        X = check_sequences(X, self.input_size, self.dtype)
+        n, T, _ = X.shape
         state = self._check_state(h0, n)
         p = self._params
         H, O = self.hidden_size, self.output_size
         act = OUTPUT_ACTIVATIONS[self.output_activation]
         chunk = max(1, min(T, FORWARD_CHUNK_ELEMENTS // (n * H * self._cell.gates)))
+        cache = self._cell.allocate(chunk, n, H, self.dtype)
+        Xc = np.empty((chunk, n, self.input_size), dtype=self.dtype)
         Yt = np.empty((T, n, O), dtype=self.dtype)
         Z = np.empty((chunk * n, O), dtype=self.dtype)
         for start in range(0, T, chunk):
             stop = min(T, start + chunk)
-            Hc, cache = self._cell.forward(Xt[start:stop], p, state)
-            state = self._cell.last_state(cache)
-            rows = (stop - start) * n
-            self._out.output_forward(Hc.reshape(rows, H), p["W_oh"], p["b_o"], act,
-                                     Z[:rows], Yt[start:stop].reshape(rows, O))
+            steps = stop - start
+            part = tuple(a[:steps] for a in cache)
+            self._cell.forward(time_major(X, start, stop, Xc), p, state, part)
+            # the cache is reused by the next chunk: copy the state out of it
+            state = _copy_state(self._cell.state_after(part, steps - 1))
+            rows = steps * n
+            self._out.output_forward(self._cell.hidden(part).reshape(rows, H),
+                                     p["W_oh"], p["b_o"], act, Z[:rows],
+                                     Yt[start:stop].reshape(rows, O))
         if not np.isfinite(Yt).all():
             raise FloatingPointError(
                 "forward produced non-finite outputs: the parameters hold NaN/inf "
@@ -476,40 +494,96 @@ class RNN:
                 f"has output_activation={self.output_activation!r}."
             )
         truncate = check_positive_int("truncate", truncate, allow_none=True)
-        Xt = check_sequences(X, self.input_size, self.dtype)
-        T, n, _ = Xt.shape
+        X = check_sequences(X, self.input_size, self.dtype)
+        n, T, _ = X.shape
         target = self._check_target(y, loss, output, n, T)
         state0 = self._check_state(h0, n)
-        p = self._params
-        H, O = self.hidden_size, self.output_size
-        act = OUTPUT_ACTIVATIONS[self.output_activation]
-        grads = {name: np.empty_like(value) for name, value in p.items()}
+        return self._bptt(X, target, loss, output, truncate or 0, state0)
 
-        Hs_all, cache = self._cell.forward(Xt, p, state0)
-        # the rows the loss sees: every timestep, or the last one
-        dH = np.empty_like(Hs_all) if output == "sequence" else np.zeros_like(Hs_all)
-        if output == "sequence":
-            Hs, dHs = Hs_all.reshape(T * n, H), dH.reshape(T * n, H)
-        else:
-            Hs, dHs = Hs_all[T - 1], dH[T - 1]
-        N = Hs.shape[0]
-        Z = np.empty((N, O), dtype=self.dtype)
-        Y = np.empty((N, O), dtype=self.dtype)
-        dZ = np.empty((N, O), dtype=self.dtype)
-        self._out.output_forward(Hs, p["W_oh"], p["b_o"], act, Z, Y)
-        if loss == "mse":
-            value = self._out.mse_grad(Y, target, act, dZ)
-        elif loss == "binary_cross_entropy":
-            value = self._out.binary_cross_entropy_grad(Z, Y, target, dZ)
-        else:
-            value = self._out.cross_entropy_grad(Z, Y, target, dZ)
+    def _chunk_steps(self, T, n, truncate):
+        """Timesteps per chunk of loss_and_grad's workspaces."""
+        rows = max(TRAIN_CHUNK_ROWS, (T * n) // 8)
+        steps = min(T, max(1, -(-rows // n)))
+        if truncate and steps < T:
+            # chunk starts on window starts, so the kernels' t % truncate holds
+            steps = min(T, -(-steps // truncate) * truncate)
+        return steps
+
+    def _bptt(self, X, target, loss, output, truncate, state0):
+        """Forward over every timestep, then BPTT chunk by chunk from the end.
+
+        X is batch-first and validated, target as from _check_target.
+        """
+        n, T, I = X.shape
+        H, O = self.hidden_size, self.output_size
+        cell, out, p = self._cell, self._out, self._params
+        act = OUTPUT_ACTIVATIONS[self.output_activation]
+        steps = self._chunk_steps(T, n, truncate)
+        starts = list(range(0, T, steps))
+        cache = cell.allocate(T, n, H, self.dtype)
+        Xc = np.empty((steps, n, I), dtype=self.dtype)
+        state = state0
+        for s in starts:
+            e = min(T, s + steps)
+            cell.forward(time_major(X, s, e, Xc), p, state,
+                         tuple(a[s:e] for a in cache))
+            state = cell.state_after(cache, e - 1)
+
+        sequence = output == "sequence"
+        loss_rows = T * n if sequence else n
+        denominator = loss_rows if loss == "cross_entropy" else loss_rows * O
+        loss_fn = {"mse": lambda Z, Y, t, dZ: out.mse_grad(Y, t, act, dZ, denominator),
+                   "binary_cross_entropy": lambda Z, Y, t, dZ: out.binary_cross_entropy_grad(
+                       Z, Y, t, dZ, denominator),
+                   "cross_entropy": lambda Z, Y, t, dZ: out.cross_entropy_grad(
+                       Z, Y, t, dZ, denominator)}[loss]
+        rows_max = steps * n if sequence else n
+        Z = np.empty((rows_max, O), dtype=self.dtype)
+        Y = np.empty((rows_max, O), dtype=self.dtype)
+        dZ = np.empty((rows_max, O), dtype=self.dtype)
+        dH = np.empty((steps, n, H), dtype=self.dtype)
+        Hall = cell.hidden(cache)
+        grads = {name: np.empty_like(value) for name, value in p.items()}
+        value = 0.0
+        carry = None
+        for i, s in enumerate(reversed(starts)):
+            e = min(T, s + steps)
+            dHc = dH[: e - s]
+            if sequence:
+                rows = (e - s) * n
+                Hs = Hall[s:e].reshape(rows, H)
+                out.output_forward(Hs, p["W_oh"], p["b_o"], act, Z[:rows], Y[:rows])
+                value += loss_fn(Z[:rows], Y[:rows], target[s * n:e * n], dZ[:rows])
+                out.output_backward(Hs, p["W_oh"], dZ[:rows], grads["W_oh"], grads["b_o"],
+                                    dHc.reshape(rows, H), i > 0)
+            elif i == 0:
+                dHc[:-1] = 0
+                out.output_forward(Hall[T - 1], p["W_oh"], p["b_o"], act, Z, Y)
+                value = loss_fn(Z, Y, target, dZ)
+                out.output_backward(Hall[T - 1], p["W_oh"], dZ, grads["W_oh"], grads["b_o"],
+                                    dHc[-1])
+            elif carry is None:
+                # loss at the last step only, and truncation stopped its
+                # gradient: earlier timesteps contribute nothing
+                break
+            else:
+                dHc[...] = 0
+            if i == 0 and not np.isfinite(value):
+                raise FloatingPointError(
+                    f"the loss is not finite ({value}): the parameters hold NaN/inf or "
+                    f"the activations overflowed."
+                )
+            chunk_state0 = state0 if s == 0 else cell.state_after(cache, s - 1)
+            carry = cell.backward(time_major(X, s, e, Xc), p, chunk_state0,
+                                  tuple(a[s:e] for a in cache), dHc, carry, truncate,
+                                  grads, i > 0)
+            if truncate and s % truncate == 0:
+                carry = None  # no gradient crosses a window boundary
         if not np.isfinite(value):
             raise FloatingPointError(
                 f"the loss is not finite ({value}): the parameters hold NaN/inf or "
                 f"the activations overflowed."
             )
-        self._out.output_backward(Hs, p["W_oh"], dZ, grads["W_oh"], grads["b_o"], dHs)
-        self._cell.backward(Xt, p, state0, cache, dH, truncate or 0, grads)
         return value, grads
 
     def __getstate__(self):

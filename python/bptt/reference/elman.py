@@ -75,7 +75,7 @@ def elman_forward(X, W_xh, W_hh, b_h, h0, relu, H):
 
 
 def elman_backward(X, W_xh, W_hh, h0, H, dH, relu, truncate,
-                   dW_xh, dW_hh, db_h, dh0, dX=None):
+                   dW_xh, dW_hh, db_h, dh0, accumulate=False, dX=None):
     """Backpropagate through time.
 
     Parameters
@@ -90,6 +90,7 @@ def elman_backward(X, W_xh, W_hh, h0, H, dH, relu, truncate,
     truncate : int                            # window length; 0 for full BPTT
     dW_xh, dW_hh, db_h : ndarray              # OUT, shapes of the parameters
     dh0 : ndarray of shape (B, H)             # OUT dL/dh0
+    accumulate : bool                         # add into dW_xh, dW_hh, db_h
     dX : ndarray of shape (T, B, I) or None   # OUT dL/dX, skipped when None
     """
     T, B, _ = X.shape
@@ -108,14 +109,18 @@ def elman_backward(X, W_xh, W_hh, h0, H, dH, relu, truncate,
             carry = dA[t] @ W_hh
     dh0[...] = carry
     dA2 = dA.reshape(T * B, n_hidden)
-    # dW_xh = sum_t dA[t].T @ X[t]
-    np.matmul(dA2.T, X.reshape(T * B, -1), out=dW_xh)
-    # dW_hh = dA[0].T @ h0 + sum_{t>0} dA[t].T @ H[t-1]
-    np.matmul(dA[0].T, h0, out=dW_hh)
+    if not accumulate:
+        dW_xh[...] = 0
+        dW_hh[...] = 0
+        db_h[...] = 0
+    # dW_xh += sum_t dA[t].T @ X[t]
+    dW_xh += dA2.T @ X.reshape(T * B, -1)
+    # dW_hh += dA[0].T @ h0 + sum_{t>0} dA[t].T @ H[t-1]
+    dW_hh += dA[0].T @ h0
     if T > 1:
         dW_hh += dA[1:].reshape(-1, n_hidden).T @ H[:-1].reshape(-1, n_hidden)
-    # db_h = sum_{t,b} dA[t]
-    np.sum(dA2, axis=0, out=db_h)
+    # db_h += sum_{t,b} dA[t]
+    db_h += dA2.sum(axis=0)
     if dX is not None:
         # dX = dA @ W_xh
         np.matmul(dA, W_xh, out=dX)

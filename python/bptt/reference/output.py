@@ -53,8 +53,11 @@ def output_forward(Hs, W_oh, b_o, activation, Z, Y):
         Y[...] = E / E.sum(axis=1, keepdims=True)
 
 
-def mse_grad(Y, target, activation, dZ):
-    """Mean squared error and dL/dZ through phi.
+def mse_grad(Y, target, activation, dZ, denominator):
+    """Squared error summed over these rows / denominator, and dL/dZ through phi.
+
+    ``denominator`` is the number of elements the mean runs over (N * O when
+    these rows are all of them; more when the rows are one chunk of them).
 
     Parameters
     ----------
@@ -62,15 +65,16 @@ def mse_grad(Y, target, activation, dZ):
     target : ndarray of shape (N, O)  # IN
     activation : int
     dZ : ndarray of shape (N, O)      # OUT
+    denominator : float
 
     Returns
     -------
     loss : float
     """
     diff = Y - target
-    loss = np.mean(diff * diff)
+    loss = np.sum(diff * diff) / denominator
     # dY = 2 (Y - y) / (N O)
-    dY = 2 * diff / diff.size
+    dY = 2 * diff / denominator
     if activation == IDENTITY:
         dZ[...] = dY
     elif activation == SIGMOID:
@@ -82,7 +86,7 @@ def mse_grad(Y, target, activation, dZ):
     return float(loss)
 
 
-def binary_cross_entropy_grad(Z, Y, target, dZ):
+def binary_cross_entropy_grad(Z, Y, target, dZ, denominator):
     """Binary cross-entropy of Y = sigmoid(Z), computed from Z for stability.
 
     Parameters
@@ -91,6 +95,7 @@ def binary_cross_entropy_grad(Z, Y, target, dZ):
     Y : ndarray of shape (N, O)       # IN sigmoid(Z)
     target : ndarray of shape (N, O)  # IN values in [0, 1]
     dZ : ndarray of shape (N, O)      # OUT
+    denominator : float               # elements of the mean (N * O for all rows)
 
     Returns
     -------
@@ -99,11 +104,11 @@ def binary_cross_entropy_grad(Z, Y, target, dZ):
     # -y log s(z) - (1-y) log(1-s(z)) = max(z, 0) - z y + log(1 + exp(-|z|))
     losses = np.maximum(Z, 0) - Z * target + np.log1p(np.exp(-np.abs(Z)))
     # dZ = (sigmoid(z) - y) / (N O)
-    dZ[...] = (Y - target) / Z.size
-    return float(np.mean(losses))
+    dZ[...] = (Y - target) / denominator
+    return float(np.sum(losses) / denominator)
 
 
-def cross_entropy_grad(Z, Y, labels, dZ):
+def cross_entropy_grad(Z, Y, labels, dZ, denominator):
     """Cross-entropy of Y = softmax(Z) against integer labels.
 
     Parameters
@@ -112,6 +117,7 @@ def cross_entropy_grad(Z, Y, labels, dZ):
     Y : ndarray of shape (N, O)       # IN softmax(Z)
     labels : ndarray of shape (N,)    # IN int64 in [0, O)
     dZ : ndarray of shape (N, O)      # OUT
+    denominator : float               # rows of the mean (N for all rows)
 
     Returns
     -------
@@ -122,15 +128,15 @@ def cross_entropy_grad(Z, Y, labels, dZ):
     zmax = Z.max(axis=1)
     # -log softmax(z)[label] = max z + log sum exp(z - max z) - z[label]
     logsumexp = zmax + np.log(np.sum(np.exp(Z - zmax[:, None]), axis=1))
-    loss = np.mean(logsumexp - Z[rows, labels])
+    loss = np.sum(logsumexp - Z[rows, labels]) / denominator
     # dZ = (softmax(z) - onehot(label)) / N
-    dZ[...] = Y / N
-    dZ[rows, labels] -= 1.0 / N
+    dZ[...] = Y / denominator
+    dZ[rows, labels] -= 1.0 / denominator
     return float(loss)
 
 
-def output_backward(Hs, W_oh, dZ, dW_oh, db_o, dHs):
-    """Gradients of the output layer.
+def output_backward(Hs, W_oh, dZ, dW_oh, db_o, dHs, accumulate=False):
+    """Gradients of the output layer (added to dW_oh, db_o when ``accumulate``).
 
     Parameters
     ----------
@@ -140,10 +146,14 @@ def output_backward(Hs, W_oh, dZ, dW_oh, db_o, dHs):
     dW_oh : ndarray of shape (O, H)   # OUT dZ.T @ Hs
     db_o : ndarray of shape (O,)      # OUT column sums of dZ
     dHs : ndarray of shape (N, H)     # OUT dZ @ W_oh
+    accumulate : bool
     """
-    # dW_oh = dZ.T @ Hs
-    np.matmul(dZ.T, Hs, out=dW_oh)
-    # db_o = sum_rows dZ
-    np.sum(dZ, axis=0, out=db_o)
+    if not accumulate:
+        dW_oh[...] = 0
+        db_o[...] = 0
+    # dW_oh += dZ.T @ Hs
+    dW_oh += dZ.T @ Hs
+    # db_o += sum_rows dZ
+    db_o += dZ.sum(axis=0)
     # dHs = dZ @ W_oh
     np.matmul(dZ, W_oh, out=dHs)

@@ -1,0 +1,51 @@
+"""loss_and_grad runs BPTT in chunks of timesteps: the chunking is invisible."""
+
+import numpy as np
+import pytest
+
+from bptt import rnn as rnn_module
+from helpers import ACTIVATION_LOSSES, make_problem
+
+
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+@pytest.mark.parametrize("truncate", [None, 1, 3, 5])
+@pytest.mark.parametrize("output", ["sequence", "last"])
+@pytest.mark.parametrize("activation,loss", ACTIVATION_LOSSES)
+def test_chunked_bptt_equals_one_chunk(monkeypatch, activation, loss, output, truncate,
+                                       backend):
+    net, X, y = make_problem(9, n=3, T=23, I=2, H=4, O=3, loss=loss, output=output,
+                             output_activation=activation, backend=backend)
+    h0 = np.random.default_rng(1).standard_normal((3, 4))
+    expected_loss, expected = net.loss_and_grad(X, y, loss=loss, output=output,
+                                                truncate=truncate, h0=h0)
+    assert net._chunk_steps(23, 3, truncate) == 23  # one chunk by default here
+    for rows in (1, 4, 10):
+        monkeypatch.setattr(rnn_module, "TRAIN_CHUNK_ROWS", rows)
+        steps = net._chunk_steps(23, 3, truncate)
+        assert steps < 23
+        if truncate:
+            assert steps % truncate == 0 or steps == 23
+        value, grads = net.loss_and_grad(X, y, loss=loss, output=output,
+                                         truncate=truncate, h0=h0)
+        assert value == pytest.approx(expected_loss, rel=1e-12)
+        for name in grads:
+            np.testing.assert_allclose(grads[name], expected[name], rtol=1e-10,
+                                       atol=1e-13, err_msg=f"{name} rows={rows}")
+
+
+def test_training_memory_is_the_cache_plus_chunks():
+    """Peak memory of a training step stays near the hidden states BPTT keeps."""
+    import tracemalloc
+    import bptt
+    n, T, I, H, O = 64, 400, 64, 256, 16
+    net = bptt.RNN(I, H, O, dtype="float32", random_state=0)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((n, T, I)).astype(np.float32)
+    y = rng.standard_normal((n, T, O)).astype(np.float32)
+    net.loss_and_grad(X, y)
+    tracemalloc.start()
+    net.loss_and_grad(X, y)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    hidden_states = T * n * H * 4
+    assert peak < 1.3 * hidden_states, peak / hidden_states
