@@ -431,7 +431,8 @@ class _BaseRNN(BaseEstimator, metaclass=ABCMeta):
         self.__dict__.pop("_optimizer", None)
         self.__dict__.pop("_best_params", None)
         raise FloatingPointError(
-            f"{type(self).__name__}: training diverged in epoch {epoch}: {exc}. Try "
+            f"{type(self).__name__}: training diverged in epoch {epoch} "
+            f"({str(exc).rstrip('.')}). Try "
             f"clip_norm (e.g. clip_norm=1.0; now {self.clip_norm}) or a lower "
             f"learning_rate (now {self.learning_rate}). The estimator keeps its "
             f"last finite weights."
