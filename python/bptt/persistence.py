@@ -193,7 +193,8 @@ def load(path):
             if "meta" not in names:
                 raise _reject(path, "it has no 'meta' entry (not written by bptt).")
             meta_arr = archive["meta"]
-            if meta_arr.dtype.kind != "U" or meta_arr.shape != ():
+            if (not isinstance(meta_arr, np.ndarray) or meta_arr.dtype.kind != "U"
+                    or meta_arr.shape != ()):
                 raise _reject(path, "its 'meta' entry is not a JSON string.")
             try:
                 meta = json.loads(str(meta_arr))
@@ -211,6 +212,8 @@ def load(path):
             arrays = {}
             for key, (shape, dtype) in declared.items():
                 arr = archive[key]
+                if not isinstance(arr, np.ndarray):
+                    raise _reject(path, f"entry {key!r} is not a NumPy array.")
                 if list(arr.shape) != list(shape) or arr.dtype.str != dtype:
                     raise _reject(path, f"entry {key!r} has shape {arr.shape} and dtype "
                                         f"{arr.dtype.str}; its metadata says {tuple(shape)} "
