@@ -505,3 +505,14 @@ def test_check_classifiers_train_fails_only_on_shorter_series():
         with pytest.raises(AssertionError,
                            match="number of features in predict is different"):
             check_classifiers_train("RNNClassifier", RNNClassifier(random_state=0))
+
+
+@pytest.mark.parametrize("module", ["bptt.estimators", "bptt.persistence"])
+def test_docstring_examples(module):
+    import doctest
+    import importlib
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        result = doctest.testmod(importlib.import_module(module), verbose=False)
+    assert result.attempted > 0 and result.failed == 0

@@ -76,3 +76,12 @@ def test_truncated_bptt_learns_long_sequences():
     reg = RNNRegressor(hidden_size=16, output="sequence", truncate=10, max_epochs=15,
                        random_state=0).fit(X[:150], y[:150])
     assert reg.score(X[150:], y[150:]) >= 0.9
+
+
+def test_demo_runs_and_reports(capsys):
+    from bptt.__main__ import main
+
+    assert main(["demo", "--epochs", "3", "--verbose", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "Epoch 3 (3/3)" in out and "validation score = " in out
+    assert "test accuracy" in out and "test R^2" in out and "Summary:" in out
