@@ -346,7 +346,7 @@ class _BaseRNN(BaseEstimator, metaclass=ABCMeta):
                         float(self._validation_score(X_val, y_val)))
                 self._report(lines, bar, epoch, n_epochs, time.perf_counter() - tic)
                 if not incremental and self._no_improvement(early_stopping):
-                    if self.verbose and lines:
+                    if self.verbose:
                         self._print(bar, self._stop_message(early_stopping))
                     stopped = True
                     break
