@@ -2,11 +2,15 @@
 
 NumPy in, NumPy out. :class:`RNN` is the network (Elman, LSTM, GRU cells;
 forward pass and exact BPTT gradients from compiled Cython + BLAS kernels,
-with a NumPy reference twin).
+with a NumPy reference twin). :class:`RNNRegressor` and :class:`RNNClassifier`
+are scikit-learn estimators that train it; :func:`load` reads what their
+``save`` wrote.
 """
 
 __version__ = "0.1.0"
 
+from .estimators import RNNClassifier, RNNRegressor
+from .persistence import load
 from .rnn import RNN
 
-__all__ = ["RNN", "__version__"]
+__all__ = ["RNN", "RNNClassifier", "RNNRegressor", "load", "__version__"]
