@@ -489,6 +489,11 @@ def main(argv=None):
             shape = SIZES[size]
             X, y = make_data(shape, args.dtype)
             net = make_bptt(cell, args.dtype, "cython", shape)
+            # non-zero biases, so the weight mapping to the peers is really checked
+            rng = np.random.default_rng(1)
+            for name, value in net.params.items():
+                if name.startswith("b"):
+                    net.params[name] = rng.uniform(-0.1, 0.1, value.shape)
             ref = make_bptt(cell, args.dtype, "numpy", shape)
             ref.params = dict(net.params)
             loss_b, grads_b = net.loss_and_grad(X, y)
