@@ -9,6 +9,11 @@ straight into dA[t-1] (beta = 1), so no carry buffer is needed; truncation
 skips that GEMM at window starts. The whole time loop runs without the GIL
 and allocates nothing.
 
+Threads: with n_threads > 1 each thread takes a slice of the batch for the
+whole time loop (the sequences are independent, so the steps need no
+synchronisation), and the large GEMMs split their rows; BLAS itself runs
+single-threaded meanwhile (bptt/_threads.py says why).
+
     A      = X @ W_xh.T                 one GEMM, A lives in H
     A[t]  += H[t-1] @ W_hh.T            per step (H[-1] := h0)
     H[t]   = f(A[t] + b_h)              fused elementwise pass
@@ -17,6 +22,7 @@ and allocates nothing.
     db_h   = sum dA ; dh0 = dA[0] @ W_hh ; dX = dA @ W_xh
 """
 from cython cimport floating
+from cython.parallel cimport prange
 from libc.string cimport memcpy
 
 cimport numpy as cnp
@@ -62,15 +68,83 @@ cdef void activation_backward(floating* da, const floating* h, Py_ssize_t size,
 
 
 cdef void column_sums(const floating* a, Py_ssize_t rows, Py_ssize_t cols,
-                      bint accumulate, floating* out) noexcept nogil:
-    """out[j] (+)= sum_r a[r, j]."""
+                      Py_ssize_t ld, bint accumulate, floating* out) noexcept nogil:
+    """out[j] (+)= sum_r a[r * ld + j] for j < cols."""
     cdef Py_ssize_t r, j
     if not accumulate:
         for j in range(cols):
             out[j] = 0
     for r in range(rows):
         for j in range(cols):
-            out[j] += a[r * cols + j]
+            out[j] += a[r * ld + j]
+
+
+cdef inline int part_start(int total, int part, int parts) noexcept nogil:
+    """Where part ``part`` of ``parts`` near-equal parts of range(total) starts."""
+    return <int>((<long long>total * part) // parts)
+
+
+cdef void recurrence_forward(const floating* h0, const floating* W_hh, const floating* b_h,
+                             floating* H, int T, int B, int n_hidden, int b0, int b1,
+                             bint relu) noexcept nogil:
+    """The forward time loop for the batch rows b0..b1-1 (A already in H)."""
+    cdef Py_ssize_t step = <Py_ssize_t>B * n_hidden, t
+    cdef int rows = b1 - b0
+    cdef const floating* h_prev = h0 + <Py_ssize_t>b0 * n_hidden
+    cdef floating* a
+    if rows <= 0:
+        return
+    for t in range(T):
+        a = H + t * step + <Py_ssize_t>b0 * n_hidden
+        # A[t] += H[t-1] @ W_hh.T
+        gemm(False, True, rows, n_hidden, n_hidden, 1, h_prev, n_hidden,
+             W_hh, n_hidden, 1, a, n_hidden)
+        # H[t] = f(A[t] + b_h)
+        bias_activate(a, b_h, rows, n_hidden, relu)
+        h_prev = a
+
+
+cdef void recurrence_backward(const floating* W_hh, const floating* H, floating* dA,
+                              floating* dh0, int T, int B, int n_hidden, int b0, int b1,
+                              bint relu, int truncate) noexcept nogil:
+    """The backward time loop for the batch rows b0..b1-1 (dA holds dH on entry)."""
+    cdef Py_ssize_t step = <Py_ssize_t>B * n_hidden, t
+    cdef Py_ssize_t offset = <Py_ssize_t>b0 * n_hidden
+    cdef int rows = b1 - b0
+    if rows <= 0:
+        return
+    for t in range(T - 1, -1, -1):
+        # dA[t] = (dH[t] + dA[t+1] @ W_hh) * f'(H[t]); the carry was added below
+        activation_backward(dA + t * step + offset, H + t * step + offset,
+                            <Py_ssize_t>rows * n_hidden, relu)
+        if t > 0 and not (truncate > 0 and t % truncate == 0):
+            # dA[t-1] (still dH[t-1]) += dA[t] @ W_hh
+            gemm(False, False, rows, n_hidden, n_hidden, 1, dA + t * step + offset,
+                 n_hidden, W_hh, n_hidden, 1, dA + (t - 1) * step + offset, n_hidden)
+    # dh0 = dA[0] @ W_hh
+    gemm(False, False, rows, n_hidden, n_hidden, 1, dA + offset, n_hidden, W_hh,
+         n_hidden, 0, dh0 + offset, n_hidden)
+
+
+cdef void weight_gradients(const floating* X, const floating* h0, const floating* H,
+                           const floating* dA, int T, int B, int I, int n_hidden,
+                           int j0, int j1, bint accumulate, floating* dW_xh,
+                           floating* dW_hh, floating* db_h) noexcept nogil:
+    """Rows j0..j1-1 of the weight gradients, single GEMMs over all timesteps."""
+    cdef int rows = j1 - j0
+    cdef floating beta = 1 if accumulate else 0
+    if rows <= 0:
+        return
+    # dW_xh (+)= dA.T @ X
+    gemm(True, False, rows, I, T * B, 1, dA + j0, n_hidden, X, I,
+         beta, dW_xh + <Py_ssize_t>j0 * I, I)
+    # dW_hh (+)= dA[0].T @ h0 + dA[1:].T @ H[:-1]
+    gemm(True, False, rows, n_hidden, B, 1, dA + j0, n_hidden, h0, n_hidden,
+         beta, dW_hh + <Py_ssize_t>j0 * n_hidden, n_hidden)
+    gemm(True, False, rows, n_hidden, (T - 1) * B, 1, dA + <Py_ssize_t>B * n_hidden + j0,
+         n_hidden, H, n_hidden, 1, dW_hh + <Py_ssize_t>j0 * n_hidden, n_hidden)
+    # db_h (+)= sum_{t, b} dA
+    column_sums(dA + j0, <Py_ssize_t>T * B, rows, n_hidden, accumulate, db_h + j0)
 
 
 def elman_forward(const floating[:, :, ::1] X,      # IN  (T, B, I)
@@ -79,28 +153,37 @@ def elman_forward(const floating[:, :, ::1] X,      # IN  (T, B, I)
                   const floating[::1] b_h,          # IN  (H,)
                   const floating[:, ::1] h0,        # IN  (B, H)
                   bint relu,
-                  floating[:, :, ::1] H):           # OUT (T, B, H)
+                  floating[:, :, ::1] H,            # OUT (T, B, H)
+                  int n_threads=1):                 # threads splitting the batch
     """Run the recurrence over all timesteps and keep every hidden state."""
     cdef int T = X.shape[0], B = X.shape[1], I = X.shape[2], n_hidden = W_hh.shape[1]
-    cdef Py_ssize_t step = <Py_ssize_t>B * n_hidden
-    cdef Py_ssize_t t
-    cdef const floating* h_prev
-    cdef floating* a
+    cdef int part, r0, r1, b0, b1
     if T == 0 or B == 0:
         return
+    n_threads = max(1, min(n_threads, B))
     with nogil:
-        # A = X @ W_xh.T, all timesteps in one GEMM
-        gemm(False, True, T * B, n_hidden, I, 1, &X[0, 0, 0], I, &W_xh[0, 0], I,
-             0, &H[0, 0, 0], n_hidden)
-        h_prev = &h0[0, 0]
-        for t in range(T):
-            a = &H[0, 0, 0] + t * step
-            # A[t] += H[t-1] @ W_hh.T
-            gemm(False, True, B, n_hidden, n_hidden, 1, h_prev, n_hidden,
-                 &W_hh[0, 0], n_hidden, 1, a, n_hidden)
-            # H[t] = f(A[t] + b_h)
-            bias_activate(a, &b_h[0], B, n_hidden, relu)
-            h_prev = a
+        if n_threads == 1:
+            # A = X @ W_xh.T, all timesteps in one GEMM
+            gemm(False, True, T * B, n_hidden, I, 1, &X[0, 0, 0], I, &W_xh[0, 0], I,
+                 0, &H[0, 0, 0], n_hidden)
+            recurrence_forward(&h0[0, 0], &W_hh[0, 0], &b_h[0], &H[0, 0, 0], T, B,
+                               n_hidden, 0, B, relu)
+        else:
+            for part in prange(n_threads, num_threads=n_threads, schedule="static",
+                               chunksize=1):
+                # rows r0..r1-1 of A = X @ W_xh.T
+                r0 = part_start(T * B, part, n_threads)
+                r1 = part_start(T * B, part + 1, n_threads)
+                gemm(False, True, r1 - r0, n_hidden, I, 1, &X[0, 0, 0] + <Py_ssize_t>r0 * I,
+                     I, &W_xh[0, 0], I, 0, &H[0, 0, 0] + <Py_ssize_t>r0 * n_hidden,
+                     n_hidden)
+            for part in prange(n_threads, num_threads=n_threads, schedule="static",
+                               chunksize=1):
+                # the sequences b0..b1-1, every timestep
+                b0 = part_start(B, part, n_threads)
+                b1 = part_start(B, part + 1, n_threads)
+                recurrence_forward(&h0[0, 0], &W_hh[0, 0], &b_h[0], &H[0, 0, 0], T, B,
+                                   n_hidden, b0, b1, relu)
 
 
 def elman_backward(const floating[:, :, ::1] X,     # IN  (T, B, I)
@@ -116,48 +199,58 @@ def elman_backward(const floating[:, :, ::1] X,     # IN  (T, B, I)
                    floating[::1] db_h,              # OUT (H,)
                    floating[:, ::1] dh0,            # OUT (B, H)
                    bint accumulate=False,           # add into dW_xh, dW_hh, db_h
-                   floating[:, :, ::1] dX=None):    # OUT (T, B, I), optional
+                   floating[:, :, ::1] dX=None,     # OUT (T, B, I), optional
+                   int n_threads=1):                # threads splitting the work
     """Backpropagate through time; see the module docstring for the maths.
 
     With ``accumulate`` the weight gradients are added to what dW_xh, dW_hh
     and db_h hold, so a long sequence can be processed in chunks of
     timesteps (the caller passes H[s-1] as h0 and adds the returned dh0 of
-    the later chunk into dH[-1]).
+    the later chunk into dH[-1]). The time loop splits the batch over
+    ``n_threads``; the weight gradients split their rows.
     """
     cdef int T = X.shape[0], B = X.shape[1], I = X.shape[2], n_hidden = W_hh.shape[1]
-    cdef Py_ssize_t step = <Py_ssize_t>B * n_hidden
-    cdef Py_ssize_t t
-    cdef floating* dA
+    cdef int part, b0, b1, j0, j1, r0, r1
     cdef bint want_dX = dX is not None
-    cdef floating beta = 1 if accumulate else 0
+    cdef floating* dA
+    cdef floating* dX_data = NULL
     if T == 0 or B == 0:
         return
     dA = &dH[0, 0, 0]
+    if want_dX:
+        dX_data = &dX[0, 0, 0]
+    n_threads = max(1, n_threads)
     with nogil:
-        for t in range(T - 1, -1, -1):
-            # dA[t] = (dH[t] + dA[t+1] @ W_hh) * f'(H[t]); the carry was added below
-            activation_backward(dA + t * step, &H[0, 0, 0] + t * step, step, relu)
-            if t > 0 and not (truncate > 0 and t % truncate == 0):
-                # dA[t-1] (still dH[t-1]) += dA[t] @ W_hh
-                gemm(False, False, B, n_hidden, n_hidden, 1, dA + t * step, n_hidden,
-                     &W_hh[0, 0], n_hidden, 1, dA + (t - 1) * step, n_hidden)
-        # dh0 = dA[0] @ W_hh
-        gemm(False, False, B, n_hidden, n_hidden, 1, dA, n_hidden, &W_hh[0, 0],
-             n_hidden, 0, &dh0[0, 0], n_hidden)
-        # dW_xh (+)= dA.T @ X
-        gemm(True, False, n_hidden, I, T * B, 1, dA, n_hidden, &X[0, 0, 0], I,
-             beta, &dW_xh[0, 0], I)
-        # dW_hh (+)= dA[0].T @ h0 + dA[1:].T @ H[:-1]
-        gemm(True, False, n_hidden, n_hidden, B, 1, dA, n_hidden, &h0[0, 0], n_hidden,
-             beta, &dW_hh[0, 0], n_hidden)
-        gemm(True, False, n_hidden, n_hidden, (T - 1) * B, 1, dA + step, n_hidden,
-             &H[0, 0, 0], n_hidden, 1, &dW_hh[0, 0], n_hidden)
-        # db_h (+)= sum_{t, b} dA
-        column_sums(dA, <Py_ssize_t>T * B, n_hidden, accumulate, &db_h[0])
-        if want_dX:
-            # dX = dA @ W_xh
-            gemm(False, False, T * B, I, n_hidden, 1, dA, n_hidden, &W_xh[0, 0], I,
-                 0, &dX[0, 0, 0], I)
+        if n_threads == 1:
+            recurrence_backward(&W_hh[0, 0], &H[0, 0, 0], dA, &dh0[0, 0], T, B, n_hidden,
+                                0, B, relu, truncate)
+            weight_gradients(&X[0, 0, 0], &h0[0, 0], &H[0, 0, 0], dA, T, B, I, n_hidden,
+                             0, n_hidden, accumulate, &dW_xh[0, 0], &dW_hh[0, 0], &db_h[0])
+            if want_dX:
+                # dX = dA @ W_xh
+                gemm(False, False, T * B, I, n_hidden, 1, dA, n_hidden, &W_xh[0, 0], I,
+                     0, dX_data, I)
+        else:
+            for part in prange(n_threads, num_threads=n_threads, schedule="static",
+                               chunksize=1):
+                b0 = part_start(B, part, n_threads)
+                b1 = part_start(B, part + 1, n_threads)
+                recurrence_backward(&W_hh[0, 0], &H[0, 0, 0], dA, &dh0[0, 0], T, B,
+                                    n_hidden, b0, b1, relu, truncate)
+            for part in prange(n_threads, num_threads=n_threads, schedule="static",
+                               chunksize=1):
+                j0 = part_start(n_hidden, part, n_threads)
+                j1 = part_start(n_hidden, part + 1, n_threads)
+                weight_gradients(&X[0, 0, 0], &h0[0, 0], &H[0, 0, 0], dA, T, B, I,
+                                 n_hidden, j0, j1, accumulate, &dW_xh[0, 0],
+                                 &dW_hh[0, 0], &db_h[0])
+                if want_dX:
+                    # rows r0..r1-1 of dX = dA @ W_xh
+                    r0 = part_start(T * B, part, n_threads)
+                    r1 = part_start(T * B, part + 1, n_threads)
+                    gemm(False, False, r1 - r0, I, n_hidden, 1,
+                         dA + <Py_ssize_t>r0 * n_hidden, n_hidden, &W_xh[0, 0], I, 0,
+                         dX_data + <Py_ssize_t>r0 * I, I)
 
 
 # ---------------------------------------------------------------- streaming

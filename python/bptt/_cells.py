@@ -13,12 +13,13 @@ The interface every cell implements:
     The arrays BPTT must keep, a tuple of arrays with time as the first
     axis (Elman: (H,); gated cells add their gate activations), so
     ``tuple(a[s:e] for a in cache)`` is the cache of timesteps s..e-1.
-``forward(X, p, state0, cache)``
-    Runs the recurrence over X's timesteps from state0, filling cache.
+``forward(X, p, state0, cache, n_threads=1)``
+    Runs the recurrence over X's timesteps from state0, filling cache;
+    the compiled kernels split the batch over n_threads (bptt/_threads.py).
 ``hidden(cache) -> H`` and ``state_after(cache, t) -> state``
     The hidden states (T, B, H), and the state after step t in the
     contract's form (h, or (h, c)) as views into the cache.
-``backward(X, p, state0, cache, dH, dstate_next, truncate, grads, accumulate) -> dstate0``
+``backward(X, p, state0, cache, dH, dstate_next, truncate, grads, accumulate, n_threads) -> dstate0``
     dH (T, B, H) is dL/dH from above and is consumed as workspace;
     ``dstate_next`` (or None) is dL/dstate after the last step, flowing in
     from later timesteps. Writes (or with ``accumulate`` adds) the cell's
@@ -54,22 +55,22 @@ class ElmanCell:
     def state_after(self, cache, t):
         return cache[0][t]
 
-    def forward(self, X, p, state0, cache):
+    def forward(self, X, p, state0, cache, n_threads=1):
         self.kernels.elman_forward(X, p["W_xh"], p["W_hh"], p["b_h"], state0, self.relu,
-                                   cache[0])
+                                   cache[0], n_threads)
 
     def stepper(self, p, state0, activation):
         return self.kernels.Stepper(p["W_xh"], p["W_hh"], p["b_h"], p["W_oh"], p["b_o"],
                                     state0, self.relu, activation)
 
     def backward(self, X, p, state0, cache, dH, dstate_next, truncate, grads,
-                 accumulate=False):
+                 accumulate=False, n_threads=1):
         if dstate_next is not None:
             dH[-1] += dstate_next
         dh0 = np.empty_like(state0)
         self.kernels.elman_backward(
             X, p["W_xh"], p["W_hh"], state0, cache[0], dH, self.relu, truncate,
-            grads["W_xh"], grads["W_hh"], grads["b_h"], dh0, accumulate,
+            grads["W_xh"], grads["W_hh"], grads["b_h"], dh0, accumulate, None, n_threads,
         )
         return dh0
 

@@ -8,6 +8,7 @@ import os
 import numpy as np
 
 from ._cells import CELLS
+from ._threads import plan_threads, serial_blas
 from ._validation import (
     as_numeric_array,
     check_choice,
@@ -397,17 +398,13 @@ class RNN:
         Xc = np.empty((chunk, n, self.input_size), dtype=self.dtype)
         Yt = np.empty((T, n, O), dtype=self.dtype)
         Z = np.empty((chunk * n, O), dtype=self.dtype)
-        for start in range(0, T, chunk):
-            stop = min(T, start + chunk)
-            steps = stop - start
-            part = tuple(a[:steps] for a in cache)
-            self._cell.forward(time_major(X, start, stop, Xc), p, state, part)
-            # the cache is reused by the next chunk: copy the state out of it
-            state = _copy_state(self._cell.state_after(part, steps - 1))
-            rows = steps * n
-            self._out.output_forward(self._cell.hidden(part).reshape(rows, H),
-                                     p["W_oh"], p["b_o"], act, Z[:rows],
-                                     Yt[start:stop].reshape(rows, O))
+        with serial_blas() as budget:
+            n_threads = self._plan_threads(budget, n)
+            for start in range(0, T, chunk):
+                stop = min(T, start + chunk)
+                self._forward_chunk(X, start, stop, Xc, cache, state, Z, Yt, act,
+                                    n_threads)
+                state = _copy_state(self._cell.state_after(cache, stop - start - 1))
         if not np.isfinite(Yt).all():
             raise FloatingPointError(
                 "forward produced non-finite outputs: the parameters hold NaN/inf "
@@ -452,6 +449,22 @@ class RNN:
         state = self._check_state(h0, n_samples)
         return self._cell.stepper(self._params, state,
                                   OUTPUT_ACTIVATIONS[self.output_activation])
+
+    def _plan_threads(self, budget, n_samples):
+        H, G = self.hidden_size, self._cell.gates
+        return plan_threads(budget, n_samples, n_samples * G * H * (H + self.input_size))
+
+    def _forward_chunk(self, X, start, stop, Xc, cache, state, Z, Yt, act, n_threads):
+        """forward() of timesteps start..stop-1 into Yt, through the cache buffers."""
+        n, H, O = X.shape[0], self.hidden_size, self.output_size
+        steps = stop - start
+        part = tuple(a[:steps] for a in cache)
+        self._cell.forward(time_major(X, start, stop, Xc), self._params, state, part,
+                           n_threads)
+        rows = steps * n
+        self._out.output_forward(self._cell.hidden(part).reshape(rows, H),
+                                 self._params["W_oh"], self._params["b_o"], act, Z[:rows],
+                                 Yt[start:stop].reshape(rows, O))
 
     def loss_and_grad(self, X, y, *, loss="mse", output="sequence", truncate=None,
                       h0=None):
@@ -498,7 +511,9 @@ class RNN:
         n, T, _ = X.shape
         target = self._check_target(y, loss, output, n, T)
         state0 = self._check_state(h0, n)
-        return self._bptt(X, target, loss, output, truncate or 0, state0)
+        with serial_blas() as budget:
+            return self._bptt(X, target, loss, output, truncate or 0, state0,
+                              self._plan_threads(budget, n))
 
     def _chunk_steps(self, T, n, truncate):
         """Timesteps per chunk of loss_and_grad's workspaces."""
@@ -509,7 +524,7 @@ class RNN:
             steps = min(T, -(-steps // truncate) * truncate)
         return steps
 
-    def _bptt(self, X, target, loss, output, truncate, state0):
+    def _bptt(self, X, target, loss, output, truncate, state0, n_threads=1):
         """Forward over every timestep, then BPTT chunk by chunk from the end.
 
         X is batch-first and validated, target as from _check_target.
@@ -526,7 +541,7 @@ class RNN:
         for s in starts:
             e = min(T, s + steps)
             cell.forward(time_major(X, s, e, Xc), p, state,
-                         tuple(a[s:e] for a in cache))
+                         tuple(a[s:e] for a in cache), n_threads)
             state = cell.state_after(cache, e - 1)
 
         sequence = output == "sequence"
@@ -576,7 +591,7 @@ class RNN:
             chunk_state0 = state0 if s == 0 else cell.state_after(cache, s - 1)
             carry = cell.backward(time_major(X, s, e, Xc), p, chunk_state0,
                                   tuple(a[s:e] for a in cache), dHc, carry, truncate,
-                                  grads, i > 0)
+                                  grads, i > 0, n_threads)
             if truncate and s % truncate == 0:
                 carry = None  # no gradient crosses a window boundary
         if not np.isfinite(value):

@@ -48,7 +48,7 @@ def activation_grad(H, relu):
     return 1 - H * H
 
 
-def elman_forward(X, W_xh, W_hh, b_h, h0, relu, H):
+def elman_forward(X, W_xh, W_hh, b_h, h0, relu, H, n_threads=1):
     """Run the recurrence over all timesteps and keep every hidden state.
 
     Parameters
@@ -60,6 +60,7 @@ def elman_forward(X, W_xh, W_hh, b_h, h0, relu, H):
     h0 : ndarray of shape (B, H)              # IN
     relu : bool                               # f = relu if True else tanh
     H : ndarray of shape (T, B, H)            # OUT hidden states
+    n_threads : int                           # ignored: NumPy decides
     """
     T = X.shape[0]
     # A = X @ W_xh.T + b_h, all timesteps at once (A lives in H)
@@ -75,7 +76,7 @@ def elman_forward(X, W_xh, W_hh, b_h, h0, relu, H):
 
 
 def elman_backward(X, W_xh, W_hh, h0, H, dH, relu, truncate,
-                   dW_xh, dW_hh, db_h, dh0, accumulate=False, dX=None):
+                   dW_xh, dW_hh, db_h, dh0, accumulate=False, dX=None, n_threads=1):
     """Backpropagate through time.
 
     Parameters
@@ -92,6 +93,7 @@ def elman_backward(X, W_xh, W_hh, h0, H, dH, relu, truncate,
     dh0 : ndarray of shape (B, H)             # OUT dL/dh0
     accumulate : bool                         # add into dW_xh, dW_hh, db_h
     dX : ndarray of shape (T, B, I) or None   # OUT dL/dX, skipped when None
+    n_threads : int                           # ignored: NumPy decides
     """
     T, B, _ = X.shape
     n_hidden = H.shape[2]
