@@ -366,3 +366,15 @@ def test_state_dict_cell_must_match_shapes():
         bptt.RNN.from_torch_state_dict(sd, cell="lstm")
     with pytest.raises(TypeError, match="mapping"):
         bptt.RNN.from_torch_state_dict([1, 2])
+
+
+def test_library_does_not_import_torch():
+    import subprocess
+    import sys
+    code = ("import sys, numpy as np, bptt\n"
+            "net = bptt.RNN(2, 3, 1, cell='gru')\n"
+            "bptt.RNN.from_torch_state_dict(net.to_torch_state_dict())\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"
