@@ -135,8 +135,14 @@ def gru_backward(const floating[:, :, ::1] X,      # IN  (T, B, I)
                  floating[::1] db_h,               # OUT (3H,)
                  floating[::1] db_hn,              # OUT (H,)
                  floating[:, ::1] dh0,             # OUT (B, H)
+                 bint accumulate=False,            # add into dW_xh, dW_hh, db_h, db_hn
                  floating[:, :, ::1] dX=None):     # OUT (T, B, I), optional
-    """Backpropagate through time; see the module docstring for the maths."""
+    """Backpropagate through time; see the module docstring for the maths.
+
+    With ``accumulate`` the weight gradients are added to what the outputs
+    hold, so a long sequence can be processed in chunks from the end (the
+    later chunk's dh0 added into dH[-1]).
+    """
     cdef int T = X.shape[0], B = X.shape[1], I = X.shape[2], n_hidden = W_hh.shape[1]
     cdef int n_gates = 3 * n_hidden, n2 = 2 * n_hidden
     cdef Py_ssize_t step = <Py_ssize_t>B * n_hidden
@@ -147,6 +153,7 @@ def gru_backward(const floating[:, :, ::1] X,      # IN  (T, B, I)
     cdef const floating* h_prev
     cdef bint carry
     cdef bint want_dX = dX is not None
+    cdef floating beta = 1 if accumulate else 0
     if T == 0 or B == 0 or n_hidden == 0:
         return
     dGh = &G[0, 0, 0]
@@ -171,20 +178,20 @@ def gru_backward(const floating[:, :, ::1] X,      # IN  (T, B, I)
                 # dH[t-1] += dGh[t] @ W_hh
                 gemm(False, False, B, n_hidden, n_gates, 1, dGh + 3 * t * step, n_gates,
                      &W_hh[0, 0], n_hidden, 1, dh_prev, n_hidden)
-        # dW_xh = dA.T @ X, dA = [dGh_r | dGh_z | dA_n]
+        # dW_xh (+)= dA.T @ X, dA = [dGh_r | dGh_z | dA_n]
         gemm(True, False, n2, I, T * B, 1, dGh, n_gates, &X[0, 0, 0], I,
-             0, &dW_xh[0, 0], I)
+             beta, &dW_xh[0, 0], I)
         gemm(True, False, n_hidden, I, T * B, 1, dAn, n_hidden, &X[0, 0, 0], I,
-             0, &dW_xh[n2, 0], I)
-        # dW_hh = dGh[0].T @ h0 + dGh[1:].T @ H[:-1]
+             beta, &dW_xh[n2, 0], I)
+        # dW_hh (+)= dGh[0].T @ h0 + dGh[1:].T @ H[:-1]
         gemm(True, False, n_gates, n_hidden, B, 1, dGh, n_gates, &h0[0, 0], n_hidden,
-             0, &dW_hh[0, 0], n_hidden)
+             beta, &dW_hh[0, 0], n_hidden)
         gemm(True, False, n_gates, n_hidden, (T - 1) * B, 1, dGh + 3 * step, n_gates,
              &H[0, 0, 0], n_hidden, 1, &dW_hh[0, 0], n_hidden)
-        # db_h = sum dA ; db_hn = sum dGh_n
-        column_sums(dGh, <Py_ssize_t>T * B, n2, n_gates, &db_h[0])
-        column_sums(dAn, <Py_ssize_t>T * B, n_hidden, n_hidden, &db_h[n2])
-        column_sums(dGh + n2, <Py_ssize_t>T * B, n_hidden, n_gates, &db_hn[0])
+        # db_h (+)= sum dA ; db_hn (+)= sum dGh_n
+        column_sums(dGh, <Py_ssize_t>T * B, n2, n_gates, accumulate, &db_h[0])
+        column_sums(dAn, <Py_ssize_t>T * B, n_hidden, n_hidden, accumulate, &db_h[n2])
+        column_sums(dGh + n2, <Py_ssize_t>T * B, n_hidden, n_gates, accumulate, &db_hn[0])
         if want_dX:
             # dX = dA @ W_xh = dGh[:, :, :2H] @ W_xh[:2H] + dA_n @ W_xh[2H:]
             gemm(False, False, T * B, I, n2, 1, dGh, n_gates, &W_xh[0, 0], I,

@@ -142,9 +142,16 @@ def lstm_backward(const floating[:, :, ::1] X,     # IN  (T, B, I)
                   floating[:, ::1] dW_hh,          # OUT (4H, H)
                   floating[::1] db_h,              # OUT (4H,)
                   floating[:, ::1] dh0,            # OUT (B, H)
-                  floating[:, ::1] dc0,            # OUT (B, H), WORK: the dc carry
+                  floating[:, ::1] dc0,            # IN dL/dC[T-1] from later steps, OUT (B, H)
+                  bint accumulate=False,           # add into dW_xh, dW_hh, db_h
                   floating[:, :, ::1] dX=None):    # OUT (T, B, I), optional
-    """Backpropagate through time; see the module docstring for the maths."""
+    """Backpropagate through time; see the module docstring for the maths.
+
+    dc0 carries the cell-state gradient: it enters as dL/dC[T-1] from later
+    timesteps (zeros for a whole sequence) and leaves as dL/dc0. With
+    ``accumulate`` the weight gradients are added to what the outputs hold,
+    so a long sequence can be processed in chunks from the end.
+    """
     cdef int T = X.shape[0], B = X.shape[1], I = X.shape[2], n_hidden = W_hh.shape[1]
     cdef int n_gates = 4 * n_hidden
     cdef Py_ssize_t step = <Py_ssize_t>B * n_hidden
@@ -153,13 +160,12 @@ def lstm_backward(const floating[:, :, ::1] X,     # IN  (T, B, I)
     cdef floating* dc
     cdef const floating* c_prev
     cdef bint want_dX = dX is not None
+    cdef floating beta = 1 if accumulate else 0
     if T == 0 or B == 0 or n_hidden == 0:
         return
     dG = &G[0, 0, 0]
     dc = &dc0[0, 0]
     with nogil:
-        for j in range(step):
-            dc[j] = 0
         for t in range(T - 1, -1, -1):
             c_prev = &C[0, 0, 0] + (t - 1) * step if t > 0 else &c0[0, 0]
             # dG[t] from the gate outputs; dc <- carry into C[t-1]
@@ -176,16 +182,16 @@ def lstm_backward(const floating[:, :, ::1] X,     # IN  (T, B, I)
         # dh0 = dG[0] @ W_hh (dc0 already holds dc * f of step 0)
         gemm(False, False, B, n_hidden, n_gates, 1, dG, n_gates, &W_hh[0, 0],
              n_hidden, 0, &dh0[0, 0], n_hidden)
-        # dW_xh = dG.T @ X
+        # dW_xh (+)= dG.T @ X
         gemm(True, False, n_gates, I, T * B, 1, dG, n_gates, &X[0, 0, 0], I,
-             0, &dW_xh[0, 0], I)
-        # dW_hh = dG[0].T @ h0 + dG[1:].T @ H[:-1]
+             beta, &dW_xh[0, 0], I)
+        # dW_hh (+)= dG[0].T @ h0 + dG[1:].T @ H[:-1]
         gemm(True, False, n_gates, n_hidden, B, 1, dG, n_gates, &h0[0, 0], n_hidden,
-             0, &dW_hh[0, 0], n_hidden)
+             beta, &dW_hh[0, 0], n_hidden)
         gemm(True, False, n_gates, n_hidden, (T - 1) * B, 1, dG + 4 * step, n_gates,
              &H[0, 0, 0], n_hidden, 1, &dW_hh[0, 0], n_hidden)
-        # db_h = sum_{t, b} dG
-        column_sums(dG, <Py_ssize_t>T * B, n_gates, n_gates, &db_h[0])
+        # db_h (+)= sum_{t, b} dG
+        column_sums(dG, <Py_ssize_t>T * B, n_gates, n_gates, accumulate, &db_h[0])
         if want_dX:
             # dX = dG @ W_xh
             gemm(False, False, T * B, I, n_gates, 1, dG, n_gates, &W_xh[0, 0], I,

@@ -113,6 +113,63 @@ def test_kernel_state_and_input_gradients(cell, backend):
                                    rtol=1e-6, atol=1e-8)
 
 
+def kernel_backward(cell, kernels, X, p, state0, cache, dH, truncate, grads,
+                    accumulate, dc_in=None):
+    """Call a cell's backward kernel directly; returns dstate0."""
+    if cell == "lstm":
+        (h0, c0), (G, C, H) = state0, cache
+        dh0 = np.empty_like(h0)
+        dc0 = np.zeros_like(c0) if dc_in is None else dc_in.copy()
+        kernels.lstm_backward(X, p["W_xh"], p["W_hh"], h0, c0, G, C, H, dH, truncate,
+                              grads["W_xh"], grads["W_hh"], grads["b_h"], dh0, dc0,
+                              accumulate)
+        return dh0, dc0
+    G, HN, H = cache
+    dh0 = np.empty_like(state0)
+    kernels.gru_backward(X, p["W_xh"], p["W_hh"], state0, G, HN, H, dH, truncate,
+                         grads["W_xh"], grads["W_hh"], grads["b_h"], grads["b_hn"], dh0,
+                         accumulate)
+    return dh0
+
+
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+@pytest.mark.parametrize("truncate", [0, 2])
+@pytest.mark.parametrize("cell", GATED)
+def test_backward_in_chunks_equals_one_pass(cell, truncate, backend):
+    """The kernels' accumulate flag and state-gradient carry (dc0 in, for the
+    LSTM) let BPTT run chunk by chunk from the end of the sequence."""
+    rng = np.random.default_rng(13)
+    T, B, I, H, s = 8, 2, 3, 3, 4
+    net = make_net(cell, I, H, 1, backend=backend)
+    c, K, p = net._cell, net._cell.kernels, net.params
+    X = rng.normal(size=(T, B, I))
+    state0 = make_state(rng, cell, B, H)
+    R = rng.normal(size=(T, B, H))
+    zeros = {k: np.full_like(v, np.nan) for k, v in p.items()}
+
+    _, cache = c.forward(X, p, state0)
+    whole = {k: v.copy() for k, v in zeros.items()}
+    dstate_whole = kernel_backward(cell, K, X, p, state0, cache, R.copy(), truncate, whole,
+                                   False)
+
+    _, cache1 = c.forward(X[:s], p, state0)
+    state_s = c.last_state(cache1)
+    _, cache2 = c.forward(X[s:], p, state_s)
+    chunks = {k: v.copy() for k, v in zeros.items()}
+    carry = kernel_backward(cell, K, X[s:], p, state_s, cache2, R[s:].copy(), truncate,
+                            chunks, False)
+    if truncate and s % truncate == 0:
+        carry = tuple(np.zeros_like(a) for a in as_list(carry))
+    carry = as_list(carry)
+    dH1 = R[:s].copy()
+    dH1[-1] += carry[0]
+    dstate_chunks = kernel_backward(cell, K, X[:s], p, state0, cache1, dH1, truncate, chunks,
+                                    True, carry[1] if cell == "lstm" else None)
+    assert_grads_close(chunks, whole, rtol=1e-12, atol=1e-14)
+    for u, v in zip(as_list(dstate_chunks), as_list(dstate_whole), strict=True):
+        np.testing.assert_allclose(u, v, rtol=1e-12, atol=1e-14)
+
+
 # ------------------------------------------------------------------ parity
 SHAPES = [  # n, T, I, H, O
     (1, 1, 1, 1, 1),

@@ -102,10 +102,12 @@ class LSTMCell:
     def backward(self, X, p, state0, cache, dH, truncate, grads, dX=None):
         h0, c0 = state0
         G, C, H = cache
-        dh0, dc0 = np.empty_like(h0), np.empty_like(c0)
+        # dc0 enters as dL/dc after the last step (nothing flows in) and
+        # leaves as dL/dc0
+        dh0, dc0 = np.empty_like(h0), np.zeros_like(c0)
         self.kernels.lstm_backward(
             X, p["W_xh"], p["W_hh"], h0, c0, G, C, H, dH, truncate,
-            grads["W_xh"], grads["W_hh"], grads["b_h"], dh0, dc0, dX,
+            grads["W_xh"], grads["W_hh"], grads["b_h"], dh0, dc0, dX=dX,
         )
         return dh0, dc0
 
@@ -145,7 +147,7 @@ class GRUCell:
         dh0 = np.empty_like(state0)
         self.kernels.gru_backward(
             X, p["W_xh"], p["W_hh"], state0, G, HN, H, dH, truncate,
-            grads["W_xh"], grads["W_hh"], grads["b_h"], grads["b_hn"], dh0, dX,
+            grads["W_xh"], grads["W_hh"], grads["b_h"], grads["b_hn"], dh0, dX=dX,
         )
         return dh0
 

@@ -90,7 +90,7 @@ def gru_forward(X, W_xh, W_hh, b_h, b_hn, h0, G, HN, H, Gh):
 
 
 def gru_backward(X, W_xh, W_hh, h0, G, HN, H, dH, truncate,
-                 dW_xh, dW_hh, db_h, db_hn, dh0, dX=None):
+                 dW_xh, dW_hh, db_h, db_hn, dh0, accumulate=False, dX=None):
     """Backpropagate through time.
 
     Parameters
@@ -106,6 +106,7 @@ def gru_backward(X, W_xh, W_hh, h0, G, HN, H, dH, truncate,
     truncate : int                            # window length; 0 for full BPTT
     dW_xh, dW_hh, db_h, db_hn : ndarray       # OUT, shapes of the parameters
     dh0 : ndarray of shape (B, H)             # OUT dL/dh0
+    accumulate : bool                         # add into dW_xh, dW_hh, db_h, db_hn
     dX : ndarray of shape (T, B, I) or None   # OUT dL/dX, skipped when None
     """
     T = X.shape[0]
@@ -134,21 +135,24 @@ def gru_backward(X, W_xh, W_hh, h0, G, HN, H, dH, truncate,
         elif not (truncate and t % truncate == 0):
             # backprop into H[t-1]: dH[t-1] += dH[t] * z + dGh[t] @ W_hh
             dH[t - 1] += dh * z + dGh[t] @ W_hh
+    if not accumulate:
+        for grad in (dW_xh, dW_hh, db_h, db_hn):
+            grad[...] = 0
     rows = dGh.shape[0] * dGh.shape[1]
     dGh2 = dGh.reshape(rows, 3 * n_hidden)
     dAn2 = dAn.reshape(rows, n_hidden)
     X2 = X.reshape(rows, -1)
-    # dW_xh = dA.T @ X, with dA = [dGh_r | dGh_z | dA_n]
-    np.matmul(dGh2[:, :n2].T, X2, out=dW_xh[:n2])
-    np.matmul(dAn2.T, X2, out=dW_xh[n2:])
-    # dW_hh = dGh[0].T @ h0 + dGh[1:].T @ H[:-1]
-    np.matmul(dGh[0].T, h0, out=dW_hh)
+    # dW_xh (+)= dA.T @ X, with dA = [dGh_r | dGh_z | dA_n]
+    dW_xh[:n2] += dGh2[:, :n2].T @ X2
+    dW_xh[n2:] += dAn2.T @ X2
+    # dW_hh (+)= dGh[0].T @ h0 + dGh[1:].T @ H[:-1]
+    dW_hh += dGh[0].T @ h0
     if T > 1:
         dW_hh += dGh[1:].reshape(-1, 3 * n_hidden).T @ H[:-1].reshape(-1, n_hidden)
-    # db_h = sum dA ; db_hn = sum dGh_n
-    np.sum(dGh2[:, :n2], axis=0, out=db_h[:n2])
-    np.sum(dAn2, axis=0, out=db_h[n2:])
-    np.sum(dGh2[:, n2:], axis=0, out=db_hn)
+    # db_h (+)= sum dA ; db_hn (+)= sum dGh_n
+    db_h[:n2] += dGh2[:, :n2].sum(axis=0)
+    db_h[n2:] += dAn2.sum(axis=0)
+    db_hn += dGh2[:, n2:].sum(axis=0)
     if dX is not None:
         # dX = dA @ W_xh
         np.matmul(dGh[:, :, :n2], W_xh[:n2], out=dX)

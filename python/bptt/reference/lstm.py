@@ -81,7 +81,7 @@ def lstm_forward(X, W_xh, W_hh, b_h, h0, c0, G, C, H):
 
 
 def lstm_backward(X, W_xh, W_hh, h0, c0, G, C, H, dH, truncate,
-                  dW_xh, dW_hh, db_h, dh0, dc0, dX=None):
+                  dW_xh, dW_hh, db_h, dh0, dc0, accumulate=False, dX=None):
     """Backpropagate through time.
 
     Parameters
@@ -97,14 +97,20 @@ def lstm_backward(X, W_xh, W_hh, h0, c0, G, C, H, dH, truncate,
     truncate : int                            # window length; 0 for full BPTT
     dW_xh, dW_hh, db_h : ndarray              # OUT, shapes of the parameters
     dh0 : ndarray of shape (B, H)             # OUT dL/dh0
-    dc0 : ndarray of shape (B, H)             # OUT dL/dc0; WORK: the dc carry
+    dc0 : ndarray of shape (B, H)             # IN dL/dC[T-1] from later steps (zeros
+                                              #   for a whole sequence); OUT dL/dc0
+    accumulate : bool                         # add into dW_xh, dW_hh, db_h
     dX : ndarray of shape (T, B, I) or None   # OUT dL/dX, skipped when None
+
+    A long sequence can be processed in chunks of timesteps from the end:
+    pass the chunk's first state as (h0, c0), add the later chunk's dh0
+    into dH[-1], pass its dc0 in as dc0, and accumulate.
     """
     T = X.shape[0]
     n_hidden = H.shape[2]
     dG = G
+    # the cell-state carry: dL/dC[t], starting from what later steps sent
     dc = dc0
-    dc[...] = 0
     for t in range(T - 1, -1, -1):
         i, f, g, o = (v.copy() for v in gate_views(G[t], n_hidden))
         c_prev = C[t - 1] if t > 0 else c0
@@ -129,15 +135,19 @@ def lstm_backward(X, W_xh, W_hh, h0, c0, G, C, H, dH, truncate,
             dH[t - 1] += dG[t] @ W_hh
     # dh0 = dG[0] @ W_hh ; dc0 holds the last carry
     np.matmul(dG[0], W_hh, out=dh0)
+    if not accumulate:
+        dW_xh[...] = 0
+        dW_hh[...] = 0
+        db_h[...] = 0
     dG2 = dG.reshape(-1, 4 * n_hidden)
-    # dW_xh = dG.T @ X
-    np.matmul(dG2.T, X.reshape(dG2.shape[0], -1), out=dW_xh)
-    # dW_hh = dG[0].T @ h0 + dG[1:].T @ H[:-1]
-    np.matmul(dG[0].T, h0, out=dW_hh)
+    # dW_xh (+)= dG.T @ X
+    dW_xh += dG2.T @ X.reshape(dG2.shape[0], -1)
+    # dW_hh (+)= dG[0].T @ h0 + dG[1:].T @ H[:-1]
+    dW_hh += dG[0].T @ h0
     if T > 1:
         dW_hh += dG[1:].reshape(-1, 4 * n_hidden).T @ H[:-1].reshape(-1, n_hidden)
-    # db_h = sum_{t,b} dG
-    np.sum(dG2, axis=0, out=db_h)
+    # db_h (+)= sum_{t,b} dG
+    db_h += dG2.sum(axis=0)
     if dX is not None:
         # dX = dG @ W_xh
         np.matmul(dG, W_xh, out=dX)
