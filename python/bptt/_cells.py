@@ -20,14 +20,24 @@ The interface every cell implements:
     The hidden states (T, B, H), and the state after step t in the
     contract's form (h, or (h, c)) as views into the cache.
 ``backward(X, p, state0, cache, dH, dstate_next, truncate, grads, accumulate, n_threads) -> dstate0``
-    dH (T, B, H) is dL/dH from above and is consumed as workspace;
+    dH (T, B, H) is dL/dH from above; it and the gate activations of the
+    cache are consumed as workspace;
     ``dstate_next`` (or None) is dL/dstate after the last step, flowing in
     from later timesteps. Writes (or with ``accumulate`` adds) the cell's
-    gradients into ``grads`` and returns dL/dstate0. Running it chunk by
+    gradients into ``grads`` and returns dL/dstate0 (for the LSTM a tuple
+    (dh0, dc0)). Running it chunk by
     chunk from the end, passing each chunk's dstate0 on as the previous
     chunk's dstate_next, is BPTT over the whole sequence.
 ``stepper(p, state0, activation) -> Stepper``
     Streaming inference one timestep at a time (``RNN.stream``).
+
+Optional class attributes, read by :class:`bptt.RNN`:
+
+``extra_params``
+    ``{name: shape}`` of parameters beyond W_xh, W_hh, b_h ("H" stands for
+    hidden_size), initialised to zeros.
+``initial_bias(H)``
+    The initial b_h (zeros when absent).
 
 Stacked layers feed ``dX`` of layer l+1 into ``dH`` of layer l; a reversed
 direction runs the same kernels on X[::-1].
@@ -64,15 +74,126 @@ class ElmanCell:
                                     state0, self.relu, activation)
 
     def backward(self, X, p, state0, cache, dH, dstate_next, truncate, grads,
-                 accumulate=False, n_threads=1):
+                 accumulate=False, n_threads=1, dX=None):
         if dstate_next is not None:
             dH[-1] += dstate_next
         dh0 = np.empty_like(state0)
         self.kernels.elman_backward(
             X, p["W_xh"], p["W_hh"], state0, cache[0], dH, self.relu, truncate,
-            grads["W_xh"], grads["W_hh"], grads["b_h"], dh0, accumulate, None, n_threads,
+            grads["W_xh"], grads["W_hh"], grads["b_h"], dh0, accumulate, dX, n_threads,
         )
         return dh0
 
 
-CELLS = {"rnn": ElmanCell}
+class LSTMCell:
+    """Gates i, f, g, o (PyTorch's order) stacked in W_xh, W_hh, b_h (4H rows).
+
+    i, f, o = sigmoid(.), g = tanh(.) of W_xh x_t + W_hh h_{t-1} + b_h;
+    c_t = f*c_{t-1} + i*g ; h_t = o*tanh(c_t). The state is (h, c).
+    """
+
+    gates = 4
+    recurrent_params = ("W_xh", "W_hh", "b_h")
+
+    def __init__(self, kernels, nonlinearity):
+        self.kernels = kernels
+
+    @staticmethod
+    def initial_bias(n_hidden):
+        """Forget-gate bias 1, the others 0 (Gers et al. 2000; Jozefowicz et
+        al. 2015): the cell starts out remembering."""
+        b_h = np.zeros(4 * n_hidden)
+        b_h[n_hidden:2 * n_hidden] = 1.0
+        return b_h
+
+    def allocate(self, T, B, n_hidden, dtype):
+        # gate outputs G, cell states C, hidden states H
+        return (np.empty((T, B, 4 * n_hidden), dtype=dtype),
+                np.empty((T, B, n_hidden), dtype=dtype),
+                np.empty((T, B, n_hidden), dtype=dtype))
+
+    def hidden(self, cache):
+        return cache[2]
+
+    def state_after(self, cache, t):
+        return cache[2][t], cache[1][t]
+
+    def forward(self, X, p, state0, cache, n_threads=1):
+        h0, c0 = state0
+        G, C, H = cache
+        self.kernels.lstm_forward(X, p["W_xh"], p["W_hh"], p["b_h"], h0, c0, G, C, H)
+
+    def stepper(self, p, state0, activation):
+        return self.kernels.Stepper(p["W_xh"], p["W_hh"], p["b_h"], p["W_oh"], p["b_o"],
+                                    state0, activation)
+
+    def backward(self, X, p, state0, cache, dH, dstate_next, truncate, grads,
+                 accumulate=False, n_threads=1, dX=None):
+        h0, c0 = state0
+        G, C, H = cache
+        # dc0 enters as dL/dc after the last step and leaves as dL/dc0
+        dh0 = np.empty_like(h0)
+        if dstate_next is None:
+            dc0 = np.zeros_like(c0)
+        else:
+            dH[-1] += dstate_next[0]
+            dc0 = np.array(dstate_next[1], copy=True)
+        self.kernels.lstm_backward(
+            X, p["W_xh"], p["W_hh"], h0, c0, G, C, H, dH, truncate,
+            grads["W_xh"], grads["W_hh"], grads["b_h"], dh0, dc0, accumulate, dX,
+        )
+        return dh0, dc0
+
+
+class GRUCell:
+    """Gates r, z, n (PyTorch's order) stacked in W_xh, W_hh, b_h (3H rows).
+
+    r, z = sigmoid(.) of W_x x_t + W_h h_{t-1} + b_h (their rows);
+    n = tanh(W_xn x_t + b_n + r*(W_hn h_{t-1} + b_hn));
+    h_t = (1 - z)*n + z*h_{t-1}. b_hn (H,) is a parameter of its own because
+    r multiplies it.
+    """
+
+    gates = 3
+    recurrent_params = ("W_xh", "W_hh", "b_h", "b_hn")
+    extra_params = {"b_hn": ("H",)}
+
+    def __init__(self, kernels, nonlinearity):
+        self.kernels = kernels
+
+    def allocate(self, T, B, n_hidden, dtype):
+        # gate outputs G, W_hn h + b_hn per step HN, hidden states H
+        return (np.empty((T, B, 3 * n_hidden), dtype=dtype),
+                np.empty((T, B, n_hidden), dtype=dtype),
+                np.empty((T, B, n_hidden), dtype=dtype))
+
+    def hidden(self, cache):
+        return cache[2]
+
+    def state_after(self, cache, t):
+        return cache[2][t]
+
+    def forward(self, X, p, state0, cache, n_threads=1):
+        G, HN, H = cache
+        Gh = np.empty((X.shape[1], G.shape[2]), dtype=X.dtype)
+        self.kernels.gru_forward(X, p["W_xh"], p["W_hh"], p["b_h"], p["b_hn"], state0,
+                                 G, HN, H, Gh)
+
+    def stepper(self, p, state0, activation):
+        return self.kernels.Stepper(p["W_xh"], p["W_hh"], p["b_h"], p["b_hn"], p["W_oh"],
+                                    p["b_o"], state0, activation)
+
+    def backward(self, X, p, state0, cache, dH, dstate_next, truncate, grads,
+                 accumulate=False, n_threads=1, dX=None):
+        G, HN, H = cache
+        if dstate_next is not None:
+            dH[-1] += dstate_next
+        dh0 = np.empty_like(state0)
+        self.kernels.gru_backward(
+            X, p["W_xh"], p["W_hh"], state0, G, HN, H, dH, truncate,
+            grads["W_xh"], grads["W_hh"], grads["b_h"], grads["b_hn"], dh0, accumulate, dX,
+        )
+        return dh0
+
+
+CELLS = {"rnn": ElmanCell, "lstm": LSTMCell, "gru": GRUCell}

@@ -145,7 +145,19 @@ class RNN:
     applied at every timestep::
 
         rnn:  h_t = f(W_xh x_t + W_hh h_{t-1} + b_h),  f = tanh or relu
+        lstm: [i, f, g, o] = W_xh x_t + W_hh h_{t-1} + b_h    (4H rows, in this order)
+              i, f, o = sigmoid(.), g = tanh(.)
+              c_t = f * c_{t-1} + i * g ;  h_t = o * tanh(c_t)
+        gru:  [r, z, n] blocks of W_xh, W_hh, b_h              (3H rows, in this order)
+              r = sigmoid(W_xr x_t + W_hr h_{t-1} + b_r), z likewise
+              n = tanh(W_xn x_t + b_n + r * (W_hn h_{t-1} + b_hn))
+              h_t = (1 - z) * n + z * h_{t-1}
         y_t = phi(W_oh h_t + b_o),  phi = identity, sigmoid or softmax
+
+    The gate order and formulas are PyTorch's (``torch.nn.LSTM``,
+    ``torch.nn.GRU``), with PyTorch's two bias vectors folded into ``b_h``
+    except GRU's ``b_hn``, which the reset gate multiplies; see
+    :meth:`to_torch_state_dict` and :meth:`from_torch_state_dict`.
 
     Parameters
     ----------
@@ -158,14 +170,16 @@ class RNN:
     cell : {"rnn", "lstm", "gru"}, default="rnn"
         The recurrent cell.
     nonlinearity : {"tanh", "relu"}, default="tanh"
-        f of the Elman cell.
+        f of the Elman cell; the gated cells ignore it.
     output_activation : {"identity", "sigmoid", "softmax"}, default="identity"
         phi of the output layer.
     init : {"orthogonal", "xavier", "identity", "uniform"}, default="orthogonal"
         Scheme for W_hh (per gate block for gated cells): a random orthogonal
         matrix; Glorot uniform; the identity (for ReLU networks, Le et al.
         2015); or U(-1/sqrt(H), 1/sqrt(H)) as PyTorch does. W_xh and W_oh are
-        always Glorot uniform, biases zero.
+        always Glorot uniform, biases zero, except the LSTM's forget-gate
+        bias b_h[H:2H], which starts at 1 so that the cell initially keeps
+        its state (Gers et al. 2000; Jozefowicz et al. 2015).
     dtype : {"float32", "float64"}, default="float64"
         Floating type of the parameters and of every computation.
     backend : {"cython", "numpy"}, default="cython"
@@ -177,9 +191,9 @@ class RNN:
     ----------
     params : dict of str to ndarray
         ``W_xh`` (G*H, I), ``W_hh`` (G*H, H), ``b_h`` (G*H,), ``W_oh`` (O, H),
-        ``b_o`` (O,), where G is 1 for rnn, 4 for lstm, 3 for gru (plus
-        ``b_hn`` (H,) for gru). Arrays can be replaced by arrays of the same
-        shape.
+        ``b_o`` (O,), where G is 1 for rnn, 4 for lstm (gate blocks i, f, g,
+        o), 3 for gru (gate blocks r, z, n; plus ``b_hn`` (H,)). Arrays can
+        be replaced by arrays of the same shape.
 
     Examples
     --------
@@ -193,6 +207,10 @@ class RNN:
     >>> loss, grads = net.loss_and_grad(X, np.ones((4, 10)))
     >>> sorted(grads) == sorted(net.params)
     True
+    >>> lstm = bptt.RNN(2, 8, 1, cell="lstm", random_state=0)
+    >>> Y, (h, c) = lstm.forward(X)
+    >>> lstm.params["W_hh"].shape, c.shape
+    ((32, 8), (4, 8))
     """
 
     def __init__(self, input_size, hidden_size, output_size, *, cell="rnn",
@@ -219,6 +237,7 @@ class RNN:
         self._out = load_kernels(self.backend, "output")
 
     def _cell_kernel_name(self):
+        # the kernel modules are bptt._elman, bptt._lstm, bptt._gru
         return {"rnn": "elman"}.get(self.cell, self.cell)
 
     # ------------------------------------------------------------------ params
@@ -610,6 +629,181 @@ class RNN:
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._bind_kernels()
+
+    # ------------------------------------------------------------- interop
+    def to_torch_state_dict(self, *, rnn_prefix="", output_prefix=""):
+        """The parameters under PyTorch's names, as NumPy arrays.
+
+        The keys are those of ``torch.nn.RNN`` / ``LSTM`` / ``GRU`` (one
+        layer) and of the ``torch.nn.Linear`` output layer: ``weight_ih_l0``
+        (G*H, I), ``weight_hh_l0`` (G*H, H), ``bias_ih_l0`` (G*H,),
+        ``bias_hh_l0`` (G*H,), ``weight`` (O, H), ``bias`` (O,). bptt keeps
+        one bias where PyTorch has two, so ``bias_ih_l0`` gets all of ``b_h``
+        and ``bias_hh_l0`` is zero, except the n block of a GRU, which holds
+        ``b_hn``. PyTorch computes the same function with these weights
+        (the output activation is not a parameter: apply it yourself).
+
+        Load into PyTorch with, e.g.::
+
+            sd = net.to_torch_state_dict()
+            lstm.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()
+                                  if k.endswith("_l0")})
+            linear.load_state_dict({"weight": torch.from_numpy(sd["weight"]),
+                                    "bias": torch.from_numpy(sd["bias"])})
+
+        Parameters
+        ----------
+        rnn_prefix, output_prefix : str, default=""
+            Prepended to the recurrent and the output layer's keys, for a
+            module holding both (e.g. ``"rnn."`` and ``"fc."``).
+
+        Returns
+        -------
+        state_dict : dict of str to ndarray
+            New arrays of the network's dtype.
+        """
+        p = self._params
+        H = self.hidden_size
+        bias_hh = np.zeros_like(p["b_h"])
+        if self.cell == "gru":
+            bias_hh[2 * H:] = p["b_hn"]
+        return {
+            f"{rnn_prefix}weight_ih_l0": p["W_xh"].copy(),
+            f"{rnn_prefix}weight_hh_l0": p["W_hh"].copy(),
+            f"{rnn_prefix}bias_ih_l0": p["b_h"].copy(),
+            f"{rnn_prefix}bias_hh_l0": bias_hh,
+            f"{output_prefix}weight": p["W_oh"].copy(),
+            f"{output_prefix}bias": p["b_o"].copy(),
+        }
+
+    @classmethod
+    def from_torch_state_dict(cls, state_dict, *, cell=None, nonlinearity="tanh",
+                              output_activation="identity", dtype=None,
+                              backend="cython", rnn_prefix="", output_prefix=""):
+        """Build a network from PyTorch-named weights.
+
+        The inverse of :meth:`to_torch_state_dict`, and the way to take over
+        the weights of a one-layer unidirectional ``torch.nn.RNN`` / ``LSTM``
+        / ``GRU`` followed by a ``torch.nn.Linear``: pass the two modules'
+        state dicts merged (PyTorch tensors are accepted and copied to
+        NumPy). The two PyTorch biases are folded, ``b_h = bias_ih_l0 +
+        bias_hh_l0``, except the n block of a GRU: ``b_h[2H:]`` gets
+        ``bias_ih_l0[2H:]`` and ``b_hn`` gets ``bias_hh_l0[2H:]``. A
+        network's own dict round-trips exactly; a PyTorch dict comes back
+        from :meth:`to_torch_state_dict` with the biases folded (the same
+        function, bias_hh moved into bias_ih up to rounding).
+
+        Parameters
+        ----------
+        state_dict : mapping of str to array-like
+            ``weight_ih_l0`` (G*H, I), ``weight_hh_l0`` (G*H, H), ``weight``
+            (O, H); optionally ``bias_ih_l0``, ``bias_hh_l0`` (G*H,) and
+            ``bias`` (O,) (missing biases, as for ``bias=False`` modules, are
+            zero). No other keys.
+        cell : {"rnn", "lstm", "gru"} or None, default=None
+            None infers it from the shapes: G = 1, 4 or 3 rows of
+            ``weight_hh_l0`` per column.
+        nonlinearity : {"tanh", "relu"}, default="tanh"
+            The ``nonlinearity`` of a ``torch.nn.RNN``; not stored in its
+            state dict.
+        output_activation : {"identity", "sigmoid", "softmax"}, default="identity"
+        dtype : {"float32", "float64"} or None, default=None
+            None keeps ``weight_hh_l0``'s dtype when it is float32 or float64,
+            else float64.
+        backend : {"cython", "numpy"}, default="cython"
+        rnn_prefix, output_prefix : str, default=""
+            Prefixes of the recurrent and the output layer's keys.
+
+        Returns
+        -------
+        net : RNN
+        """
+        names = {
+            "weight_ih": f"{rnn_prefix}weight_ih_l0",
+            "weight_hh": f"{rnn_prefix}weight_hh_l0",
+            "bias_ih": f"{rnn_prefix}bias_ih_l0",
+            "bias_hh": f"{rnn_prefix}bias_hh_l0",
+            "weight": f"{output_prefix}weight",
+            "bias": f"{output_prefix}bias",
+        }
+        try:
+            keys = list(state_dict.keys())
+        except AttributeError:
+            raise TypeError(
+                f"state_dict must be a mapping of str to arrays; got "
+                f"{type(state_dict).__name__}."
+            ) from None
+        unexpected = sorted(set(keys) - set(names.values()))
+        if unexpected:
+            raise ValueError(
+                f"unexpected keys in state_dict: {unexpected}. Only a one-layer, "
+                f"unidirectional RNN/LSTM/GRU without projections plus a Linear "
+                f"output layer is supported, with keys {sorted(names.values())}."
+            )
+        missing = [names[k] for k in ("weight_ih", "weight_hh", "weight")
+                   if names[k] not in state_dict]
+        if missing:
+            raise ValueError(f"state_dict is missing the keys {missing}.")
+        arrays = {}
+        for short, key in names.items():
+            if key in state_dict:
+                value = state_dict[key]
+                if hasattr(value, "detach") and hasattr(value, "cpu"):
+                    value = value.detach().cpu()
+                arr = as_numeric_array(value, f"state_dict[{key!r}]")
+                check_finite(arr, f"state_dict[{key!r}]")
+                arrays[short] = arr
+
+        def fail(short, expected):
+            raise ValueError(
+                f"state_dict[{names[short]!r}] must have shape {expected}; got "
+                f"shape {arrays[short].shape}."
+            )
+
+        w_hh = arrays["weight_hh"]
+        if w_hh.ndim != 2 or w_hh.shape[1] == 0 or w_hh.shape[0] % w_hh.shape[1]:
+            fail("weight_hh", "(G * hidden_size, hidden_size) with G = 1, 4 or 3")
+        H = w_hh.shape[1]
+        gates = {CELLS[name].gates: name for name in CELLS}
+        G = w_hh.shape[0] // H
+        if cell is None:
+            if G not in gates:
+                fail("weight_hh", "(G * hidden_size, hidden_size) with G = 1 (rnn), "
+                     "4 (lstm) or 3 (gru)")
+            cell = gates[G]
+        check_choice("cell", cell, CELLS)
+        G = CELLS[cell].gates
+        if w_hh.shape != (G * H, H):
+            fail("weight_hh", f"({G} * hidden_size, hidden_size) for cell={cell!r}")
+        w_ih = arrays["weight_ih"]
+        if w_ih.ndim != 2 or w_ih.shape[0] != G * H:
+            fail("weight_ih", f"({G * H}, input_size)")
+        w_o = arrays["weight"]
+        if w_o.ndim != 2 or w_o.shape[1] != H:
+            fail("weight", f"(output_size, {H})")
+        O = w_o.shape[0]
+        for short, shape in (("bias_ih", (G * H,)), ("bias_hh", (G * H,)), ("bias", (O,))):
+            if short in arrays and arrays[short].shape != shape:
+                fail(short, shape)
+        if dtype is None:
+            dtype = w_hh.dtype if w_hh.dtype in (np.float32, np.float64) else np.float64
+        zeros = np.zeros(G * H, dtype=w_hh.dtype)
+        bias_ih = arrays.get("bias_ih", zeros)
+        bias_hh = arrays.get("bias_hh", zeros)
+        params = {"W_xh": w_ih, "W_hh": w_hh, "W_oh": w_o,
+                  "b_o": arrays.get("bias", np.zeros(O, dtype=w_o.dtype))}
+        if cell == "gru":
+            # r, z: both biases add up; n: only the input-side one, b_hn apart
+            params["b_h"] = np.concatenate([bias_ih[:2 * H] + bias_hh[:2 * H],
+                                            bias_ih[2 * H:]])
+            params["b_hn"] = bias_hh[2 * H:]
+        else:
+            params["b_h"] = bias_ih + bias_hh
+        net = cls(w_ih.shape[1], H, O, cell=cell, nonlinearity=nonlinearity,
+                  output_activation=output_activation, init="identity",
+                  dtype=dtype, backend=backend, random_state=0)
+        net.params = params
+        return net
 
     def __repr__(self):
         return (f"RNN({self.input_size}, {self.hidden_size}, {self.output_size}, "

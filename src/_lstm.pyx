@@ -1,0 +1,198 @@
+"""LSTM cell kernels: forward pass and BPTT (twin of bptt/reference/lstm.py).
+
+Design: time-major buffers, X (T, B, I), G (T, B, 4H) with the gates
+i, f, g, o side by side in each row (PyTorch's order), C and H (T, B, H).
+The input projection of all four gates is one GEMM over all T*B rows; the
+recurrence is one (B, H) x (H, 4H) GEMM per step followed by one fused
+elementwise pass (bias, the four gate nonlinearities, the cell update) that
+the compiler vectorizes. Backward reads the cached gate outputs, overwrites
+G with dG in place and accumulates dG[t] @ W_hh straight into dH[t-1]
+(beta = 1); the cell-state carry dc lives in dc0. The weight gradients are
+single GEMMs after the loop. The whole time loop runs without the GIL and
+allocates nothing.
+
+    A      = X @ W_xh.T                  one GEMM, A lives in G
+    A[t]  += H[t-1] @ W_hh.T             per step (H[-1] := h0, C[-1] := c0)
+    i, f, o = sigmoid(A[t] + b_h) ; g = tanh(A[t] + b_h)     (their blocks)
+    C[t]   = f * C[t-1] + i * g ; H[t] = o * tanh(C[t])
+    dc     = dc + dH[t] * o * (1 - tanh(C[t])**2)
+    dG[t]  = [dc g i(1-i) | dc C[t-1] f(1-f) | dc i (1-g^2) | dH[t] tanh(C[t]) o(1-o)]
+    dc     = dc * f ; dH[t-1] += dG[t] @ W_hh
+    dW_xh  = dG.T @ X ; dW_hh = dG[1:].T @ H[:-1] + dG[0].T @ h0
+    db_h   = sum dG ; dh0 = dG[0] @ W_hh ; dc0 = dc ; dX = dG @ W_xh
+"""
+from cython cimport floating
+
+from _activations cimport sigmoid_, tanh_
+from _blas cimport gemm
+from _rowops cimport column_sums
+
+
+cdef void gates_forward(floating* a, const floating* b_h, const floating* c_prev,
+                        floating* c, floating* h, Py_ssize_t rows,
+                        Py_ssize_t n_hidden) noexcept nogil:
+    """One step's elementwise pass over the (rows, 4H) pre-activations a.
+
+    a <- [i | f | g | o] gate outputs ; c = f * c_prev + i * g ; h = o * tanh(c).
+    """
+    cdef Py_ssize_t r, j
+    cdef Py_ssize_t H1 = n_hidden, H2 = 2 * n_hidden, H3 = 3 * n_hidden
+    cdef floating gi, gf, gg, go, cj
+    for r in range(rows):
+        for j in range(n_hidden):
+            gi = sigmoid_(a[j] + b_h[j])
+            gf = sigmoid_(a[H1 + j] + b_h[H1 + j])
+            gg = tanh_(a[H2 + j] + b_h[H2 + j])
+            go = sigmoid_(a[H3 + j] + b_h[H3 + j])
+            a[j] = gi
+            a[H1 + j] = gf
+            a[H2 + j] = gg
+            a[H3 + j] = go
+            cj = gf * c_prev[j] + gi * gg
+            c[j] = cj
+            h[j] = go * tanh_(cj)
+        a += 4 * n_hidden
+        c_prev += n_hidden
+        c += n_hidden
+        h += n_hidden
+
+
+cdef void gates_backward(floating* g, const floating* c, const floating* c_prev,
+                         const floating* dh, floating* dc, Py_ssize_t rows,
+                         Py_ssize_t n_hidden) noexcept nogil:
+    """One step's elementwise pass backward: gate outputs g become dG in place.
+
+    dc (rows, H) enters as the carry from step t+1 and leaves as dc * f, the
+    carry into step t-1.
+    """
+    cdef Py_ssize_t r, j
+    cdef Py_ssize_t H1 = n_hidden, H2 = 2 * n_hidden, H3 = 3 * n_hidden
+    cdef floating gi, gf, gg, go, tc, dcj, dhj
+    for r in range(rows):
+        for j in range(n_hidden):
+            gi = g[j]
+            gf = g[H1 + j]
+            gg = g[H2 + j]
+            go = g[H3 + j]
+            tc = tanh_(c[j])
+            dhj = dh[j]
+            # backprop through h = o * tanh(c)
+            dcj = dc[j] + dhj * go * (1 - tc * tc)
+            # backprop through c = f * c_prev + i * g and the gate nonlinearities
+            g[j] = dcj * gg * gi * (1 - gi)
+            g[H1 + j] = dcj * c_prev[j] * gf * (1 - gf)
+            g[H2 + j] = dcj * gi * (1 - gg * gg)
+            g[H3 + j] = dhj * tc * go * (1 - go)
+            dc[j] = dcj * gf
+        g += 4 * n_hidden
+        c += n_hidden
+        c_prev += n_hidden
+        dh += n_hidden
+        dc += n_hidden
+
+
+def lstm_forward(const floating[:, :, ::1] X,      # IN  (T, B, I)
+                 const floating[:, ::1] W_xh,      # IN  (4H, I)
+                 const floating[:, ::1] W_hh,      # IN  (4H, H)
+                 const floating[::1] b_h,          # IN  (4H,)
+                 const floating[:, ::1] h0,        # IN  (B, H)
+                 const floating[:, ::1] c0,        # IN  (B, H)
+                 floating[:, :, ::1] G,            # OUT (T, B, 4H) gate outputs
+                 floating[:, :, ::1] C,            # OUT (T, B, H) cell states
+                 floating[:, :, ::1] H):           # OUT (T, B, H) hidden states
+    """Run the recurrence over all timesteps and keep what backward needs."""
+    cdef int T = X.shape[0], B = X.shape[1], I = X.shape[2], n_hidden = W_hh.shape[1]
+    cdef int n_gates = 4 * n_hidden
+    cdef Py_ssize_t step = <Py_ssize_t>B * n_hidden
+    cdef Py_ssize_t t
+    cdef const floating* h_prev
+    cdef const floating* c_prev
+    cdef floating* a
+    if T == 0 or B == 0 or n_hidden == 0:
+        return
+    with nogil:
+        # A = X @ W_xh.T, all timesteps and gates in one GEMM
+        gemm(False, True, T * B, n_gates, I, 1, &X[0, 0, 0], I, &W_xh[0, 0], I,
+             0, &G[0, 0, 0], n_gates)
+        h_prev = &h0[0, 0]
+        c_prev = &c0[0, 0]
+        for t in range(T):
+            a = &G[0, 0, 0] + 4 * t * step
+            # A[t] += H[t-1] @ W_hh.T
+            gemm(False, True, B, n_gates, n_hidden, 1, h_prev, n_hidden,
+                 &W_hh[0, 0], n_hidden, 1, a, n_gates)
+            # G[t] = gates(A[t] + b_h) ; C[t] = f*C[t-1] + i*g ; H[t] = o*tanh(C[t])
+            gates_forward(a, &b_h[0], c_prev, &C[0, 0, 0] + t * step,
+                          &H[0, 0, 0] + t * step, B, n_hidden)
+            h_prev = &H[0, 0, 0] + t * step
+            c_prev = &C[0, 0, 0] + t * step
+
+
+def lstm_backward(const floating[:, :, ::1] X,     # IN  (T, B, I)
+                  const floating[:, ::1] W_xh,     # IN  (4H, I), for dX
+                  const floating[:, ::1] W_hh,     # IN  (4H, H)
+                  const floating[:, ::1] h0,       # IN  (B, H)
+                  const floating[:, ::1] c0,       # IN  (B, H)
+                  floating[:, :, ::1] G,           # IN gate outputs, WORK: becomes dG
+                  const floating[:, :, ::1] C,     # IN  (T, B, H) cell states
+                  const floating[:, :, ::1] H,     # IN  (T, B, H) hidden states
+                  floating[:, :, ::1] dH,          # IN dL/dH, WORK: gets the carries
+                  int truncate,                    # window length, 0: full BPTT
+                  floating[:, ::1] dW_xh,          # OUT (4H, I)
+                  floating[:, ::1] dW_hh,          # OUT (4H, H)
+                  floating[::1] db_h,              # OUT (4H,)
+                  floating[:, ::1] dh0,            # OUT (B, H)
+                  floating[:, ::1] dc0,            # IN dL/dC[T-1] from later steps, OUT (B, H)
+                  bint accumulate=False,           # add into dW_xh, dW_hh, db_h
+                  floating[:, :, ::1] dX=None):    # OUT (T, B, I), optional
+    """Backpropagate through time; see the module docstring for the maths.
+
+    dc0 carries the cell-state gradient: it enters as dL/dC[T-1] from later
+    timesteps (zeros for a whole sequence) and leaves as dL/dc0. With
+    ``accumulate`` the weight gradients are added to what the outputs hold,
+    so a long sequence can be processed in chunks from the end.
+    """
+    cdef int T = X.shape[0], B = X.shape[1], I = X.shape[2], n_hidden = W_hh.shape[1]
+    cdef int n_gates = 4 * n_hidden
+    cdef Py_ssize_t step = <Py_ssize_t>B * n_hidden
+    cdef Py_ssize_t t, j
+    cdef floating* dG
+    cdef floating* dc
+    cdef const floating* c_prev
+    cdef bint want_dX = dX is not None
+    cdef floating beta = 1 if accumulate else 0
+    if T == 0 or B == 0 or n_hidden == 0:
+        return
+    dG = &G[0, 0, 0]
+    dc = &dc0[0, 0]
+    with nogil:
+        for t in range(T - 1, -1, -1):
+            c_prev = &C[0, 0, 0] + (t - 1) * step if t > 0 else &c0[0, 0]
+            # dG[t] from the gate outputs; dc <- carry into C[t-1]
+            gates_backward(dG + 4 * t * step, &C[0, 0, 0] + t * step, c_prev,
+                           &dH[0, 0, 0] + t * step, dc, B, n_hidden)
+            if t > 0 and truncate > 0 and t % truncate == 0:
+                # no gradient crosses a window boundary
+                for j in range(step):
+                    dc[j] = 0
+            elif t > 0:
+                # dH[t-1] += dG[t] @ W_hh
+                gemm(False, False, B, n_hidden, n_gates, 1, dG + 4 * t * step, n_gates,
+                     &W_hh[0, 0], n_hidden, 1, &dH[0, 0, 0] + (t - 1) * step, n_hidden)
+        # dh0 = dG[0] @ W_hh (dc0 already holds dc * f of step 0)
+        gemm(False, False, B, n_hidden, n_gates, 1, dG, n_gates, &W_hh[0, 0],
+             n_hidden, 0, &dh0[0, 0], n_hidden)
+        # dW_xh (+)= dG.T @ X
+        gemm(True, False, n_gates, I, T * B, 1, dG, n_gates, &X[0, 0, 0], I,
+             beta, &dW_xh[0, 0], I)
+        # dW_hh (+)= dG[0].T @ h0 + dG[1:].T @ H[:-1]
+        gemm(True, False, n_gates, n_hidden, B, 1, dG, n_gates, &h0[0, 0], n_hidden,
+             beta, &dW_hh[0, 0], n_hidden)
+        gemm(True, False, n_gates, n_hidden, (T - 1) * B, 1, dG + 4 * step, n_gates,
+             &H[0, 0, 0], n_hidden, 1, &dW_hh[0, 0], n_hidden)
+        # db_h (+)= sum_{t, b} dG
+        column_sums(dG, <Py_ssize_t>T * B, n_gates, n_gates, accumulate, &db_h[0])
+        if want_dX:
+            # dX = dG @ W_xh
+            gemm(False, False, T * B, I, n_gates, 1, dG, n_gates, &W_xh[0, 0], I,
+                 0, &dX[0, 0, 0], I)
