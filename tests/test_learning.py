@@ -85,3 +85,27 @@ def test_demo_runs_and_reports(capsys):
     out = capsys.readouterr().out
     assert "Epoch 3 (3/3)" in out and "validation score = " in out
     assert "test accuracy" in out and "test R^2" in out and "Summary:" in out
+
+
+def test_lstm_learns_the_adding_problem_at_T100():
+    # the memory an Elman network lacks: T=100, the mean scores 1/6
+    rng = np.random.default_rng(0)
+    X_train, y_train = _adding_problem(3000, 100, rng)
+    X_test, y_test = _adding_problem(300, 100, rng)
+    reg = RNNRegressor(hidden_size=32, cell="lstm", learning_rate=0.01, clip_norm=1.0,
+                       batch_size=32, max_epochs=10, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        reg.fit(X_train, y_train)
+    mse = np.mean((reg.predict(X_test) - y_test) ** 2)
+    assert mse < 0.05, mse
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_gated_classifier_on_digits_sequences(cell):
+    from sklearn.datasets import load_digits
+    digits = load_digits()
+    X = digits.images / 16.0
+    clf = RNNClassifier(hidden_size=32, cell=cell, max_epochs=15, random_state=0)
+    clf.fit(X[:1200], digits.target[:1200])
+    assert clf.score(X[1200:], digits.target[1200:]) >= 0.9

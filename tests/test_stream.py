@@ -8,17 +8,23 @@ import pytest
 import bptt
 
 
+CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("lstm", "tanh"), ("gru", "tanh")]
+
+
 @pytest.mark.parametrize("backend", ["cython", "numpy"])
 @pytest.mark.parametrize("dtype,tol", [("float64", 1e-12), ("float32", 1e-5)])
 @pytest.mark.parametrize("activation", ["identity", "sigmoid", "softmax"])
-@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+@pytest.mark.parametrize("cell,nonlinearity", CELLS)
 @pytest.mark.parametrize("n", [1, 3])
-def test_stepping_equals_forward(n, nonlinearity, activation, dtype, tol, backend):
-    net = bptt.RNN(2, 5, 3, nonlinearity=nonlinearity, output_activation=activation,
-                   dtype=dtype, backend=backend, random_state=0)
+def test_stepping_equals_forward(n, cell, nonlinearity, activation, dtype, tol, backend):
+    net = bptt.RNN(2, 5, 3, cell=cell, nonlinearity=nonlinearity,
+                   output_activation=activation, dtype=dtype, backend=backend,
+                   random_state=0)
     rng = np.random.default_rng(0)
     X = rng.standard_normal((n, 30, 2))
     h0 = 0.1 * rng.standard_normal((n, 5))
+    if cell == "lstm":
+        h0 = (h0, 0.1 * rng.standard_normal((n, 5)))
     Y, h = net.forward(X, h0=h0)
     stream = net.stream(n_samples=n, h0=h0)
     outs = []
@@ -27,9 +33,12 @@ def test_stepping_equals_forward(n, nonlinearity, activation, dtype, tol, backen
         assert y.shape == (n, 3) and y.dtype == np.dtype(dtype)
         outs.append(y.copy())
     np.testing.assert_allclose(np.stack(outs, axis=1), Y, rtol=tol, atol=tol)
-    np.testing.assert_allclose(stream.state, h, rtol=tol, atol=tol)
+    as_list = (lambda s: list(s) if isinstance(s, tuple) else [s])
+    for got, want in zip(as_list(stream.state), as_list(h), strict=True):
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
     stream.reset(h0)
-    np.testing.assert_allclose(stream.state, h0.astype(dtype))
+    for got, want in zip(as_list(stream.state), as_list(h0), strict=True):
+        np.testing.assert_allclose(got, want.astype(dtype))
 
 
 def test_one_sample_takes_a_vector_and_state_is_a_copy():
@@ -54,9 +63,10 @@ def test_stream_is_a_snapshot_of_the_parameters():
     np.testing.assert_array_equal(stream.step(np.ones(1)), y_before)
 
 
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 @pytest.mark.parametrize("backend", ["cython", "numpy"])
-def test_bad_step_input(backend):
-    stream = bptt.RNN(2, 4, 1, backend=backend).stream(n_samples=2)
+def test_bad_step_input(backend, cell):
+    stream = bptt.RNN(2, 4, 1, cell=cell, backend=backend).stream(n_samples=2)
     with pytest.raises(ValueError, match=r"x must have shape \(n_samples, input_size\) = \(2, 2\); got shape \(2,\)"):
         stream.step(np.ones(2))
     with pytest.raises(ValueError, match=r"got shape \(2, 3\)"):

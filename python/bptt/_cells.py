@@ -28,8 +28,9 @@ The interface every cell implements:
     (dh0, dc0)). Running it chunk by
     chunk from the end, passing each chunk's dstate0 on as the previous
     chunk's dstate_next, is BPTT over the whole sequence.
-``stepper(p, state0, activation) -> Stepper``
-    Streaming inference one timestep at a time (``RNN.stream``).
+``stepper(p, state0, activation) -> Stepper`` (optional)
+    A compiled streaming stepper (``RNN.stream``); cells without one are
+    streamed by :class:`CellStepper` through their forward kernel.
 
 Optional class attributes, read by :class:`bptt.RNN`:
 
@@ -44,6 +45,8 @@ direction runs the same kernels on X[::-1].
 """
 
 import numpy as np
+
+from ._validation import check_finite, coerce_step_input
 
 
 class ElmanCell:
@@ -123,9 +126,6 @@ class LSTMCell:
         G, C, H = cache
         self.kernels.lstm_forward(X, p["W_xh"], p["W_hh"], p["b_h"], h0, c0, G, C, H)
 
-    def stepper(self, p, state0, activation):
-        return self.kernels.Stepper(p["W_xh"], p["W_hh"], p["b_h"], p["W_oh"], p["b_o"],
-                                    state0, activation)
 
     def backward(self, X, p, state0, cache, dH, dstate_next, truncate, grads,
                  accumulate=False, n_threads=1, dX=None):
@@ -179,9 +179,6 @@ class GRUCell:
         self.kernels.gru_forward(X, p["W_xh"], p["W_hh"], p["b_h"], p["b_hn"], state0,
                                  G, HN, H, Gh)
 
-    def stepper(self, p, state0, activation):
-        return self.kernels.Stepper(p["W_xh"], p["W_hh"], p["b_h"], p["b_hn"], p["W_oh"],
-                                    p["b_o"], state0, activation)
 
     def backward(self, X, p, state0, cache, dH, dstate_next, truncate, grads,
                  accumulate=False, n_threads=1, dX=None):
@@ -194,6 +191,58 @@ class GRUCell:
             grads["W_xh"], grads["W_hh"], grads["b_h"], grads["b_hn"], dh0, accumulate, dX,
         )
         return dh0
+
+
+class CellStepper:
+    """Streaming inference through a cell's forward kernel, one step at a time.
+
+    The general mechanism behind :meth:`bptt.RNN.stream` for cells without a
+    compiled stepper of their own: every buffer (a one-step cache, the
+    time-major input, the outputs) is allocated here once, and each ``step``
+    runs the cell's forward kernel on T = 1 and the output layer.
+    """
+
+    def __init__(self, cell, out, p, state0, activation):
+        n, n_hidden = (state0[0] if isinstance(state0, tuple) else state0).shape
+        self._cell, self._out, self._activation = cell, out, activation
+        self._p = {name: value.copy() for name, value in p.items()}  # a snapshot
+        dtype = self._p["W_hh"].dtype
+        self._n_in = self._p["W_xh"].shape[1]
+        self._cache = cell.allocate(1, n, n_hidden, dtype)
+        self._state = self._copy(state0)
+        self._x = np.empty((1, n, self._n_in), dtype=dtype)
+        self._z = np.empty((n, self._p["W_oh"].shape[0]), dtype=dtype)
+        self.y = np.empty_like(self._z)
+
+    @staticmethod
+    def _copy(state):
+        return tuple(a.copy() for a in state) if isinstance(state, tuple) else state.copy()
+
+    @property
+    def state(self):
+        """A copy of the current state (h, or (h, c))."""
+        return self._copy(self._state)
+
+    def reset(self, h0):
+        """Set the state (same form and shape as ``state``)."""
+        if isinstance(self._state, tuple):
+            for a, b in zip(self._state, h0):
+                a[...] = b
+        else:
+            self._state[...] = h0
+
+    def step(self, x):
+        """Advance one timestep: x (n, I) (or (I,) for n = 1) -> y (n, O)."""
+        n = self._x.shape[1]
+        x = coerce_step_input(x, n, self._n_in, self._x.dtype)
+        check_finite(x, "x")
+        self._x[0] = x
+        self._cell.forward(self._x, self._p, self._state, self._cache)
+        new_state = self._cell.state_after(self._cache, 0)
+        self.reset(new_state)
+        self._out.output_forward(self._cell.hidden(self._cache)[0], self._p["W_oh"],
+                                 self._p["b_o"], self._activation, self._z, self.y)
+        return self.y
 
 
 CELLS = {"rnn": ElmanCell, "lstm": LSTMCell, "gru": GRUCell}

@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from ._cells import CELLS
+from ._cells import CELLS, CellStepper
 from ._threads import plan_threads, serial_blas
 from ._validation import (
     as_numeric_array,
@@ -466,8 +466,10 @@ class RNN:
         """
         n_samples = check_positive_int("n_samples", n_samples)
         state = self._check_state(h0, n_samples)
-        return self._cell.stepper(self._params, state,
-                                  OUTPUT_ACTIVATIONS[self.output_activation])
+        activation = OUTPUT_ACTIVATIONS[self.output_activation]
+        if hasattr(self._cell, "stepper"):
+            return self._cell.stepper(self._params, state, activation)
+        return CellStepper(self._cell, self._out, self._params, state, activation)
 
     def _plan_threads(self, budget, n_samples):
         H, G = self.hidden_size, self._cell.gates
