@@ -8,6 +8,15 @@
 from cython cimport floating
 from scipy.linalg.cython_blas cimport sgemm, dgemm, sgemv, dgemv
 
+cdef extern from "smallgemm.h" nogil:
+    const long long BPTT_SMALL_GEMM
+    int bptt_small_sgemm(int ta, int tb, int m, int n, int k, float alpha,
+                         const float* a, int lda, const float* b, int ldb,
+                         float beta, float* c, int ldc)
+    int bptt_small_dgemm(int ta, int tb, int m, int n, int k, double alpha,
+                         const double* a, int lda, const double* b, int ldb,
+                         double beta, double* c, int ldc)
+
 
 cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
                       floating alpha, const floating* a, int lda,
@@ -16,8 +25,10 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
     """C (m, n) = alpha * op(A) @ op(B) + beta * C, all row-major.
 
     op(A) is (m, k): A is stored (m, k) with row stride lda, or (k, m) when
-    trans_a. Likewise op(B) (k, n). One row (m == 1) goes to gemv, which
-    OpenBLAS runs much faster than a 1-row gemm.
+    trans_a. Likewise op(B) (k, n). Products of at most BPTT_SMALL_GEMM
+    multiply-adds run inline (smallgemm.h: a BLAS call costs more than the
+    arithmetic there); one row (m == 1) goes to gemv, which OpenBLAS runs
+    much faster than a 1-row gemm.
     """
     cdef char ta = b'T' if trans_a else b'N'
     cdef char tb = b'T' if trans_b else b'N'
@@ -32,6 +43,13 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
             for j in range(m):
                 c[j * ldc + i] = beta * c[j * ldc + i] if beta != 0 else 0
         return
+    if <long long>m * n * k <= BPTT_SMALL_GEMM:
+        if floating is float:
+            if bptt_small_sgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+                return
+        else:
+            if bptt_small_dgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+                return
     if m == 1:
         # c (n,) = alpha * op(B).T @ a + beta * c ; op(B) (k, n) row-major is
         # (n, k) column-major, so gemv 'N' when B is stored (k, n), 'T' when (n, k)

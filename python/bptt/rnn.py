@@ -1,6 +1,7 @@
 """The network: :class:`RNN`, a recurrent layer plus an output layer."""
 
 import functools
+from contextlib import nullcontext
 import importlib
 import numbers
 import os
@@ -8,6 +9,7 @@ import os
 import numpy as np
 
 from ._cells import CELLS, CellStepper
+from . import _threads
 from ._threads import plan_threads, serial_blas
 from ._validation import (
     as_numeric_array,
@@ -417,7 +419,7 @@ class RNN:
         Xc = np.empty((chunk, n, self.input_size), dtype=self.dtype)
         Yt = np.empty((T, n, O), dtype=self.dtype)
         Z = np.empty((chunk * n, O), dtype=self.dtype)
-        with serial_blas() as budget:
+        with serial_blas() if self._worth_threading(n) else nullcontext(1) as budget:
             n_threads = self._plan_threads(budget, n)
             for start in range(0, T, chunk):
                 stop = min(T, start + chunk)
@@ -471,9 +473,17 @@ class RNN:
             return self._cell.stepper(self._params, state, activation)
         return CellStepper(self._cell, self._out, self._params, state, activation)
 
-    def _plan_threads(self, budget, n_samples):
+    def _step_work(self, n_samples):
         H, G = self.hidden_size, self._cell.gates
-        return plan_threads(budget, n_samples, n_samples * G * H * (H + self.input_size))
+        return n_samples * G * H * (H + self.input_size)
+
+    def _worth_threading(self, n_samples):
+        """False when one thread gets all the work anyway (then BLAS is left alone)."""
+        return (n_samples > 1
+                and self._step_work(n_samples) >= 2 * _threads.MIN_WORK_PER_THREAD)
+
+    def _plan_threads(self, budget, n_samples):
+        return plan_threads(budget, n_samples, self._step_work(n_samples))
 
     def _forward_chunk(self, X, start, stop, Xc, cache, state, Z, Yt, act, n_threads):
         """forward() of timesteps start..stop-1 into Yt, through the cache buffers."""
@@ -532,6 +542,8 @@ class RNN:
         n, T, _ = X.shape
         target = self._check_target(y, loss, output, n, T)
         state0 = self._check_state(h0, n)
+        if not self._worth_threading(n):
+            return self._bptt(X, target, loss, output, truncate or 0, state0)
         with serial_blas() as budget:
             return self._bptt(X, target, loss, output, truncate or 0, state0,
                               self._plan_threads(budget, n))
@@ -568,11 +580,14 @@ class RNN:
         sequence = output == "sequence"
         loss_rows = T * n if sequence else n
         denominator = loss_rows if loss == "cross_entropy" else loss_rows * O
-        loss_fn = {"mse": lambda Z, Y, t, dZ: out.mse_grad(Y, t, act, dZ, denominator),
-                   "binary_cross_entropy": lambda Z, Y, t, dZ: out.binary_cross_entropy_grad(
-                       Z, Y, t, dZ, denominator),
-                   "cross_entropy": lambda Z, Y, t, dZ: out.cross_entropy_grad(
-                       Z, Y, t, dZ, denominator)}[loss]
+
+        def loss_fn(Z, Y, t, dZ):
+            if loss == "mse":
+                return out.mse_grad(Y, t, act, dZ, denominator)
+            if loss == "binary_cross_entropy":
+                return out.binary_cross_entropy_grad(Z, Y, t, dZ, denominator)
+            return out.cross_entropy_grad(Z, Y, t, dZ, denominator)
+
         rows_max = steps * n if sequence else n
         Z = np.empty((rows_max, O), dtype=self.dtype)
         Y = np.empty((rows_max, O), dtype=self.dtype)
