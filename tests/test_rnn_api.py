@@ -230,3 +230,18 @@ def test_extreme_logits_give_finite_losses():
 def test_repr_names_the_options():
     r = repr(bptt.RNN(2, 3, 1, nonlinearity="relu", dtype="float32"))
     assert "relu" in r and "float32" in r and "cython" in r
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_training_step_reports_the_final_state_of_forward(cell, monkeypatch):
+    # the estimators carry this state into the next truncation window
+    net = bptt.RNN(2, 4, 1, cell=cell, random_state=0)
+    X = np.random.default_rng(0).standard_normal((3, 12, 2))
+    _, expected = net.forward(X)
+    monkeypatch.setattr(rnn_module, "TRAIN_CHUNK_ROWS", 6)  # several chunks
+    value, grads, state = net._loss_grad_state(X, np.zeros((3, 12)), "mse", "sequence",
+                                               None, None)
+    as_list = (lambda s: list(s) if isinstance(s, tuple) else [s])
+    for got, want in zip(as_list(state), as_list(expected), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-13)
+    assert (value, set(grads)) == (net.loss_and_grad(X, np.zeros((3, 12)))[0], set(net.params))

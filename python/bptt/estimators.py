@@ -393,15 +393,12 @@ class _BaseRNN(BaseEstimator, metaclass=ABCMeta):
         total = 0.0
         for s in starts:
             e = min(T, s + k)
-            Xw = X[:, s:e]
-            # the state the next window starts from, with the weights this
-            # window's loss is computed with
-            next_state = net.forward(Xw, state)[1] if e < T else None
-            loss, grads = net.loss_and_grad(Xw, y[:, s:e], loss=loss_name,
-                                            output="sequence", h0=state)
+            # the next window starts from the state this window's loss was
+            # computed with (the weights before this window's update)
+            loss, grads, state = net._loss_grad_state(X[:, s:e], y[:, s:e], loss_name,
+                                                      "sequence", None, state)
             self._step(grads)
             total += loss * (e - s)
-            state = next_state
         return total / T
 
     def _step(self, grads):
@@ -533,23 +530,6 @@ class _BaseRNN(BaseEstimator, metaclass=ABCMeta):
         from .persistence import save
 
         return save(self, path)
-
-    def __getstate__(self):
-        # RNN holds kernel modules, which do not pickle: store its spec and
-        # weights instead and rebuild it in __setstate__.
-        state = super().__getstate__()
-        net = state.get("net_")
-        if isinstance(net, RNN):
-            state = dict(state)
-            state["net_"] = ("bptt.RNN", _net_spec(net), dict(net.params))
-        return state
-
-    def __setstate__(self, state):
-        net = state.get("net_")
-        if isinstance(net, tuple) and len(net) == 3 and net[0] == "bptt.RNN":
-            state = dict(state)
-            state["net_"] = _build_net(net[1], net[2])
-        super().__setstate__(state)
 
 
 _PARAMETERS_DOC = """

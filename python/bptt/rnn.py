@@ -529,6 +529,12 @@ class RNN:
         grads : dict of str to ndarray
             dloss/dparam, same keys and shapes as :attr:`params`.
         """
+        value, grads, _ = self._loss_grad_state(X, y, loss, output, truncate, h0)
+        return value, grads
+
+    def _loss_grad_state(self, X, y, loss, output, truncate, h0):
+        """loss_and_grad, plus the state after the last step (for the
+        estimators' truncated training, which carries it into the next window)."""
         check_choice("loss", loss, LOSSES)
         check_choice("output", output, OUTPUTS)
         needed = LOSS_ACTIVATION.get(loss)
@@ -561,6 +567,7 @@ class RNN:
         """Forward over every timestep, then BPTT chunk by chunk from the end.
 
         X is batch-first and validated, target as from _check_target.
+        Returns the loss, the gradients and the state after the last step.
         """
         n, T, I = X.shape
         H, O = self.hidden_size, self.output_size
@@ -576,6 +583,7 @@ class RNN:
             cell.forward(time_major(X, s, e, Xc), p, state,
                          tuple(a[s:e] for a in cache), n_threads)
             state = cell.state_after(cache, e - 1)
+        final_state = _copy_state(state)  # the cache is reused as workspace below
 
         sequence = output == "sequence"
         loss_rows = T * n if sequence else n
@@ -635,7 +643,7 @@ class RNN:
                 f"the loss is not finite ({value}): the parameters hold NaN/inf or "
                 f"the activations overflowed."
             )
-        return value, grads
+        return value, grads, final_state
 
     def __getstate__(self):
         # kernel modules do not pickle; they are looked up again on load
