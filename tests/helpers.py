@@ -85,23 +85,6 @@ def detached_loss_and_grad(net, X, y, *, loss, output, truncate, states):
     return total, grads
 
 
-def numerical_grad(loss_fn, params, eps=1e-6):
-    """Central finite differences of ``loss_fn()`` w.r.t. every entry of params."""
-    grads = {}
-    for name, value in params.items():
-        g = np.zeros(value.shape)
-        for idx in np.ndindex(value.shape):
-            old = value[idx]
-            value[idx] = old + eps
-            plus = loss_fn()
-            value[idx] = old - eps
-            minus = loss_fn()
-            value[idx] = old
-            g[idx] = (plus - minus) / (2 * eps)
-        grads[name] = g
-    return grads
-
-
 # (loss, output_activation) pairs the contract allows
 LOSS_ACTIVATIONS = [
     ("mse", "identity"),
@@ -152,21 +135,6 @@ def loss_value(Y, y, loss, output):
     return np.mean((Y - y) ** 2)
 
 
-def window_starts(T, truncate):
-    """First timestep of each truncated-BPTT window (one window when None)."""
-    return list(range(0, T, truncate or T))
-
-
-def boundary_states(net, X, truncate, h0=None):
-    """The state entering each window, computed once with the current params."""
-    k = truncate or X.shape[1]
-    states, state = [], h0
-    for start in window_starts(X.shape[1], truncate):
-        states.append(state)
-        _, state = net.forward(X[:, start:start + k], h0=state)
-    return states
-
-
 def detached_loss(net, X, y, loss, output, truncate=None, h0=None):
     """The loss as a function of the params with each window's entering state
     held fixed: truncated BPTT computes exactly the gradient of this function
@@ -174,13 +142,12 @@ def detached_loss(net, X, y, loss, output, truncate=None, h0=None):
 
     Returns a callable ``f()`` reading ``net.params`` at call time.
     """
-    k = truncate or X.shape[1]
-    starts = window_starts(X.shape[1], truncate)
-    states = boundary_states(net, X, truncate, h0)
+    spans = windows(X.shape[1], truncate)
+    states = window_states(net, X, truncate, h0)
 
     def f():
-        Y = np.concatenate([net.forward(X[:, s:s + k], h0=state)[0]
-                            for s, state in zip(starts, states)], axis=1)
+        Y = np.concatenate([net.forward(X[:, s:e], h0=state)[0]
+                            for (s, e), state in zip(spans, states)], axis=1)
         return loss_value(Y, y, loss, output)
 
     return f
@@ -202,18 +169,9 @@ def numerical_gradient(f, x, eps=1e-6):
 
 
 def numerical_param_grads(net, f, eps=1e-6):
-    """Central differences of f() with respect to every parameter of net."""
-    grads = {}
-    for name in list(net.params):
-        value = net.params[name].copy()
-
-        def g(name=name, value=value):
-            net.params[name] = value
-            return f()
-
-        grads[name] = numerical_gradient(g, value, eps)
-        net.params[name] = value
-    return grads
+    """Central differences of f() with respect to every parameter of net
+    (each parameter array is perturbed in place, where the net reads it)."""
+    return {name: numerical_gradient(f, value, eps) for name, value in net.params.items()}
 
 
 def assert_grads_close(actual, expected, rtol, atol=0.0, scale_atol=True):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from helpers import (ACTIVATION_LOSSES, detached_loss_and_grad, make_problem,
-                     numerical_grad, window_states)
+                     numerical_param_grads, window_states)
 
 
 @pytest.mark.parametrize("backend", ["cython", "numpy"])
@@ -29,7 +29,7 @@ def test_gradient_matches_finite_differences(nonlinearity, activation, loss, out
                                       truncate=truncate, states=states)[0]
 
     assert value == pytest.approx(loss_fn(), rel=1e-12)
-    expected = numerical_grad(loss_fn, net.params)
+    expected = numerical_param_grads(net, loss_fn)
     assert set(grads) == set(net.params)
     for name in grads:
         assert grads[name].shape == net.params[name].shape
