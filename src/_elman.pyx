@@ -31,6 +31,7 @@ import numpy as np
 from _activations cimport tanh_
 from _blas cimport gemm
 from _outlayer cimport output_rows
+from _rowops cimport part_start
 from _stepping cimport all_finite, data_of
 
 from bptt._validation import coerce_step_input
@@ -77,11 +78,6 @@ cdef void column_sums(const floating* a, Py_ssize_t rows, Py_ssize_t cols,
     for r in range(rows):
         for j in range(cols):
             out[j] += a[r * ld + j]
-
-
-cdef inline int part_start(int total, int part, int parts) noexcept nogil:
-    """Where part ``part`` of ``parts`` near-equal parts of range(total) starts."""
-    return <int>((<long long>total * part) // parts)
 
 
 cdef void recurrence_forward(const floating* h0, const floating* W_hh, const floating* b_h,

@@ -11,6 +11,12 @@ G with dG in place and accumulates dG[t] @ W_hh straight into dH[t-1]
 single GEMMs after the loop. The whole time loop runs without the GIL and
 allocates nothing.
 
+Threads: with n_threads > 1 each thread takes a slice of the batch for the
+whole time loop (the sequences are independent, so the steps need no
+synchronisation), and the large GEMMs split their rows (the input
+projection and dX the T*B rows, the weight gradients the 4H gate rows);
+BLAS itself runs single-threaded meanwhile (bptt/_threads.py says why).
+
     A      = X @ W_xh.T                  one GEMM, A lives in G
     A[t]  += H[t-1] @ W_hh.T             per step (H[-1] := h0, C[-1] := c0)
     i, f, o = sigmoid(A[t] + b_h) ; g = tanh(A[t] + b_h)     (their blocks)
@@ -22,10 +28,11 @@ allocates nothing.
     db_h   = sum dG ; dh0 = dG[0] @ W_hh ; dc0 = dc ; dX = dG @ W_xh
 """
 from cython cimport floating
+from cython.parallel cimport prange
 
 from _activations cimport sigmoid_, tanh_
 from _blas cimport gemm
-from _rowops cimport column_sums
+from _rowops cimport column_sums, part_start
 
 
 cdef void gates_forward(floating* a, const floating* b_h, const floating* c_prev,
@@ -91,6 +98,83 @@ cdef void gates_backward(floating* g, const floating* c, const floating* c_prev,
         dc += n_hidden
 
 
+cdef void recurrence_forward(const floating* h0, const floating* c0, const floating* W_hh,
+                             const floating* b_h, floating* G, floating* C, floating* H,
+                             int T, int B, int n_hidden, int b0, int b1) noexcept nogil:
+    """The forward time loop for the batch rows b0..b1-1 (A already in G)."""
+    cdef int n_gates = 4 * n_hidden, rows = b1 - b0
+    cdef Py_ssize_t step = <Py_ssize_t>B * n_hidden, t
+    cdef Py_ssize_t offset = <Py_ssize_t>b0 * n_hidden
+    cdef const floating* h_prev = h0 + offset
+    cdef const floating* c_prev = c0 + offset
+    cdef floating* a
+    if rows <= 0:
+        return
+    for t in range(T):
+        a = G + 4 * (t * step + offset)
+        # A[t] += H[t-1] @ W_hh.T
+        gemm(False, True, rows, n_gates, n_hidden, 1, h_prev, n_hidden,
+             W_hh, n_hidden, 1, a, n_gates)
+        # G[t] = gates(A[t] + b_h) ; C[t] = f*C[t-1] + i*g ; H[t] = o*tanh(C[t])
+        gates_forward(a, b_h, c_prev, C + t * step + offset, H + t * step + offset,
+                      rows, n_hidden)
+        h_prev = H + t * step + offset
+        c_prev = C + t * step + offset
+
+
+cdef void recurrence_backward(const floating* W_hh, const floating* c0, floating* dG,
+                              const floating* C, floating* dH, floating* dh0,
+                              floating* dc0, int T, int B, int n_hidden, int b0, int b1,
+                              int truncate) noexcept nogil:
+    """The backward time loop for the batch rows b0..b1-1 (dG holds the gate outputs)."""
+    cdef int n_gates = 4 * n_hidden, rows = b1 - b0
+    cdef Py_ssize_t step = <Py_ssize_t>B * n_hidden, t, j
+    cdef Py_ssize_t offset = <Py_ssize_t>b0 * n_hidden
+    cdef Py_ssize_t size = <Py_ssize_t>rows * n_hidden
+    cdef floating* dc = dc0 + offset
+    cdef const floating* c_prev
+    if rows <= 0:
+        return
+    for t in range(T - 1, -1, -1):
+        c_prev = C + (t - 1) * step + offset if t > 0 else c0 + offset
+        # dG[t] from the gate outputs; dc <- carry into C[t-1]
+        gates_backward(dG + 4 * (t * step + offset), C + t * step + offset, c_prev,
+                       dH + t * step + offset, dc, rows, n_hidden)
+        if t > 0 and truncate > 0 and t % truncate == 0:
+            # no gradient crosses a window boundary
+            for j in range(size):
+                dc[j] = 0
+        elif t > 0:
+            # dH[t-1] += dG[t] @ W_hh
+            gemm(False, False, rows, n_hidden, n_gates, 1, dG + 4 * (t * step + offset),
+                 n_gates, W_hh, n_hidden, 1, dH + (t - 1) * step + offset, n_hidden)
+    # dh0 = dG[0] @ W_hh (dc0 already holds dc * f of step 0)
+    gemm(False, False, rows, n_hidden, n_gates, 1, dG + 4 * offset, n_gates, W_hh,
+         n_hidden, 0, dh0 + offset, n_hidden)
+
+
+cdef void weight_gradients(const floating* X, const floating* h0, const floating* H,
+                           const floating* dG, int T, int B, int I, int n_hidden,
+                           int j0, int j1, bint accumulate, floating* dW_xh,
+                           floating* dW_hh, floating* db_h) noexcept nogil:
+    """Gate rows j0..j1-1 of the weight gradients, single GEMMs over all timesteps."""
+    cdef int n_gates = 4 * n_hidden, rows = j1 - j0
+    cdef floating beta = 1 if accumulate else 0
+    if rows <= 0:
+        return
+    # dW_xh (+)= dG.T @ X
+    gemm(True, False, rows, I, T * B, 1, dG + j0, n_gates, X, I,
+         beta, dW_xh + <Py_ssize_t>j0 * I, I)
+    # dW_hh (+)= dG[0].T @ h0 + dG[1:].T @ H[:-1]
+    gemm(True, False, rows, n_hidden, B, 1, dG + j0, n_gates, h0, n_hidden,
+         beta, dW_hh + <Py_ssize_t>j0 * n_hidden, n_hidden)
+    gemm(True, False, rows, n_hidden, (T - 1) * B, 1,
+         dG + <Py_ssize_t>B * n_gates + j0, n_gates, H, n_hidden,
+         1, dW_hh + <Py_ssize_t>j0 * n_hidden, n_hidden)
+    # db_h (+)= sum_{t, b} dG
+    column_sums(dG + j0, <Py_ssize_t>T * B, rows, n_gates, accumulate, db_h + j0)
+
+
 def lstm_forward(const floating[:, :, ::1] X,      # IN  (T, B, I)
                  const floating[:, ::1] W_xh,      # IN  (4H, I)
                  const floating[:, ::1] W_hh,      # IN  (4H, H)
@@ -99,33 +183,43 @@ def lstm_forward(const floating[:, :, ::1] X,      # IN  (T, B, I)
                  const floating[:, ::1] c0,        # IN  (B, H)
                  floating[:, :, ::1] G,            # OUT (T, B, 4H) gate outputs
                  floating[:, :, ::1] C,            # OUT (T, B, H) cell states
-                 floating[:, :, ::1] H):           # OUT (T, B, H) hidden states
+                 floating[:, :, ::1] H,            # OUT (T, B, H) hidden states
+                 int n_threads=1):                 # threads splitting the batch
     """Run the recurrence over all timesteps and keep what backward needs."""
     cdef int T = X.shape[0], B = X.shape[1], I = X.shape[2], n_hidden = W_hh.shape[1]
     cdef int n_gates = 4 * n_hidden
-    cdef Py_ssize_t step = <Py_ssize_t>B * n_hidden
-    cdef Py_ssize_t t
-    cdef const floating* h_prev
-    cdef const floating* c_prev
-    cdef floating* a
+    cdef int part, r0, r1, b0, b1
+    cdef const floating* X_data
+    cdef const floating* W_xh_data
+    cdef floating* G_data
     if T == 0 or B == 0 or n_hidden == 0:
         return
+    X_data = &X[0, 0, 0]
+    W_xh_data = &W_xh[0, 0]
+    G_data = &G[0, 0, 0]
+    n_threads = max(1, min(n_threads, B))
     with nogil:
-        # A = X @ W_xh.T, all timesteps and gates in one GEMM
-        gemm(False, True, T * B, n_gates, I, 1, &X[0, 0, 0], I, &W_xh[0, 0], I,
-             0, &G[0, 0, 0], n_gates)
-        h_prev = &h0[0, 0]
-        c_prev = &c0[0, 0]
-        for t in range(T):
-            a = &G[0, 0, 0] + 4 * t * step
-            # A[t] += H[t-1] @ W_hh.T
-            gemm(False, True, B, n_gates, n_hidden, 1, h_prev, n_hidden,
-                 &W_hh[0, 0], n_hidden, 1, a, n_gates)
-            # G[t] = gates(A[t] + b_h) ; C[t] = f*C[t-1] + i*g ; H[t] = o*tanh(C[t])
-            gates_forward(a, &b_h[0], c_prev, &C[0, 0, 0] + t * step,
-                          &H[0, 0, 0] + t * step, B, n_hidden)
-            h_prev = &H[0, 0, 0] + t * step
-            c_prev = &C[0, 0, 0] + t * step
+        if n_threads == 1:
+            # A = X @ W_xh.T, all timesteps and gates in one GEMM
+            gemm(False, True, T * B, n_gates, I, 1, X_data, I, W_xh_data, I,
+                 0, G_data, n_gates)
+            recurrence_forward(&h0[0, 0], &c0[0, 0], &W_hh[0, 0], &b_h[0], G_data,
+                               &C[0, 0, 0], &H[0, 0, 0], T, B, n_hidden, 0, B)
+        else:
+            for part in prange(n_threads, num_threads=n_threads, schedule="static",
+                               chunksize=1):
+                # rows r0..r1-1 of A = X @ W_xh.T
+                r0 = part_start(T * B, part, n_threads)
+                r1 = part_start(T * B, part + 1, n_threads)
+                gemm(False, True, r1 - r0, n_gates, I, 1, X_data + <Py_ssize_t>r0 * I, I,
+                     W_xh_data, I, 0, G_data + <Py_ssize_t>r0 * n_gates, n_gates)
+            for part in prange(n_threads, num_threads=n_threads, schedule="static",
+                               chunksize=1):
+                # the sequences b0..b1-1, every timestep
+                b0 = part_start(B, part, n_threads)
+                b1 = part_start(B, part + 1, n_threads)
+                recurrence_forward(&h0[0, 0], &c0[0, 0], &W_hh[0, 0], &b_h[0], G_data,
+                                   &C[0, 0, 0], &H[0, 0, 0], T, B, n_hidden, b0, b1)
 
 
 def lstm_backward(const floating[:, :, ::1] X,     # IN  (T, B, I)
@@ -144,55 +238,62 @@ def lstm_backward(const floating[:, :, ::1] X,     # IN  (T, B, I)
                   floating[:, ::1] dh0,            # OUT (B, H)
                   floating[:, ::1] dc0,            # IN dL/dC[T-1] from later steps, OUT (B, H)
                   bint accumulate=False,           # add into dW_xh, dW_hh, db_h
-                  floating[:, :, ::1] dX=None):    # OUT (T, B, I), optional
+                  floating[:, :, ::1] dX=None,     # OUT (T, B, I), optional
+                  int n_threads=1):                # threads splitting the work
     """Backpropagate through time; see the module docstring for the maths.
 
     dc0 carries the cell-state gradient: it enters as dL/dC[T-1] from later
     timesteps (zeros for a whole sequence) and leaves as dL/dc0. With
     ``accumulate`` the weight gradients are added to what the outputs hold,
-    so a long sequence can be processed in chunks from the end.
+    so a long sequence can be processed in chunks from the end. The time
+    loop splits the batch over ``n_threads``; the weight gradients split
+    their gate rows, dX its rows.
     """
     cdef int T = X.shape[0], B = X.shape[1], I = X.shape[2], n_hidden = W_hh.shape[1]
     cdef int n_gates = 4 * n_hidden
-    cdef Py_ssize_t step = <Py_ssize_t>B * n_hidden
-    cdef Py_ssize_t t, j
+    cdef int part, b0, b1, j0, j1, r0, r1
     cdef floating* dG
-    cdef floating* dc
-    cdef const floating* c_prev
+    cdef const floating* W_xh_data
+    cdef floating* dX_data = NULL
     cdef bint want_dX = dX is not None
-    cdef floating beta = 1 if accumulate else 0
     if T == 0 or B == 0 or n_hidden == 0:
         return
     dG = &G[0, 0, 0]
-    dc = &dc0[0, 0]
+    W_xh_data = &W_xh[0, 0]
+    if want_dX:
+        dX_data = &dX[0, 0, 0]
+    n_threads = max(1, n_threads)
     with nogil:
-        for t in range(T - 1, -1, -1):
-            c_prev = &C[0, 0, 0] + (t - 1) * step if t > 0 else &c0[0, 0]
-            # dG[t] from the gate outputs; dc <- carry into C[t-1]
-            gates_backward(dG + 4 * t * step, &C[0, 0, 0] + t * step, c_prev,
-                           &dH[0, 0, 0] + t * step, dc, B, n_hidden)
-            if t > 0 and truncate > 0 and t % truncate == 0:
-                # no gradient crosses a window boundary
-                for j in range(step):
-                    dc[j] = 0
-            elif t > 0:
-                # dH[t-1] += dG[t] @ W_hh
-                gemm(False, False, B, n_hidden, n_gates, 1, dG + 4 * t * step, n_gates,
-                     &W_hh[0, 0], n_hidden, 1, &dH[0, 0, 0] + (t - 1) * step, n_hidden)
-        # dh0 = dG[0] @ W_hh (dc0 already holds dc * f of step 0)
-        gemm(False, False, B, n_hidden, n_gates, 1, dG, n_gates, &W_hh[0, 0],
-             n_hidden, 0, &dh0[0, 0], n_hidden)
-        # dW_xh (+)= dG.T @ X
-        gemm(True, False, n_gates, I, T * B, 1, dG, n_gates, &X[0, 0, 0], I,
-             beta, &dW_xh[0, 0], I)
-        # dW_hh (+)= dG[0].T @ h0 + dG[1:].T @ H[:-1]
-        gemm(True, False, n_gates, n_hidden, B, 1, dG, n_gates, &h0[0, 0], n_hidden,
-             beta, &dW_hh[0, 0], n_hidden)
-        gemm(True, False, n_gates, n_hidden, (T - 1) * B, 1, dG + 4 * step, n_gates,
-             &H[0, 0, 0], n_hidden, 1, &dW_hh[0, 0], n_hidden)
-        # db_h (+)= sum_{t, b} dG
-        column_sums(dG, <Py_ssize_t>T * B, n_gates, n_gates, accumulate, &db_h[0])
-        if want_dX:
-            # dX = dG @ W_xh
-            gemm(False, False, T * B, I, n_gates, 1, dG, n_gates, &W_xh[0, 0], I,
-                 0, &dX[0, 0, 0], I)
+        if n_threads == 1:
+            recurrence_backward(&W_hh[0, 0], &c0[0, 0], dG, &C[0, 0, 0], &dH[0, 0, 0],
+                                &dh0[0, 0], &dc0[0, 0], T, B, n_hidden, 0, B, truncate)
+            weight_gradients(&X[0, 0, 0], &h0[0, 0], &H[0, 0, 0], dG, T, B, I, n_hidden,
+                             0, n_gates, accumulate, &dW_xh[0, 0], &dW_hh[0, 0], &db_h[0])
+            if want_dX:
+                # dX = dG @ W_xh
+                gemm(False, False, T * B, I, n_gates, 1, dG, n_gates, W_xh_data, I,
+                     0, dX_data, I)
+        else:
+            for part in prange(n_threads, num_threads=n_threads, schedule="static",
+                               chunksize=1):
+                # the sequences b0..b1-1, every timestep
+                b0 = part_start(B, part, n_threads)
+                b1 = part_start(B, part + 1, n_threads)
+                recurrence_backward(&W_hh[0, 0], &c0[0, 0], dG, &C[0, 0, 0], &dH[0, 0, 0],
+                                    &dh0[0, 0], &dc0[0, 0], T, B, n_hidden, b0, b1,
+                                    truncate)
+            for part in prange(n_threads, num_threads=n_threads, schedule="static",
+                               chunksize=1):
+                # gate rows j0..j1-1 of dW_xh, dW_hh, db_h
+                j0 = part_start(n_gates, part, n_threads)
+                j1 = part_start(n_gates, part + 1, n_threads)
+                weight_gradients(&X[0, 0, 0], &h0[0, 0], &H[0, 0, 0], dG, T, B, I,
+                                 n_hidden, j0, j1, accumulate, &dW_xh[0, 0],
+                                 &dW_hh[0, 0], &db_h[0])
+                if want_dX:
+                    # rows r0..r1-1 of dX = dG @ W_xh
+                    r0 = part_start(T * B, part, n_threads)
+                    r1 = part_start(T * B, part + 1, n_threads)
+                    gemm(False, False, r1 - r0, I, n_gates, 1,
+                         dG + <Py_ssize_t>r0 * n_gates, n_gates, W_xh_data, I, 0,
+                         dX_data + <Py_ssize_t>r0 * I, I)

@@ -1,4 +1,4 @@
-# Small row-major helpers shared by the gated-cell kernels.
+# Small row-major helpers shared by the kernels.
 from cython cimport floating
 
 
@@ -12,3 +12,8 @@ cdef inline void column_sums(const floating* a, Py_ssize_t rows, Py_ssize_t cols
     for r in range(rows):
         for j in range(cols):
             out[j] += a[r * lda + j]
+
+
+cdef inline int part_start(int total, int part, int parts) noexcept nogil:
+    """Where part ``part`` of ``parts`` near-equal parts of range(total) starts."""
+    return <int>((<long long>total * part) // parts)

@@ -9,12 +9,23 @@ from bptt import _threads
 from helpers import make_problem
 
 
+def _assert_close(a, b, tol):
+    """Arrays, or tuples of arrays (the LSTM's state (h, c)), match."""
+    if isinstance(a, tuple):
+        assert isinstance(b, tuple) and len(a) == len(b)
+        for x, y in zip(a, b):
+            np.testing.assert_allclose(x, y, rtol=tol, atol=tol)
+    else:
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 @pytest.mark.parametrize("n", [2, 3, 7, 16])
 @pytest.mark.parametrize("truncate", [None, 3])
 @pytest.mark.parametrize("dtype,tol", [("float64", 1e-12), ("float32", 1e-5)])
-def test_threaded_kernels_match_serial(monkeypatch, n, truncate, dtype, tol):
-    net, X, y = make_problem(0, n=n, T=9, I=3, H=5, O=2)
-    net32 = bptt.RNN(3, 5, 2, dtype=dtype, random_state=0)
+def test_threaded_kernels_match_serial(monkeypatch, cell, n, truncate, dtype, tol):
+    net, X, y = make_problem(0, n=n, T=9, I=3, H=5, O=2, cell=cell)
+    net32 = bptt.RNN(3, 5, 2, cell=cell, dtype=dtype, random_state=0)
     net32.params = net.params
     serial = net32.loss_and_grad(X, y, truncate=truncate)
     Y_serial, h_serial = net32.forward(X)
@@ -29,29 +40,77 @@ def test_threaded_kernels_match_serial(monkeypatch, n, truncate, dtype, tol):
         for name in grads:
             np.testing.assert_allclose(grads[name], serial[1][name], rtol=tol, atol=tol)
         np.testing.assert_allclose(Y, Y_serial, rtol=tol, atol=tol)
-        np.testing.assert_allclose(h, h_serial, rtol=tol, atol=tol)
+        _assert_close(h, h_serial, tol)
 
 
-def test_input_gradient_with_threads():
+def _kernel_problem(cell, T, B, I, H, seed=0):
+    """Random inputs, parameters, states and dL/dH for one cell's kernels."""
+    rng = np.random.default_rng(seed)
+    G = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
+    p = {"X": rng.standard_normal((T, B, I)),
+         "W_xh": rng.standard_normal((G * H, I)),
+         "W_hh": 0.5 * rng.standard_normal((G * H, H)),
+         "b_h": rng.standard_normal(G * H), "b_hn": rng.standard_normal(H),
+         "h0": rng.standard_normal((B, H)), "c0": rng.standard_normal((B, H)),
+         "dH": rng.standard_normal((T, B, H)), "dc": rng.standard_normal((B, H))}
+    return p
+
+
+def _run_kernels(cell, p, threads, truncate, accumulate):
+    """Forward and backward through one cell's compiled kernels; every output."""
     from bptt.rnn import load_kernels
-    k = load_kernels("cython", "elman")
-    rng = np.random.default_rng(0)
-    T, B, I, H = 6, 5, 3, 4
-    X = rng.standard_normal((T, B, I))
-    W_xh, W_hh = rng.standard_normal((H, I)), 0.5 * rng.standard_normal((H, H))
-    b_h, h0 = rng.standard_normal(H), rng.standard_normal((B, H))
-    G = rng.standard_normal((T, B, H))
-    results = []
-    for threads in (1, 2, 3):
-        Hs = np.empty((T, B, H))
+    k = load_kernels("cython", {"rnn": "elman"}.get(cell, cell))
+    X, W_xh, W_hh, b_h, h0 = p["X"], p["W_xh"], p["W_hh"], p["b_h"], p["h0"]
+    T, B, _ = X.shape
+    n_hidden = W_hh.shape[1]
+    dt = X.dtype
+    dH = p["dH"].copy()
+    dX = np.empty_like(X)
+    # accumulate adds into these: start them non-zero
+    grads = [np.full_like(W_xh, 0.5), np.full_like(W_hh, 0.5), np.full_like(b_h, 0.5)]
+    dh0 = np.empty_like(h0)
+    if cell == "rnn":
+        Hs = np.empty((T, B, n_hidden), dt)
         k.elman_forward(X, W_xh, W_hh, b_h, h0, False, Hs, threads)
-        outs = [np.empty((H, I)), np.empty((H, H)), np.empty(H), np.empty((B, H)),
-                False, np.empty_like(X)]
-        k.elman_backward(X, W_xh, W_hh, h0, Hs, G.copy(), False, 2, *outs, threads)
-        results.append([Hs] + [o for o in outs if isinstance(o, np.ndarray)])
-    for other in results[1:]:
-        for a, b in zip(results[0], other):
-            np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-14)
+        fwd = [Hs.copy()]
+        k.elman_backward(X, W_xh, W_hh, h0, Hs, dH, False, truncate, *grads, dh0,
+                         accumulate, dX, threads)
+        return fwd + grads + [dh0, dX]
+    if cell == "lstm":
+        c0 = p["c0"]
+        G, C, Hs = (np.empty((T, B, 4 * n_hidden), dt), np.empty((T, B, n_hidden), dt),
+                    np.empty((T, B, n_hidden), dt))
+        k.lstm_forward(X, W_xh, W_hh, b_h, h0, c0, G, C, Hs, threads)
+        fwd = [G.copy(), C.copy(), Hs.copy()]
+        dc0 = p["dc"].copy()
+        k.lstm_backward(X, W_xh, W_hh, h0, c0, G, C, Hs, dH, truncate, *grads, dh0, dc0,
+                        accumulate, dX, threads)
+        return fwd + grads + [dh0, dc0, dX, G]
+    G, HN, Hs = (np.empty((T, B, 3 * n_hidden), dt), np.empty((T, B, n_hidden), dt),
+                 np.empty((T, B, n_hidden), dt))
+    Gh = np.empty((B, 3 * n_hidden), dt)
+    k.gru_forward(X, W_xh, W_hh, b_h, p["b_hn"], h0, G, HN, Hs, Gh, threads)
+    fwd = [G.copy(), HN.copy(), Hs.copy()]
+    db_hn = np.full_like(p["b_hn"], 0.5)
+    k.gru_backward(X, W_xh, W_hh, h0, G, HN, Hs, dH, truncate, *grads, db_hn, dh0,
+                   accumulate, dX, threads)
+    return fwd + grads + [db_hn, dh0, dX, G, HN]
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("truncate", [0, 2])
+@pytest.mark.parametrize("accumulate", [False, True])
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-13), (np.float32, 1e-5)])
+def test_kernel_outputs_with_threads(cell, truncate, accumulate, dtype, tol):
+    """dX, dh0 (and dc0), the weight gradients, accumulate and truncation:
+    every output of the threaded kernels is the serial one, also with more
+    threads than sequences or than gate rows."""
+    p = {k: v.astype(dtype) for k, v in _kernel_problem(cell, T=6, B=5, I=3, H=4).items()}
+    serial = _run_kernels(cell, p, 1, truncate, accumulate)
+    assert all(a.dtype == dtype for a in serial)
+    for threads in (2, 3, 7, 16):
+        for a, b in zip(serial, _run_kernels(cell, p, threads, truncate, accumulate)):
+            np.testing.assert_allclose(b, a, rtol=tol, atol=tol / 10)
 
 
 def test_blas_threads_are_restored_and_respected():

@@ -124,8 +124,8 @@ class LSTMCell:
     def forward(self, X, p, state0, cache, n_threads=1):
         h0, c0 = state0
         G, C, H = cache
-        self.kernels.lstm_forward(X, p["W_xh"], p["W_hh"], p["b_h"], h0, c0, G, C, H)
-
+        self.kernels.lstm_forward(X, p["W_xh"], p["W_hh"], p["b_h"], h0, c0, G, C, H,
+                                  n_threads)
 
     def backward(self, X, p, state0, cache, dH, dstate_next, truncate, grads,
                  accumulate=False, n_threads=1, dX=None):
@@ -141,6 +141,7 @@ class LSTMCell:
         self.kernels.lstm_backward(
             X, p["W_xh"], p["W_hh"], h0, c0, G, C, H, dH, truncate,
             grads["W_xh"], grads["W_hh"], grads["b_h"], dh0, dc0, accumulate, dX,
+            n_threads,
         )
         return dh0, dc0
 
@@ -177,8 +178,7 @@ class GRUCell:
         G, HN, H = cache
         Gh = np.empty((X.shape[1], G.shape[2]), dtype=X.dtype)
         self.kernels.gru_forward(X, p["W_xh"], p["W_hh"], p["b_h"], p["b_hn"], state0,
-                                 G, HN, H, Gh)
-
+                                 G, HN, H, Gh, n_threads)
 
     def backward(self, X, p, state0, cache, dH, dstate_next, truncate, grads,
                  accumulate=False, n_threads=1, dX=None):
@@ -189,6 +189,7 @@ class GRUCell:
         self.kernels.gru_backward(
             X, p["W_xh"], p["W_hh"], state0, G, HN, H, dH, truncate,
             grads["W_xh"], grads["W_hh"], grads["b_h"], grads["b_hn"], dh0, accumulate, dX,
+            n_threads,
         )
         return dh0
 

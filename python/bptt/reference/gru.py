@@ -47,7 +47,7 @@ def gate_views(G_t, n_hidden):
     return G_t[:, :n_hidden], G_t[:, n_hidden:2 * n_hidden], G_t[:, 2 * n_hidden:]
 
 
-def gru_forward(X, W_xh, W_hh, b_h, b_hn, h0, G, HN, H, Gh):
+def gru_forward(X, W_xh, W_hh, b_h, b_hn, h0, G, HN, H, Gh, n_threads=1):
     """Run the recurrence over all timesteps and keep what backward needs.
 
     Parameters
@@ -62,6 +62,7 @@ def gru_forward(X, W_xh, W_hh, b_h, b_hn, h0, G, HN, H, Gh):
     HN : ndarray of shape (T, B, H)           # OUT W_hn H[t-1] + b_hn
     H : ndarray of shape (T, B, H)            # OUT hidden states
     Gh : ndarray of shape (B, 3H)             # WORK
+    n_threads : int                           # ignored: NumPy decides
     """
     T = X.shape[0]
     n_hidden = H.shape[2]
@@ -90,7 +91,8 @@ def gru_forward(X, W_xh, W_hh, b_h, b_hn, h0, G, HN, H, Gh):
 
 
 def gru_backward(X, W_xh, W_hh, h0, G, HN, H, dH, truncate,
-                 dW_xh, dW_hh, db_h, db_hn, dh0, accumulate=False, dX=None):
+                 dW_xh, dW_hh, db_h, db_hn, dh0, accumulate=False, dX=None,
+                 n_threads=1):
     """Backpropagate through time.
 
     Parameters
@@ -108,6 +110,7 @@ def gru_backward(X, W_xh, W_hh, h0, G, HN, H, dH, truncate,
     dh0 : ndarray of shape (B, H)             # OUT dL/dh0
     accumulate : bool                         # add into dW_xh, dW_hh, db_h, db_hn
     dX : ndarray of shape (T, B, I) or None   # OUT dL/dX, skipped when None
+    n_threads : int                           # ignored: NumPy decides
     """
     T = X.shape[0]
     n_hidden = H.shape[2]

@@ -44,7 +44,7 @@ def gate_views(G_t, n_hidden):
             G_t[:, 2 * n_hidden:3 * n_hidden], G_t[:, 3 * n_hidden:])
 
 
-def lstm_forward(X, W_xh, W_hh, b_h, h0, c0, G, C, H):
+def lstm_forward(X, W_xh, W_hh, b_h, h0, c0, G, C, H, n_threads=1):
     """Run the recurrence over all timesteps and keep what backward needs.
 
     Parameters
@@ -57,6 +57,7 @@ def lstm_forward(X, W_xh, W_hh, b_h, h0, c0, G, C, H):
     G : ndarray of shape (T, B, 4H)           # OUT gate outputs i, f, g, o
     C : ndarray of shape (T, B, H)            # OUT cell states
     H : ndarray of shape (T, B, H)            # OUT hidden states
+    n_threads : int                           # ignored: NumPy decides
     """
     T = X.shape[0]
     n_hidden = H.shape[2]
@@ -81,7 +82,8 @@ def lstm_forward(X, W_xh, W_hh, b_h, h0, c0, G, C, H):
 
 
 def lstm_backward(X, W_xh, W_hh, h0, c0, G, C, H, dH, truncate,
-                  dW_xh, dW_hh, db_h, dh0, dc0, accumulate=False, dX=None):
+                  dW_xh, dW_hh, db_h, dh0, dc0, accumulate=False, dX=None,
+                  n_threads=1):
     """Backpropagate through time.
 
     Parameters
@@ -101,6 +103,7 @@ def lstm_backward(X, W_xh, W_hh, h0, c0, G, C, H, dH, truncate,
                                               #   for a whole sequence); OUT dL/dc0
     accumulate : bool                         # add into dW_xh, dW_hh, db_h
     dX : ndarray of shape (T, B, I) or None   # OUT dL/dX, skipped when None
+    n_threads : int                           # ignored: NumPy decides
 
     A long sequence can be processed in chunks of timesteps from the end:
     pass the chunk's first state as (h0, c0), add the later chunk's dh0
