@@ -31,7 +31,7 @@ import numpy as np
 from _activations cimport tanh_
 from _blas cimport gemm
 from _outlayer cimport output_rows
-from _rowops cimport part_start
+from _rowops cimport column_sums, part_start
 from _stepping cimport all_finite, data_of
 
 from bptt._validation import coerce_step_input
@@ -66,18 +66,6 @@ cdef void activation_backward(floating* da, const floating* h, Py_ssize_t size,
     else:
         for i in range(size):
             da[i] = da[i] * (1 - h[i] * h[i])
-
-
-cdef void column_sums(const floating* a, Py_ssize_t rows, Py_ssize_t cols,
-                      Py_ssize_t ld, bint accumulate, floating* out) noexcept nogil:
-    """out[j] (+)= sum_r a[r * ld + j] for j < cols."""
-    cdef Py_ssize_t r, j
-    if not accumulate:
-        for j in range(cols):
-            out[j] = 0
-    for r in range(rows):
-        for j in range(cols):
-            out[j] += a[r * ld + j]
 
 
 cdef void recurrence_forward(const floating* h0, const floating* W_hh, const floating* b_h,

@@ -84,9 +84,12 @@ class serial_blas:
         return False
 
 
-# A thread gets at least this many rows x hidden units x (hidden + input)
-# multiply-adds per timestep: below it, the fork/join costs more than it saves.
-MIN_WORK_PER_THREAD = 1 << 15
+# A thread gets at least this many rows x gates x hidden units x (hidden +
+# input) multiply-adds per timestep: below it, waking the threads (OpenMP
+# waits passively, see bptt/__init__.py) and the smaller per-thread GEMMs
+# cost more than the split saves. Measured on 2 cores: the Elman M size
+# (32 x 64 x 96 per step) is faster on one thread, L (64 x 256 x 320) on two.
+MIN_WORK_PER_THREAD = 1 << 19
 
 
 def plan_threads(budget, n_samples, step_work):
