@@ -31,7 +31,7 @@ import numpy as np
 from _activations cimport tanh_
 from _blas cimport gemm
 from _outlayer cimport output_rows
-from _rowops cimport column_sums, part_start
+from _rowops cimport part_start, weight_gradients
 from _stepping cimport all_finite, data_of
 
 from bptt._validation import coerce_step_input
@@ -108,27 +108,6 @@ cdef void recurrence_backward(const floating* W_hh, const floating* H, floating*
     # dh0 = dA[0] @ W_hh
     gemm(False, False, rows, n_hidden, n_hidden, 1, dA + offset, n_hidden, W_hh,
          n_hidden, 0, dh0 + offset, n_hidden)
-
-
-cdef void weight_gradients(const floating* X, const floating* h0, const floating* H,
-                           const floating* dA, int T, int B, int I, int n_hidden,
-                           int j0, int j1, bint accumulate, floating* dW_xh,
-                           floating* dW_hh, floating* db_h) noexcept nogil:
-    """Rows j0..j1-1 of the weight gradients, single GEMMs over all timesteps."""
-    cdef int rows = j1 - j0
-    cdef floating beta = 1 if accumulate else 0
-    if rows <= 0:
-        return
-    # dW_xh (+)= dA.T @ X
-    gemm(True, False, rows, I, T * B, 1, dA + j0, n_hidden, X, I,
-         beta, dW_xh + <Py_ssize_t>j0 * I, I)
-    # dW_hh (+)= dA[0].T @ h0 + dA[1:].T @ H[:-1]
-    gemm(True, False, rows, n_hidden, B, 1, dA + j0, n_hidden, h0, n_hidden,
-         beta, dW_hh + <Py_ssize_t>j0 * n_hidden, n_hidden)
-    gemm(True, False, rows, n_hidden, (T - 1) * B, 1, dA + <Py_ssize_t>B * n_hidden + j0,
-         n_hidden, H, n_hidden, 1, dW_hh + <Py_ssize_t>j0 * n_hidden, n_hidden)
-    # db_h (+)= sum_{t, b} dA
-    column_sums(dA + j0, <Py_ssize_t>T * B, rows, n_hidden, accumulate, db_h + j0)
 
 
 def elman_forward(const floating[:, :, ::1] X,      # IN  (T, B, I)
@@ -208,7 +187,7 @@ def elman_backward(const floating[:, :, ::1] X,     # IN  (T, B, I)
         if n_threads == 1:
             recurrence_backward(&W_hh[0, 0], &H[0, 0, 0], dA, &dh0[0, 0], T, B, n_hidden,
                                 0, B, relu, truncate)
-            weight_gradients(&X[0, 0, 0], &h0[0, 0], &H[0, 0, 0], dA, T, B, I, n_hidden,
+            weight_gradients(&X[0, 0, 0], &h0[0, 0], &H[0, 0, 0], dA, T, B, I, n_hidden, n_hidden,
                              0, n_hidden, accumulate, &dW_xh[0, 0], &dW_hh[0, 0], &db_h[0])
             if want_dX:
                 # dX = dA @ W_xh
@@ -226,7 +205,7 @@ def elman_backward(const floating[:, :, ::1] X,     # IN  (T, B, I)
                 j0 = part_start(n_hidden, part, n_threads)
                 j1 = part_start(n_hidden, part + 1, n_threads)
                 weight_gradients(&X[0, 0, 0], &h0[0, 0], &H[0, 0, 0], dA, T, B, I,
-                                 n_hidden, j0, j1, accumulate, &dW_xh[0, 0],
+                                 n_hidden, n_hidden, j0, j1, accumulate, &dW_xh[0, 0],
                                  &dW_hh[0, 0], &db_h[0])
                 if want_dX:
                     # rows r0..r1-1 of dX = dA @ W_xh

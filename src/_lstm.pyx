@@ -32,7 +32,7 @@ from cython.parallel cimport prange
 
 from _activations cimport sigmoid_, tanh_
 from _blas cimport gemm
-from _rowops cimport column_sums, part_start
+from _rowops cimport part_start, weight_gradients
 
 
 cdef void gates_forward(floating* a, const floating* b_h, const floating* c_prev,
@@ -153,28 +153,6 @@ cdef void recurrence_backward(const floating* W_hh, const floating* c0, floating
          n_hidden, 0, dh0 + offset, n_hidden)
 
 
-cdef void weight_gradients(const floating* X, const floating* h0, const floating* H,
-                           const floating* dG, int T, int B, int I, int n_hidden,
-                           int j0, int j1, bint accumulate, floating* dW_xh,
-                           floating* dW_hh, floating* db_h) noexcept nogil:
-    """Gate rows j0..j1-1 of the weight gradients, single GEMMs over all timesteps."""
-    cdef int n_gates = 4 * n_hidden, rows = j1 - j0
-    cdef floating beta = 1 if accumulate else 0
-    if rows <= 0:
-        return
-    # dW_xh (+)= dG.T @ X
-    gemm(True, False, rows, I, T * B, 1, dG + j0, n_gates, X, I,
-         beta, dW_xh + <Py_ssize_t>j0 * I, I)
-    # dW_hh (+)= dG[0].T @ h0 + dG[1:].T @ H[:-1]
-    gemm(True, False, rows, n_hidden, B, 1, dG + j0, n_gates, h0, n_hidden,
-         beta, dW_hh + <Py_ssize_t>j0 * n_hidden, n_hidden)
-    gemm(True, False, rows, n_hidden, (T - 1) * B, 1,
-         dG + <Py_ssize_t>B * n_gates + j0, n_gates, H, n_hidden,
-         1, dW_hh + <Py_ssize_t>j0 * n_hidden, n_hidden)
-    # db_h (+)= sum_{t, b} dG
-    column_sums(dG + j0, <Py_ssize_t>T * B, rows, n_gates, accumulate, db_h + j0)
-
-
 def lstm_forward(const floating[:, :, ::1] X,      # IN  (T, B, I)
                  const floating[:, ::1] W_xh,      # IN  (4H, I)
                  const floating[:, ::1] W_hh,      # IN  (4H, H)
@@ -267,7 +245,7 @@ def lstm_backward(const floating[:, :, ::1] X,     # IN  (T, B, I)
         if n_threads == 1:
             recurrence_backward(&W_hh[0, 0], &c0[0, 0], dG, &C[0, 0, 0], &dH[0, 0, 0],
                                 &dh0[0, 0], &dc0[0, 0], T, B, n_hidden, 0, B, truncate)
-            weight_gradients(&X[0, 0, 0], &h0[0, 0], &H[0, 0, 0], dG, T, B, I, n_hidden,
+            weight_gradients(&X[0, 0, 0], &h0[0, 0], &H[0, 0, 0], dG, T, B, I, n_hidden, n_gates,
                              0, n_gates, accumulate, &dW_xh[0, 0], &dW_hh[0, 0], &db_h[0])
             if want_dX:
                 # dX = dG @ W_xh
@@ -288,7 +266,7 @@ def lstm_backward(const floating[:, :, ::1] X,     # IN  (T, B, I)
                 j0 = part_start(n_gates, part, n_threads)
                 j1 = part_start(n_gates, part + 1, n_threads)
                 weight_gradients(&X[0, 0, 0], &h0[0, 0], &H[0, 0, 0], dG, T, B, I,
-                                 n_hidden, j0, j1, accumulate, &dW_xh[0, 0],
+                                 n_hidden, n_gates, j0, j1, accumulate, &dW_xh[0, 0],
                                  &dW_hh[0, 0], &db_h[0])
                 if want_dX:
                     # rows r0..r1-1 of dX = dG @ W_xh
