@@ -31,7 +31,7 @@ import numpy as np
 from _activations cimport tanh_
 from _blas cimport gemm
 from _outlayer cimport output_rows
-from _rowops cimport part_start, weight_gradients
+from _rowops cimport backproject_rows, part_start, project_rows, weight_gradients
 from _stepping cimport all_finite, data_of
 
 from bptt._validation import coerce_step_input
@@ -120,26 +120,22 @@ def elman_forward(const floating[:, :, ::1] X,      # IN  (T, B, I)
                   int n_threads=1):                 # threads splitting the batch
     """Run the recurrence over all timesteps and keep every hidden state."""
     cdef int T = X.shape[0], B = X.shape[1], I = X.shape[2], n_hidden = W_hh.shape[1]
-    cdef int part, r0, r1, b0, b1
+    cdef int part, b0, b1
     if T == 0 or B == 0:
         return
     n_threads = max(1, min(n_threads, B))
     with nogil:
         if n_threads == 1:
             # A = X @ W_xh.T, all timesteps in one GEMM
-            gemm(False, True, T * B, n_hidden, I, 1, &X[0, 0, 0], I, &W_xh[0, 0], I,
-                 0, &H[0, 0, 0], n_hidden)
+            project_rows(&X[0, 0, 0], &W_xh[0, 0], T * B, n_hidden, I, &H[0, 0, 0], 0, 1)
             recurrence_forward(&h0[0, 0], &W_hh[0, 0], &b_h[0], &H[0, 0, 0], T, B,
                                n_hidden, 0, B, relu)
         else:
             for part in prange(n_threads, num_threads=n_threads, schedule="static",
                                chunksize=1):
-                # rows r0..r1-1 of A = X @ W_xh.T
-                r0 = part_start(T * B, part, n_threads)
-                r1 = part_start(T * B, part + 1, n_threads)
-                gemm(False, True, r1 - r0, n_hidden, I, 1, &X[0, 0, 0] + <Py_ssize_t>r0 * I,
-                     I, &W_xh[0, 0], I, 0, &H[0, 0, 0] + <Py_ssize_t>r0 * n_hidden,
-                     n_hidden)
+                # rows of A = X @ W_xh.T
+                project_rows(&X[0, 0, 0], &W_xh[0, 0], T * B, n_hidden, I, &H[0, 0, 0], part,
+                             n_threads)
             for part in prange(n_threads, num_threads=n_threads, schedule="static",
                                chunksize=1):
                 # the sequences b0..b1-1, every timestep
@@ -173,7 +169,7 @@ def elman_backward(const floating[:, :, ::1] X,     # IN  (T, B, I)
     ``n_threads``; the weight gradients split their rows.
     """
     cdef int T = X.shape[0], B = X.shape[1], I = X.shape[2], n_hidden = W_hh.shape[1]
-    cdef int part, b0, b1, j0, j1, r0, r1
+    cdef int part, b0, b1, j0, j1
     cdef bint want_dX = dX is not None
     cdef floating* dA
     cdef floating* dX_data = NULL
@@ -191,8 +187,7 @@ def elman_backward(const floating[:, :, ::1] X,     # IN  (T, B, I)
                              0, n_hidden, accumulate, &dW_xh[0, 0], &dW_hh[0, 0], &db_h[0])
             if want_dX:
                 # dX = dA @ W_xh
-                gemm(False, False, T * B, I, n_hidden, 1, dA, n_hidden, &W_xh[0, 0], I,
-                     0, dX_data, I)
+                backproject_rows(dA, &W_xh[0, 0], T * B, n_hidden, I, dX_data, 0, 1)
         else:
             for part in prange(n_threads, num_threads=n_threads, schedule="static",
                                chunksize=1):
@@ -208,12 +203,9 @@ def elman_backward(const floating[:, :, ::1] X,     # IN  (T, B, I)
                                  n_hidden, n_hidden, j0, j1, accumulate, &dW_xh[0, 0],
                                  &dW_hh[0, 0], &db_h[0])
                 if want_dX:
-                    # rows r0..r1-1 of dX = dA @ W_xh
-                    r0 = part_start(T * B, part, n_threads)
-                    r1 = part_start(T * B, part + 1, n_threads)
-                    gemm(False, False, r1 - r0, I, n_hidden, 1,
-                         dA + <Py_ssize_t>r0 * n_hidden, n_hidden, &W_xh[0, 0], I, 0,
-                         dX_data + <Py_ssize_t>r0 * I, I)
+                    # rows of dX = dA @ W_xh
+                    backproject_rows(dA, &W_xh[0, 0], T * B, n_hidden, I, dX_data, part,
+                                     n_threads)
 
 
 # ---------------------------------------------------------------- streaming

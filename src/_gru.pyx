@@ -35,7 +35,7 @@ from cython.parallel cimport prange
 
 from _activations cimport sigmoid_, tanh_
 from _blas cimport gemm
-from _rowops cimport column_sums, part_start
+from _rowops cimport column_sums, part_start, project_rows
 
 
 cdef void gates_forward(floating* a, const floating* gh, const floating* b_h,
@@ -220,7 +220,7 @@ def gru_forward(const floating[:, :, ::1] X,       # IN  (T, B, I)
     """Run the recurrence over all timesteps and keep what backward needs."""
     cdef int T = X.shape[0], B = X.shape[1], I = X.shape[2], n_hidden = W_hh.shape[1]
     cdef int n_gates = 3 * n_hidden
-    cdef int part, r0, r1, b0, b1
+    cdef int part, b0, b1
     cdef const floating* X_data
     cdef const floating* W_xh_data
     cdef floating* G_data
@@ -232,19 +232,15 @@ def gru_forward(const floating[:, :, ::1] X,       # IN  (T, B, I)
     n_threads = max(1, min(n_threads, B))
     with nogil:
         if n_threads == 1:
-            # A = X @ W_xh.T, all timesteps and gates in one GEMM
-            gemm(False, True, T * B, n_gates, I, 1, X_data, I, W_xh_data, I,
-                 0, G_data, n_gates)
+            # A = X @ W_xh.T, all timesteps in one GEMM
+            project_rows(X_data, W_xh_data, T * B, n_gates, I, G_data, 0, 1)
             recurrence_forward(&h0[0, 0], &W_hh[0, 0], &b_h[0], &b_hn[0], G_data,
                                &HN[0, 0, 0], &H[0, 0, 0], &Gh[0, 0], T, B, n_hidden, 0, B)
         else:
             for part in prange(n_threads, num_threads=n_threads, schedule="static",
                                chunksize=1):
-                # rows r0..r1-1 of A = X @ W_xh.T
-                r0 = part_start(T * B, part, n_threads)
-                r1 = part_start(T * B, part + 1, n_threads)
-                gemm(False, True, r1 - r0, n_gates, I, 1, X_data + <Py_ssize_t>r0 * I, I,
-                     W_xh_data, I, 0, G_data + <Py_ssize_t>r0 * n_gates, n_gates)
+                # rows of A = X @ W_xh.T
+                project_rows(X_data, W_xh_data, T * B, n_gates, I, G_data, part, n_threads)
             for part in prange(n_threads, num_threads=n_threads, schedule="static",
                                chunksize=1):
                 # the sequences b0..b1-1, every timestep

@@ -32,7 +32,7 @@ from cython.parallel cimport prange
 
 from _activations cimport sigmoid_, tanh_
 from _blas cimport gemm
-from _rowops cimport part_start, weight_gradients
+from _rowops cimport backproject_rows, part_start, project_rows, weight_gradients
 
 
 cdef void gates_forward(floating* a, const floating* b_h, const floating* c_prev,
@@ -166,7 +166,7 @@ def lstm_forward(const floating[:, :, ::1] X,      # IN  (T, B, I)
     """Run the recurrence over all timesteps and keep what backward needs."""
     cdef int T = X.shape[0], B = X.shape[1], I = X.shape[2], n_hidden = W_hh.shape[1]
     cdef int n_gates = 4 * n_hidden
-    cdef int part, r0, r1, b0, b1
+    cdef int part, b0, b1
     cdef const floating* X_data
     cdef const floating* W_xh_data
     cdef floating* G_data
@@ -178,19 +178,15 @@ def lstm_forward(const floating[:, :, ::1] X,      # IN  (T, B, I)
     n_threads = max(1, min(n_threads, B))
     with nogil:
         if n_threads == 1:
-            # A = X @ W_xh.T, all timesteps and gates in one GEMM
-            gemm(False, True, T * B, n_gates, I, 1, X_data, I, W_xh_data, I,
-                 0, G_data, n_gates)
+            # A = X @ W_xh.T, all timesteps in one GEMM
+            project_rows(X_data, W_xh_data, T * B, n_gates, I, G_data, 0, 1)
             recurrence_forward(&h0[0, 0], &c0[0, 0], &W_hh[0, 0], &b_h[0], G_data,
                                &C[0, 0, 0], &H[0, 0, 0], T, B, n_hidden, 0, B)
         else:
             for part in prange(n_threads, num_threads=n_threads, schedule="static",
                                chunksize=1):
-                # rows r0..r1-1 of A = X @ W_xh.T
-                r0 = part_start(T * B, part, n_threads)
-                r1 = part_start(T * B, part + 1, n_threads)
-                gemm(False, True, r1 - r0, n_gates, I, 1, X_data + <Py_ssize_t>r0 * I, I,
-                     W_xh_data, I, 0, G_data + <Py_ssize_t>r0 * n_gates, n_gates)
+                # rows of A = X @ W_xh.T
+                project_rows(X_data, W_xh_data, T * B, n_gates, I, G_data, part, n_threads)
             for part in prange(n_threads, num_threads=n_threads, schedule="static",
                                chunksize=1):
                 # the sequences b0..b1-1, every timestep
@@ -229,7 +225,7 @@ def lstm_backward(const floating[:, :, ::1] X,     # IN  (T, B, I)
     """
     cdef int T = X.shape[0], B = X.shape[1], I = X.shape[2], n_hidden = W_hh.shape[1]
     cdef int n_gates = 4 * n_hidden
-    cdef int part, b0, b1, j0, j1, r0, r1
+    cdef int part, b0, b1, j0, j1
     cdef floating* dG
     cdef const floating* W_xh_data
     cdef floating* dX_data = NULL
@@ -249,8 +245,7 @@ def lstm_backward(const floating[:, :, ::1] X,     # IN  (T, B, I)
                              0, n_gates, accumulate, &dW_xh[0, 0], &dW_hh[0, 0], &db_h[0])
             if want_dX:
                 # dX = dG @ W_xh
-                gemm(False, False, T * B, I, n_gates, 1, dG, n_gates, W_xh_data, I,
-                     0, dX_data, I)
+                backproject_rows(dG, W_xh_data, T * B, n_gates, I, dX_data, 0, 1)
         else:
             for part in prange(n_threads, num_threads=n_threads, schedule="static",
                                chunksize=1):
@@ -269,9 +264,6 @@ def lstm_backward(const floating[:, :, ::1] X,     # IN  (T, B, I)
                                  n_hidden, n_gates, j0, j1, accumulate, &dW_xh[0, 0],
                                  &dW_hh[0, 0], &db_h[0])
                 if want_dX:
-                    # rows r0..r1-1 of dX = dG @ W_xh
-                    r0 = part_start(T * B, part, n_threads)
-                    r1 = part_start(T * B, part + 1, n_threads)
-                    gemm(False, False, r1 - r0, I, n_gates, 1,
-                         dG + <Py_ssize_t>r0 * n_gates, n_gates, W_xh_data, I, 0,
-                         dX_data + <Py_ssize_t>r0 * I, I)
+                    # rows of dX = dG @ W_xh
+                    backproject_rows(dG, W_xh_data, T * B, n_gates, I, dX_data, part,
+                                     n_threads)

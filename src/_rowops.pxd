@@ -44,3 +44,23 @@ cdef inline void weight_gradients(const floating* X, const floating* h0, const f
          n_gates, H, n_hidden, 1, dW_hh + <Py_ssize_t>j0 * n_hidden, n_hidden)
     # db_h (+)= sum_{t, b} dA
     column_sums(dA + j0, <Py_ssize_t>T * B, rows, n_gates, accumulate, db_h + j0)
+
+
+cdef inline void project_rows(const floating* X, const floating* W, int rows, int n_out,
+                              int n_in, floating* A, int part, int parts) noexcept nogil:
+    """Part ``part`` of ``parts`` of the rows of A (rows, n_out) = X @ W.T, with
+    X (rows, n_in) and W (n_out, n_in): the input projection of every timestep
+    (one GEMM when parts == 1), split by rows across threads."""
+    cdef int r0 = part_start(rows, part, parts), r1 = part_start(rows, part + 1, parts)
+    gemm(False, True, r1 - r0, n_out, n_in, 1, X + <Py_ssize_t>r0 * n_in, n_in, W, n_in,
+         0, A + <Py_ssize_t>r0 * n_out, n_out)
+
+
+cdef inline void backproject_rows(const floating* dA, const floating* W, int rows,
+                                  int n_out, int n_in, floating* dX, int part,
+                                  int parts) noexcept nogil:
+    """Part ``part`` of ``parts`` of the rows of dX (rows, n_in) = dA @ W, the
+    input gradient (for stacked layers), split by rows like project_rows."""
+    cdef int r0 = part_start(rows, part, parts), r1 = part_start(rows, part + 1, parts)
+    gemm(False, False, r1 - r0, n_in, n_out, 1, dA + <Py_ssize_t>r0 * n_out, n_out, W, n_in,
+         0, dX + <Py_ssize_t>r0 * n_in, n_in)
