@@ -23,6 +23,7 @@ def test_chunked_bptt_equals_one_chunk(monkeypatch, cell, activation, loss, outp
     expected_loss, expected = net.loss_and_grad(X, y, loss=loss, output=output,
                                                 truncate=truncate, h0=h0)
     assert net._chunk_steps(23, 3, truncate) == 23  # one chunk by default here
+    monkeypatch.setattr(rnn_module, "TRAIN_ONE_CHUNK_BYTES", 0)
     for rows in (1, 4, 10):
         monkeypatch.setattr(rnn_module, "TRAIN_CHUNK_ROWS", rows)
         steps = net._chunk_steps(23, 3, truncate)

@@ -239,6 +239,8 @@ def test_training_step_reports_the_final_state_of_forward(cell, monkeypatch):
     X = np.random.default_rng(0).standard_normal((3, 12, 2))
     _, expected = net.forward(X)
     monkeypatch.setattr(rnn_module, "TRAIN_CHUNK_ROWS", 6)  # several chunks
+    monkeypatch.setattr(rnn_module, "TRAIN_ONE_CHUNK_BYTES", 0)
+    assert net._chunk_steps(12, 3, None) < 12
     value, grads, state = net._loss_grad_state(X, np.zeros((3, 12)), "mse", "sequence",
                                                None, None)
     as_list = (lambda s: list(s) if isinstance(s, tuple) else [s])
