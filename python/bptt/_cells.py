@@ -53,7 +53,6 @@ class ElmanCell:
     """h_t = f(W_xh x_t + W_hh h_{t-1} + b_h), f = tanh or relu."""
 
     gates = 1
-    recurrent_params = ("W_xh", "W_hh", "b_h")
 
     def __init__(self, kernels, nonlinearity):
         self.kernels = kernels
@@ -96,7 +95,6 @@ class LSTMCell:
     """
 
     gates = 4
-    recurrent_params = ("W_xh", "W_hh", "b_h")
 
     def __init__(self, kernels, nonlinearity):
         self.kernels = kernels
@@ -156,7 +154,6 @@ class GRUCell:
     """
 
     gates = 3
-    recurrent_params = ("W_xh", "W_hh", "b_h", "b_hn")
     extra_params = {"b_hn": ("H",)}
 
     def __init__(self, kernels, nonlinearity):
