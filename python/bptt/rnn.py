@@ -589,7 +589,8 @@ class RNN:
             cell.forward(time_major(X, s, e, Xc), p, state,
                          tuple(a[s:e] for a in cache), n_threads)
             state = cell.state_after(cache, e - 1)
-        final_state = _copy_state(state)  # the cache is reused as workspace below
+        # a copy, so the caller does not keep the whole cache alive through it
+        final_state = _copy_state(state)
 
         sequence = output == "sequence"
         loss_rows = T * n if sequence else n
@@ -639,7 +640,9 @@ class RNN:
                     f"the activations overflowed."
                 )
             chunk_state0 = state0 if s == 0 else cell.state_after(cache, s - 1)
-            carry = cell.backward(time_major(X, s, e, Xc), p, chunk_state0,
+            # the last chunk forward is the first one backward: Xc still holds it
+            Xt = Xc[: e - s] if i == 0 else time_major(X, s, e, Xc)
+            carry = cell.backward(Xt, p, chunk_state0,
                                   tuple(a[s:e] for a in cache), dHc, carry, truncate,
                                   grads, i > 0, n_threads)
             if truncate and s % truncate == 0:
