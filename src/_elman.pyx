@@ -2,9 +2,9 @@
 
 Design: time-major buffers, X (T, B, I), H (T, B, H). The input projection
 and the weight gradients are single GEMMs over all T*B rows; only the
-recurrence is sequential, one small GEMM per step followed by one fused
-elementwise pass (bias + activation forward, derivative backward) that the
-compiler vectorizes. The backward recurrence accumulates dA[t] @ W_hh
+recurrence is sequential, one small GEMM per step (against W_hh packed once
+per call, packedgemm.h) followed by one fused elementwise pass (bias +
+activation forward, derivative backward) that the compiler vectorizes. The backward recurrence accumulates dA[t] @ W_hh
 straight into dA[t-1] (beta = 1), so no carry buffer is needed; truncation
 skips that GEMM at window starts. The whole time loop runs without the GIL
 and allocates nothing.
@@ -31,12 +31,13 @@ import numpy as np
 from _activations cimport tanh_
 from _blas cimport gemm
 from _outlayer cimport output_rows
+from _packed cimport pack_weights, recurrent_product
 from _rowops cimport backproject_rows, part_start, project_rows, weight_gradients
 from _stepping cimport all_finite, data_of
 
 from bptt._validation import coerce_step_input
 
-cnp.import_array()
+cnp.import_array()  # the Stepper and pack_weights use the NumPy C-API
 
 
 cdef void bias_activate(floating* a, const floating* b_h, Py_ssize_t rows,
@@ -68,10 +69,12 @@ cdef void activation_backward(floating* da, const floating* h, Py_ssize_t size,
             da[i] = da[i] * (1 - h[i] * h[i])
 
 
-cdef void recurrence_forward(const floating* h0, const floating* W_hh, const floating* b_h,
+cdef void recurrence_forward(const floating* h0, const floating* W_hh,
+                             const floating* W_hh_packed, const floating* b_h,
                              floating* H, int T, int B, int n_hidden, int b0, int b1,
                              bint relu) noexcept nogil:
-    """The forward time loop for the batch rows b0..b1-1 (A already in H)."""
+    """The forward time loop for the batch rows b0..b1-1 (A already in H);
+    W_hh_packed is pack_weights(W_hh, transpose=True)."""
     cdef Py_ssize_t step = <Py_ssize_t>B * n_hidden, t
     cdef int rows = b1 - b0
     cdef const floating* h_prev = h0 + <Py_ssize_t>b0 * n_hidden
@@ -81,17 +84,19 @@ cdef void recurrence_forward(const floating* h0, const floating* W_hh, const flo
     for t in range(T):
         a = H + t * step + <Py_ssize_t>b0 * n_hidden
         # A[t] += H[t-1] @ W_hh.T
-        gemm(False, True, rows, n_hidden, n_hidden, 1, h_prev, n_hidden,
-             W_hh, n_hidden, 1, a, n_hidden)
+        recurrent_product(rows, n_hidden, n_hidden, h_prev, n_hidden, W_hh, True,
+                          W_hh_packed, 1, a, n_hidden)
         # H[t] = f(A[t] + b_h)
         bias_activate(a, b_h, rows, n_hidden, relu)
         h_prev = a
 
 
-cdef void recurrence_backward(const floating* W_hh, const floating* H, floating* dA,
+cdef void recurrence_backward(const floating* W_hh, const floating* W_hh_packed,
+                              const floating* H, floating* dA,
                               floating* dh0, int T, int B, int n_hidden, int b0, int b1,
                               bint relu, int truncate) noexcept nogil:
-    """The backward time loop for the batch rows b0..b1-1 (dA holds dH on entry)."""
+    """The backward time loop for the batch rows b0..b1-1 (dA holds dH on entry);
+    W_hh_packed is pack_weights(W_hh, transpose=False)."""
     cdef Py_ssize_t step = <Py_ssize_t>B * n_hidden, t
     cdef Py_ssize_t offset = <Py_ssize_t>b0 * n_hidden
     cdef int rows = b1 - b0
@@ -103,11 +108,12 @@ cdef void recurrence_backward(const floating* W_hh, const floating* H, floating*
                             <Py_ssize_t>rows * n_hidden, relu)
         if t > 0 and not (truncate > 0 and t % truncate == 0):
             # dA[t-1] (still dH[t-1]) += dA[t] @ W_hh
-            gemm(False, False, rows, n_hidden, n_hidden, 1, dA + t * step + offset,
-                 n_hidden, W_hh, n_hidden, 1, dA + (t - 1) * step + offset, n_hidden)
+            recurrent_product(rows, n_hidden, n_hidden, dA + t * step + offset, n_hidden,
+                              W_hh, False, W_hh_packed, 1, dA + (t - 1) * step + offset,
+                              n_hidden)
     # dh0 = dA[0] @ W_hh
-    gemm(False, False, rows, n_hidden, n_hidden, 1, dA + offset, n_hidden, W_hh,
-         n_hidden, 0, dh0 + offset, n_hidden)
+    recurrent_product(rows, n_hidden, n_hidden, dA + offset, n_hidden, W_hh, False,
+                      W_hh_packed, 0, dh0 + offset, n_hidden)
 
 
 def elman_forward(const floating[:, :, ::1] X,      # IN  (T, B, I)
@@ -121,15 +127,17 @@ def elman_forward(const floating[:, :, ::1] X,      # IN  (T, B, I)
     """Run the recurrence over all timesteps and keep every hidden state."""
     cdef int T = X.shape[0], B = X.shape[1], I = X.shape[2], n_hidden = W_hh.shape[1]
     cdef int part, b0, b1
+    cdef const floating* W_hh_packed
     if T == 0 or B == 0:
         return
+    packed = pack_weights(W_hh, True, &W_hh_packed)
     n_threads = max(1, min(n_threads, B))
     with nogil:
         if n_threads == 1:
             # A = X @ W_xh.T, all timesteps in one GEMM
             project_rows(&X[0, 0, 0], &W_xh[0, 0], T * B, n_hidden, I, &H[0, 0, 0], 0, 1)
-            recurrence_forward(&h0[0, 0], &W_hh[0, 0], &b_h[0], &H[0, 0, 0], T, B,
-                               n_hidden, 0, B, relu)
+            recurrence_forward(&h0[0, 0], &W_hh[0, 0], W_hh_packed, &b_h[0], &H[0, 0, 0],
+                               T, B, n_hidden, 0, B, relu)
         else:
             for part in prange(n_threads, num_threads=n_threads, schedule="static",
                                chunksize=1):
@@ -141,8 +149,8 @@ def elman_forward(const floating[:, :, ::1] X,      # IN  (T, B, I)
                 # the sequences b0..b1-1, every timestep
                 b0 = part_start(B, part, n_threads)
                 b1 = part_start(B, part + 1, n_threads)
-                recurrence_forward(&h0[0, 0], &W_hh[0, 0], &b_h[0], &H[0, 0, 0], T, B,
-                                   n_hidden, b0, b1, relu)
+                recurrence_forward(&h0[0, 0], &W_hh[0, 0], W_hh_packed, &b_h[0],
+                                   &H[0, 0, 0], T, B, n_hidden, b0, b1, relu)
 
 
 def elman_backward(const floating[:, :, ::1] X,     # IN  (T, B, I)
@@ -173,16 +181,18 @@ def elman_backward(const floating[:, :, ::1] X,     # IN  (T, B, I)
     cdef bint want_dX = dX is not None
     cdef floating* dA
     cdef floating* dX_data = NULL
+    cdef const floating* W_hh_packed
     if T == 0 or B == 0:
         return
+    packed = pack_weights(W_hh, False, &W_hh_packed)
     dA = &dH[0, 0, 0]
     if want_dX:
         dX_data = &dX[0, 0, 0]
     n_threads = max(1, n_threads)
     with nogil:
         if n_threads == 1:
-            recurrence_backward(&W_hh[0, 0], &H[0, 0, 0], dA, &dh0[0, 0], T, B, n_hidden,
-                                0, B, relu, truncate)
+            recurrence_backward(&W_hh[0, 0], W_hh_packed, &H[0, 0, 0], dA, &dh0[0, 0], T,
+                                B, n_hidden, 0, B, relu, truncate)
             weight_gradients(&X[0, 0, 0], &h0[0, 0], &H[0, 0, 0], dA, T, B, I, n_hidden, n_hidden,
                              0, n_hidden, accumulate, &dW_xh[0, 0], &dW_hh[0, 0], &db_h[0])
             if want_dX:
@@ -193,8 +203,8 @@ def elman_backward(const floating[:, :, ::1] X,     # IN  (T, B, I)
                                chunksize=1):
                 b0 = part_start(B, part, n_threads)
                 b1 = part_start(B, part + 1, n_threads)
-                recurrence_backward(&W_hh[0, 0], &H[0, 0, 0], dA, &dh0[0, 0], T, B,
-                                    n_hidden, b0, b1, relu, truncate)
+                recurrence_backward(&W_hh[0, 0], W_hh_packed, &H[0, 0, 0], dA, &dh0[0, 0],
+                                    T, B, n_hidden, b0, b1, relu, truncate)
             for part in prange(n_threads, num_threads=n_threads, schedule="static",
                                chunksize=1):
                 j0 = part_start(n_hidden, part, n_threads)

@@ -3,7 +3,8 @@
 Design: time-major buffers, X (T, B, I), G (T, B, 3H) with the gates r, z, n
 side by side in each row (PyTorch's order), HN and H (T, B, H). The input
 projection of all three gates is one GEMM over all T*B rows; the recurrence
-is one (B, H) x (H, 3H) GEMM per step into the work buffer Gh (the reset
+is one (B, H) x (H, 3H) GEMM per step
+(W_hh packed once per call, packedgemm.h) into the work buffer Gh (the reset
 gate multiplies W_hn h + b_hn, so the hidden products stay apart from A),
 followed by one fused elementwise pass that the compiler vectorizes.
 Backward reads the cached gate outputs and HN, overwrites G with dGh and HN
@@ -35,7 +36,12 @@ from cython.parallel cimport prange
 
 from _activations cimport sigmoid_, tanh_
 from _blas cimport gemm
+from _packed cimport pack_weights, recurrent_product
 from _rowops cimport column_sums, part_start, project_rows
+
+cimport numpy as cnp
+
+cnp.import_array()  # pack_weights allocates through the NumPy C-API
 
 
 cdef void gates_forward(floating* a, const floating* gh, const floating* b_h,
@@ -95,7 +101,8 @@ cdef void gates_backward(floating* g, floating* hn, const floating* h_prev,
         dh_prev += n_hidden
 
 
-cdef void recurrence_forward(const floating* h0, const floating* W_hh, const floating* b_h,
+cdef void recurrence_forward(const floating* h0, const floating* W_hh,
+                             const floating* W_hh_packed, const floating* b_h,
                              const floating* b_hn, floating* G, floating* HN, floating* H,
                              floating* Gh, int T, int B, int n_hidden, int b0,
                              int b1) noexcept nogil:
@@ -112,15 +119,16 @@ cdef void recurrence_forward(const floating* h0, const floating* W_hh, const flo
         return
     for t in range(T):
         # Gh = H[t-1] @ W_hh.T
-        gemm(False, True, rows, n_gates, n_hidden, 1, h_prev, n_hidden,
-             W_hh, n_hidden, 0, gh, n_gates)
+        recurrent_product(rows, n_gates, n_hidden, h_prev, n_hidden, W_hh, True,
+                          W_hh_packed, 0, gh, n_gates)
         # G[t] = [r | z | n] ; HN[t] = Gh_n + b_hn ; H[t] = (1-z)*n + z*H[t-1]
         gates_forward(G + 3 * (t * step + offset), gh, b_h, b_hn, h_prev,
                       HN + t * step + offset, H + t * step + offset, rows, n_hidden)
         h_prev = H + t * step + offset
 
 
-cdef void recurrence_backward(const floating* W_hh, const floating* h0, const floating* H,
+cdef void recurrence_backward(const floating* W_hh, const floating* W_hh_packed,
+                              const floating* h0, const floating* H,
                               floating* dGh, floating* dAn, floating* dH, floating* dh0,
                               int T, int B, int n_hidden, int b0, int b1,
                               int truncate) noexcept nogil:
@@ -150,8 +158,8 @@ cdef void recurrence_backward(const floating* W_hh, const floating* h0, const fl
                        dH + t * step + offset, dh_prev, carry, rows, n_hidden)
         if carry:
             # dH[t-1] += dGh[t] @ W_hh
-            gemm(False, False, rows, n_hidden, n_gates, 1, dGh + 3 * (t * step + offset),
-                 n_gates, W_hh, n_hidden, 1, dh_prev, n_hidden)
+            recurrent_product(rows, n_hidden, n_gates, dGh + 3 * (t * step + offset),
+                              n_gates, W_hh, False, W_hh_packed, 1, dh_prev, n_hidden)
 
 
 cdef void weight_gradients(const floating* X, const floating* h0, const floating* H,
@@ -221,6 +229,7 @@ def gru_forward(const floating[:, :, ::1] X,       # IN  (T, B, I)
     cdef int T = X.shape[0], B = X.shape[1], I = X.shape[2], n_hidden = W_hh.shape[1]
     cdef int n_gates = 3 * n_hidden
     cdef int part, b0, b1
+    cdef const floating* W_hh_packed
     cdef const floating* X_data
     cdef const floating* W_xh_data
     cdef floating* G_data
@@ -229,12 +238,14 @@ def gru_forward(const floating[:, :, ::1] X,       # IN  (T, B, I)
     X_data = &X[0, 0, 0]
     W_xh_data = &W_xh[0, 0]
     G_data = &G[0, 0, 0]
+    packed = pack_weights(W_hh, True, &W_hh_packed)
     n_threads = max(1, min(n_threads, B))
     with nogil:
         if n_threads == 1:
             # A = X @ W_xh.T, all timesteps in one GEMM
             project_rows(X_data, W_xh_data, T * B, n_gates, I, G_data, 0, 1)
-            recurrence_forward(&h0[0, 0], &W_hh[0, 0], &b_h[0], &b_hn[0], G_data,
+            recurrence_forward(&h0[0, 0], &W_hh[0, 0], W_hh_packed,
+                               &b_h[0], &b_hn[0], G_data,
                                &HN[0, 0, 0], &H[0, 0, 0], &Gh[0, 0], T, B, n_hidden, 0, B)
         else:
             for part in prange(n_threads, num_threads=n_threads, schedule="static",
@@ -246,7 +257,8 @@ def gru_forward(const floating[:, :, ::1] X,       # IN  (T, B, I)
                 # the sequences b0..b1-1, every timestep
                 b0 = part_start(B, part, n_threads)
                 b1 = part_start(B, part + 1, n_threads)
-                recurrence_forward(&h0[0, 0], &W_hh[0, 0], &b_h[0], &b_hn[0], G_data,
+                recurrence_forward(&h0[0, 0], &W_hh[0, 0], W_hh_packed,
+                                   &b_h[0], &b_hn[0], G_data,
                                    &HN[0, 0, 0], &H[0, 0, 0], &Gh[0, 0], T, B, n_hidden,
                                    b0, b1)
 
@@ -281,6 +293,7 @@ def gru_backward(const floating[:, :, ::1] X,      # IN  (T, B, I)
     cdef int part, b0, b1, j0, j1, r0, r1
     cdef floating* dGh
     cdef floating* dAn
+    cdef const floating* W_hh_packed
     cdef const floating* W_xh_data
     cdef floating* dX_data = NULL
     cdef bint want_dX = dX is not None
@@ -291,10 +304,11 @@ def gru_backward(const floating[:, :, ::1] X,      # IN  (T, B, I)
     W_xh_data = &W_xh[0, 0]
     if want_dX:
         dX_data = &dX[0, 0, 0]
+    packed = pack_weights(W_hh, False, &W_hh_packed)
     n_threads = max(1, n_threads)
     with nogil:
         if n_threads == 1:
-            recurrence_backward(&W_hh[0, 0], &h0[0, 0], &H[0, 0, 0], dGh, dAn,
+            recurrence_backward(&W_hh[0, 0], W_hh_packed, &h0[0, 0], &H[0, 0, 0], dGh, dAn,
                                 &dH[0, 0, 0], &dh0[0, 0], T, B, n_hidden, 0, B, truncate)
             weight_gradients(&X[0, 0, 0], &h0[0, 0], &H[0, 0, 0], dGh, dAn, T, B, I,
                              n_hidden, 0, n_gates, accumulate, &dW_xh[0, 0],
@@ -307,7 +321,8 @@ def gru_backward(const floating[:, :, ::1] X,      # IN  (T, B, I)
                 # the sequences b0..b1-1, every timestep
                 b0 = part_start(B, part, n_threads)
                 b1 = part_start(B, part + 1, n_threads)
-                recurrence_backward(&W_hh[0, 0], &h0[0, 0], &H[0, 0, 0], dGh, dAn,
+                recurrence_backward(&W_hh[0, 0], W_hh_packed,
+                                    &h0[0, 0], &H[0, 0, 0], dGh, dAn,
                                     &dH[0, 0, 0], &dh0[0, 0], T, B, n_hidden, b0, b1,
                                     truncate)
             for part in prange(n_threads, num_threads=n_threads, schedule="static",

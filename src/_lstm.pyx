@@ -3,7 +3,8 @@
 Design: time-major buffers, X (T, B, I), G (T, B, 4H) with the gates
 i, f, g, o side by side in each row (PyTorch's order), C and H (T, B, H).
 The input projection of all four gates is one GEMM over all T*B rows; the
-recurrence is one (B, H) x (H, 4H) GEMM per step followed by one fused
+recurrence is one (B, H) x (H, 4H) GEMM per step
+(W_hh packed once per call, packedgemm.h) followed by one fused
 elementwise pass (bias, the four gate nonlinearities, the cell update) that
 the compiler vectorizes. Backward reads the cached gate outputs, overwrites
 G with dG in place and accumulates dG[t] @ W_hh straight into dH[t-1]
@@ -32,7 +33,12 @@ from cython.parallel cimport prange
 
 from _activations cimport sigmoid_, tanh_
 from _blas cimport gemm
+from _packed cimport pack_weights, recurrent_product
 from _rowops cimport backproject_rows, part_start, project_rows, weight_gradients
+
+cimport numpy as cnp
+
+cnp.import_array()  # pack_weights allocates through the NumPy C-API
 
 
 cdef void gates_forward(floating* a, const floating* b_h, const floating* c_prev,
@@ -99,7 +105,8 @@ cdef void gates_backward(floating* g, const floating* c, const floating* c_prev,
 
 
 cdef void recurrence_forward(const floating* h0, const floating* c0, const floating* W_hh,
-                             const floating* b_h, floating* G, floating* C, floating* H,
+                             const floating* W_hh_packed, const floating* b_h,
+                             floating* G, floating* C, floating* H,
                              int T, int B, int n_hidden, int b0, int b1) noexcept nogil:
     """The forward time loop for the batch rows b0..b1-1 (A already in G)."""
     cdef int n_gates = 4 * n_hidden, rows = b1 - b0
@@ -113,8 +120,8 @@ cdef void recurrence_forward(const floating* h0, const floating* c0, const float
     for t in range(T):
         a = G + 4 * (t * step + offset)
         # A[t] += H[t-1] @ W_hh.T
-        gemm(False, True, rows, n_gates, n_hidden, 1, h_prev, n_hidden,
-             W_hh, n_hidden, 1, a, n_gates)
+        recurrent_product(rows, n_gates, n_hidden, h_prev, n_hidden, W_hh, True,
+                          W_hh_packed, 1, a, n_gates)
         # G[t] = gates(A[t] + b_h) ; C[t] = f*C[t-1] + i*g ; H[t] = o*tanh(C[t])
         gates_forward(a, b_h, c_prev, C + t * step + offset, H + t * step + offset,
                       rows, n_hidden)
@@ -122,7 +129,8 @@ cdef void recurrence_forward(const floating* h0, const floating* c0, const float
         c_prev = C + t * step + offset
 
 
-cdef void recurrence_backward(const floating* W_hh, const floating* c0, floating* dG,
+cdef void recurrence_backward(const floating* W_hh, const floating* W_hh_packed,
+                              const floating* c0, floating* dG,
                               const floating* C, floating* dH, floating* dh0,
                               floating* dc0, int T, int B, int n_hidden, int b0, int b1,
                               int truncate) noexcept nogil:
@@ -146,11 +154,12 @@ cdef void recurrence_backward(const floating* W_hh, const floating* c0, floating
                 dc[j] = 0
         elif t > 0:
             # dH[t-1] += dG[t] @ W_hh
-            gemm(False, False, rows, n_hidden, n_gates, 1, dG + 4 * (t * step + offset),
-                 n_gates, W_hh, n_hidden, 1, dH + (t - 1) * step + offset, n_hidden)
+            recurrent_product(rows, n_hidden, n_gates, dG + 4 * (t * step + offset),
+                              n_gates, W_hh, False, W_hh_packed, 1,
+                              dH + (t - 1) * step + offset, n_hidden)
     # dh0 = dG[0] @ W_hh (dc0 already holds dc * f of step 0)
-    gemm(False, False, rows, n_hidden, n_gates, 1, dG + 4 * offset, n_gates, W_hh,
-         n_hidden, 0, dh0 + offset, n_hidden)
+    recurrent_product(rows, n_hidden, n_gates, dG + 4 * offset, n_gates, W_hh, False,
+                      W_hh_packed, 0, dh0 + offset, n_hidden)
 
 
 def lstm_forward(const floating[:, :, ::1] X,      # IN  (T, B, I)
@@ -167,6 +176,7 @@ def lstm_forward(const floating[:, :, ::1] X,      # IN  (T, B, I)
     cdef int T = X.shape[0], B = X.shape[1], I = X.shape[2], n_hidden = W_hh.shape[1]
     cdef int n_gates = 4 * n_hidden
     cdef int part, b0, b1
+    cdef const floating* W_hh_packed
     cdef const floating* X_data
     cdef const floating* W_xh_data
     cdef floating* G_data
@@ -175,12 +185,14 @@ def lstm_forward(const floating[:, :, ::1] X,      # IN  (T, B, I)
     X_data = &X[0, 0, 0]
     W_xh_data = &W_xh[0, 0]
     G_data = &G[0, 0, 0]
+    packed = pack_weights(W_hh, True, &W_hh_packed)
     n_threads = max(1, min(n_threads, B))
     with nogil:
         if n_threads == 1:
             # A = X @ W_xh.T, all timesteps in one GEMM
             project_rows(X_data, W_xh_data, T * B, n_gates, I, G_data, 0, 1)
-            recurrence_forward(&h0[0, 0], &c0[0, 0], &W_hh[0, 0], &b_h[0], G_data,
+            recurrence_forward(&h0[0, 0], &c0[0, 0], &W_hh[0, 0], W_hh_packed,
+                               &b_h[0], G_data,
                                &C[0, 0, 0], &H[0, 0, 0], T, B, n_hidden, 0, B)
         else:
             for part in prange(n_threads, num_threads=n_threads, schedule="static",
@@ -192,7 +204,8 @@ def lstm_forward(const floating[:, :, ::1] X,      # IN  (T, B, I)
                 # the sequences b0..b1-1, every timestep
                 b0 = part_start(B, part, n_threads)
                 b1 = part_start(B, part + 1, n_threads)
-                recurrence_forward(&h0[0, 0], &c0[0, 0], &W_hh[0, 0], &b_h[0], G_data,
+                recurrence_forward(&h0[0, 0], &c0[0, 0], &W_hh[0, 0], W_hh_packed,
+                                   &b_h[0], G_data,
                                    &C[0, 0, 0], &H[0, 0, 0], T, B, n_hidden, b0, b1)
 
 
@@ -227,6 +240,7 @@ def lstm_backward(const floating[:, :, ::1] X,     # IN  (T, B, I)
     cdef int n_gates = 4 * n_hidden
     cdef int part, b0, b1, j0, j1
     cdef floating* dG
+    cdef const floating* W_hh_packed
     cdef const floating* W_xh_data
     cdef floating* dX_data = NULL
     cdef bint want_dX = dX is not None
@@ -236,10 +250,12 @@ def lstm_backward(const floating[:, :, ::1] X,     # IN  (T, B, I)
     W_xh_data = &W_xh[0, 0]
     if want_dX:
         dX_data = &dX[0, 0, 0]
+    packed = pack_weights(W_hh, False, &W_hh_packed)
     n_threads = max(1, n_threads)
     with nogil:
         if n_threads == 1:
-            recurrence_backward(&W_hh[0, 0], &c0[0, 0], dG, &C[0, 0, 0], &dH[0, 0, 0],
+            recurrence_backward(&W_hh[0, 0], W_hh_packed,
+                                &c0[0, 0], dG, &C[0, 0, 0], &dH[0, 0, 0],
                                 &dh0[0, 0], &dc0[0, 0], T, B, n_hidden, 0, B, truncate)
             weight_gradients(&X[0, 0, 0], &h0[0, 0], &H[0, 0, 0], dG, T, B, I, n_hidden, n_gates,
                              0, n_gates, accumulate, &dW_xh[0, 0], &dW_hh[0, 0], &db_h[0])
@@ -252,7 +268,8 @@ def lstm_backward(const floating[:, :, ::1] X,     # IN  (T, B, I)
                 # the sequences b0..b1-1, every timestep
                 b0 = part_start(B, part, n_threads)
                 b1 = part_start(B, part + 1, n_threads)
-                recurrence_backward(&W_hh[0, 0], &c0[0, 0], dG, &C[0, 0, 0], &dH[0, 0, 0],
+                recurrence_backward(&W_hh[0, 0], W_hh_packed,
+                                    &c0[0, 0], dG, &C[0, 0, 0], &dH[0, 0, 0],
                                     &dh0[0, 0], &dc0[0, 0], T, B, n_hidden, b0, b1,
                                     truncate)
             for part in prange(n_threads, num_threads=n_threads, schedule="static",

@@ -35,7 +35,9 @@ FORWARD_CHUNK_ELEMENTS = 1 << 18
 # loss_and_grad() keeps the cache BPTT needs for every timestep, but its
 # workspaces (the time-major input, dL/dH, the output layer's rows) cover one
 # chunk of timesteps: at least this many rows (timesteps x samples), so the
-# chunk GEMMs stay efficient, and at most about 1/8 of the sequence.
+# chunk GEMMs stay efficient, and at most about 1/10 of the sequence (the
+# gradients and the packed recurrent weights share the rest of the 1.3x
+# memory budget).
 TRAIN_CHUNK_ROWS = 1024
 # ... unless the workspaces of the whole sequence are this small anyway: then
 # one chunk saves the driver's per-chunk calls (about 5% at the M size).
@@ -562,7 +564,7 @@ class RNN:
         workspace = T * n * (self.hidden_size + self.input_size + 3 * self.output_size)
         if workspace * np.dtype(self.dtype).itemsize <= TRAIN_ONE_CHUNK_BYTES:
             return T
-        rows = max(TRAIN_CHUNK_ROWS, (T * n) // 8)
+        rows = max(TRAIN_CHUNK_ROWS, (T * n) // 10)
         steps = min(T, max(1, -(-rows // n)))
         if truncate and steps < T:
             # chunk starts on window starts, so the kernels' t % truncate holds

@@ -1,0 +1,158 @@
+/* The recurrent product of every timestep against a weight matrix packed once.
+ *
+ * Each step of the recurrence multiplies a few rows (one batch slice) by the
+ * same weight matrix: A[t] += H[t-1] @ W_hh.T forward, dH[t-1] += dA[t] @ W_hh
+ * backward. A BLAS gemm repacks that matrix on every call (OpenBLAS spends
+ * about as long packing as multiplying at 32x64x64) and takes a global lock
+ * for its buffers, which serialises the batch slices of concurrent threads.
+ * Here the matrix is packed once per kernel call into panels of NR columns,
+ * each panel a contiguous (k, NR) block, and a register-tiled micro-kernel
+ * computes MR rows x NR columns with broadcast-FMA over k. The panel slice in
+ * use stays in L1 (k is blocked by KC); A is read in place.
+ *
+ * Written with GCC vector extensions, not intrinsics, so one source serves
+ * both builds: 32-byte vectors when compiled with -mavx2 -mfma (the _avx2
+ * modules), 16-byte SSE2 vectors in the portable baseline. MR = 6 rows and
+ * two vectors per row keep 12 accumulators + 2 panel vectors + 1 broadcast
+ * within the 16 vector registers of either. Results are the same exact
+ * products in a fixed summation order (by k), so they do not depend on the
+ * thread split.
+ *
+ *   bptt_packed_size_{s,d}(k, n)                       elements of a packed B
+ *   bptt_pack_{s,d}(k, n, b, bps, bcs, out)            B(p, j) = b[p*bps + j*bcs]
+ *   bptt_gemm_packed_{s,d}(m, n, k, alpha, a, lda, bp, beta, c, ldc)
+ *       C (m, n) = alpha * A (m, k) @ B + beta * C, A and C row-major;
+ *       beta == 0 never reads C.
+ */
+#ifndef BPTT_PACKEDGEMM_H
+#define BPTT_PACKEDGEMM_H
+
+#include <string.h>
+
+#if defined(__AVX__)
+#define BPTT_VBYTES 32
+#else
+#define BPTT_VBYTES 16
+#endif
+#define BPTT_MR 6
+/* Without FMA (the portable SSE2 build) OpenBLAS's own kernels are faster
+   above tiny sizes, so the kernels pack only in builds that have it. */
+#if defined(__FMA__)
+#define BPTT_PACK_RECURRENT 1
+#else
+#define BPTT_PACK_RECURRENT 0
+#endif
+#define BPTT_KC 256
+
+typedef float bptt_vs __attribute__((vector_size(BPTT_VBYTES)));
+typedef double bptt_vd __attribute__((vector_size(BPTT_VBYTES)));
+
+#define BPTT_DEFINE_PACKED_GEMM(SUF, T, V)                                              \
+enum { bptt_lanes_##SUF = BPTT_VBYTES / sizeof(T), bptt_nr_##SUF = 2 * bptt_lanes_##SUF }; \
+                                                                                        \
+static inline long bptt_packed_size_##SUF(int k, int n)                                 \
+{                                                                                       \
+    return (long)k * ((n + bptt_nr_##SUF - 1) / bptt_nr_##SUF) * bptt_nr_##SUF;         \
+}                                                                                       \
+                                                                                        \
+static inline void bptt_pack_##SUF(int k, int n, const T *b, long bps, long bcs, T *out) \
+{                                                                                       \
+    enum { NR = bptt_nr_##SUF };                                                        \
+    int q, p, j;                                                                        \
+    for (q = 0; q * NR < n; q++) {                                                      \
+        int w = n - q * NR < NR ? n - q * NR : NR;                                      \
+        T *o = out + (long)q * k * NR;                                                  \
+        const T *bq = b + (long)q * NR * bcs;                                           \
+        for (p = 0; p < k; p++) {                                                       \
+            for (j = 0; j < w; j++) o[(long)p * NR + j] = bq[p * bps + j * bcs];        \
+            for (; j < NR; j++) o[(long)p * NR + j] = 0;                                \
+        }                                                                               \
+    }                                                                                   \
+}                                                                                       \
+                                                                                        \
+/* MR rows x NR columns of C; w < NR stores only the first w columns. */                \
+static inline __attribute__((always_inline)) void bptt_tile_##SUF(int mr, int k, const T *a, long lda, const T *bp,    \
+                                   T alpha, T beta, T *c, long ldc, int w)                \
+{                                                                                       \
+    enum { L = bptt_lanes_##SUF, NR = bptt_nr_##SUF };                                  \
+    V acc[BPTT_MR][2];                                                                  \
+    int r, v, p, j;                                                                     \
+    for (r = 0; r < BPTT_MR; r++) acc[r][0] = acc[r][1] = (V){0};                       \
+    /* mr is a constant in every call below, so each case unrolls fully */              \
+    for (p = 0; p < k; p++) {                                                           \
+        V b0, b1;                                                                       \
+        memcpy(&b0, bp + (long)p * NR, sizeof(V));                                      \
+        memcpy(&b1, bp + (long)p * NR + L, sizeof(V));                                  \
+        for (r = 0; r < mr; r++) {                                                      \
+            /* x - 0 is x exactly, so this folds to a plain broadcast */                \
+            V av = a[r * lda + p] - (V){0};                                             \
+            acc[r][0] += av * b0;                                                       \
+            acc[r][1] += av * b1;                                                       \
+        }                                                                               \
+    }                                                                                   \
+    for (r = 0; r < mr; r++) {                                                          \
+        T *cr = c + r * ldc;                                                            \
+        if (w == NR) {                                                                  \
+            for (v = 0; v < 2; v++) {                                                   \
+                V out = acc[r][v] * alpha;                                              \
+                if (beta != 0) {                                                        \
+                    V old;                                                              \
+                    memcpy(&old, cr + v * L, sizeof(V));                                \
+                    out += old * beta;                                                  \
+                }                                                                       \
+                memcpy(cr + v * L, &out, sizeof(V));                                    \
+            }                                                                           \
+        } else {                                                                        \
+            T tmp[NR];                                                                  \
+            memcpy(tmp, &acc[r][0], sizeof(V));                                         \
+            memcpy(tmp + L, &acc[r][1], sizeof(V));                                     \
+            for (j = 0; j < w; j++)                                                     \
+                cr[j] = beta == 0 ? alpha * tmp[j] : alpha * tmp[j] + beta * cr[j];     \
+        }                                                                               \
+    }                                                                                   \
+}                                                                                       \
+                                                                                        \
+static inline void bptt_gemm_packed_##SUF(int m, int n, int k, T alpha, const T *a,     \
+                                          long lda, const T *bp, T beta, T *c, long ldc) \
+{                                                                                       \
+    enum { NR = bptt_nr_##SUF };                                                        \
+    int q, i, k0, j;                                                                    \
+    if (m <= 0 || n <= 0)                                                               \
+        return;                                                                         \
+    if (k <= 0) {                                                                       \
+        for (i = 0; i < m; i++)                                                         \
+            for (j = 0; j < n; j++)                                                     \
+                c[i * ldc + j] = beta == 0 ? 0 : beta * c[i * ldc + j];                 \
+        return;                                                                         \
+    }                                                                                   \
+    for (k0 = 0; k0 < k; k0 += BPTT_KC) {                                               \
+        int kc = k - k0 < BPTT_KC ? k - k0 : BPTT_KC;                                   \
+        T b_k = k0 == 0 ? beta : 1;                                                     \
+        for (q = 0; q * NR < n; q++) {                                                  \
+            int w = n - q * NR < NR ? n - q * NR : NR;                                  \
+            const T *bq = bp + (long)q * k * NR + (long)k0 * NR;                        \
+            const T *ak = a + k0;                                                       \
+            T *cq = c + q * NR;                                                         \
+            for (i = 0; i + BPTT_MR <= m; i += BPTT_MR)                                 \
+                bptt_tile_##SUF(BPTT_MR, kc, ak + i * lda, lda, bq, alpha, b_k,         \
+                                cq + i * ldc, ldc, w);                                  \
+            switch (m - i) {                                                            \
+            case 5: bptt_tile_##SUF(5, kc, ak + i * lda, lda, bq, alpha, b_k,           \
+                                    cq + i * ldc, ldc, w); break;                       \
+            case 4: bptt_tile_##SUF(4, kc, ak + i * lda, lda, bq, alpha, b_k,           \
+                                    cq + i * ldc, ldc, w); break;                       \
+            case 3: bptt_tile_##SUF(3, kc, ak + i * lda, lda, bq, alpha, b_k,           \
+                                    cq + i * ldc, ldc, w); break;                       \
+            case 2: bptt_tile_##SUF(2, kc, ak + i * lda, lda, bq, alpha, b_k,           \
+                                    cq + i * ldc, ldc, w); break;                       \
+            case 1: bptt_tile_##SUF(1, kc, ak + i * lda, lda, bq, alpha, b_k,           \
+                                    cq + i * ldc, ldc, w); break;                       \
+            }                                                                           \
+        }                                                                               \
+    }                                                                                   \
+}
+
+BPTT_DEFINE_PACKED_GEMM(s, float, bptt_vs)
+BPTT_DEFINE_PACKED_GEMM(d, double, bptt_vd)
+
+#endif
