@@ -14,9 +14,10 @@
  * both builds: 32-byte vectors when compiled with -mavx2 -mfma (the _avx2
  * modules), 16-byte SSE2 vectors in the portable baseline. MR = 6 rows and
  * two vectors per row keep 12 accumulators + 2 panel vectors + 1 broadcast
- * within the 16 vector registers of either. Results are the same exact
- * products in a fixed summation order (by k), so they do not depend on the
- * thread split.
+ * within the 16 vector registers of either. Each element is summed over k in
+ * order (a single row splits k four ways: one chain of dependent FMAs would
+ * leave the FMA units idle), so the results do not depend on how many rows
+ * share its tile, except for a row left alone in one (m % 6 == 1).
  *
  *   bptt_packed_size_{s,d}(k, n)                       elements of a packed B
  *   bptt_pack_{s,d}(k, n, b, bps, bcs, out)            B(p, j) = b[p*bps + j*bcs]
@@ -43,6 +44,7 @@
 #define BPTT_PACK_RECURRENT 0
 #endif
 #define BPTT_KC 256
+#define BPTT_MC 96
 
 typedef float bptt_vs __attribute__((vector_size(BPTT_VBYTES)));
 typedef double bptt_vd __attribute__((vector_size(BPTT_VBYTES)));
@@ -71,21 +73,44 @@ static inline void bptt_pack_##SUF(int k, int n, const T *b, long bps, long bcs,
 }                                                                                       \
                                                                                         \
 /* MR rows x NR columns of C; w < NR stores only the first w columns. */                \
-static inline __attribute__((always_inline)) void bptt_tile_##SUF(int mr, int k, const T *a, long lda, const T *bp,    \
-                                   T alpha, T beta, T *c, long ldc, int w)                \
+static inline __attribute__((always_inline)) void                                       \
+bptt_tile_##SUF(int mr, int k, const T *a, long ars, long acs, const T *bp, T alpha,    \
+                T beta, T *c, long ldc, int w)                                          \
 {                                                                                       \
     enum { L = bptt_lanes_##SUF, NR = bptt_nr_##SUF };                                  \
     V acc[BPTT_MR][2];                                                                  \
     int r, v, p, j;                                                                     \
     for (r = 0; r < BPTT_MR; r++) acc[r][0] = acc[r][1] = (V){0};                       \
     /* mr is a constant in every call below, so each case unrolls fully */              \
-    for (p = 0; p < k; p++) {                                                           \
+    p = 0;                                                                              \
+    if (mr == 1) {                                                                      \
+        /* one row (n_samples = 1, streaming): two accumulators would make it a         \
+           chain of dependent FMAs, so four steps of k run in separate ones */          \
+        V part[3][2] = {{(V){0}, (V){0}}, {(V){0}, (V){0}}, {(V){0}, (V){0}}};          \
+        for (; p + 4 <= k; p += 4) {                                                    \
+            V b0, b1;                                                                   \
+            int u;                                                                      \
+            memcpy(&b0, bp + (long)p * NR, sizeof(V));                                  \
+            memcpy(&b1, bp + (long)p * NR + L, sizeof(V));                              \
+            acc[0][0] += (a[p * acs] - (V){0}) * b0;                                    \
+            acc[0][1] += (a[p * acs] - (V){0}) * b1;                                    \
+            for (u = 0; u < 3; u++) {                                                   \
+                memcpy(&b0, bp + (long)(p + 1 + u) * NR, sizeof(V));                    \
+                memcpy(&b1, bp + (long)(p + 1 + u) * NR + L, sizeof(V));                \
+                part[u][0] += (a[(p + 1 + u) * acs] - (V){0}) * b0;                     \
+                part[u][1] += (a[(p + 1 + u) * acs] - (V){0}) * b1;                     \
+            }                                                                           \
+        }                                                                               \
+        acc[0][0] += (part[0][0] + part[1][0]) + part[2][0];                            \
+        acc[0][1] += (part[0][1] + part[1][1]) + part[2][1];                            \
+    }                                                                                   \
+    for (; p < k; p++) {                                                                \
         V b0, b1;                                                                       \
         memcpy(&b0, bp + (long)p * NR, sizeof(V));                                      \
         memcpy(&b1, bp + (long)p * NR + L, sizeof(V));                                  \
         for (r = 0; r < mr; r++) {                                                      \
             /* x - 0 is x exactly, so this folds to a plain broadcast */                \
-            V av = a[r * lda + p] - (V){0};                                             \
+            V av = a[r * ars + p * acs] - (V){0};                                       \
             acc[r][0] += av * b0;                                                       \
             acc[r][1] += av * b1;                                                       \
         }                                                                               \
@@ -112,43 +137,63 @@ static inline __attribute__((always_inline)) void bptt_tile_##SUF(int mr, int k,
     }                                                                                   \
 }                                                                                       \
                                                                                         \
+/* C (m, n) = alpha * A @ B + beta * C over one block of kc rows of B, packed in        \
+   panels panel_stride apart; A(i, p) = a[i*ars + p*acs]. Rows go in blocks of          \
+   BPTT_MC so the A block in use stays in L2 while every panel passes over it. */       \
+static inline void bptt_panels_##SUF(int m, int n, int kc, const T *a, long ars,        \
+                                     long acs, const T *bp, long panel_stride, T alpha, \
+                                     T beta, T *c, long ldc)                            \
+{                                                                                       \
+    enum { NR = bptt_nr_##SUF };                                                        \
+    int i0, q, i;                                                                       \
+    for (i0 = 0; i0 < m; i0 += BPTT_MC) {                                               \
+        int i1 = m - i0 < BPTT_MC ? m : i0 + BPTT_MC;                                   \
+        for (q = 0; q * NR < n; q++) {                                                  \
+            int w = n - q * NR < NR ? n - q * NR : NR;                                  \
+            const T *bq = bp + (long)q * panel_stride;                                  \
+            T *cq = c + q * NR;                                                         \
+            for (i = i0; i + BPTT_MR <= i1; i += BPTT_MR)                               \
+                bptt_tile_##SUF(BPTT_MR, kc, a + i * ars, ars, acs, bq, alpha, beta,    \
+                                cq + i * ldc, ldc, w);                                  \
+            switch (i1 - i) {                                                           \
+            case 5: bptt_tile_##SUF(5, kc, a + i * ars, ars, acs, bq, alpha, beta,      \
+                                    cq + i * ldc, ldc, w); break;                       \
+            case 4: bptt_tile_##SUF(4, kc, a + i * ars, ars, acs, bq, alpha, beta,      \
+                                    cq + i * ldc, ldc, w); break;                       \
+            case 3: bptt_tile_##SUF(3, kc, a + i * ars, ars, acs, bq, alpha, beta,      \
+                                    cq + i * ldc, ldc, w); break;                       \
+            case 2: bptt_tile_##SUF(2, kc, a + i * ars, ars, acs, bq, alpha, beta,      \
+                                    cq + i * ldc, ldc, w); break;                       \
+            case 1: bptt_tile_##SUF(1, kc, a + i * ars, ars, acs, bq, alpha, beta,      \
+                                    cq + i * ldc, ldc, w); break;                       \
+            }                                                                           \
+        }                                                                               \
+    }                                                                                   \
+}                                                                                       \
+                                                                                        \
+static inline void bptt_fill_##SUF(int m, int n, T beta, T *c, long ldc)                \
+{                                                                                       \
+    int i, j;                                                                           \
+    for (i = 0; i < m; i++)                                                             \
+        for (j = 0; j < n; j++)                                                         \
+            c[i * ldc + j] = beta == 0 ? 0 : beta * c[i * ldc + j];                     \
+}                                                                                       \
+                                                                                        \
 static inline void bptt_gemm_packed_##SUF(int m, int n, int k, T alpha, const T *a,     \
                                           long lda, const T *bp, T beta, T *c, long ldc) \
 {                                                                                       \
     enum { NR = bptt_nr_##SUF };                                                        \
-    int q, i, k0, j;                                                                    \
+    int k0;                                                                             \
     if (m <= 0 || n <= 0)                                                               \
         return;                                                                         \
     if (k <= 0) {                                                                       \
-        for (i = 0; i < m; i++)                                                         \
-            for (j = 0; j < n; j++)                                                     \
-                c[i * ldc + j] = beta == 0 ? 0 : beta * c[i * ldc + j];                 \
+        bptt_fill_##SUF(m, n, beta, c, ldc);                                            \
         return;                                                                         \
     }                                                                                   \
     for (k0 = 0; k0 < k; k0 += BPTT_KC) {                                               \
         int kc = k - k0 < BPTT_KC ? k - k0 : BPTT_KC;                                   \
-        T b_k = k0 == 0 ? beta : 1;                                                     \
-        for (q = 0; q * NR < n; q++) {                                                  \
-            int w = n - q * NR < NR ? n - q * NR : NR;                                  \
-            const T *bq = bp + (long)q * k * NR + (long)k0 * NR;                        \
-            const T *ak = a + k0;                                                       \
-            T *cq = c + q * NR;                                                         \
-            for (i = 0; i + BPTT_MR <= m; i += BPTT_MR)                                 \
-                bptt_tile_##SUF(BPTT_MR, kc, ak + i * lda, lda, bq, alpha, b_k,         \
-                                cq + i * ldc, ldc, w);                                  \
-            switch (m - i) {                                                            \
-            case 5: bptt_tile_##SUF(5, kc, ak + i * lda, lda, bq, alpha, b_k,           \
-                                    cq + i * ldc, ldc, w); break;                       \
-            case 4: bptt_tile_##SUF(4, kc, ak + i * lda, lda, bq, alpha, b_k,           \
-                                    cq + i * ldc, ldc, w); break;                       \
-            case 3: bptt_tile_##SUF(3, kc, ak + i * lda, lda, bq, alpha, b_k,           \
-                                    cq + i * ldc, ldc, w); break;                       \
-            case 2: bptt_tile_##SUF(2, kc, ak + i * lda, lda, bq, alpha, b_k,           \
-                                    cq + i * ldc, ldc, w); break;                       \
-            case 1: bptt_tile_##SUF(1, kc, ak + i * lda, lda, bq, alpha, b_k,           \
-                                    cq + i * ldc, ldc, w); break;                       \
-            }                                                                           \
-        }                                                                               \
+        bptt_panels_##SUF(m, n, kc, a + k0, lda, 1, bp + (long)k0 * NR, (long)k * NR,   \
+                          alpha, k0 == 0 ? beta : 1, c, ldc);                           \
     }                                                                                   \
 }
 
