@@ -29,13 +29,10 @@ cimport numpy as cnp
 import numpy as np
 
 from _activations cimport tanh_
-from _blas cimport gemm
-from _outlayer cimport output_rows
 from _packed cimport pack_weights, recurrent_product
 from _rowops cimport backproject_rows, part_start, project_rows, weight_gradients
-from _stepping cimport all_finite, data_of
-
-from bptt._validation import coerce_step_input
+from _stepping cimport (P_B_H, P_W_HH, P_W_HH_PACKED, P_W_XH,
+                       P_W_XH_PACKED)
 
 cnp.import_array()  # the Stepper and pack_weights use the NumPy C-API
 
@@ -220,127 +217,22 @@ def elman_backward(const floating[:, :, ::1] X,     # IN  (T, B, I)
 
 # ---------------------------------------------------------------- streaming
 
-cdef void elman_step(const floating* x, const floating* W_xh, const floating* W_hh,
-                     const floating* b_h, const floating* W_oh, const floating* b_o,
-                     int B, int I, int n_hidden, int O, bint relu, int activation,
-                     floating* h,        # IN/OUT (B, H) state
-                     floating* a,        # WORK (B, H)
-                     floating* z,        # WORK (B, O)
-                     floating* y) noexcept nogil:  # OUT (B, O)
-    """One timestep of the network: h = f(x W_xh.T + h W_hh.T + b_h); y = phi(h W_oh.T + b_o)."""
+STEP_WORK = (1,)  # the pre-activations A (B, H)
+
+
+cdef void cell_step(const floating* x, floating** p, floating** s, floating** w,
+                    int B, int I, int n_hidden, bint relu) noexcept nogil:
+    """One timestep: h = f(x W_xh.T + h W_hh.T + b_h) (_stepper.pxi)."""
+    cdef floating* a = w[0]
     # A = x @ W_xh.T
-    gemm(False, True, B, n_hidden, I, 1, x, I, W_xh, I, 0, a, n_hidden)
+    recurrent_product(B, n_hidden, I, x, I, p[P_W_XH], True, p[P_W_XH_PACKED], 0,
+                      a, n_hidden)
     # A += h @ W_hh.T
-    gemm(False, True, B, n_hidden, n_hidden, 1, h, n_hidden, W_hh, n_hidden, 1, a, n_hidden)
+    recurrent_product(B, n_hidden, n_hidden, s[0], n_hidden, p[P_W_HH], True,
+                      p[P_W_HH_PACKED], 1, a, n_hidden)
     # h = f(A + b_h)
-    bias_activate(a, b_h, B, n_hidden, relu)
-    memcpy(h, a, <size_t>B * n_hidden * sizeof(floating))
-    # y = phi(h @ W_oh.T + b_o)
-    output_rows(h, W_oh, b_o, B, n_hidden, O, activation, z, y)
+    bias_activate(a, p[P_B_H], B, n_hidden, relu)
+    memcpy(s[0], a, <size_t>B * n_hidden * sizeof(floating))
 
 
-cdef class Stepper:
-    """Step-by-step inference for streams; see :meth:`bptt.RNN.stream`.
-
-    Holds copies of the parameters and every buffer, allocated once; ``step``
-    validates its input with a few C checks and runs one timestep without
-    allocating. The GIL is released only when a step is long enough for that
-    to pay off.
-    """
-    cdef object _keep            # the arrays the raw pointers below point into
-    cdef readonly object y       # (B, O) outputs of the last step
-    cdef object _h
-    cdef void *W_xh
-    cdef void *W_hh
-    cdef void *b_h
-    cdef void *W_oh
-    cdef void *b_o
-    cdef void *h
-    cdef void *a
-    cdef void *z
-    cdef void *y_data
-    cdef int B, n_in, n_hidden, O, activation, typenum
-    cdef bint relu, release_gil
-
-    def __init__(self, W_xh, W_hh, b_h, W_oh, b_o, h0, bint relu, int activation):
-        dtype = W_hh.dtype
-        B, n_hidden = h0.shape
-        O = W_oh.shape[0]
-        self._h = np.array(h0, dtype=dtype, order="C", copy=True)
-        self.y = np.empty((B, O), dtype=dtype)
-        keep = [np.array(p, dtype=dtype, order="C", copy=True)
-                for p in (W_xh, W_hh, b_h, W_oh, b_o)]
-        keep += [self._h, np.empty_like(self._h), np.empty((B, O), dtype=dtype), self.y]
-        self._keep = keep
-        self.W_xh = data_of(keep[0])
-        self.W_hh = data_of(keep[1])
-        self.b_h = data_of(keep[2])
-        self.W_oh = data_of(keep[3])
-        self.b_o = data_of(keep[4])
-        self.h = data_of(keep[5])
-        self.a = data_of(keep[6])
-        self.z = data_of(keep[7])
-        self.y_data = data_of(keep[8])
-        self.B, self.n_hidden, self.O = B, n_hidden, O
-        self.n_in = W_xh.shape[1]
-        self.relu = relu
-        self.activation = activation
-        self.typenum = cnp.PyArray_TYPE(<cnp.ndarray>self._h)
-        self.release_gil = <double>B * n_hidden * (n_hidden + self.n_in) > 1e5
-
-    @property
-    def state(self):
-        """ndarray of shape (B, H): a copy of the current hidden state."""
-        return self._h.copy()
-
-    def reset(self, h0):
-        """Set the state to ``h0``, an array of shape (B, H)."""
-        self._h[...] = h0
-
-    def step(self, x):
-        """Advance one timestep.
-
-        Parameters
-        ----------
-        x : ndarray of shape (B, I), or (I,) when B == 1
-            Inputs at this timestep; any other array-like is converted.
-
-        Returns
-        -------
-        y : ndarray of shape (B, O)
-            The outputs, in a buffer the next step overwrites (copy to keep).
-        """
-        cdef cnp.ndarray arr
-        cdef Py_ssize_t size = <Py_ssize_t>self.B * self.n_in
-        if (type(x) is np.ndarray and cnp.PyArray_TYPE(<cnp.ndarray>x) == self.typenum
-                and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>x)
-                and cnp.PyArray_SIZE(<cnp.ndarray>x) == size
-                and (cnp.PyArray_NDIM(<cnp.ndarray>x) == 2
-                     or (cnp.PyArray_NDIM(<cnp.ndarray>x) == 1 and self.B == 1))):
-            arr = <cnp.ndarray>x
-        else:
-            arr = coerce_step_input(x, self.B, self.n_in, self._h.dtype)
-        cdef const void* data = cnp.PyArray_DATA(arr)
-        if self.typenum == cnp.NPY_FLOAT:
-            if not all_finite(<const float*>data, size):
-                raise ValueError("Input x contains NaN or infinity.")
-        elif not all_finite(<const double*>data, size):
-            raise ValueError("Input x contains NaN or infinity.")
-        if self.release_gil:
-            with nogil:
-                self._run(data)
-        else:
-            self._run(data)
-        return self.y
-
-    cdef void _run(self, const void* x) noexcept nogil:
-        if self.typenum == cnp.NPY_FLOAT:
-            elman_step(<const float*>x, <const float*>self.W_xh, <const float*>self.W_hh,
-                       <const float*>self.b_h, <const float*>self.W_oh, <const float*>self.b_o,
-                       self.B, self.n_in, self.n_hidden, self.O, self.relu, self.activation,
-                       <float*>self.h, <float*>self.a, <float*>self.z, <float*>self.y_data)
-        else:
-            elman_step(<const double*>x, <const double*>self.W_xh, <const double*>self.W_hh,
-                       <const double*>self.b_h, <const double*>self.W_oh, <const double*>self.b_o,
-                       self.B, self.n_in, self.n_hidden, self.O, self.relu, self.activation,
-                       <double*>self.h, <double*>self.a, <double*>self.z, <double*>self.y_data)
+include "_stepper.pxi"

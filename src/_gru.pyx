@@ -37,9 +37,12 @@ from cython.parallel cimport prange
 from _activations cimport sigmoid_, tanh_
 from _blas cimport gemm
 from _packed cimport pack_weights, recurrent_product
+from _stepping cimport (P_B_H, P_EXTRA, P_W_HH, P_W_HH_PACKED, P_W_XH,
+                       P_W_XH_PACKED)
 from _rowops cimport column_sums, part_start, project_rows
 
 cimport numpy as cnp
+import numpy as np
 
 cnp.import_array()  # pack_weights allocates through the NumPy C-API
 
@@ -338,3 +341,24 @@ def gru_backward(const floating[:, :, ::1] X,      # IN  (T, B, I)
                     r0 = part_start(T * B, part, n_threads)
                     r1 = part_start(T * B, part + 1, n_threads)
                     input_gradient(dGh, dAn, W_xh_data, I, n_hidden, r0, r1, dX_data)
+
+
+# ---------------------------------------------------------------- streaming
+
+STEP_WORK = (3, 3, 1)  # input pre-activations A, hidden products Gh, HN
+
+
+cdef void cell_step(const floating* x, floating** p, floating** s, floating** w,
+                    int B, int I, int n_hidden, bint relu) noexcept nogil:
+    """One timestep: A = x W_xh.T, Gh = h W_hh.T, then h in place (_stepper.pxi)."""
+    cdef int n_gates = 3 * n_hidden
+    # A = x @ W_xh.T ; Gh = h @ W_hh.T
+    recurrent_product(B, n_gates, I, x, I, p[P_W_XH], True, p[P_W_XH_PACKED], 0,
+                      w[0], n_gates)
+    recurrent_product(B, n_gates, n_hidden, s[0], n_hidden, p[P_W_HH], True,
+                      p[P_W_HH_PACKED], 0, w[1], n_gates)
+    # h = (1 - z)*n + z*h  (each element reads its old h first)
+    gates_forward(w[0], w[1], p[P_B_H], p[P_EXTRA], s[0], w[2], s[0], B, n_hidden)
+
+
+include "_stepper.pxi"

@@ -32,11 +32,13 @@ from cython cimport floating
 from cython.parallel cimport prange
 
 from _activations cimport sigmoid_, tanh_
-from _blas cimport gemm
 from _packed cimport pack_weights, recurrent_product
+from _stepping cimport (P_B_H, P_W_HH, P_W_HH_PACKED, P_W_XH,
+                       P_W_XH_PACKED)
 from _rowops cimport backproject_rows, part_start, project_rows, weight_gradients
 
 cimport numpy as cnp
+import numpy as np
 
 cnp.import_array()  # pack_weights allocates through the NumPy C-API
 
@@ -284,3 +286,26 @@ def lstm_backward(const floating[:, :, ::1] X,     # IN  (T, B, I)
                     # rows of dX = dG @ W_xh
                     backproject_rows(dG, W_xh_data, T * B, n_gates, I, dX_data, part,
                                      n_threads)
+
+
+# ---------------------------------------------------------------- streaming
+
+STEP_WORK = (4,)  # the gate pre-activations (B, 4H)
+
+
+cdef void cell_step(const floating* x, floating** p, floating** s, floating** w,
+                    int B, int I, int n_hidden, bint relu) noexcept nogil:
+    """One timestep: gates of x W_xh.T + h W_hh.T + b_h, then (h, c) in place
+    (_stepper.pxi)."""
+    cdef int n_gates = 4 * n_hidden
+    cdef floating* a = w[0]
+    # A = x @ W_xh.T + h @ W_hh.T
+    recurrent_product(B, n_gates, I, x, I, p[P_W_XH], True, p[P_W_XH_PACKED], 0,
+                      a, n_gates)
+    recurrent_product(B, n_gates, n_hidden, s[0], n_hidden, p[P_W_HH], True,
+                      p[P_W_HH_PACKED], 1, a, n_gates)
+    # c = f*c + i*g ; h = o*tanh(c)  (each element reads its old c first)
+    gates_forward(a, p[P_B_H], s[1], s[1], s[0], B, n_hidden)
+
+
+include "_stepper.pxi"

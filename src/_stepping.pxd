@@ -1,5 +1,17 @@
-# Helpers shared by the cells' streaming steppers.
+# Helpers shared by the cells' streaming steppers (_stepper.pxi).
 from cython cimport floating
+
+# indices into a stepper's parameter pointers
+cdef enum:
+    P_W_XH = 0
+    P_W_HH = 1
+    P_B_H = 2
+    P_W_OH = 3
+    P_B_O = 4
+    P_W_XH_PACKED = 5   # pack_weights(W_xh, transpose=True), or NULL
+    P_W_HH_PACKED = 6   # pack_weights(W_hh, transpose=True), or NULL
+    P_EXTRA = 7         # the cell's own parameters (GRU: b_hn)
+    MAX_POINTERS = 8
 
 
 cdef inline bint all_finite(const floating* x, Py_ssize_t size) noexcept nogil:

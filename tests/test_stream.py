@@ -83,8 +83,9 @@ def test_bad_step_input(backend, cell):
         bptt.RNN(2, 4, 1).stream(n_samples=0)
 
 
-def test_steps_allocate_nothing():
-    net = bptt.RNN(1, 64, 1, dtype="float32", random_state=0)
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_steps_allocate_nothing(cell):
+    net = bptt.RNN(1, 64, 1, cell=cell, dtype="float32", random_state=0)
     stream = net.stream()
     x = np.ones(1, dtype=np.float32)
     for _ in range(10):

@@ -28,9 +28,10 @@ The interface every cell implements:
     (dh0, dc0)). Running it chunk by
     chunk from the end, passing each chunk's dstate0 on as the previous
     chunk's dstate_next, is BPTT over the whole sequence.
-``stepper(p, state0, activation) -> Stepper`` (optional)
-    A compiled streaming stepper (``RNN.stream``); cells without one are
-    streamed by :class:`CellStepper` through their forward kernel.
+``stepper(p, state0, activation) -> Stepper or None``
+    The compiled streaming stepper of the cell's kernels (``RNN.stream``,
+    src/_stepper.pxi); None for the NumPy backend, which
+    :class:`CellStepper` streams through its forward kernel.
 
 Optional class attributes, read by :class:`bptt.RNN`:
 
@@ -72,8 +73,7 @@ class ElmanCell:
                                    cache[0], n_threads)
 
     def stepper(self, p, state0, activation):
-        return self.kernels.Stepper(p["W_xh"], p["W_hh"], p["b_h"], p["W_oh"], p["b_o"],
-                                    state0, self.relu, activation)
+        return _compiled_stepper(self, p, (state0,), self.relu, activation)
 
     def backward(self, X, p, state0, cache, dH, dstate_next, truncate, grads,
                  accumulate=False, n_threads=1, dX=None):
@@ -124,6 +124,9 @@ class LSTMCell:
         G, C, H = cache
         self.kernels.lstm_forward(X, p["W_xh"], p["W_hh"], p["b_h"], h0, c0, G, C, H,
                                   n_threads)
+
+    def stepper(self, p, state0, activation):
+        return _compiled_stepper(self, p, state0, False, activation)
 
     def backward(self, X, p, state0, cache, dH, dstate_next, truncate, grads,
                  accumulate=False, n_threads=1, dX=None):
@@ -177,6 +180,9 @@ class GRUCell:
         self.kernels.gru_forward(X, p["W_xh"], p["W_hh"], p["b_h"], p["b_hn"], state0,
                                  G, HN, H, Gh, n_threads)
 
+    def stepper(self, p, state0, activation):
+        return _compiled_stepper(self, p, (state0,), False, activation, ("b_hn",))
+
     def backward(self, X, p, state0, cache, dH, dstate_next, truncate, grads,
                  accumulate=False, n_threads=1, dX=None):
         G, HN, H = cache
@@ -191,11 +197,19 @@ class GRUCell:
         return dh0
 
 
+def _compiled_stepper(cell, p, state0, relu, activation, extra=()):
+    """The cell kernels' compiled Stepper (src/_stepper.pxi), or None when
+    they have none (the NumPy backend)."""
+    if not hasattr(cell.kernels, "Stepper"):
+        return None
+    params = tuple(p[name] for name in ("W_xh", "W_hh", "b_h", "W_oh", "b_o", *extra))
+    return cell.kernels.Stepper(params, state0, relu, activation)
+
+
 class CellStepper:
     """Streaming inference through a cell's forward kernel, one step at a time.
 
-    The general mechanism behind :meth:`bptt.RNN.stream` for cells without a
-    compiled stepper of their own: every buffer (a one-step cache, the
+    :meth:`bptt.RNN.stream` for the NumPy backend: every buffer (a one-step cache, the
     time-major input, the outputs) is allocated here once, and each ``step``
     runs the cell's forward kernel on T = 1 and the output layer.
     """

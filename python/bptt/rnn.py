@@ -474,9 +474,10 @@ class RNN:
         n_samples = check_positive_int("n_samples", n_samples)
         state = self._check_state(h0, n_samples)
         activation = OUTPUT_ACTIVATIONS[self.output_activation]
-        if hasattr(self._cell, "stepper"):
-            return self._cell.stepper(self._params, state, activation)
-        return CellStepper(self._cell, self._out, self._params, state, activation)
+        stepper = self._cell.stepper(self._params, state, activation)
+        if stepper is None:  # the NumPy backend steps through its forward
+            stepper = CellStepper(self._cell, self._out, self._params, state, activation)
+        return stepper
 
     def _step_work(self, n_samples):
         H, G = self.hidden_size, self._cell.gates

@@ -28,9 +28,6 @@ loss with h_{t-1} detached.
 
 import numpy as np
 
-from .._validation import check_finite, coerce_step_input
-from .output import output_forward
-
 
 def activate(A, relu):
     """Apply f in place to A and return it: tanh, or relu when ``relu``."""
@@ -127,35 +124,3 @@ def elman_backward(X, W_xh, W_hh, h0, H, dH, relu, truncate,
         # dX = dA @ W_xh
         np.matmul(dA, W_xh, out=dX)
 
-
-class Stepper:
-    """One timestep at a time, for streams (twin of ``_elman.Stepper``).
-
-    Holds copies of the parameters; ``step(x)`` with x (B, I) returns y (B, O)
-    in a buffer the next step overwrites, and updates the state h (B, H).
-    """
-
-    def __init__(self, W_xh, W_hh, b_h, W_oh, b_o, h0, relu, activation):
-        self._params = [np.array(p, order="C", copy=True) for p in (W_xh, W_hh, b_h, W_oh, b_o)]
-        self._h = np.array(h0, order="C", copy=True)
-        self.relu, self.activation = relu, activation
-        B, O = h0.shape[0], W_oh.shape[0]
-        self._z = np.empty((B, O), dtype=h0.dtype)
-        self.y = np.empty((B, O), dtype=h0.dtype)
-
-    @property
-    def state(self):
-        return self._h.copy()
-
-    def reset(self, h0):
-        self._h[...] = h0
-
-    def step(self, x):
-        W_xh, W_hh, b_h, W_oh, b_o = self._params
-        x = coerce_step_input(x, self._h.shape[0], W_xh.shape[1], self._h.dtype)
-        check_finite(x, "x")
-        # h = f(x @ W_xh.T + h @ W_hh.T + b_h)
-        self._h[...] = activate(x @ W_xh.T + self._h @ W_hh.T + b_h, self.relu)
-        # y = phi(h @ W_oh.T + b_o)
-        output_forward(self._h, W_oh, b_o, self.activation, self._z, self.y)
-        return self.y

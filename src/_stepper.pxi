@@ -1,0 +1,157 @@
+# The compiled streaming stepper, one source for every cell (see RNN.stream).
+#
+# Included by each cell module, which defines before the include:
+#
+#   STEP_WORK : tuple of int
+#       The work buffers one step needs, as multiples of H columns.
+#   cdef void cell_step(const floating* x, floating** p, floating** s,
+#                       floating** w, int B, int I, int H, bint relu) noexcept nogil
+#       One timestep of the cell on x (B, I): reads the parameters p (indexed
+#       by the P_* constants below), updates the state s in place (s[0] = h,
+#       s[1] = c for the LSTM) through the work buffers w.
+#
+# The stepper adds the output layer, input checks and the GIL policy, and
+# allocates every buffer once, so a step allocates nothing.
+from _outlayer cimport output_rows
+from _stepping cimport (MAX_POINTERS, P_B_O, P_EXTRA, P_W_HH, P_W_OH, P_W_XH,
+                       P_W_XH_PACKED, all_finite, data_of)
+
+from bptt._validation import coerce_step_input
+
+cdef class Stepper:
+    """Step-by-step inference for streams; see :meth:`bptt.RNN.stream`.
+
+    Holds copies of the parameters and every buffer, allocated once; ``step``
+    validates its input with a few C checks and runs one timestep without
+    allocating. The GIL is released only when a step is long enough for that
+    to pay off.
+
+    Parameters
+    ----------
+    params : tuple of ndarray
+        W_xh (G*H, I), W_hh (G*H, H), b_h (G*H,), W_oh (O, H), b_o (O,), then
+        the cell's extra parameters (GRU: b_hn (H,)); copied.
+    state0 : tuple of ndarray of shape (B, H)
+        (h0,), or (h0, c0) for the LSTM; copied.
+    relu : bool
+        Elman nonlinearity (ignored by the gated cells).
+    activation : int
+        Output activation code (``bptt.rnn.OUTPUT_ACTIVATIONS``).
+    """
+    cdef object _keep            # the arrays the raw pointers below point into
+    cdef readonly object y       # (B, O) outputs of the last step
+    cdef tuple _state            # (h,) or (h, c), each (B, H)
+    cdef void* p[MAX_POINTERS]
+    cdef void* s[2]
+    cdef void* w[MAX_POINTERS]
+    cdef void* z
+    cdef void* y_data
+    cdef int B, n_in, n_hidden, O, activation, typenum
+    cdef bint relu, release_gil
+
+    def __init__(self, tuple params, tuple state0, bint relu, int activation):
+        cdef const float* packed_s[2]
+        cdef const double* packed_d[2]
+        W_hh = params[P_W_HH]
+        dtype = W_hh.dtype
+        B, n_hidden = state0[0].shape
+        copies = [np.array(a, dtype=dtype, order="C", copy=True) for a in params]
+        self._state = tuple(np.array(a, dtype=dtype, order="C", copy=True) for a in state0)
+        O = copies[P_W_OH].shape[0]
+        self.y = np.empty((B, O), dtype=dtype)
+        z = np.empty((B, O), dtype=dtype)
+        work = [np.empty((B, m * n_hidden), dtype=dtype) for m in STEP_WORK]
+        # the step's two products run against packed copies (packedgemm.h)
+        if dtype == np.float32:
+            packed = [pack_weights[float](copies[P_W_XH], True, &packed_s[0]),
+                      pack_weights[float](copies[P_W_HH], True, &packed_s[1])]
+        else:
+            packed = [pack_weights[double](copies[P_W_XH], True, &packed_d[0]),
+                      pack_weights[double](copies[P_W_HH], True, &packed_d[1])]
+        self._keep = (copies, work, z, packed)
+        for i in range(MAX_POINTERS):
+            self.p[i] = NULL
+            self.w[i] = NULL
+        for i in range(P_W_XH_PACKED):
+            self.p[i] = data_of(copies[i])
+        for i in range(2):
+            self.p[P_W_XH_PACKED + i] = (<void*>packed_s[i] if dtype == np.float32
+                                         else <void*>packed_d[i])
+        for i in range(P_W_XH_PACKED, len(copies)):
+            self.p[P_EXTRA + i - P_W_XH_PACKED] = data_of(copies[i])
+        for i in range(len(self._state)):
+            self.s[i] = data_of(self._state[i])
+        for i in range(len(work)):
+            self.w[i] = data_of(work[i])
+        self.z = data_of(z)
+        self.y_data = data_of(self.y)
+        self.B, self.n_hidden, self.O = B, n_hidden, O
+        self.n_in = copies[P_W_XH].shape[1]
+        self.relu = relu
+        self.activation = activation
+        self.typenum = cnp.PyArray_TYPE(<cnp.ndarray>self._state[0])
+        self.release_gil = (<double>B * copies[P_W_HH].shape[0]
+                            * (n_hidden + self.n_in) > 1e5)
+
+    @property
+    def state(self):
+        """A copy of the current state: h (B, H), or (h, c) for the LSTM."""
+        if len(self._state) == 1:
+            return self._state[0].copy()
+        return tuple(a.copy() for a in self._state)
+
+    def reset(self, h0):
+        """Set the state to ``h0`` (same form and shapes as ``state``)."""
+        values = (h0,) if len(self._state) == 1 else tuple(h0)
+        for a, value in zip(self._state, values, strict=True):
+            a[...] = value
+
+    def step(self, x):
+        """Advance one timestep.
+
+        Parameters
+        ----------
+        x : ndarray of shape (B, I), or (I,) when B == 1
+            Inputs at this timestep; any other array-like is converted.
+
+        Returns
+        -------
+        y : ndarray of shape (B, O)
+            The outputs, in a buffer the next step overwrites (copy to keep).
+        """
+        cdef cnp.ndarray arr
+        cdef Py_ssize_t size = <Py_ssize_t>self.B * self.n_in
+        if (type(x) is np.ndarray and cnp.PyArray_TYPE(<cnp.ndarray>x) == self.typenum
+                and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>x)
+                and cnp.PyArray_SIZE(<cnp.ndarray>x) == size
+                and (cnp.PyArray_NDIM(<cnp.ndarray>x) == 2
+                     or (cnp.PyArray_NDIM(<cnp.ndarray>x) == 1 and self.B == 1))):
+            arr = <cnp.ndarray>x
+        else:
+            arr = coerce_step_input(x, self.B, self.n_in, self._state[0].dtype)
+        cdef const void* data = cnp.PyArray_DATA(arr)
+        if self.typenum == cnp.NPY_FLOAT:
+            if not all_finite(<const float*>data, size):
+                raise ValueError("Input x contains NaN or infinity.")
+        elif not all_finite(<const double*>data, size):
+            raise ValueError("Input x contains NaN or infinity.")
+        if self.release_gil:
+            with nogil:
+                self._run(data)
+        else:
+            self._run(data)
+        return self.y
+
+    cdef void _run(self, const void* x) noexcept nogil:
+        if self.typenum == cnp.NPY_FLOAT:
+            cell_step(<const float*>x, <float**>self.p, <float**>self.s, <float**>self.w,
+                      self.B, self.n_in, self.n_hidden, self.relu)
+            output_rows(<const float*>self.s[0], <const float*>self.p[P_W_OH],
+                        <const float*>self.p[P_B_O], self.B, self.n_hidden, self.O,
+                        self.activation, <float*>self.z, <float*>self.y_data)
+        else:
+            cell_step(<const double*>x, <double**>self.p, <double**>self.s, <double**>self.w,
+                      self.B, self.n_in, self.n_hidden, self.relu)
+            output_rows(<const double*>self.s[0], <const double*>self.p[P_W_OH],
+                        <const double*>self.p[P_B_O], self.B, self.n_hidden, self.O,
+                        self.activation, <double*>self.z, <double*>self.y_data)
