@@ -42,6 +42,13 @@ TRAIN_CHUNK_ROWS = 1024
 # ... unless the workspaces of the whole sequence are this small anyway: then
 # one chunk saves the driver's per-chunk calls (about 5% at the M size).
 TRAIN_ONE_CHUNK_BYTES = 1 << 22
+# loss_and_grad's buffers (cache and chunk workspaces) are kept for the next
+# call with the same shapes when they take at most this much: a fresh
+# allocation of a few MB comes from mmap and page-faults on first touch,
+# which doubled the GRU's M-size training step (glibc trims the heap top
+# after each call). Larger buffers are freed: there the faults are noise and
+# the memory matters.
+KEEP_WORKSPACE_BYTES = 1 << 23
 
 _KERNEL_MODULES = {"numpy": "bptt.reference.{}", "cython": "bptt._{}"}
 
@@ -580,12 +587,34 @@ class RNN:
         """
         n, T, I = X.shape
         H, O = self.hidden_size, self.output_size
-        cell, out, p = self._cell, self._out, self._params
-        act = OUTPUT_ACTIVATIONS[self.output_activation]
         steps = self._chunk_steps(T, n, truncate)
         starts = list(range(0, T, steps))
-        cache = cell.allocate(T, n, H, self.dtype)
-        Xc = np.empty((steps, n, I), dtype=self.dtype)
+        sequence = output == "sequence"
+        rows_max = steps * n if sequence else n
+        # dict.pop is atomic: a concurrent call on this network allocates its own
+        key = (T, n, steps, rows_max, self.dtype)
+        workspace = self.__dict__.pop("_workspace", {}).get(key)
+        if workspace is None:
+            workspace = (self._cell.allocate(T, n, H, self.dtype),
+                         np.empty((steps, n, I), dtype=self.dtype),
+                         *(np.empty((rows_max, O), dtype=self.dtype) for _ in range(3)),
+                         np.empty((steps, n, H), dtype=self.dtype))
+        value, grads, final_state = self._bptt_in(workspace, X, target, loss, sequence,
+                                                  truncate, state0, steps, starts,
+                                                  n_threads)
+        cache = workspace[0]
+        if sum(a.nbytes for a in (*cache, *workspace[1:])) <= KEEP_WORKSPACE_BYTES:
+            self._workspace = {key: workspace}
+        return value, grads, final_state
+
+    def _bptt_in(self, workspace, X, target, loss, sequence, truncate, state0, steps,
+                 starts, n_threads):
+        """_bptt's work, in the buffers of ``workspace``."""
+        n, T, I = X.shape
+        H, O = self.hidden_size, self.output_size
+        cell, out, p = self._cell, self._out, self._params
+        act = OUTPUT_ACTIVATIONS[self.output_activation]
+        cache, Xc, Z, Y, dZ, dH = workspace
         state = state0
         for s in starts:
             e = min(T, s + steps)
@@ -595,7 +624,6 @@ class RNN:
         # a copy, so the caller does not keep the whole cache alive through it
         final_state = _copy_state(state)
 
-        sequence = output == "sequence"
         loss_rows = T * n if sequence else n
         denominator = loss_rows if loss == "cross_entropy" else loss_rows * O
 
@@ -606,11 +634,6 @@ class RNN:
                 return out.binary_cross_entropy_grad(Z, Y, t, dZ, denominator)
             return out.cross_entropy_grad(Z, Y, t, dZ, denominator)
 
-        rows_max = steps * n if sequence else n
-        Z = np.empty((rows_max, O), dtype=self.dtype)
-        Y = np.empty((rows_max, O), dtype=self.dtype)
-        dZ = np.empty((rows_max, O), dtype=self.dtype)
-        dH = np.empty((steps, n, H), dtype=self.dtype)
         Hall = cell.hidden(cache)
         grads = {name: np.empty_like(value) for name, value in p.items()}
         value = 0.0
@@ -661,6 +684,7 @@ class RNN:
         # kernel modules do not pickle; they are looked up again on load
         state = self.__dict__.copy()
         del state["_cell"], state["_out"]
+        state.pop("_workspace", None)  # buffers, not state
         return state
 
     def __setstate__(self, state):
