@@ -32,7 +32,7 @@ def test_threaded_kernels_match_serial(monkeypatch, cell, n, truncate, dtype, to
     monkeypatch.setattr(_threads, "MIN_WORK_PER_THREAD", 1)
     for threads in (2, 3, 4):
         with threadpool_limits(limits=threads, user_api="blas"):
-            assert net32._worth_threading(n)
+            assert net32._holds_blas(n, X.shape[1])
             assert net32._plan_threads(threads, n) == min(threads, n)
             value, grads = net32.loss_and_grad(X, y, truncate=truncate)
             Y, h = net32.forward(X)

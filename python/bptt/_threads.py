@@ -92,6 +92,12 @@ class serial_blas:
 MIN_WORK_PER_THREAD = 1 << 19
 
 
+# A call with at least this many multiply-adds (timesteps x step work) has
+# GEMMs that OpenBLAS would thread (it does above about 2^18 per GEMM), so it
+# holds BLAS at one thread even when it runs on one thread itself.
+BLAS_THREADED_WORK = 1 << 18
+
+
 def plan_threads(budget, n_samples, step_work):
     """How many threads to split a batch of n_samples over.
 

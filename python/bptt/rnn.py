@@ -431,7 +431,7 @@ class RNN:
         Xc = np.empty((chunk, n, self.input_size), dtype=self.dtype)
         Yt = np.empty((T, n, O), dtype=self.dtype)
         Z = np.empty((chunk * n, O), dtype=self.dtype)
-        with serial_blas() if self._worth_threading(n) else nullcontext(1) as budget:
+        with serial_blas() if self._holds_blas(n, T) else nullcontext(1) as budget:
             n_threads = self._plan_threads(budget, n)
             for start in range(0, T, chunk):
                 stop = min(T, start + chunk)
@@ -490,10 +490,18 @@ class RNN:
         H, G = self.hidden_size, self._cell.gates
         return n_samples * G * H * (H + self.input_size)
 
-    def _worth_threading(self, n_samples):
-        """False when one thread gets all the work anyway (then BLAS is left alone)."""
-        return (n_samples > 1
-                and self._step_work(n_samples) >= 2 * _threads.MIN_WORK_PER_THREAD)
+    def _holds_blas(self, n_samples, n_timesteps):
+        """Whether a call holds BLAS at one thread (serial_blas) for its run.
+
+        True when the call splits its batch over threads, or when its GEMMs
+        are large enough for OpenBLAS to thread them: left to itself,
+        OpenBLAS's threads gain nothing at the M size and collapse it (1.4 ->
+        5.6 ms) when another process holds a core. Tiny calls leave BLAS
+        alone and skip the two calls that hold and restore it.
+        """
+        step = self._step_work(n_samples)
+        return ((n_samples > 1 and step >= 2 * _threads.MIN_WORK_PER_THREAD)
+                or step * n_timesteps >= _threads.BLAS_THREADED_WORK)
 
     def _plan_threads(self, budget, n_samples):
         return plan_threads(budget, n_samples, self._step_work(n_samples))
@@ -561,7 +569,7 @@ class RNN:
         n, T, _ = X.shape
         target = self._check_target(y, loss, output, n, T)
         state0 = self._check_state(h0, n)
-        if not self._worth_threading(n):
+        if not self._holds_blas(n, T):
             return self._bptt(X, target, loss, output, truncate or 0, state0)
         with serial_blas() as budget:
             return self._bptt(X, target, loss, output, truncate or 0, state0,
