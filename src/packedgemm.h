@@ -24,10 +24,14 @@
  *   bptt_gemm_packed_{s,d}(m, n, k, alpha, a, lda, bp, beta, c, ldc)
  *       C (m, n) = alpha * A (m, k) @ B + beta * C, A and C row-major;
  *       beta == 0 never reads C.
+ *   bptt_gemm_tn_{s,d}(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+ *       C (m, n) = alpha * A.T @ B + beta * C, B packed block by block: the
+ *       same micro-kernel for the weight gradients of small networks.
  */
 #ifndef BPTT_PACKEDGEMM_H
 #define BPTT_PACKEDGEMM_H
 
+#include <stdlib.h>
 #include <string.h>
 
 #if defined(__AVX__)
@@ -195,6 +199,37 @@ static inline void bptt_gemm_packed_##SUF(int m, int n, int k, T alpha, const T 
         bptt_panels_##SUF(m, n, kc, a + k0, lda, 1, bp + (long)k0 * NR, (long)k * NR,   \
                           alpha, k0 == 0 ? beta : 1, c, ldc);                           \
     }                                                                                   \
+}                                                                                       \
+                                                                                        \
+/* C (m, n) = alpha * A.T @ B + beta * C for A (k, m), B (k, n) row-major: the          \
+   weight gradients, sums over every timestep's rows (k = T*B). B is packed a           \
+   block of BPTT_KC rows at a time into a heap buffer (OpenBLAS packs both              \
+   operands; A is read in place here, by broadcasts along its rows). Returns 0          \
+   when the buffer cannot be had, and the caller falls back to BLAS.             */     \
+static inline int bptt_gemm_tn_##SUF(int m, int n, int k, T alpha, const T *a,          \
+                                     long lda, const T *b, long ldb, T beta, T *c,      \
+                                     long ldc)                                          \
+{                                                                                       \
+    enum { NR = bptt_nr_##SUF };                                                        \
+    int k0;                                                                             \
+    T *work;                                                                            \
+    if (m <= 0 || n <= 0)                                                               \
+        return 1;                                                                       \
+    if (k <= 0) {                                                                       \
+        bptt_fill_##SUF(m, n, beta, c, ldc);                                            \
+        return 1;                                                                       \
+    }                                                                                   \
+    work = (T *)malloc(sizeof(T) * bptt_packed_size_##SUF(k < BPTT_KC ? k : BPTT_KC, n)); \
+    if (work == NULL)                                                                   \
+        return 0;                                                                       \
+    for (k0 = 0; k0 < k; k0 += BPTT_KC) {                                               \
+        int kc = k - k0 < BPTT_KC ? k - k0 : BPTT_KC;                                   \
+        bptt_pack_##SUF(kc, n, b + (long)k0 * ldb, ldb, 1, work);                       \
+        bptt_panels_##SUF(m, n, kc, a + (long)k0 * lda, 1, lda, work, (long)kc * NR,    \
+                          alpha, k0 == 0 ? beta : 1, c, ldc);                           \
+    }                                                                                   \
+    free(work);                                                                         \
+    return 1;                                                                           \
 }
 
 BPTT_DEFINE_PACKED_GEMM(s, float, bptt_vs)

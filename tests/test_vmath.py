@@ -64,16 +64,17 @@ def test_unknown_function_name(vmath):
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_kernel_builds_agree(cell):
     """The baseline and AVX2 builds compute the same training step (the AVX2
-    build through its packed recurrent products, the baseline through BLAS),
-    with k-blocking in the backward product (gates x H > 256)."""
+    build through its packed recurrent products and weight gradients, the
+    baseline through BLAS), with k-blocking in the backward product
+    (gates x H > 256) and in the weight gradients (T x n = 280 > 256)."""
     import numpy as np
     import bptt
     if len(VARIANTS) < 2:
         pytest.skip("no AVX2 + FMA build on this machine")
     module = {"rnn": "_elman", "lstm": "_lstm", "gru": "_gru"}[cell]
     rng = np.random.default_rng(0)
-    X = rng.standard_normal((7, 20, 3))
-    y = rng.standard_normal((7, 20, 2))
+    X = rng.standard_normal((7, 40, 3))
+    y = rng.standard_normal((7, 40, 2))
     results = []
     for name in (f"bptt.{module}", f"bptt.{module}_avx2"):
         net = bptt.RNN(3, 90, 2, cell=cell, output_activation="sigmoid", random_state=0)
