@@ -4,10 +4,10 @@ Design: time-major buffers, X (T, B, I), H (T, B, H). The input projection
 and the weight gradients are single GEMMs over all T*B rows; only the
 recurrence is sequential, one small GEMM per step (against W_hh packed once
 per call, packedgemm.h) followed by one fused elementwise pass (bias +
-activation forward, derivative backward) that the compiler vectorizes. The backward recurrence accumulates dA[t] @ W_hh
-straight into dA[t-1] (beta = 1), so no carry buffer is needed; truncation
-skips that GEMM at window starts. The whole time loop runs without the GIL
-and allocates nothing.
+activation forward, derivative backward) that the compiler vectorizes. The
+backward recurrence accumulates dA[t] @ W_hh straight into dA[t-1] (beta =
+1), so no carry buffer is needed; truncation skips that GEMM at window
+starts. The whole time loop runs without the GIL and allocates nothing.
 
 Threads: with n_threads > 1 each thread takes a slice of the batch for the
 whole time loop (the sequences are independent, so the steps need no
@@ -190,8 +190,8 @@ def elman_backward(const floating[:, :, ::1] X,     # IN  (T, B, I)
         if n_threads == 1:
             recurrence_backward(&W_hh[0, 0], W_hh_packed, &H[0, 0, 0], dA, &dh0[0, 0], T,
                                 B, n_hidden, 0, B, relu, truncate)
-            weight_gradients(&X[0, 0, 0], &h0[0, 0], &H[0, 0, 0], dA, T, B, I, n_hidden, n_hidden,
-                             0, n_hidden, accumulate, &dW_xh[0, 0], &dW_hh[0, 0], &db_h[0])
+            weight_gradients(&X[0, 0, 0], &h0[0, 0], &H[0, 0, 0], dA, T, B, I, n_hidden,
+                             n_hidden, 0, n_hidden, accumulate, &dW_xh[0, 0], &dW_hh[0, 0], &db_h[0])
             if want_dX:
                 # dX = dA @ W_xh
                 backproject_rows(dA, &W_xh[0, 0], T * B, n_hidden, I, dX_data, 0, 1)

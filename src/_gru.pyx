@@ -3,15 +3,15 @@
 Design: time-major buffers, X (T, B, I), G (T, B, 3H) with the gates r, z, n
 side by side in each row (PyTorch's order), HN and H (T, B, H). The input
 projection of all three gates is one GEMM over all T*B rows; the recurrence
-is one (B, H) x (H, 3H) GEMM per step
-(W_hh packed once per call, packedgemm.h) into the work buffer Gh (the reset
-gate multiplies W_hn h + b_hn, so the hidden products stay apart from A),
-followed by one fused elementwise pass that the compiler vectorizes.
-Backward reads the cached gate outputs and HN, overwrites G with dGh and HN
-with dA_n in place, and accumulates dH[t] * z + dGh[t] @ W_hh straight into
-dH[t-1] (beta = 1). The weight gradients are GEMMs after the loop (the
-products with dA = [dGh_r | dGh_z | dA_n] split at row 2H). The whole time
-loop runs without the GIL and allocates nothing.
+is one (B, H) x (H, 3H) GEMM per step (W_hh packed once per call,
+packedgemm.h) into the work buffer Gh (the reset gate multiplies W_hn h +
+b_hn, so the hidden products stay apart from A), followed by one fused
+elementwise pass that the compiler vectorizes. Backward reads the cached
+gate outputs and HN, overwrites G with dGh and HN with dA_n in place, and
+accumulates dH[t] * z + dGh[t] @ W_hh straight into dH[t-1] (beta = 1). The
+weight gradients are GEMMs after the loop (the products with dA = [dGh_r |
+dGh_z | dA_n] split at row 2H). The whole time loop runs without the GIL and
+allocates nothing.
 
 Threads: with n_threads > 1 each thread takes a slice of the batch for the
 whole time loop (its rows of Gh too; the sequences are independent, so the

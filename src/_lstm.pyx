@@ -1,16 +1,15 @@
 """LSTM cell kernels: forward pass and BPTT (twin of bptt/reference/lstm.py).
 
-Design: time-major buffers, X (T, B, I), G (T, B, 4H) with the gates
-i, f, g, o side by side in each row (PyTorch's order), C and H (T, B, H).
-The input projection of all four gates is one GEMM over all T*B rows; the
-recurrence is one (B, H) x (H, 4H) GEMM per step
-(W_hh packed once per call, packedgemm.h) followed by one fused
-elementwise pass (bias, the four gate nonlinearities, the cell update) that
-the compiler vectorizes. Backward reads the cached gate outputs, overwrites
-G with dG in place and accumulates dG[t] @ W_hh straight into dH[t-1]
-(beta = 1); the cell-state carry dc lives in dc0. The weight gradients are
-single GEMMs after the loop. The whole time loop runs without the GIL and
-allocates nothing.
+Design: time-major buffers, X (T, B, I), G (T, B, 4H) with the gates i, f,
+g, o side by side in each row (PyTorch's order), C and H (T, B, H). The
+input projection of all four gates is one GEMM over all T*B rows; the
+recurrence is one (B, H) x (H, 4H) GEMM per step (W_hh packed once per call,
+packedgemm.h) followed by one fused elementwise pass (bias, the four gate
+nonlinearities, the cell update) that the compiler vectorizes. Backward
+reads the cached gate outputs, overwrites G with dG in place and accumulates
+dG[t] @ W_hh straight into dH[t-1] (beta = 1); the cell-state carry dc lives
+in dc0. The weight gradients are single GEMMs after the loop. The whole time
+loop runs without the GIL and allocates nothing.
 
 Threads: with n_threads > 1 each thread takes a slice of the batch for the
 whole time loop (the sequences are independent, so the steps need no
@@ -259,8 +258,8 @@ def lstm_backward(const floating[:, :, ::1] X,     # IN  (T, B, I)
             recurrence_backward(&W_hh[0, 0], W_hh_packed,
                                 &c0[0, 0], dG, &C[0, 0, 0], &dH[0, 0, 0],
                                 &dh0[0, 0], &dc0[0, 0], T, B, n_hidden, 0, B, truncate)
-            weight_gradients(&X[0, 0, 0], &h0[0, 0], &H[0, 0, 0], dG, T, B, I, n_hidden, n_gates,
-                             0, n_gates, accumulate, &dW_xh[0, 0], &dW_hh[0, 0], &db_h[0])
+            weight_gradients(&X[0, 0, 0], &h0[0, 0], &H[0, 0, 0], dG, T, B, I, n_hidden,
+                             n_gates, 0, n_gates, accumulate, &dW_xh[0, 0], &dW_hh[0, 0], &db_h[0])
             if want_dX:
                 # dX = dG @ W_xh
                 backproject_rows(dG, W_xh_data, T * B, n_gates, I, dX_data, 0, 1)

@@ -17,9 +17,9 @@ from libc.stdint cimport int64_t
 
 from _activations cimport exp_
 from _blas cimport gemm
+from _outlayer cimport IDENTITY, SIGMOID, SOFTMAX, output_rows
 
 import numpy as np
-from _outlayer cimport IDENTITY, SIGMOID, SOFTMAX, output_rows
 
 
 def output_forward(const floating[:, ::1] Hs,    # IN  (N, H)

@@ -4,10 +4,9 @@
 from cython cimport floating
 cimport numpy as cnp
 
-from _blas cimport gemm
+from _blas cimport BPTT_PACK_RECURRENT, gemm
 
 cdef extern from "packedgemm.h" nogil:
-    const bint BPTT_PACK_RECURRENT
     long bptt_packed_size_s(int k, int n)
     long bptt_packed_size_d(int k, int n)
     void bptt_pack_s(int k, int n, const float* b, long bps, long bcs, float* out)
@@ -16,6 +15,30 @@ cdef extern from "packedgemm.h" nogil:
                             const float* bp, float beta, float* c, long ldc)
     void bptt_gemm_packed_d(int m, int n, int k, double alpha, const double* a, long lda,
                             const double* bp, double beta, double* c, long ldc)
+
+
+cdef inline long packed_size(const floating[:, ::1] W, bint transpose) noexcept nogil:
+    """Elements of pack_matrix's output for W."""
+    cdef int rows = W.shape[0], cols = W.shape[1]
+    if floating is float:
+        return bptt_packed_size_s(cols if transpose else rows, rows if transpose else cols)
+    else:
+        return bptt_packed_size_d(cols if transpose else rows, rows if transpose else cols)
+
+
+cdef inline void pack_matrix(const floating[:, ::1] W, bint transpose,
+                             floating* out) noexcept nogil:
+    """Pack op(W) (k, n) into ``out`` (packed_size elements): op(W) = W.T
+    (W (n, k)) when ``transpose``, else W (W (k, n))."""
+    cdef int rows = W.shape[0], cols = W.shape[1]
+    cdef int k = cols if transpose else rows, n = rows if transpose else cols
+    cdef long bps = 1 if transpose else cols, bcs = cols if transpose else 1
+    if rows == 0 or cols == 0:
+        return
+    if floating is float:
+        bptt_pack_s(k, n, &W[0, 0], bps, bcs, out)
+    else:
+        bptt_pack_d(k, n, &W[0, 0], bps, bcs, out)
 
 
 cdef inline object pack_weights(const floating[:, ::1] W, bint transpose,
@@ -28,23 +51,14 @@ cdef inline object pack_weights(const floating[:, ::1] W, bint transpose,
     where BLAS is faster (packedgemm.h) returns None and sets ``data`` to
     NULL, and recurrent_product calls gemm on W itself.
     """
-    cdef int rows = W.shape[0], cols = W.shape[1]
-    cdef int k = cols if transpose else rows, n = rows if transpose else cols
-    cdef Py_ssize_t bps = 1 if transpose else cols, bcs = cols if transpose else 1
-    cdef cnp.npy_intp size
+    cdef cnp.npy_intp size = packed_size(W, transpose)
     data[0] = NULL
-    if not BPTT_PACK_RECURRENT or rows == 0 or cols == 0:
+    if not BPTT_PACK_RECURRENT or W.shape[0] == 0 or W.shape[1] == 0:
         return None
-    if floating is float:
-        size = bptt_packed_size_s(k, n)
-        out = cnp.PyArray_EMPTY(1, &size, cnp.NPY_FLOAT32, 0)
-        bptt_pack_s(k, n, &W[0, 0], bps, bcs, <float*>cnp.PyArray_DATA(out))
-        data[0] = <const float*>cnp.PyArray_DATA(out)
-    else:
-        size = bptt_packed_size_d(k, n)
-        out = cnp.PyArray_EMPTY(1, &size, cnp.NPY_FLOAT64, 0)
-        bptt_pack_d(k, n, &W[0, 0], bps, bcs, <double*>cnp.PyArray_DATA(out))
-        data[0] = <const double*>cnp.PyArray_DATA(out)
+    out = cnp.PyArray_EMPTY(1, &size, cnp.NPY_FLOAT32 if floating is float
+                            else cnp.NPY_FLOAT64, 0)
+    data[0] = <const floating*>cnp.PyArray_DATA(out)
+    pack_matrix(W, transpose, <floating*>data[0])
     return out
 
 

@@ -13,8 +13,8 @@
 # The stepper adds the output layer, input checks and the GIL policy, and
 # allocates every buffer once, so a step allocates nothing.
 from _outlayer cimport output_rows
-from _stepping cimport (MAX_POINTERS, P_B_O, P_EXTRA, P_W_HH, P_W_OH, P_W_XH,
-                       P_W_XH_PACKED, all_finite, data_of)
+from _stepping cimport (MAX_POINTERS, P_B_O, P_W_HH, P_W_OH, P_W_XH, P_W_XH_PACKED,
+                       all_finite, data_of)
 
 from bptt._validation import coerce_step_input
 
@@ -50,10 +50,9 @@ cdef class Stepper:
     cdef bint relu, release_gil
 
     def __init__(self, tuple params, tuple state0, bint relu, int activation):
-        cdef const float* packed_s[2]
-        cdef const double* packed_d[2]
-        W_hh = params[P_W_HH]
-        dtype = W_hh.dtype
+        cdef const float* unused_s
+        cdef const double* unused_d
+        dtype = params[P_W_HH].dtype
         B, n_hidden = state0[0].shape
         copies = [np.array(a, dtype=dtype, order="C", copy=True) for a in params]
         self._state = tuple(np.array(a, dtype=dtype, order="C", copy=True) for a in state0)
@@ -61,28 +60,22 @@ cdef class Stepper:
         self.y = np.empty((B, O), dtype=dtype)
         z = np.empty((B, O), dtype=dtype)
         work = [np.empty((B, m * n_hidden), dtype=dtype) for m in STEP_WORK]
-        # the step's two products run against packed copies (packedgemm.h)
+        # the step's two products run against packed copies (packedgemm.h);
+        # None (a NULL pointer) in builds that keep BLAS
         if dtype == np.float32:
-            packed = [pack_weights[float](copies[P_W_XH], True, &packed_s[0]),
-                      pack_weights[float](copies[P_W_HH], True, &packed_s[1])]
+            packed = [pack_weights[float](copies[i], True, &unused_s)
+                      for i in (P_W_XH, P_W_HH)]
         else:
-            packed = [pack_weights[double](copies[P_W_XH], True, &packed_d[0]),
-                      pack_weights[double](copies[P_W_HH], True, &packed_d[1])]
-        self._keep = (copies, work, z, packed)
+            packed = [pack_weights[double](copies[i], True, &unused_d)
+                      for i in (P_W_XH, P_W_HH)]
+        # the parameter pointers in P_* order
+        owners = [*copies[:P_W_XH_PACKED], *packed, *copies[P_W_XH_PACKED:]]
+        self._keep = (owners, work, z)
         for i in range(MAX_POINTERS):
-            self.p[i] = NULL
-            self.w[i] = NULL
-        for i in range(P_W_XH_PACKED):
-            self.p[i] = data_of(copies[i])
-        for i in range(2):
-            self.p[P_W_XH_PACKED + i] = (<void*>packed_s[i] if dtype == np.float32
-                                         else <void*>packed_d[i])
-        for i in range(P_W_XH_PACKED, len(copies)):
-            self.p[P_EXTRA + i - P_W_XH_PACKED] = data_of(copies[i])
+            self.p[i] = NULL if i >= len(owners) or owners[i] is None else data_of(owners[i])
+            self.w[i] = data_of(work[i]) if i < len(work) else NULL
         for i in range(len(self._state)):
             self.s[i] = data_of(self._state[i])
-        for i in range(len(work)):
-            self.w[i] = data_of(work[i])
         self.z = data_of(z)
         self.y_data = data_of(self.y)
         self.B, self.n_hidden, self.O = B, n_hidden, O

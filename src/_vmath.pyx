@@ -8,8 +8,7 @@ and the packed recurrent product against a matmul.
 from cython cimport floating
 
 from _activations cimport exp_, tanh_, sigmoid_
-from _packed cimport (bptt_gemm_packed_d, bptt_gemm_packed_s, bptt_pack_d, bptt_pack_s,
-                      bptt_packed_size_d, bptt_packed_size_s)
+from _packed cimport bptt_gemm_packed_d, bptt_gemm_packed_s, pack_matrix, packed_size
 
 import numpy as np
 
@@ -54,23 +53,19 @@ def cpu_has_avx2_fma():
 def packed_product(const floating[:, ::1] A, const floating[:, ::1] W, bint transpose,
                    floating beta, floating[:, ::1] C):
     """C = A @ op(W) + beta * C through packedgemm.h (pack W, then multiply),
-    op(W) = W.T when ``transpose``; packs whatever the build's
-    BPTT_PACK_RECURRENT says, so both builds' micro-kernels get tested."""
+    op(W) = W.T when ``transpose``. Packs in every build (the kernels pack
+    only where BPTT_PACK_RECURRENT says), so both builds' micro-kernels get
+    tested."""
     cdef int m = A.shape[0], k = A.shape[1]
     cdef int n = W.shape[0] if transpose else W.shape[1]
-    cdef long bps = 1 if transpose else W.shape[1], bcs = W.shape[1] if transpose else 1
     if (W.shape[1] if transpose else W.shape[0]) != k or C.shape[0] != m or C.shape[1] != n:
         raise ValueError("shapes do not match")
-    if floating is float:
-        packed = np.empty(bptt_packed_size_s(k, n), dtype=np.float32)
-    else:
-        packed = np.empty(bptt_packed_size_d(k, n), dtype=np.float64)
-    cdef floating[::1] bp = packed
+    cdef floating[::1] bp = np.empty(packed_size(W, transpose),
+                                     dtype=np.float32 if floating is float else np.float64)
     if m == 0 or n == 0 or k == 0:
         return
+    pack_matrix(W, transpose, &bp[0])
     if floating is float:
-        bptt_pack_s(k, n, &W[0, 0], bps, bcs, &bp[0])
         bptt_gemm_packed_s(m, n, k, 1, &A[0, 0], k, &bp[0], beta, &C[0, 0], n)
     else:
-        bptt_pack_d(k, n, &W[0, 0], bps, bcs, &bp[0])
         bptt_gemm_packed_d(m, n, k, 1, &A[0, 0], k, &bp[0], beta, &C[0, 0], n)

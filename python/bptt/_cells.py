@@ -209,9 +209,9 @@ def _compiled_stepper(cell, p, state0, relu, activation, extra=()):
 class CellStepper:
     """Streaming inference through a cell's forward kernel, one step at a time.
 
-    :meth:`bptt.RNN.stream` for the NumPy backend: every buffer (a one-step cache, the
-    time-major input, the outputs) is allocated here once, and each ``step``
-    runs the cell's forward kernel on T = 1 and the output layer.
+    :meth:`bptt.RNN.stream` for the NumPy backend: every buffer (a one-step
+    cache, the time-major input, the outputs) is allocated here once, and each
+    ``step`` runs the cell's forward kernel on T = 1 and the output layer.
     """
 
     def __init__(self, cell, out, p, state0, activation):

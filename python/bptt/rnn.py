@@ -610,8 +610,7 @@ class RNN:
         value, grads, final_state = self._bptt_in(workspace, X, target, loss, sequence,
                                                   truncate, state0, steps, starts,
                                                   n_threads)
-        cache = workspace[0]
-        if sum(a.nbytes for a in (*cache, *workspace[1:])) <= KEEP_WORKSPACE_BYTES:
+        if sum(a.nbytes for a in (*workspace[0], *workspace[1:])) <= KEEP_WORKSPACE_BYTES:
             self._workspace = {key: workspace}
         return value, grads, final_state
 
