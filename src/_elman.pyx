@@ -9,8 +9,9 @@ backward recurrence accumulates dA[t] @ W_hh straight into dA[t-1] (beta =
 1), so no carry buffer is needed; truncation skips that GEMM at window
 starts. The whole time loop runs without the GIL and allocates nothing.
 
-Threads: with n_threads > 1 each thread takes a slice of the batch for the
-whole time loop (the sequences are independent, so the steps need no
+Threads: with n_threads > 1 the work splits into parts on bptt's thread
+pool (threadpool.h): each part of the time loop is a slice of the batch for
+every timestep (the sequences are independent, so the steps need no
 synchronisation), and the large GEMMs split their rows; BLAS itself runs
 single-threaded meanwhile (bptt/_threads.py says why).
 
@@ -22,7 +23,6 @@ single-threaded meanwhile (bptt/_threads.py says why).
     db_h   = sum dA ; dh0 = dA[0] @ W_hh ; dX = dA @ W_xh
 """
 from cython cimport floating
-from cython.parallel cimport prange
 from libc.string cimport memcpy
 
 cimport numpy as cnp
@@ -30,11 +30,14 @@ import numpy as np
 
 from _activations cimport tanh_
 from _packed cimport pack_weights, recurrent_product
-from _rowops cimport backproject_rows, part_start, project_rows, weight_gradients
+from _parallel cimport bptt_parallel, import_threadpool
+from _rowops cimport (add_gradient_parts, backproject_rows, gradient_size, part_start,
+                     project_rows, weight_gradients_part)
 from _stepping cimport (P_B_H, P_W_HH, P_W_HH_PACKED, P_W_XH,
                        P_W_XH_PACKED)
 
 cnp.import_array()  # the Stepper and pack_weights use the NumPy C-API
+import_threadpool()
 
 
 cdef void bias_activate(floating* a, const floating* b_h, Py_ssize_t rows,
@@ -113,6 +116,89 @@ cdef void recurrence_backward(const floating* W_hh, const floating* W_hh_packed,
                       W_hh_packed, 0, dh0 + offset, n_hidden)
 
 
+cdef struct Args:
+    # one kernel call's arguments, for its parts on the thread pool; the
+    # pointers are float* or double* as is_double says
+    const void* X           # (T, B, I)
+    const void* W_xh        # (H, I)
+    const void* W_hh        # (H, H)
+    const void* W_hh_packed
+    const void* b_h         # (H,)
+    const void* h0          # (B, H)
+    void* H                 # (T, B, H)
+    void* dA                # (T, B, H)
+    void* dh0               # (B, H)
+    void* dW_xh
+    void* dW_hh
+    void* db_h
+    void* dX                # (T, B, I) or NULL
+    void* scratch           # weight_gradients_part's blocks
+    int T, B, n_input, n_hidden, truncate   # (no field "I": complex.h defines it)
+    bint relu, accumulate, is_double
+
+
+cdef void project_part_of(Args* a, int part, int n_parts, floating tag) noexcept nogil:
+    # rows of A = X @ W_xh.T
+    project_rows(<const floating*>a.X, <const floating*>a.W_xh, a.T * a.B, a.n_hidden,
+                 a.n_input, <floating*>a.H, part, n_parts)
+
+
+cdef void project_part(void* args, int part, int n_parts) noexcept nogil:
+    if (<Args*>args).is_double:
+        project_part_of(<Args*>args, part, n_parts, <double>0)
+    else:
+        project_part_of(<Args*>args, part, n_parts, <float>0)
+
+
+cdef void forward_part_of(Args* a, int part, int n_parts, floating tag) noexcept nogil:
+    # the sequences b0..b1-1, every timestep
+    recurrence_forward(<const floating*>a.h0, <const floating*>a.W_hh,
+                       <const floating*>a.W_hh_packed, <const floating*>a.b_h,
+                       <floating*>a.H, a.T, a.B, a.n_hidden, part_start(a.B, part, n_parts),
+                       part_start(a.B, part + 1, n_parts), a.relu)
+
+
+cdef void forward_part(void* args, int part, int n_parts) noexcept nogil:
+    if (<Args*>args).is_double:
+        forward_part_of(<Args*>args, part, n_parts, <double>0)
+    else:
+        forward_part_of(<Args*>args, part, n_parts, <float>0)
+
+
+cdef void backward_part_of(Args* a, int part, int n_parts, floating tag) noexcept nogil:
+    # the sequences b0..b1-1, every timestep
+    recurrence_backward(<const floating*>a.W_hh, <const floating*>a.W_hh_packed,
+                        <const floating*>a.H, <floating*>a.dA, <floating*>a.dh0, a.T,
+                        a.B, a.n_hidden, part_start(a.B, part, n_parts),
+                        part_start(a.B, part + 1, n_parts), a.relu, a.truncate)
+
+
+cdef void backward_part(void* args, int part, int n_parts) noexcept nogil:
+    if (<Args*>args).is_double:
+        backward_part_of(<Args*>args, part, n_parts, <double>0)
+    else:
+        backward_part_of(<Args*>args, part, n_parts, <float>0)
+
+
+cdef void gradient_part_of(Args* a, int part, int n_parts, floating tag) noexcept nogil:
+    # timesteps of dW_xh, dW_hh, db_h; rows of dX = dA @ W_xh
+    weight_gradients_part(<const floating*>a.X, <const floating*>a.h0,
+                          <const floating*>a.H, <const floating*>a.dA, a.T, a.B, a.n_input,
+                          a.n_hidden, a.n_hidden, part, n_parts, a.accumulate,
+                          <floating*>a.dW_xh, <floating*>a.dW_hh, <floating*>a.db_h,
+                          <floating*>a.scratch)
+    if a.dX != NULL:
+        backproject_rows(<const floating*>a.dA, <const floating*>a.W_xh, a.T * a.B,
+                         a.n_hidden, a.n_input, <floating*>a.dX, part, n_parts)
+
+
+cdef void gradient_part(void* args, int part, int n_parts) noexcept nogil:
+    if (<Args*>args).is_double:
+        gradient_part_of(<Args*>args, part, n_parts, <double>0)
+    else:
+        gradient_part_of(<Args*>args, part, n_parts, <float>0)
+
+
 def elman_forward(const floating[:, :, ::1] X,      # IN  (T, B, I)
                   const floating[:, ::1] W_xh,      # IN  (H, I)
                   const floating[:, ::1] W_hh,      # IN  (H, H)
@@ -122,32 +208,20 @@ def elman_forward(const floating[:, :, ::1] X,      # IN  (T, B, I)
                   floating[:, :, ::1] H,            # OUT (T, B, H)
                   int n_threads=1):                 # threads splitting the batch
     """Run the recurrence over all timesteps and keep every hidden state."""
-    cdef int T = X.shape[0], B = X.shape[1], I = X.shape[2], n_hidden = W_hh.shape[1]
-    cdef int part, b0, b1
+    cdef Args a
     cdef const floating* W_hh_packed
-    if T == 0 or B == 0:
+    if X.shape[0] == 0 or X.shape[1] == 0:
         return
     packed = pack_weights(W_hh, True, &W_hh_packed)
-    n_threads = max(1, min(n_threads, B))
+    a.X, a.W_xh, a.W_hh, a.W_hh_packed = &X[0, 0, 0], &W_xh[0, 0], &W_hh[0, 0], W_hh_packed
+    a.b_h, a.h0, a.H = &b_h[0], &h0[0, 0], &H[0, 0, 0]
+    a.T, a.B, a.n_input, a.n_hidden = X.shape[0], X.shape[1], X.shape[2], W_hh.shape[1]
+    a.relu, a.is_double = relu, floating is double
+    n_threads = max(1, min(n_threads, a.B))
     with nogil:
-        if n_threads == 1:
-            # A = X @ W_xh.T, all timesteps in one GEMM
-            project_rows(&X[0, 0, 0], &W_xh[0, 0], T * B, n_hidden, I, &H[0, 0, 0], 0, 1)
-            recurrence_forward(&h0[0, 0], &W_hh[0, 0], W_hh_packed, &b_h[0], &H[0, 0, 0],
-                               T, B, n_hidden, 0, B, relu)
-        else:
-            for part in prange(n_threads, num_threads=n_threads, schedule="static",
-                               chunksize=1):
-                # rows of A = X @ W_xh.T
-                project_rows(&X[0, 0, 0], &W_xh[0, 0], T * B, n_hidden, I, &H[0, 0, 0], part,
-                             n_threads)
-            for part in prange(n_threads, num_threads=n_threads, schedule="static",
-                               chunksize=1):
-                # the sequences b0..b1-1, every timestep
-                b0 = part_start(B, part, n_threads)
-                b1 = part_start(B, part + 1, n_threads)
-                recurrence_forward(&h0[0, 0], &W_hh[0, 0], W_hh_packed, &b_h[0],
-                                   &H[0, 0, 0], T, B, n_hidden, b0, b1, relu)
+        # A = X @ W_xh.T, one GEMM (split by rows); then the time loop
+        bptt_parallel(project_part, &a, n_threads, n_threads)
+        bptt_parallel(forward_part, &a, n_threads, n_threads)
 
 
 def elman_backward(const floating[:, :, ::1] X,     # IN  (T, B, I)
@@ -173,46 +247,30 @@ def elman_backward(const floating[:, :, ::1] X,     # IN  (T, B, I)
     the later chunk into dH[-1]). The time loop splits the batch over
     ``n_threads``; the weight gradients split their rows.
     """
-    cdef int T = X.shape[0], B = X.shape[1], I = X.shape[2], n_hidden = W_hh.shape[1]
-    cdef int part, b0, b1, j0, j1
-    cdef bint want_dX = dX is not None
-    cdef floating* dA
-    cdef floating* dX_data = NULL
+    cdef Args a
     cdef const floating* W_hh_packed
-    if T == 0 or B == 0:
+    cdef int gradient_parts = max(1, min(n_threads, X.shape[0]))
+    if X.shape[0] == 0 or X.shape[1] == 0:
         return
     packed = pack_weights(W_hh, False, &W_hh_packed)
-    dA = &dH[0, 0, 0]
-    if want_dX:
-        dX_data = &dX[0, 0, 0]
+    scratch = np.empty((gradient_parts - 1) * gradient_size(W_hh.shape[0], X.shape[2],
+                                                            W_hh.shape[1]),
+                       dtype=np.float64 if floating is double else np.float32)
+    a.scratch = cnp.PyArray_DATA(scratch)
+    a.X, a.W_xh, a.W_hh, a.W_hh_packed = &X[0, 0, 0], &W_xh[0, 0], &W_hh[0, 0], W_hh_packed
+    a.h0, a.H, a.dA, a.dh0 = &h0[0, 0], &H[0, 0, 0], &dH[0, 0, 0], &dh0[0, 0]
+    a.dW_xh, a.dW_hh, a.db_h = &dW_xh[0, 0], &dW_hh[0, 0], &db_h[0]
+    a.dX = &dX[0, 0, 0] if dX is not None else NULL
+    a.T, a.B, a.n_input, a.n_hidden = X.shape[0], X.shape[1], X.shape[2], W_hh.shape[1]
+    a.relu, a.truncate, a.accumulate = relu, truncate, accumulate
+    a.is_double = floating is double
     n_threads = max(1, n_threads)
     with nogil:
-        if n_threads == 1:
-            recurrence_backward(&W_hh[0, 0], W_hh_packed, &H[0, 0, 0], dA, &dh0[0, 0], T,
-                                B, n_hidden, 0, B, relu, truncate)
-            weight_gradients(&X[0, 0, 0], &h0[0, 0], &H[0, 0, 0], dA, T, B, I, n_hidden,
-                             n_hidden, 0, n_hidden, accumulate, &dW_xh[0, 0], &dW_hh[0, 0], &db_h[0])
-            if want_dX:
-                # dX = dA @ W_xh
-                backproject_rows(dA, &W_xh[0, 0], T * B, n_hidden, I, dX_data, 0, 1)
-        else:
-            for part in prange(n_threads, num_threads=n_threads, schedule="static",
-                               chunksize=1):
-                b0 = part_start(B, part, n_threads)
-                b1 = part_start(B, part + 1, n_threads)
-                recurrence_backward(&W_hh[0, 0], W_hh_packed, &H[0, 0, 0], dA, &dh0[0, 0],
-                                    T, B, n_hidden, b0, b1, relu, truncate)
-            for part in prange(n_threads, num_threads=n_threads, schedule="static",
-                               chunksize=1):
-                j0 = part_start(n_hidden, part, n_threads)
-                j1 = part_start(n_hidden, part + 1, n_threads)
-                weight_gradients(&X[0, 0, 0], &h0[0, 0], &H[0, 0, 0], dA, T, B, I,
-                                 n_hidden, n_hidden, j0, j1, accumulate, &dW_xh[0, 0],
-                                 &dW_hh[0, 0], &db_h[0])
-                if want_dX:
-                    # rows of dX = dA @ W_xh
-                    backproject_rows(dA, &W_xh[0, 0], T * B, n_hidden, I, dX_data, part,
-                                     n_threads)
+        bptt_parallel(backward_part, &a, min(n_threads, a.B), n_threads)
+        bptt_parallel(gradient_part, &a, gradient_parts, n_threads)
+        add_gradient_parts(&dW_xh[0, 0], &dW_hh[0, 0], &db_h[0], a.n_hidden, a.n_input,
+                           a.n_hidden, <floating*>a.scratch,
+                           gradient_size(a.n_hidden, a.n_input, a.n_hidden), gradient_parts)
 
 
 # ---------------------------------------------------------------- streaming

@@ -13,12 +13,13 @@ weight gradients are GEMMs after the loop (the products with dA = [dGh_r |
 dGh_z | dA_n] split at row 2H). The whole time loop runs without the GIL and
 allocates nothing.
 
-Threads: with n_threads > 1 each thread takes a slice of the batch for the
-whole time loop (its rows of Gh too; the sequences are independent, so the
-steps need no synchronisation), and the large GEMMs split their rows (the
-input projection and dX the T*B rows, the weight gradients the 3H gate
-rows, db_hn going with the n rows); BLAS itself runs single-threaded
-meanwhile (bptt/_threads.py says why).
+Threads: with n_threads > 1 the work splits into parts on bptt's thread
+pool (threadpool.h): each part of the time loop is a slice of the batch for
+every timestep (its rows of Gh too; the sequences are independent, so the
+steps need no synchronisation); the input projection and dX split the T*B
+rows, the weight gradients the timesteps (as rowops.pxd's
+weight_gradients_part does). BLAS itself runs single-threaded meanwhile
+(bptt/_threads.py says why).
 
     A      = X @ W_xh.T                  one GEMM, A lives in G
     Gh     = H[t-1] @ W_hh.T             per step (H[-1] := h0)
@@ -32,19 +33,21 @@ meanwhile (bptt/_threads.py says why).
     db_h   = sum dA ; db_hn = sum dGh_n ; dX = dA @ W_xh
 """
 from cython cimport floating
-from cython.parallel cimport prange
 
 from _activations cimport sigmoid_, tanh_
 from _blas cimport gemm
 from _packed cimport pack_weights, recurrent_product
+from _parallel cimport bptt_parallel, import_threadpool
 from _stepping cimport (P_B_H, P_EXTRA, P_W_HH, P_W_HH_PACKED, P_W_XH,
                        P_W_XH_PACKED)
-from _rowops cimport column_sums, part_start, project_rows
+from _rowops cimport (add_gradient_parts, add_parts, column_sums, gradient_size,
+                     part_start, project_rows)
 
 cimport numpy as cnp
 import numpy as np
 
 cnp.import_array()  # pack_weights allocates through the NumPy C-API
+import_threadpool()
 
 
 cdef void gates_forward(floating* a, const floating* gh, const floating* b_h,
@@ -217,6 +220,120 @@ cdef void input_gradient(const floating* dGh, const floating* dAn, const floatin
          W_xh + <Py_ssize_t>n2 * I, I, 1, dX + <Py_ssize_t>r0 * I, I)
 
 
+cdef struct Args:
+    # one kernel call's arguments, for its parts on the thread pool; the
+    # pointers are float* or double* as is_double says
+    const void* X           # (T, B, I)
+    const void* W_xh        # (3H, I)
+    const void* W_hh        # (3H, H)
+    const void* W_hh_packed
+    const void* b_h         # (3H,)
+    const void* b_hn        # (H,)
+    const void* h0          # (B, H)
+    void* G                 # (T, B, 3H): gate outputs, then dGh
+    void* HN                # (T, B, H): W_hn h + b_hn, then dA_n
+    void* H                 # (T, B, H)
+    void* Gh                # (B, 3H)
+    void* dH                # (T, B, H)
+    void* dh0               # (B, H)
+    void* dW_xh
+    void* dW_hh
+    void* db_h
+    void* db_hn
+    void* dX                # (T, B, I) or NULL
+    void* scratch           # gradient parts' blocks [dW_xh | dW_hh | db_h | db_hn]
+    int T, B, n_input, n_hidden, truncate   # (no field "I": complex.h defines it)
+    bint accumulate, is_double
+
+
+cdef inline Py_ssize_t scratch_block(int n_input, int n_hidden) noexcept nogil:
+    """Elements of one gradient part's scratch block."""
+    return gradient_size(3 * n_hidden, n_input, n_hidden) + n_hidden
+
+
+cdef void project_part_of(Args* a, int part, int n_parts, floating tag) noexcept nogil:
+    # rows of A = X @ W_xh.T
+    project_rows(<const floating*>a.X, <const floating*>a.W_xh, a.T * a.B,
+                 3 * a.n_hidden, a.n_input, <floating*>a.G, part, n_parts)
+
+
+cdef void project_part(void* args, int part, int n_parts) noexcept nogil:
+    if (<Args*>args).is_double:
+        project_part_of(<Args*>args, part, n_parts, <double>0)
+    else:
+        project_part_of(<Args*>args, part, n_parts, <float>0)
+
+
+cdef void forward_part_of(Args* a, int part, int n_parts, floating tag) noexcept nogil:
+    # the sequences b0..b1-1, every timestep
+    recurrence_forward(<const floating*>a.h0, <const floating*>a.W_hh,
+                       <const floating*>a.W_hh_packed, <const floating*>a.b_h,
+                       <const floating*>a.b_hn, <floating*>a.G, <floating*>a.HN,
+                       <floating*>a.H, <floating*>a.Gh, a.T, a.B, a.n_hidden,
+                       part_start(a.B, part, n_parts), part_start(a.B, part + 1, n_parts))
+
+
+cdef void forward_part(void* args, int part, int n_parts) noexcept nogil:
+    if (<Args*>args).is_double:
+        forward_part_of(<Args*>args, part, n_parts, <double>0)
+    else:
+        forward_part_of(<Args*>args, part, n_parts, <float>0)
+
+
+cdef void backward_part_of(Args* a, int part, int n_parts, floating tag) noexcept nogil:
+    # the sequences b0..b1-1, every timestep
+    recurrence_backward(<const floating*>a.W_hh, <const floating*>a.W_hh_packed,
+                        <const floating*>a.h0, <const floating*>a.H, <floating*>a.G,
+                        <floating*>a.HN, <floating*>a.dH, <floating*>a.dh0, a.T, a.B,
+                        a.n_hidden, part_start(a.B, part, n_parts),
+                        part_start(a.B, part + 1, n_parts), a.truncate)
+
+
+cdef void backward_part(void* args, int part, int n_parts) noexcept nogil:
+    if (<Args*>args).is_double:
+        backward_part_of(<Args*>args, part, n_parts, <double>0)
+    else:
+        backward_part_of(<Args*>args, part, n_parts, <float>0)
+
+
+cdef void gradient_part_of(Args* a, int part, int n_parts, floating tag) noexcept nogil:
+    # timesteps t0..t1-1 of the weight gradients: part 0 into the outputs, the
+    # others into their scratch blocks; rows of dX
+    cdef int t0 = part_start(a.T, part, n_parts), t1 = part_start(a.T, part + 1, n_parts)
+    cdef int n_gates = 3 * a.n_hidden
+    cdef Py_ssize_t row = <Py_ssize_t>t0 * a.B
+    cdef floating* dW_xh = <floating*>a.dW_xh
+    cdef floating* dW_hh = <floating*>a.dW_hh
+    cdef floating* db_h = <floating*>a.db_h
+    cdef floating* db_hn = <floating*>a.db_hn
+    cdef bint accumulate = a.accumulate
+    if part > 0:
+        dW_xh = <floating*>a.scratch + (part - 1) * scratch_block(a.n_input, a.n_hidden)
+        dW_hh = dW_xh + <Py_ssize_t>n_gates * a.n_input
+        db_h = dW_hh + <Py_ssize_t>n_gates * a.n_hidden
+        db_hn = db_h + n_gates
+        accumulate = False
+    weight_gradients(<const floating*>a.X + row * a.n_input,
+                     <const floating*>a.h0 if t0 == 0 else
+                     <const floating*>a.H + (row - a.B) * a.n_hidden,
+                     <const floating*>a.H + row * a.n_hidden,
+                     <const floating*>a.G + row * n_gates,
+                     <const floating*>a.HN + row * a.n_hidden, t1 - t0, a.B, a.n_input,
+                     a.n_hidden, 0, n_gates, accumulate, dW_xh, dW_hh, db_h, db_hn)
+    if a.dX != NULL:
+        input_gradient(<const floating*>a.G, <const floating*>a.HN,
+                       <const floating*>a.W_xh, a.n_input, a.n_hidden,
+                       part_start(a.T * a.B, part, n_parts),
+                       part_start(a.T * a.B, part + 1, n_parts), <floating*>a.dX)
+
+
+cdef void gradient_part(void* args, int part, int n_parts) noexcept nogil:
+    if (<Args*>args).is_double:
+        gradient_part_of(<Args*>args, part, n_parts, <double>0)
+    else:
+        gradient_part_of(<Args*>args, part, n_parts, <float>0)
+
+
 def gru_forward(const floating[:, :, ::1] X,       # IN  (T, B, I)
                 const floating[:, ::1] W_xh,       # IN  (3H, I)
                 const floating[:, ::1] W_hh,       # IN  (3H, H)
@@ -229,41 +346,21 @@ def gru_forward(const floating[:, :, ::1] X,       # IN  (T, B, I)
                 floating[:, ::1] Gh,               # WORK (B, 3H)
                 int n_threads=1):                  # threads splitting the batch
     """Run the recurrence over all timesteps and keep what backward needs."""
-    cdef int T = X.shape[0], B = X.shape[1], I = X.shape[2], n_hidden = W_hh.shape[1]
-    cdef int n_gates = 3 * n_hidden
-    cdef int part, b0, b1
+    cdef Args a
     cdef const floating* W_hh_packed
-    cdef const floating* X_data
-    cdef const floating* W_xh_data
-    cdef floating* G_data
-    if T == 0 or B == 0 or n_hidden == 0:
+    if X.shape[0] == 0 or X.shape[1] == 0 or W_hh.shape[1] == 0:
         return
-    X_data = &X[0, 0, 0]
-    W_xh_data = &W_xh[0, 0]
-    G_data = &G[0, 0, 0]
     packed = pack_weights(W_hh, True, &W_hh_packed)
-    n_threads = max(1, min(n_threads, B))
+    a.X, a.W_xh, a.W_hh, a.W_hh_packed = &X[0, 0, 0], &W_xh[0, 0], &W_hh[0, 0], W_hh_packed
+    a.b_h, a.b_hn, a.h0 = &b_h[0], &b_hn[0], &h0[0, 0]
+    a.G, a.HN, a.H, a.Gh = &G[0, 0, 0], &HN[0, 0, 0], &H[0, 0, 0], &Gh[0, 0]
+    a.T, a.B, a.n_input, a.n_hidden = X.shape[0], X.shape[1], X.shape[2], W_hh.shape[1]
+    a.is_double = floating is double
+    n_threads = max(1, min(n_threads, a.B))
     with nogil:
-        if n_threads == 1:
-            # A = X @ W_xh.T, all timesteps in one GEMM
-            project_rows(X_data, W_xh_data, T * B, n_gates, I, G_data, 0, 1)
-            recurrence_forward(&h0[0, 0], &W_hh[0, 0], W_hh_packed,
-                               &b_h[0], &b_hn[0], G_data,
-                               &HN[0, 0, 0], &H[0, 0, 0], &Gh[0, 0], T, B, n_hidden, 0, B)
-        else:
-            for part in prange(n_threads, num_threads=n_threads, schedule="static",
-                               chunksize=1):
-                # rows of A = X @ W_xh.T
-                project_rows(X_data, W_xh_data, T * B, n_gates, I, G_data, part, n_threads)
-            for part in prange(n_threads, num_threads=n_threads, schedule="static",
-                               chunksize=1):
-                # the sequences b0..b1-1, every timestep
-                b0 = part_start(B, part, n_threads)
-                b1 = part_start(B, part + 1, n_threads)
-                recurrence_forward(&h0[0, 0], &W_hh[0, 0], W_hh_packed,
-                                   &b_h[0], &b_hn[0], G_data,
-                                   &HN[0, 0, 0], &H[0, 0, 0], &Gh[0, 0], T, B, n_hidden,
-                                   b0, b1)
+        # A = X @ W_xh.T, one GEMM (split by rows); then the time loop
+        bptt_parallel(project_part, &a, n_threads, n_threads)
+        bptt_parallel(forward_part, &a, n_threads, n_threads)
 
 
 def gru_backward(const floating[:, :, ::1] X,      # IN  (T, B, I)
@@ -288,59 +385,36 @@ def gru_backward(const floating[:, :, ::1] X,      # IN  (T, B, I)
     With ``accumulate`` the weight gradients are added to what the outputs
     hold, so a long sequence can be processed in chunks from the end (the
     later chunk's dh0 added into dH[-1]). The time loop splits the batch
-    over ``n_threads``; the weight gradients split their gate rows, dX its
+    over ``n_threads``; the weight gradients split the timesteps, dX its
     rows.
     """
-    cdef int T = X.shape[0], B = X.shape[1], I = X.shape[2], n_hidden = W_hh.shape[1]
-    cdef int n_gates = 3 * n_hidden
-    cdef int part, b0, b1, j0, j1, r0, r1
-    cdef floating* dGh
-    cdef floating* dAn
+    cdef Args a
     cdef const floating* W_hh_packed
-    cdef const floating* W_xh_data
-    cdef floating* dX_data = NULL
-    cdef bint want_dX = dX is not None
-    if T == 0 or B == 0 or n_hidden == 0:
+    cdef int gradient_parts = max(1, min(n_threads, X.shape[0]))
+    cdef Py_ssize_t block
+    if X.shape[0] == 0 or X.shape[1] == 0 or W_hh.shape[1] == 0:
         return
-    dGh = &G[0, 0, 0]
-    dAn = &HN[0, 0, 0]
-    W_xh_data = &W_xh[0, 0]
-    if want_dX:
-        dX_data = &dX[0, 0, 0]
     packed = pack_weights(W_hh, False, &W_hh_packed)
+    block = scratch_block(X.shape[2], W_hh.shape[1])
+    scratch = np.empty((gradient_parts - 1) * block,
+                       dtype=np.float64 if floating is double else np.float32)
+    a.X, a.W_xh, a.W_hh, a.W_hh_packed = &X[0, 0, 0], &W_xh[0, 0], &W_hh[0, 0], W_hh_packed
+    a.h0, a.G, a.HN, a.H = &h0[0, 0], &G[0, 0, 0], &HN[0, 0, 0], &H[0, 0, 0]
+    a.dH, a.dh0 = &dH[0, 0, 0], &dh0[0, 0]
+    a.dW_xh, a.dW_hh, a.db_h, a.db_hn = &dW_xh[0, 0], &dW_hh[0, 0], &db_h[0], &db_hn[0]
+    a.dX = &dX[0, 0, 0] if dX is not None else NULL
+    a.scratch = cnp.PyArray_DATA(scratch)
+    a.T, a.B, a.n_input, a.n_hidden = X.shape[0], X.shape[1], X.shape[2], W_hh.shape[1]
+    a.truncate, a.accumulate, a.is_double = truncate, accumulate, floating is double
     n_threads = max(1, n_threads)
     with nogil:
-        if n_threads == 1:
-            recurrence_backward(&W_hh[0, 0], W_hh_packed, &h0[0, 0], &H[0, 0, 0], dGh, dAn,
-                                &dH[0, 0, 0], &dh0[0, 0], T, B, n_hidden, 0, B, truncate)
-            weight_gradients(&X[0, 0, 0], &h0[0, 0], &H[0, 0, 0], dGh, dAn, T, B, I,
-                             n_hidden, 0, n_gates, accumulate, &dW_xh[0, 0],
-                             &dW_hh[0, 0], &db_h[0], &db_hn[0])
-            if want_dX:
-                input_gradient(dGh, dAn, W_xh_data, I, n_hidden, 0, T * B, dX_data)
-        else:
-            for part in prange(n_threads, num_threads=n_threads, schedule="static",
-                               chunksize=1):
-                # the sequences b0..b1-1, every timestep
-                b0 = part_start(B, part, n_threads)
-                b1 = part_start(B, part + 1, n_threads)
-                recurrence_backward(&W_hh[0, 0], W_hh_packed,
-                                    &h0[0, 0], &H[0, 0, 0], dGh, dAn,
-                                    &dH[0, 0, 0], &dh0[0, 0], T, B, n_hidden, b0, b1,
-                                    truncate)
-            for part in prange(n_threads, num_threads=n_threads, schedule="static",
-                               chunksize=1):
-                # gate rows j0..j1-1 of dW_xh, dW_hh, db_h (and db_hn)
-                j0 = part_start(n_gates, part, n_threads)
-                j1 = part_start(n_gates, part + 1, n_threads)
-                weight_gradients(&X[0, 0, 0], &h0[0, 0], &H[0, 0, 0], dGh, dAn, T, B, I,
-                                 n_hidden, j0, j1, accumulate, &dW_xh[0, 0],
-                                 &dW_hh[0, 0], &db_h[0], &db_hn[0])
-                if want_dX:
-                    # rows r0..r1-1 of dX
-                    r0 = part_start(T * B, part, n_threads)
-                    r1 = part_start(T * B, part + 1, n_threads)
-                    input_gradient(dGh, dAn, W_xh_data, I, n_hidden, r0, r1, dX_data)
+        bptt_parallel(backward_part, &a, min(n_threads, a.B), n_threads)
+        bptt_parallel(gradient_part, &a, gradient_parts, n_threads)
+        add_gradient_parts(&dW_xh[0, 0], &dW_hh[0, 0], &db_h[0], 3 * a.n_hidden,
+                           a.n_input, a.n_hidden, <floating*>a.scratch, block,
+                           gradient_parts)
+        add_parts(&db_hn[0], <floating*>a.scratch + block - a.n_hidden, a.n_hidden,
+                  block, gradient_parts - 1)
 
 
 # ---------------------------------------------------------------- streaming

@@ -11,11 +11,12 @@ dG[t] @ W_hh straight into dH[t-1] (beta = 1); the cell-state carry dc lives
 in dc0. The weight gradients are single GEMMs after the loop. The whole time
 loop runs without the GIL and allocates nothing.
 
-Threads: with n_threads > 1 each thread takes a slice of the batch for the
-whole time loop (the sequences are independent, so the steps need no
-synchronisation), and the large GEMMs split their rows (the input
-projection and dX the T*B rows, the weight gradients the 4H gate rows);
-BLAS itself runs single-threaded meanwhile (bptt/_threads.py says why).
+Threads: with n_threads > 1 the work splits into parts on bptt's thread
+pool (threadpool.h): each part of the time loop is a slice of the batch for
+every timestep (the sequences are independent, so the steps need no
+synchronisation); the input projection and dX split the T*B rows, the
+weight gradients the timesteps (rowops.pxd, weight_gradients_part). BLAS
+itself runs single-threaded meanwhile (bptt/_threads.py says why).
 
     A      = X @ W_xh.T                  one GEMM, A lives in G
     A[t]  += H[t-1] @ W_hh.T             per step (H[-1] := h0, C[-1] := c0)
@@ -28,18 +29,20 @@ BLAS itself runs single-threaded meanwhile (bptt/_threads.py says why).
     db_h   = sum dG ; dh0 = dG[0] @ W_hh ; dc0 = dc ; dX = dG @ W_xh
 """
 from cython cimport floating
-from cython.parallel cimport prange
 
 from _activations cimport sigmoid_, tanh_
 from _packed cimport pack_weights, recurrent_product
+from _parallel cimport bptt_parallel, import_threadpool
 from _stepping cimport (P_B_H, P_W_HH, P_W_HH_PACKED, P_W_XH,
                        P_W_XH_PACKED)
-from _rowops cimport backproject_rows, part_start, project_rows, weight_gradients
+from _rowops cimport (add_gradient_parts, backproject_rows, gradient_size, part_start,
+                     project_rows, weight_gradients_part)
 
 cimport numpy as cnp
 import numpy as np
 
 cnp.import_array()  # pack_weights allocates through the NumPy C-API
+import_threadpool()
 
 
 cdef void gates_forward(floating* a, const floating* b_h, const floating* c_prev,
@@ -163,6 +166,95 @@ cdef void recurrence_backward(const floating* W_hh, const floating* W_hh_packed,
                       W_hh_packed, 0, dh0 + offset, n_hidden)
 
 
+cdef struct Args:
+    # one kernel call's arguments, for its parts on the thread pool; the
+    # pointers are float* or double* as is_double says
+    const void* X           # (T, B, I)
+    const void* W_xh        # (4H, I)
+    const void* W_hh        # (4H, H)
+    const void* W_hh_packed
+    const void* b_h         # (4H,)
+    const void* h0          # (B, H)
+    const void* c0          # (B, H)
+    void* G                 # (T, B, 4H): gate outputs, then dG
+    void* C                 # (T, B, H)
+    void* H                 # (T, B, H)
+    void* dH                # (T, B, H)
+    void* dh0               # (B, H)
+    void* dc0               # (B, H)
+    void* dW_xh
+    void* dW_hh
+    void* db_h
+    void* dX                # (T, B, I) or NULL
+    void* scratch           # weight_gradients_part's blocks
+    int T, B, n_input, n_hidden, truncate   # (no field "I": complex.h defines it)
+    bint accumulate, is_double
+
+
+cdef void project_part_of(Args* a, int part, int n_parts, floating tag) noexcept nogil:
+    # rows of A = X @ W_xh.T
+    project_rows(<const floating*>a.X, <const floating*>a.W_xh, a.T * a.B,
+                 4 * a.n_hidden, a.n_input, <floating*>a.G, part, n_parts)
+
+
+cdef void project_part(void* args, int part, int n_parts) noexcept nogil:
+    if (<Args*>args).is_double:
+        project_part_of(<Args*>args, part, n_parts, <double>0)
+    else:
+        project_part_of(<Args*>args, part, n_parts, <float>0)
+
+
+cdef void forward_part_of(Args* a, int part, int n_parts, floating tag) noexcept nogil:
+    # the sequences b0..b1-1, every timestep
+    recurrence_forward(<const floating*>a.h0, <const floating*>a.c0,
+                       <const floating*>a.W_hh, <const floating*>a.W_hh_packed,
+                       <const floating*>a.b_h, <floating*>a.G, <floating*>a.C,
+                       <floating*>a.H, a.T, a.B, a.n_hidden, part_start(a.B, part, n_parts),
+                       part_start(a.B, part + 1, n_parts))
+
+
+cdef void forward_part(void* args, int part, int n_parts) noexcept nogil:
+    if (<Args*>args).is_double:
+        forward_part_of(<Args*>args, part, n_parts, <double>0)
+    else:
+        forward_part_of(<Args*>args, part, n_parts, <float>0)
+
+
+cdef void backward_part_of(Args* a, int part, int n_parts, floating tag) noexcept nogil:
+    # the sequences b0..b1-1, every timestep
+    recurrence_backward(<const floating*>a.W_hh, <const floating*>a.W_hh_packed,
+                        <const floating*>a.c0, <floating*>a.G, <const floating*>a.C,
+                        <floating*>a.dH, <floating*>a.dh0, <floating*>a.dc0, a.T, a.B,
+                        a.n_hidden, part_start(a.B, part, n_parts),
+                        part_start(a.B, part + 1, n_parts), a.truncate)
+
+
+cdef void backward_part(void* args, int part, int n_parts) noexcept nogil:
+    if (<Args*>args).is_double:
+        backward_part_of(<Args*>args, part, n_parts, <double>0)
+    else:
+        backward_part_of(<Args*>args, part, n_parts, <float>0)
+
+
+cdef void gradient_part_of(Args* a, int part, int n_parts, floating tag) noexcept nogil:
+    # timesteps of dW_xh, dW_hh, db_h; rows of dX = dG @ W_xh
+    weight_gradients_part(<const floating*>a.X, <const floating*>a.h0,
+                          <const floating*>a.H, <const floating*>a.G, a.T, a.B, a.n_input,
+                          a.n_hidden, 4 * a.n_hidden, part, n_parts, a.accumulate,
+                          <floating*>a.dW_xh, <floating*>a.dW_hh, <floating*>a.db_h,
+                          <floating*>a.scratch)
+    if a.dX != NULL:
+        backproject_rows(<const floating*>a.G, <const floating*>a.W_xh, a.T * a.B,
+                         4 * a.n_hidden, a.n_input, <floating*>a.dX, part, n_parts)
+
+
+cdef void gradient_part(void* args, int part, int n_parts) noexcept nogil:
+    if (<Args*>args).is_double:
+        gradient_part_of(<Args*>args, part, n_parts, <double>0)
+    else:
+        gradient_part_of(<Args*>args, part, n_parts, <float>0)
+
+
 def lstm_forward(const floating[:, :, ::1] X,      # IN  (T, B, I)
                  const floating[:, ::1] W_xh,      # IN  (4H, I)
                  const floating[:, ::1] W_hh,      # IN  (4H, H)
@@ -174,40 +266,21 @@ def lstm_forward(const floating[:, :, ::1] X,      # IN  (T, B, I)
                  floating[:, :, ::1] H,            # OUT (T, B, H) hidden states
                  int n_threads=1):                 # threads splitting the batch
     """Run the recurrence over all timesteps and keep what backward needs."""
-    cdef int T = X.shape[0], B = X.shape[1], I = X.shape[2], n_hidden = W_hh.shape[1]
-    cdef int n_gates = 4 * n_hidden
-    cdef int part, b0, b1
+    cdef Args a
     cdef const floating* W_hh_packed
-    cdef const floating* X_data
-    cdef const floating* W_xh_data
-    cdef floating* G_data
-    if T == 0 or B == 0 or n_hidden == 0:
+    if X.shape[0] == 0 or X.shape[1] == 0 or W_hh.shape[1] == 0:
         return
-    X_data = &X[0, 0, 0]
-    W_xh_data = &W_xh[0, 0]
-    G_data = &G[0, 0, 0]
     packed = pack_weights(W_hh, True, &W_hh_packed)
-    n_threads = max(1, min(n_threads, B))
+    a.X, a.W_xh, a.W_hh, a.W_hh_packed = &X[0, 0, 0], &W_xh[0, 0], &W_hh[0, 0], W_hh_packed
+    a.b_h, a.h0, a.c0 = &b_h[0], &h0[0, 0], &c0[0, 0]
+    a.G, a.C, a.H = &G[0, 0, 0], &C[0, 0, 0], &H[0, 0, 0]
+    a.T, a.B, a.n_input, a.n_hidden = X.shape[0], X.shape[1], X.shape[2], W_hh.shape[1]
+    a.is_double = floating is double
+    n_threads = max(1, min(n_threads, a.B))
     with nogil:
-        if n_threads == 1:
-            # A = X @ W_xh.T, all timesteps in one GEMM
-            project_rows(X_data, W_xh_data, T * B, n_gates, I, G_data, 0, 1)
-            recurrence_forward(&h0[0, 0], &c0[0, 0], &W_hh[0, 0], W_hh_packed,
-                               &b_h[0], G_data,
-                               &C[0, 0, 0], &H[0, 0, 0], T, B, n_hidden, 0, B)
-        else:
-            for part in prange(n_threads, num_threads=n_threads, schedule="static",
-                               chunksize=1):
-                # rows of A = X @ W_xh.T
-                project_rows(X_data, W_xh_data, T * B, n_gates, I, G_data, part, n_threads)
-            for part in prange(n_threads, num_threads=n_threads, schedule="static",
-                               chunksize=1):
-                # the sequences b0..b1-1, every timestep
-                b0 = part_start(B, part, n_threads)
-                b1 = part_start(B, part + 1, n_threads)
-                recurrence_forward(&h0[0, 0], &c0[0, 0], &W_hh[0, 0], W_hh_packed,
-                                   &b_h[0], G_data,
-                                   &C[0, 0, 0], &H[0, 0, 0], T, B, n_hidden, b0, b1)
+        # A = X @ W_xh.T, one GEMM (split by rows); then the time loop
+        bptt_parallel(project_part, &a, n_threads, n_threads)
+        bptt_parallel(forward_part, &a, n_threads, n_threads)
 
 
 def lstm_backward(const floating[:, :, ::1] X,     # IN  (T, B, I)
@@ -235,56 +308,33 @@ def lstm_backward(const floating[:, :, ::1] X,     # IN  (T, B, I)
     ``accumulate`` the weight gradients are added to what the outputs hold,
     so a long sequence can be processed in chunks from the end. The time
     loop splits the batch over ``n_threads``; the weight gradients split
-    their gate rows, dX its rows.
+    the timesteps, dX its rows.
     """
-    cdef int T = X.shape[0], B = X.shape[1], I = X.shape[2], n_hidden = W_hh.shape[1]
-    cdef int n_gates = 4 * n_hidden
-    cdef int part, b0, b1, j0, j1
-    cdef floating* dG
+    cdef Args a
     cdef const floating* W_hh_packed
-    cdef const floating* W_xh_data
-    cdef floating* dX_data = NULL
-    cdef bint want_dX = dX is not None
-    if T == 0 or B == 0 or n_hidden == 0:
+    cdef int gradient_parts = max(1, min(n_threads, X.shape[0]))
+    if X.shape[0] == 0 or X.shape[1] == 0 or W_hh.shape[1] == 0:
         return
-    dG = &G[0, 0, 0]
-    W_xh_data = &W_xh[0, 0]
-    if want_dX:
-        dX_data = &dX[0, 0, 0]
     packed = pack_weights(W_hh, False, &W_hh_packed)
+    scratch = np.empty((gradient_parts - 1) * gradient_size(W_hh.shape[0], X.shape[2],
+                                                            W_hh.shape[1]),
+                       dtype=np.float64 if floating is double else np.float32)
+    a.X, a.W_xh, a.W_hh, a.W_hh_packed = &X[0, 0, 0], &W_xh[0, 0], &W_hh[0, 0], W_hh_packed
+    a.h0, a.c0, a.G, a.C, a.H = &h0[0, 0], &c0[0, 0], &G[0, 0, 0], &C[0, 0, 0], &H[0, 0, 0]
+    a.dH, a.dh0, a.dc0 = &dH[0, 0, 0], &dh0[0, 0], &dc0[0, 0]
+    a.dW_xh, a.dW_hh, a.db_h = &dW_xh[0, 0], &dW_hh[0, 0], &db_h[0]
+    a.dX = &dX[0, 0, 0] if dX is not None else NULL
+    a.scratch = cnp.PyArray_DATA(scratch)
+    a.T, a.B, a.n_input, a.n_hidden = X.shape[0], X.shape[1], X.shape[2], W_hh.shape[1]
+    a.truncate, a.accumulate, a.is_double = truncate, accumulate, floating is double
     n_threads = max(1, n_threads)
     with nogil:
-        if n_threads == 1:
-            recurrence_backward(&W_hh[0, 0], W_hh_packed,
-                                &c0[0, 0], dG, &C[0, 0, 0], &dH[0, 0, 0],
-                                &dh0[0, 0], &dc0[0, 0], T, B, n_hidden, 0, B, truncate)
-            weight_gradients(&X[0, 0, 0], &h0[0, 0], &H[0, 0, 0], dG, T, B, I, n_hidden,
-                             n_gates, 0, n_gates, accumulate, &dW_xh[0, 0], &dW_hh[0, 0], &db_h[0])
-            if want_dX:
-                # dX = dG @ W_xh
-                backproject_rows(dG, W_xh_data, T * B, n_gates, I, dX_data, 0, 1)
-        else:
-            for part in prange(n_threads, num_threads=n_threads, schedule="static",
-                               chunksize=1):
-                # the sequences b0..b1-1, every timestep
-                b0 = part_start(B, part, n_threads)
-                b1 = part_start(B, part + 1, n_threads)
-                recurrence_backward(&W_hh[0, 0], W_hh_packed,
-                                    &c0[0, 0], dG, &C[0, 0, 0], &dH[0, 0, 0],
-                                    &dh0[0, 0], &dc0[0, 0], T, B, n_hidden, b0, b1,
-                                    truncate)
-            for part in prange(n_threads, num_threads=n_threads, schedule="static",
-                               chunksize=1):
-                # gate rows j0..j1-1 of dW_xh, dW_hh, db_h
-                j0 = part_start(n_gates, part, n_threads)
-                j1 = part_start(n_gates, part + 1, n_threads)
-                weight_gradients(&X[0, 0, 0], &h0[0, 0], &H[0, 0, 0], dG, T, B, I,
-                                 n_hidden, n_gates, j0, j1, accumulate, &dW_xh[0, 0],
-                                 &dW_hh[0, 0], &db_h[0])
-                if want_dX:
-                    # rows of dX = dG @ W_xh
-                    backproject_rows(dG, W_xh_data, T * B, n_gates, I, dX_data, part,
-                                     n_threads)
+        bptt_parallel(backward_part, &a, min(n_threads, a.B), n_threads)
+        bptt_parallel(gradient_part, &a, gradient_parts, n_threads)
+        add_gradient_parts(&dW_xh[0, 0], &dW_hh[0, 0], &db_h[0], 4 * a.n_hidden,
+                           a.n_input, a.n_hidden, <floating*>a.scratch,
+                           gradient_size(4 * a.n_hidden, a.n_input, a.n_hidden),
+                           gradient_parts)
 
 
 # ---------------------------------------------------------------- streaming

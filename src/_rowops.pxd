@@ -21,6 +21,17 @@ cdef inline int part_start(int total, int part, int parts) noexcept nogil:
     return <int>((<long long>total * part) // parts)
 
 
+cdef inline void add_parts(floating* out, const floating* parts, Py_ssize_t size,
+                           Py_ssize_t stride, int n_parts) noexcept nogil:
+    """out[i] += sum_p parts[p * stride + i] for p < n_parts: the partial weight
+    gradients of a kernel's later timestep ranges, into the first's."""
+    cdef Py_ssize_t i
+    cdef int p
+    for p in range(n_parts):
+        for i in range(size):
+            out[i] += parts[p * stride + i]
+
+
 cdef inline void weight_gradients(const floating* X, const floating* h0, const floating* H,
                                   const floating* dA, int T, int B, int I, int n_hidden,
                                   int n_gates, int j0, int j1, bint accumulate,
@@ -44,6 +55,51 @@ cdef inline void weight_gradients(const floating* X, const floating* h0, const f
          n_gates, H, n_hidden, 1, dW_hh + <Py_ssize_t>j0 * n_hidden, n_hidden)
     # db_h (+)= sum_{t, b} dA
     column_sums(dA + j0, <Py_ssize_t>T * B, rows, n_gates, accumulate, db_h + j0)
+
+
+cdef inline void weight_gradients_part(const floating* X, const floating* h0,
+                                       const floating* H, const floating* dA, int T, int B,
+                                       int I, int n_hidden, int n_gates, int part,
+                                       int n_parts, bint accumulate, floating* dW_xh,
+                                       floating* dW_hh, floating* db_h,
+                                       floating* scratch) noexcept nogil:
+    """Part ``part`` of ``n_parts`` of weight_gradients, split by timesteps.
+
+    Each part packs only its own rows of X and H, which row splits would
+    all pack again. Part 0 writes (or adds, with accumulate) into dW_xh,
+    dW_hh, db_h; part p > 0 writes its sums to scratch block p - 1, laid
+    out [dW_xh | dW_hh | db_h] (gradient_size elements), for
+    add_gradient_parts.
+    """
+    cdef int t0 = part_start(T, part, n_parts), t1 = part_start(T, part + 1, n_parts)
+    cdef Py_ssize_t row = <Py_ssize_t>t0 * B
+    cdef Py_ssize_t size_xh = <Py_ssize_t>n_gates * I
+    if part > 0:
+        dW_xh = scratch + (part - 1) * gradient_size(n_gates, I, n_hidden)
+        dW_hh = dW_xh + size_xh
+        db_h = dW_hh + <Py_ssize_t>n_gates * n_hidden
+        accumulate = False
+    weight_gradients(X + row * I, h0 if t0 == 0 else H + (row - B) * n_hidden,
+                     H + row * n_hidden, dA + row * n_gates, t1 - t0, B, I, n_hidden,
+                     n_gates, 0, n_gates, accumulate, dW_xh, dW_hh, db_h)
+
+
+cdef inline Py_ssize_t gradient_size(int n_gates, int I, int n_hidden) noexcept nogil:
+    """Elements of one scratch block of weight_gradients_part."""
+    return <Py_ssize_t>n_gates * (I + n_hidden + 1)
+
+
+cdef inline void add_gradient_parts(floating* dW_xh, floating* dW_hh, floating* db_h,
+                                    int n_gates, int I, int n_hidden,
+                                    const floating* scratch, Py_ssize_t size,
+                                    int n_parts) noexcept nogil:
+    """Add the scratch blocks (``size`` elements apart, each starting
+    [dW_xh | dW_hh | db_h]) of a split's parts 1..n_parts-1."""
+    cdef Py_ssize_t size_xh = <Py_ssize_t>n_gates * I
+    cdef Py_ssize_t size_hh = <Py_ssize_t>n_gates * n_hidden
+    add_parts(dW_xh, scratch, size_xh, size, n_parts - 1)
+    add_parts(dW_hh, scratch + size_xh, size_hh, size, n_parts - 1)
+    add_parts(db_h, scratch + size_xh + size_hh, n_gates, size, n_parts - 1)
 
 
 cdef inline void project_rows(const floating* X, const floating* W, int rows, int n_out,

@@ -1,0 +1,96 @@
+"""bptt's thread pool (threadpool.h): the one pool every kernel module shares.
+
+The kernel modules reach it through a capsule (threadpool_api.h); the Python
+functions here serve tests and benchmarks.
+"""
+from cpython.pycapsule cimport PyCapsule_New
+from libc.stdint cimport uint64_t
+
+import numpy as np
+
+cdef extern from "threadpool.h" nogil:
+    ctypedef void (*bptt_part_fn)(void* args, int part, int n_parts) noexcept nogil
+    ctypedef struct bptt_threadpool_api:
+        void (*run_parts)(bptt_part_fn fn, void* args, int n_parts, int n_threads) noexcept nogil
+    const char* BPTT_THREADPOOL_CAPSULE
+    int bptt_pool_init()
+    void bptt_run_parts(bptt_part_fn fn, void* args, int n_parts, int n_threads)
+    long bptt_pool_spin_ns()
+    void bptt_pool_set_spin_ns(long ns)
+    int bptt_pool_workers()
+    uint64_t bptt_pool_worker_parts()
+
+cdef bptt_threadpool_api _api
+_api.run_parts = bptt_run_parts
+if bptt_pool_init() != 0:
+    raise OSError("bptt._threadpool: pthread_atfork failed")
+_C_API = PyCapsule_New(<void*>&_api, BPTT_THREADPOOL_CAPSULE, NULL)
+
+
+def workers():
+    """Worker threads started so far (they start on first use)."""
+    return bptt_pool_workers()
+
+
+def worker_parts():
+    """Parts run by worker threads (not the caller) since the process started."""
+    return bptt_pool_worker_parts()
+
+
+def spin_us():
+    """How long an idle worker spins for the next task before it sleeps, in µs."""
+    return bptt_pool_spin_ns() / 1000.0
+
+
+def set_spin_us(double us):
+    """Set spin_us (0: workers sleep as soon as they are idle); for benchmarks."""
+    if not us >= 0:
+        raise ValueError(f"us must be >= 0; got {us!r}")
+    bptt_pool_set_spin_ns(<long>(us * 1000))
+
+
+cdef extern from "<pthread.h>" nogil:
+    ctypedef unsigned long pthread_t
+    pthread_t pthread_self()
+
+
+cdef struct RecordArgs:
+    long* owner
+    long* calls
+    int spin
+
+
+cdef void record_part(void* args, int part, int n_parts) noexcept nogil:
+    cdef RecordArgs* a = <RecordArgs*>args
+    cdef volatile long sink = 0
+    cdef int i
+    for i in range(a.spin):
+        sink += i
+    a.owner[part] = <long>pthread_self()
+    a.calls[part] += 1
+
+
+def caller_id():
+    """The calling thread's pthread id, to compare with run_record's owners."""
+    return <long>pthread_self()
+
+
+def run_record(int n_parts, int n_threads, int spin=0):
+    """Run a part function that records which stack ran each part, for tests.
+
+    Returns (calls, owner): how often each part ran, and the pthread id of
+    the thread that ran it.
+    """
+    if n_parts < 1:
+        raise ValueError(f"n_parts must be >= 1; got {n_parts}")
+    owner = np.zeros(n_parts, dtype=np.int64)
+    calls = np.zeros(n_parts, dtype=np.int64)
+    cdef long[::1] owner_view = owner
+    cdef long[::1] calls_view = calls
+    cdef RecordArgs args
+    args.owner = &owner_view[0]
+    args.calls = &calls_view[0]
+    args.spin = spin
+    with nogil:
+        bptt_run_parts(record_part, &args, n_parts, n_threads)
+    return calls, owner
