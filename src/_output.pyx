@@ -1,9 +1,12 @@
 """Output layer and losses (twin of bptt/reference/output.py).
 
 Design: rows are timesteps x samples flattened (N = T * B, or B for a loss
-at the last step). The projections are single GEMMs over all rows; the
-activation and the loss gradient are one elementwise pass each. Losses are
-accumulated in double whatever the dtype.
+at the last step). Training calls output_layer once per chunk of rows:
+forward, loss and backward, split into row parts on bptt's thread pool
+(threadpool.h). Within a part the projections are GEMMs over its rows and
+the activation and the loss gradient one elementwise pass each; dW_oh and
+db_o are summed per part and added up after. Losses are accumulated in
+double whatever the dtype.
 
     Z = Hs @ W_oh.T + b_o ; Y = phi(Z)     phi: 0 identity, 1 sigmoid, 2 softmax
     mse:   L = mean((Y - y)^2),                dY = 2 (Y - y) / (N O), chained through phi
@@ -18,8 +21,20 @@ from libc.stdint cimport int64_t
 from _activations cimport exp_
 from _blas cimport gemm
 from _outlayer cimport IDENTITY, SIGMOID, SOFTMAX, output_rows
+from _parallel cimport bptt_parallel, import_threadpool
+from _rowops cimport column_sums, part_start
 
+cimport numpy as cnp
 import numpy as np
+
+cnp.import_array()
+import_threadpool()
+
+# output_layer's loss codes: positions in bptt.rnn.LOSSES
+cdef enum:
+    MSE = 0
+    CROSS_ENTROPY = 1
+    BINARY_CROSS_ENTROPY = 2
 
 
 def output_forward(const floating[:, ::1] Hs,    # IN  (N, H)
@@ -37,127 +52,190 @@ def output_forward(const floating[:, ::1] Hs,    # IN  (N, H)
                     &Z[0, 0], &Y[0, 0])
 
 
-def mse_grad(const floating[:, ::1] Y,        # IN  (N, O)
-             const floating[:, ::1] target,   # IN  (N, O)
-             int activation,
-             floating[:, ::1] dZ,             # OUT (N, O)
-             double denominator):             # elements the mean runs over
-    """Squared error summed over these rows / denominator; writes dL/dZ through phi."""
-    cdef Py_ssize_t N = Y.shape[0], O = Y.shape[1], size = N * O, r, j
+cdef double mse_rows(const floating* y, const floating* t, int activation, floating* dz,
+                     Py_ssize_t N, Py_ssize_t O, floating scale) noexcept nogil:
+    """Sum of (Y - y)^2 over N rows; dz = dL/dZ with dY = scale (Y - y)."""
+    cdef Py_ssize_t size = N * O, r, j
     cdef double total = 0, diff
-    cdef floating scale = 2.0 / denominator
     cdef floating dot
-    cdef const floating* y = &Y[0, 0]
-    cdef const floating* t = &target[0, 0]
-    cdef floating* dz = &dZ[0, 0]
-    with nogil:
+    for r in range(size):
+        diff = y[r] - t[r]
+        total += diff * diff
+        # dY = 2 (Y - y) / (N O)
+        dz[r] = scale * (y[r] - t[r])
+    if activation == SIGMOID:
+        # sigmoid' = Y (1 - Y)
         for r in range(size):
-            diff = y[r] - t[r]
-            total += diff * diff
-            # dY = 2 (Y - y) / (N O)
-            dz[r] = scale * (y[r] - t[r])
-        if activation == SIGMOID:
-            # sigmoid' = Y (1 - Y)
-            for r in range(size):
-                dz[r] = dz[r] * y[r] * (1 - y[r])
-        elif activation == SOFTMAX:
-            # dZ = Y * (dY - sum(dY * Y)) per row
-            for r in range(N):
-                dot = 0
-                for j in range(O):
-                    dot = dot + dz[r * O + j] * y[r * O + j]
-                for j in range(O):
-                    dz[r * O + j] = y[r * O + j] * (dz[r * O + j] - dot)
-    return total / denominator
+            dz[r] = dz[r] * y[r] * (1 - y[r])
+    elif activation == SOFTMAX:
+        # dZ = Y * (dY - sum(dY * Y)) per row
+        for r in range(N):
+            dot = 0
+            for j in range(O):
+                dot = dot + dz[r * O + j] * y[r * O + j]
+            for j in range(O):
+                dz[r * O + j] = y[r * O + j] * (dz[r * O + j] - dot)
+    return total
 
 
-def binary_cross_entropy_grad(const floating[:, ::1] Z,       # IN  (N, O)
-                              const floating[:, ::1] Y,       # IN  (N, O) sigmoid(Z)
-                              const floating[:, ::1] target,  # IN  (N, O)
-                              floating[:, ::1] dZ,            # OUT (N, O)
-                              double denominator):            # elements of the mean
-    """Binary cross-entropy from the logits, summed / denominator."""
-    cdef Py_ssize_t size = <Py_ssize_t>Z.shape[0] * Z.shape[1], r
+cdef double binary_cross_entropy_rows(const floating* zp, const floating* y,
+                                      const floating* t, floating* dz, Py_ssize_t size,
+                                      floating scale) noexcept nogil:
+    """Sum of the binary cross-entropy from the logits; dz = scale (Y - y)."""
+    cdef Py_ssize_t r
     cdef double total = 0, z
-    cdef floating scale = 1.0 / denominator
-    cdef const floating* zp = &Z[0, 0]
-    cdef const floating* y = &Y[0, 0]
-    cdef const floating* t = &target[0, 0]
-    cdef floating* dz = &dZ[0, 0]
-    with nogil:
-        for r in range(size):
-            z = zp[r]
-            # max(z, 0) - z y + log(1 + exp(-|z|))
-            total += (z if z > 0 else 0) - z * t[r] + log1p(exp_(-fabs(z)))
-            # dZ = (sigmoid(z) - y) / (N O)
-            dz[r] = scale * (y[r] - t[r])
-    return total / denominator
+    for r in range(size):
+        z = zp[r]
+        # max(z, 0) - z y + log(1 + exp(-|z|))
+        total += (z if z > 0 else 0) - z * t[r] + log1p(exp_(-fabs(z)))
+        # dZ = (sigmoid(z) - y) / (N O)
+        dz[r] = scale * (y[r] - t[r])
+    return total
 
 
-def cross_entropy_grad(const floating[:, ::1] Z,       # IN  (N, O)
-                       const floating[:, ::1] Y,       # IN  (N, O) softmax(Z)
-                       const int64_t[::1] labels,      # IN  (N,)
-                       floating[:, ::1] dZ,            # OUT (N, O)
-                       double denominator):            # rows of the mean
-    """Cross-entropy against integer labels, summed / denominator."""
-    cdef Py_ssize_t N = Z.shape[0], O = Z.shape[1], r, j
-    cdef double total = 0, zmax, sum_exp
-    cdef floating scale = 1.0 / denominator
-    cdef const floating* z = &Z[0, 0]
-    cdef const floating* y = &Y[0, 0]
-    cdef floating* dz = &dZ[0, 0]
-    with nogil:
-        for r in range(N):
-            zmax = z[r * O]
-            for j in range(1, O):
-                zmax = z[r * O + j] if z[r * O + j] > zmax else zmax
-            sum_exp = 0
-            for j in range(O):
-                sum_exp += exp_(<double>(z[r * O + j] - zmax))
-            # -log softmax(z)[label] = max z + log sum exp(z - max z) - z[label]
-            total += zmax + log(sum_exp) - z[r * O + labels[r]]
-            # dZ = (softmax(z) - onehot(label)) / N
-            for j in range(O):
-                dz[r * O + j] = scale * y[r * O + j]
-            dz[r * O + labels[r]] -= scale
-    return total / denominator
-
-
-def output_backward(const floating[:, ::1] Hs,      # IN  (N, H)
-                    const floating[:, ::1] W_oh,    # IN  (O, H)
-                    const floating[:, ::1] dZ,      # IN  (N, O)
-                    floating[:, ::1] dW_oh,         # OUT (O, H)
-                    floating[::1] db_o,             # OUT (O,)
-                    floating[:, ::1] dHs,           # OUT (N, H)
-                    bint accumulate=False):         # add into dW_oh, db_o
-    """dW_oh (+)= dZ.T @ Hs ; db_o (+)= sum_rows dZ ; dHs = dZ @ W_oh."""
-    cdef int N = Hs.shape[0], n_hidden = Hs.shape[1], O = W_oh.shape[0]
+cdef double cross_entropy_rows(const floating* z, const floating* y,
+                               const int64_t* labels, floating* dz, Py_ssize_t N,
+                               Py_ssize_t O, floating scale) noexcept nogil:
+    """Sum of the cross-entropy against labels; dz = scale (Y - onehot)."""
     cdef Py_ssize_t r, j
-    if N == 0:
+    cdef double total = 0, zmax, sum_exp
+    for r in range(N):
+        zmax = z[r * O]
+        for j in range(1, O):
+            zmax = z[r * O + j] if z[r * O + j] > zmax else zmax
+        sum_exp = 0
+        for j in range(O):
+            sum_exp += exp_(<double>(z[r * O + j] - zmax))
+        # -log softmax(z)[label] = max z + log sum exp(z - max z) - z[label]
+        total += zmax + log(sum_exp) - z[r * O + labels[r]]
+        # dZ = (softmax(z) - onehot(label)) / N
+        for j in range(O):
+            dz[r * O + j] = scale * y[r * O + j]
+        dz[r * O + labels[r]] -= scale
+    return total
+
+
+cdef struct Args:
+    # one output_layer call, for its row parts on the thread pool; the
+    # pointers are float* or double* as is_double says
+    const void* Hs          # (N, H)
+    const void* W_oh        # (O, H)
+    const void* b_o         # (O,)
+    const void* target      # (N, O), or NULL for labels
+    const int64_t* labels   # (N,), or NULL
+    void* Z                 # (N, O)
+    void* Y                 # (N, O)
+    void* dZ                # (N, O)
+    void* dHs               # (N, H)
+    void* scratch           # per part: [dW_oh.T (H, O) | db_o (O,)]
+    double* losses          # per part: its rows' loss sum
+    double denominator
+    int N, n_hidden, O, activation, loss
+    bint is_double
+
+
+cdef void layer_part_of(Args* a, int part, int n_parts, floating tag) noexcept nogil:
+    cdef int r0 = part_start(a.N, part, n_parts), r1 = part_start(a.N, part + 1, n_parts)
+    cdef int rows = r1 - r0, H = a.n_hidden, O = a.O
+    cdef const floating* Hs = <const floating*>a.Hs + <Py_ssize_t>r0 * H
+    cdef floating* Z = <floating*>a.Z + <Py_ssize_t>r0 * O
+    cdef floating* Y = <floating*>a.Y + <Py_ssize_t>r0 * O
+    cdef floating* dZ = <floating*>a.dZ + <Py_ssize_t>r0 * O
+    cdef floating* dW_oh_T = <floating*>a.scratch + <Py_ssize_t>part * (H + 1) * O
+    cdef floating scale
+    if rows <= 0:
         return
-    # dW_oh.T (H, O) is the better-shaped product: O is small, and a GEMM
-    # with few rows runs 1.4-2.7x slower than its transpose (both in
-    # OpenBLAS and in packedgemm.h, measured at the M, L and XL sizes)
-    cdef floating[:, ::1] dW_oh_T = np.empty(
-        (n_hidden, O), dtype=np.float32 if floating is float else np.float64)
+    # Z = Hs @ W_oh.T + b_o ; Y = phi(Z)
+    output_rows(Hs, <const floating*>a.W_oh, <const floating*>a.b_o, rows, H, O,
+                a.activation, Z, Y)
+    if a.loss == MSE:
+        scale = 2.0 / a.denominator
+        a.losses[part] = mse_rows(Y, <const floating*>a.target + <Py_ssize_t>r0 * O,
+                                  a.activation, dZ, rows, O, scale)
+    elif a.loss == BINARY_CROSS_ENTROPY:
+        scale = 1.0 / a.denominator
+        a.losses[part] = binary_cross_entropy_rows(
+            Z, Y, <const floating*>a.target + <Py_ssize_t>r0 * O, dZ,
+            <Py_ssize_t>rows * O, scale)
+    else:
+        scale = 1.0 / a.denominator
+        a.losses[part] = cross_entropy_rows(Z, Y, a.labels + r0, dZ, rows, O, scale)
+    # this part's dW_oh.T = Hs.T @ dZ: the better-shaped product, as O is
+    # small (a GEMM with few rows runs 1.4-2.7x slower than its transpose)
+    gemm(True, False, H, O, rows, 1, Hs, H, dZ, O, 0, dW_oh_T, O)
+    # this part's db_o = sum_rows dZ
+    column_sums(dZ, rows, O, O, False, dW_oh_T + <Py_ssize_t>H * O)
+    # dHs = dZ @ W_oh
+    gemm(False, False, rows, H, O, 1, dZ, O, <const floating*>a.W_oh, H, 0,
+         <floating*>a.dHs + <Py_ssize_t>r0 * H, H)
+
+
+cdef void layer_part(void* args, int part, int n_parts) noexcept nogil:
+    if (<Args*>args).is_double:
+        layer_part_of(<Args*>args, part, n_parts, <double>0)
+    else:
+        layer_part_of(<Args*>args, part, n_parts, <float>0)
+
+
+def output_layer(const floating[:, ::1] Hs,      # IN  (N, H)
+                 const floating[:, ::1] W_oh,    # IN  (O, H)
+                 const floating[::1] b_o,        # IN  (O,)
+                 int activation,
+                 int loss,                       # 0 mse, 1 cross_entropy, 2 binary_cross_entropy
+                 target,                         # IN  (N, O) floats, or (N,) int64 labels
+                 double denominator,             # elements (CE: rows) the mean runs over
+                 floating[:, ::1] Z,             # OUT (N, O)
+                 floating[:, ::1] Y,             # OUT (N, O)
+                 floating[:, ::1] dZ,            # OUT (N, O)
+                 floating[:, ::1] dW_oh,         # OUT (O, H)
+                 floating[::1] db_o,             # OUT (O,)
+                 floating[:, ::1] dHs,           # OUT (N, H)
+                 bint accumulate=False,          # add into dW_oh, db_o
+                 int n_threads=1):               # threads splitting the rows
+    """Forward, loss and backward of the output layer over N rows.
+
+    Z = Hs @ W_oh.T + b_o ; Y = phi(Z) ; the loss summed over these rows /
+    denominator (returned) ; dZ = dL/dZ ; dW_oh (+)= dZ.T @ Hs ;
+    db_o (+)= sum_rows dZ ; dHs = dZ @ W_oh.
+    """
+    cdef int N = Hs.shape[0], n_hidden = Hs.shape[1], O = W_oh.shape[0]
+    cdef int n_parts = max(1, min(n_threads, N)), part, r, j
+    cdef Args a
+    cdef const floating[:, ::1] target_rows
+    cdef const int64_t[::1] labels
+    cdef floating* block
+    cdef double total = 0
+    if N == 0:
+        return 0.0
+    if loss == CROSS_ENTROPY:
+        labels = target
+        a.labels, a.target = &labels[0], NULL
+    else:
+        target_rows = target
+        a.labels, a.target = NULL, &target_rows[0, 0]
+    scratch = np.empty(n_parts * (n_hidden + 1) * O,
+                       dtype=np.float64 if floating is double else np.float32)
+    losses = np.empty(n_parts, dtype=np.float64)
+    a.Hs, a.W_oh, a.b_o = &Hs[0, 0], &W_oh[0, 0], &b_o[0]
+    a.Z, a.Y, a.dZ, a.dHs = &Z[0, 0], &Y[0, 0], &dZ[0, 0], &dHs[0, 0]
+    a.scratch, a.losses = cnp.PyArray_DATA(scratch), <double*>cnp.PyArray_DATA(losses)
+    a.denominator, a.N, a.n_hidden, a.O = denominator, N, n_hidden, O
+    a.activation, a.loss, a.is_double = activation, loss, floating is double
     with nogil:
-        # dW_oh (+)= (Hs.T @ dZ).T
-        gemm(True, False, n_hidden, O, N, 1, &Hs[0, 0], n_hidden, &dZ[0, 0], O,
-             0, &dW_oh_T[0, 0], O)
-        for r in range(O):
-            for j in range(n_hidden):
-                # dW_oh holds garbage when not accumulating: never read it then
-                if accumulate:
-                    dW_oh[r, j] += dW_oh_T[j, r]
+        bptt_parallel(layer_part, &a, n_parts, n_threads)
+        # dW_oh (+)= the parts' dW_oh.T, transposed ; db_o likewise ; the loss
+        for part in range(n_parts):
+            block = <floating*>a.scratch + <Py_ssize_t>part * (n_hidden + 1) * O
+            for r in range(O):
+                for j in range(n_hidden):
+                    # dW_oh holds garbage when not accumulating: never read it then
+                    if accumulate or part > 0:
+                        dW_oh[r, j] += block[j * O + r]
+                    else:
+                        dW_oh[r, j] = block[j * O + r]
+                if accumulate or part > 0:
+                    db_o[r] += block[n_hidden * O + r]
                 else:
-                    dW_oh[r, j] = dW_oh_T[j, r]
-        # db_o (+)= sum_rows dZ
-        if not accumulate:
-            for j in range(O):
-                db_o[j] = 0
-        for r in range(N):
-            for j in range(O):
-                db_o[j] += dZ[r, j]
-        # dHs = dZ @ W_oh
-        gemm(False, False, N, n_hidden, O, 1, &dZ[0, 0], O, &W_oh[0, 0], n_hidden,
-             0, &dHs[0, 0], n_hidden)
+                    db_o[r] = block[n_hidden * O + r]
+            total += a.losses[part]
+    return total / denominator

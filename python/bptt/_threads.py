@@ -89,7 +89,7 @@ class serial_blas:
 # waits passively, see bptt/__init__.py) and the smaller per-thread GEMMs
 # cost more than the split saves. Measured on 2 cores: the Elman M size
 # (32 x 64 x 96 per step) is faster on one thread, L (64 x 256 x 320) on two.
-MIN_WORK_PER_THREAD = 1 << 19
+MIN_WORK_PER_THREAD = 1 << 13
 
 
 # A call with at least this many multiply-adds (timesteps x step work) has

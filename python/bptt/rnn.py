@@ -633,14 +633,7 @@ class RNN:
 
         loss_rows = T * n if sequence else n
         denominator = loss_rows if loss == "cross_entropy" else loss_rows * O
-
-        def loss_fn(Z, Y, t, dZ):
-            if loss == "mse":
-                return out.mse_grad(Y, t, act, dZ, denominator)
-            if loss == "binary_cross_entropy":
-                return out.binary_cross_entropy_grad(Z, Y, t, dZ, denominator)
-            return out.cross_entropy_grad(Z, Y, t, dZ, denominator)
-
+        loss_code = LOSSES.index(loss)
         Hall = cell.hidden(cache)
         grads = {name: np.empty_like(value) for name, value in p.items()}
         value = 0.0
@@ -650,17 +643,15 @@ class RNN:
             dHc = dH[: e - s]
             if sequence:
                 rows = (e - s) * n
-                Hs = Hall[s:e].reshape(rows, H)
-                out.output_forward(Hs, p["W_oh"], p["b_o"], act, Z[:rows], Y[:rows])
-                value += loss_fn(Z[:rows], Y[:rows], target[s * n:e * n], dZ[:rows])
-                out.output_backward(Hs, p["W_oh"], dZ[:rows], grads["W_oh"], grads["b_o"],
-                                    dHc.reshape(rows, H), i > 0)
+                value += out.output_layer(
+                    Hall[s:e].reshape(rows, H), p["W_oh"], p["b_o"], act, loss_code,
+                    target[s * n:e * n], denominator, Z[:rows], Y[:rows], dZ[:rows],
+                    grads["W_oh"], grads["b_o"], dHc.reshape(rows, H), i > 0, n_threads)
             elif i == 0:
                 dHc[:-1] = 0
-                out.output_forward(Hall[T - 1], p["W_oh"], p["b_o"], act, Z, Y)
-                value = loss_fn(Z, Y, target, dZ)
-                out.output_backward(Hall[T - 1], p["W_oh"], dZ, grads["W_oh"], grads["b_o"],
-                                    dHc[-1])
+                value = out.output_layer(Hall[T - 1], p["W_oh"], p["b_o"], act, loss_code,
+                                         target, denominator, Z, Y, dZ, grads["W_oh"],
+                                         grads["b_o"], dHc[-1], False, n_threads)
             elif carry is None:
                 # loss at the last step only, and truncation stopped its
                 # gradient: earlier timesteps contribute nothing

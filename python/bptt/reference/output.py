@@ -25,6 +25,8 @@ import numpy as np
 from scipy.special import expit
 
 IDENTITY, SIGMOID, SOFTMAX = 0, 1, 2
+# output_layer's loss codes: positions in bptt.rnn.LOSSES
+MSE, CROSS_ENTROPY, BINARY_CROSS_ENTROPY = 0, 1, 2
 
 
 def output_forward(Hs, W_oh, b_o, activation, Z, Y):
@@ -157,3 +159,39 @@ def output_backward(Hs, W_oh, dZ, dW_oh, db_o, dHs, accumulate=False):
     db_o += dZ.sum(axis=0)
     # dHs = dZ @ W_oh
     np.matmul(dZ, W_oh, out=dHs)
+
+
+def output_layer(Hs, W_oh, b_o, activation, loss, target, denominator, Z, Y, dZ,
+                 dW_oh, db_o, dHs, accumulate=False, n_threads=1):
+    """Forward, loss and backward of the output layer over N rows.
+
+    Parameters
+    ----------
+    Hs : ndarray of shape (N, H)      # IN
+    W_oh : ndarray of shape (O, H)    # IN
+    b_o : ndarray of shape (O,)       # IN
+    activation : int                  # 0 identity, 1 sigmoid, 2 softmax
+    loss : int                        # 0 mse, 1 cross_entropy, 2 binary_cross_entropy
+    target : ndarray                  # IN (N, O) floats, or (N,) int64 labels
+    denominator : float               # elements (cross-entropy: rows) of the mean
+    Z, Y, dZ : ndarray of shape (N, O)  # OUT
+    dW_oh : ndarray of shape (O, H)   # OUT (added to with ``accumulate``)
+    db_o : ndarray of shape (O,)      # OUT (added to with ``accumulate``)
+    dHs : ndarray of shape (N, H)     # OUT
+    accumulate : bool
+    n_threads : int                   # ignored: the reference is serial
+
+    Returns
+    -------
+    loss : float
+        The loss summed over these rows / denominator.
+    """
+    output_forward(Hs, W_oh, b_o, activation, Z, Y)
+    if loss == MSE:
+        value = mse_grad(Y, target, activation, dZ, denominator)
+    elif loss == BINARY_CROSS_ENTROPY:
+        value = binary_cross_entropy_grad(Z, Y, target, dZ, denominator)
+    else:
+        value = cross_entropy_grad(Z, Y, target, dZ, denominator)
+    output_backward(Hs, W_oh, dZ, dW_oh, db_o, dHs, accumulate)
+    return value
