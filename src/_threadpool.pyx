@@ -19,6 +19,7 @@ cdef extern from "threadpool.h" nogil:
     void bptt_pool_set_spin_ns(long ns)
     int bptt_pool_workers()
     uint64_t bptt_pool_worker_parts()
+    uint64_t bptt_pool_worker_sleeps()
 
 cdef bptt_threadpool_api _api
 _api.run_parts = bptt_run_parts
@@ -35,6 +36,11 @@ def workers():
 def worker_parts():
     """Parts run by worker threads (not the caller) since the process started."""
     return bptt_pool_worker_parts()
+
+
+def worker_sleeps():
+    """Times a worker has gone to sleep (its spin ran out) since the process started."""
+    return bptt_pool_worker_sleeps()
 
 
 def spin_us():

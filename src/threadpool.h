@@ -56,9 +56,10 @@ static struct {
     int sleepers;              /* workers waiting on `wake` */
     long spin_ns;
     uint64_t worker_parts;     /* parts run by workers, for tests */
+    uint64_t worker_sleeps;    /* times a worker went to sleep, for tests */
     pthread_mutex_t lock;
     pthread_cond_t wake;
-} bptt_pool = {NULL, NULL, 0, 0, 0, 0, 0, 0, BPTT_SPIN_NS, 0,
+} bptt_pool = {NULL, NULL, 0, 0, 0, 0, 0, 0, BPTT_SPIN_NS, 0, 0,
                PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
 
 static long bptt_now_ns(void) {
@@ -108,6 +109,7 @@ static uint32_t bptt_wait_for_task(uint32_t seen) {
             break;
         sched_yield();
     }
+    __atomic_fetch_add(&bptt_pool.worker_sleeps, 1, __ATOMIC_RELAXED);
     pthread_mutex_lock(&bptt_pool.lock);
     __atomic_fetch_add(&bptt_pool.sleepers, 1, __ATOMIC_SEQ_CST);
     while ((generation = bptt_generation()) == seen)
@@ -169,6 +171,10 @@ static int bptt_pool_workers(void) {
 
 static uint64_t bptt_pool_worker_parts(void) {
     return __atomic_load_n(&bptt_pool.worker_parts, __ATOMIC_RELAXED);
+}
+
+static uint64_t bptt_pool_worker_sleeps(void) {
+    return __atomic_load_n(&bptt_pool.worker_sleeps, __ATOMIC_RELAXED);
 }
 
 static int bptt_pool_init(void) {

@@ -1,0 +1,118 @@
+"""bptt's thread pool (src/threadpool.h): every part runs exactly once, workers
+take part when they are awake, and concurrent or forked callers are safe."""
+
+import os
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import bptt
+from bptt import _threadpool as pool
+from helpers import make_problem
+
+
+@pytest.mark.parametrize("n_parts", [1, 2, 3, 7, 64])
+@pytest.mark.parametrize("n_threads", [1, 2, 4])
+def test_every_part_runs_once(n_parts, n_threads):
+    for spin in (0, 20000):
+        calls, owners = pool.run_record(n_parts, n_threads, spin)
+        np.testing.assert_array_equal(calls, np.ones(n_parts))
+        if n_threads == 1 or n_parts == 1:
+            assert set(owners) == {pool.caller_id()}
+
+
+def test_awake_workers_take_parts():
+    # parts long enough (tens of µs) that a spinning worker claims one
+    pool.run_record(2, 2, 200000)
+    before = pool.worker_parts()
+    owners = set()
+    for _ in range(200):
+        _, owner = pool.run_record(2, 2, 200000)
+        owners.update(owner)
+    assert pool.workers() >= 1
+    assert pool.worker_parts() > before
+    assert len(owners) >= 2  # the caller and at least one worker ran parts
+
+
+def test_spin_setting_round_trips():
+    old = pool.spin_us()
+    try:
+        pool.set_spin_us(0)
+        assert pool.spin_us() == 0
+        # sleeping workers are woken, and the caller does whatever they miss
+        calls, _ = pool.run_record(8, 2, 1000)
+        np.testing.assert_array_equal(calls, np.ones(8))
+    finally:
+        pool.set_spin_us(old)
+    with pytest.raises(ValueError, match="us must be >= 0"):
+        pool.set_spin_us(-1)
+
+
+def test_run_record_rejects_no_parts():
+    with pytest.raises(ValueError, match="n_parts must be >= 1"):
+        pool.run_record(0, 2)
+
+
+def test_concurrent_callers_get_their_own_results(monkeypatch):
+    """Callers in several Python threads share one pool: the one that finds
+    it busy runs its parts itself, and every result is the serial one."""
+    from bptt import _threads
+    monkeypatch.setattr(_threads, "MIN_WORK_PER_THREAD", 1)
+    nets = []
+    for cell in ("rnn", "lstm", "gru"):
+        net, X, y = make_problem(0, n=6, T=12, I=3, H=8, O=2, cell=cell)
+        nets.append((net, X, y, net.loss_and_grad(X, y)))
+    failures = []
+
+    def work(net, X, y, expected):
+        for _ in range(20):
+            value, grads = net.loss_and_grad(X, y)
+            if value != pytest.approx(expected[0], rel=1e-12):
+                failures.append((net.cell, value, expected[0]))
+            for name in grads:
+                if not np.allclose(grads[name], expected[1][name], rtol=1e-10, atol=1e-12):
+                    failures.append((net.cell, name))
+
+    threads = [threading.Thread(target=work, args=args) for args in nets * 2]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures
+
+
+@pytest.mark.skipif(sys.platform == "win32" or not hasattr(os, "fork"),
+                    reason="needs fork")
+def test_forked_child_starts_its_own_workers():
+    pool.run_record(4, 2, 100000)  # the parent has a worker now
+    assert pool.workers() >= 1
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: no worker threads came along
+        ok = False
+        try:
+            calls, _ = pool.run_record(16, 2, 20000)
+            net, X, y = make_problem(0, n=4, T=8, I=2, H=4, O=1)
+            value, _ = net.loss_and_grad(X, y)
+            ok = bool((calls == 1).all() and np.isfinite(value))
+        finally:
+            os.write(write, b"1" if ok else b"0")
+            os._exit(0)
+    os.close(write)
+    result = os.read(read, 1)
+    os.waitpid(pid, 0)
+    os.close(read)
+    assert result == b"1"
+
+
+def test_threads_used_at_the_m_size():
+    """The M size splits over two threads when two are allowed, and runs on
+    one when BLAS is limited to one (the caller's threadpoolctl limit)."""
+    from threadpoolctl import threadpool_limits
+    net = bptt.RNN(32, 64, 8, dtype="float32", random_state=0)
+    with threadpool_limits(limits=2, user_api="blas"):
+        assert net._plan_threads(2, 32) == 2
+    with threadpool_limits(limits=1, user_api="blas"):
+        assert net._plan_threads(1, 32) == 1
