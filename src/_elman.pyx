@@ -123,6 +123,7 @@ cdef struct Args:
     const void* W_xh        # (H, I)
     const void* W_hh        # (H, H)
     const void* W_hh_packed
+    const void* W_xh_packed # pack_weights(W_xh, transpose=True), forward only
     const void* b_h         # (H,)
     const void* h0          # (B, H)
     void* H                 # (T, B, H)
@@ -139,7 +140,8 @@ cdef struct Args:
 
 cdef void project_part_of(Args* a, int part, int n_parts, floating tag) noexcept nogil:
     # rows of A = X @ W_xh.T
-    project_rows(<const floating*>a.X, <const floating*>a.W_xh, a.T * a.B, a.n_hidden,
+    project_rows(<const floating*>a.X, <const floating*>a.W_xh,
+                 <const floating*>a.W_xh_packed, a.T * a.B, a.n_hidden,
                  a.n_input, <floating*>a.H, part, n_parts)
 
 
@@ -210,16 +212,20 @@ def elman_forward(const floating[:, :, ::1] X,      # IN  (T, B, I)
     """Run the recurrence over all timesteps and keep every hidden state."""
     cdef Args a
     cdef const floating* W_hh_packed
+    cdef const floating* W_xh_packed
     if X.shape[0] == 0 or X.shape[1] == 0:
         return
+    # both weights packed once, for the projection and for every step
     packed = pack_weights(W_hh, True, &W_hh_packed)
+    packed_xh = pack_weights(W_xh, True, &W_xh_packed)
+    a.W_xh_packed = W_xh_packed
     a.X, a.W_xh, a.W_hh, a.W_hh_packed = &X[0, 0, 0], &W_xh[0, 0], &W_hh[0, 0], W_hh_packed
     a.b_h, a.h0, a.H = &b_h[0], &h0[0, 0], &H[0, 0, 0]
     a.T, a.B, a.n_input, a.n_hidden = X.shape[0], X.shape[1], X.shape[2], W_hh.shape[1]
     a.relu, a.is_double = relu, floating is double
     n_threads = max(1, min(n_threads, a.B))
     with nogil:
-        # A = X @ W_xh.T, one GEMM (split by rows); then the time loop
+        # A = X @ W_xh.T over all rows (split by rows); then the time loop
         bptt_parallel(project_part, &a, n_threads, n_threads)
         bptt_parallel(forward_part, &a, n_threads, n_threads)
 

@@ -4,7 +4,8 @@
  * matrix times a few rows) a BLAS call costs more in dispatch than in
  * arithmetic. These loops do the same row-major product inline: the inner
  * loops run over contiguous memory and are vectorized by `omp simd` (the
- * kernels are compiled with OpenMP), reductions included, without
+ * kernels are compiled with -fopenmp-simd: the pragmas, no OpenMP runtime),
+ * reductions included, without
  * -ffast-math. The _blas.pxd gemm wrapper sends products of at most
  * BPTT_SMALL_GEMM multiply-adds here, for the three layouts the kernels use
  * (NN, NT, TN); anything else returns 0 and goes to BLAS.
