@@ -104,13 +104,49 @@ def _run_kernels(cell, p, threads, truncate, accumulate):
 def test_kernel_outputs_with_threads(cell, truncate, accumulate, dtype, tol):
     """dX, dh0 (and dc0), the weight gradients, accumulate and truncation:
     every output of the threaded kernels is the serial one, also with more
-    threads than sequences or than gate rows."""
+    threads than sequences or than timesteps (the weight gradients split
+    the timesteps)."""
     p = {k: v.astype(dtype) for k, v in _kernel_problem(cell, T=6, B=5, I=3, H=4).items()}
     serial = _run_kernels(cell, p, 1, truncate, accumulate)
     assert all(a.dtype == dtype for a in serial)
     for threads in (2, 3, 7, 16):
         for a, b in zip(serial, _run_kernels(cell, p, threads, truncate, accumulate)):
             np.testing.assert_allclose(b, a, rtol=tol, atol=tol / 10)
+
+
+@pytest.mark.parametrize("loss,activation", [(0, 0), (0, 1), (0, 2), (1, 2), (2, 1)])
+@pytest.mark.parametrize("N", [1, 3, 50])
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_output_layer_with_threads_matches_reference(loss, activation, N, accumulate):
+    """The compiled output layer (forward, loss, backward in row parts) equals
+    the NumPy reference for every loss and activation, on 1 to 4 threads,
+    with fewer rows than threads too."""
+    from bptt.rnn import load_kernels
+    rng = np.random.default_rng(N)
+    H, O = 5, 3
+    Hs = rng.standard_normal((N, H))
+    W_oh, b_o = rng.standard_normal((O, H)), rng.standard_normal(O)
+    if loss == 1:  # cross-entropy: integer labels
+        target = rng.integers(0, O, N).astype(np.int64)
+    else:
+        target = rng.uniform(0, 1, (N, O))
+    denominator = 7.0 * N
+
+    def run(backend, threads):
+        kernels = load_kernels(backend, "output")
+        Z, Y, dZ = (np.empty((N, O)) for _ in range(3))
+        dW_oh, db_o = np.full((O, H), 0.5), np.full(O, 0.5)
+        dHs = np.empty((N, H))
+        value = kernels.output_layer(Hs, W_oh, b_o, activation, loss, target, denominator,
+                                     Z, Y, dZ, dW_oh, db_o, dHs, accumulate, threads)
+        return value, Z, Y, dZ, dW_oh, db_o, dHs
+
+    expected = run("numpy", 1)
+    for threads in (1, 2, 3, 4):
+        got = run("cython", threads)
+        assert got[0] == pytest.approx(expected[0], rel=1e-12)
+        for a, b in zip(got[1:], expected[1:]):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
 
 
 def test_blas_threads_are_restored_and_respected():
