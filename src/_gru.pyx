@@ -40,8 +40,8 @@ from _packed cimport pack_weights, recurrent_product
 from _parallel cimport bptt_parallel, import_threadpool
 from _stepping cimport (P_B_H, P_EXTRA, P_W_HH, P_W_HH_PACKED, P_W_XH,
                        P_W_XH_PACKED)
-from _rowops cimport (add_gradient_parts, add_parts, column_sums, gradient_size,
-                     part_start, project_rows)
+from _cellparts cimport CellArgs, gradient_scratch, project_part
+from _rowops cimport add_gradient_parts, add_parts, column_sums, gradient_size, part_start
 
 cimport numpy as cnp
 import numpy as np
@@ -220,89 +220,49 @@ cdef void input_gradient(const floating* dGh, const floating* dAn, const floatin
          W_xh + <Py_ssize_t>n2 * I, I, 1, dX + <Py_ssize_t>r0 * I, I)
 
 
-cdef struct Args:
-    # one kernel call's arguments, for its parts on the thread pool; the
-    # pointers are float* or double* as is_double says
-    const void* X           # (T, B, I)
-    const void* W_xh        # (3H, I)
-    const void* W_hh        # (3H, H)
-    const void* W_hh_packed
-    const void* W_xh_packed # pack_weights(W_xh, transpose=True), forward only
-    const void* b_h         # (3H,)
-    const void* b_hn        # (H,)
-    const void* h0          # (B, H)
-    void* G                 # (T, B, 3H): gate outputs, then dGh
-    void* HN                # (T, B, H): W_hn h + b_hn, then dA_n
-    void* H                 # (T, B, H)
-    void* Gh                # (B, 3H)
-    void* dH                # (T, B, H)
-    void* dh0               # (B, H)
-    void* dW_xh
-    void* dW_hh
-    void* db_h
-    void* db_hn
-    void* dX                # (T, B, I) or NULL
-    void* scratch           # gradient parts' blocks [dW_xh | dW_hh | db_h | db_hn]
-    int T, B, n_input, n_hidden, truncate   # (no field "I": complex.h defines it)
-    bint accumulate, is_double
-
-
 cdef inline Py_ssize_t scratch_block(int n_input, int n_hidden) noexcept nogil:
-    """Elements of one gradient part's scratch block."""
+    """Elements of one gradient part's scratch block: [dW_xh | dW_hh | db_h | db_hn]."""
     return gradient_size(3 * n_hidden, n_input, n_hidden) + n_hidden
 
 
-cdef void project_part_of(Args* a, int part, int n_parts, floating tag) noexcept nogil:
-    # rows of A = X @ W_xh.T
-    project_rows(<const floating*>a.X, <const floating*>a.W_xh,
-                 <const floating*>a.W_xh_packed, a.T * a.B,
-                 3 * a.n_hidden, a.n_input, <floating*>a.G, part, n_parts)
-
-
-cdef void project_part(void* args, int part, int n_parts) noexcept nogil:
-    if (<Args*>args).is_double:
-        project_part_of(<Args*>args, part, n_parts, <double>0)
-    else:
-        project_part_of(<Args*>args, part, n_parts, <float>0)
-
-
-cdef void forward_part_of(Args* a, int part, int n_parts, floating tag) noexcept nogil:
+cdef void forward_part_of(CellArgs* a, int part, int n_parts, floating tag) noexcept nogil:
     # the sequences b0..b1-1, every timestep
     recurrence_forward(<const floating*>a.h0, <const floating*>a.W_hh,
                        <const floating*>a.W_hh_packed, <const floating*>a.b_h,
-                       <const floating*>a.b_hn, <floating*>a.G, <floating*>a.HN,
+                       <const floating*>a.b_hn, <floating*>a.A, <floating*>a.HN,
                        <floating*>a.H, <floating*>a.Gh, a.T, a.B, a.n_hidden,
                        part_start(a.B, part, n_parts), part_start(a.B, part + 1, n_parts))
 
 
 cdef void forward_part(void* args, int part, int n_parts) noexcept nogil:
-    if (<Args*>args).is_double:
-        forward_part_of(<Args*>args, part, n_parts, <double>0)
+    if (<CellArgs*>args).is_double:
+        forward_part_of(<CellArgs*>args, part, n_parts, <double>0)
     else:
-        forward_part_of(<Args*>args, part, n_parts, <float>0)
+        forward_part_of(<CellArgs*>args, part, n_parts, <float>0)
 
 
-cdef void backward_part_of(Args* a, int part, int n_parts, floating tag) noexcept nogil:
+cdef void backward_part_of(CellArgs* a, int part, int n_parts, floating tag) noexcept nogil:
     # the sequences b0..b1-1, every timestep
     recurrence_backward(<const floating*>a.W_hh, <const floating*>a.W_hh_packed,
-                        <const floating*>a.h0, <const floating*>a.H, <floating*>a.G,
+                        <const floating*>a.h0, <const floating*>a.H, <floating*>a.A,
                         <floating*>a.HN, <floating*>a.dH, <floating*>a.dh0, a.T, a.B,
                         a.n_hidden, part_start(a.B, part, n_parts),
                         part_start(a.B, part + 1, n_parts), a.truncate)
 
 
 cdef void backward_part(void* args, int part, int n_parts) noexcept nogil:
-    if (<Args*>args).is_double:
-        backward_part_of(<Args*>args, part, n_parts, <double>0)
+    if (<CellArgs*>args).is_double:
+        backward_part_of(<CellArgs*>args, part, n_parts, <double>0)
     else:
-        backward_part_of(<Args*>args, part, n_parts, <float>0)
+        backward_part_of(<CellArgs*>args, part, n_parts, <float>0)
 
 
-cdef void gradient_part_of(Args* a, int part, int n_parts, floating tag) noexcept nogil:
-    # timesteps t0..t1-1 of the weight gradients: part 0 into the outputs, the
-    # others into their scratch blocks; rows of dX
+cdef void gru_gradient_part_of(CellArgs* a, int part, int n_parts,
+                               floating tag) noexcept nogil:
+    # timesteps t0..t1-1 of the weight gradients (dA = [dGh_r | dGh_z | dA_n]
+    # splits at row 2H): part 0 into the outputs, the others into their
+    # scratch blocks; rows of dX
     cdef int t0 = part_start(a.T, part, n_parts), t1 = part_start(a.T, part + 1, n_parts)
-    cdef int n_gates = 3 * a.n_hidden
     cdef Py_ssize_t row = <Py_ssize_t>t0 * a.B
     cdef floating* dW_xh = <floating*>a.dW_xh
     cdef floating* dW_hh = <floating*>a.dW_hh
@@ -311,29 +271,29 @@ cdef void gradient_part_of(Args* a, int part, int n_parts, floating tag) noexcep
     cdef bint accumulate = a.accumulate
     if part > 0:
         dW_xh = <floating*>a.scratch + (part - 1) * scratch_block(a.n_input, a.n_hidden)
-        dW_hh = dW_xh + <Py_ssize_t>n_gates * a.n_input
-        db_h = dW_hh + <Py_ssize_t>n_gates * a.n_hidden
-        db_hn = db_h + n_gates
+        dW_hh = dW_xh + <Py_ssize_t>a.n_gates * a.n_input
+        db_h = dW_hh + <Py_ssize_t>a.n_gates * a.n_hidden
+        db_hn = db_h + a.n_gates
         accumulate = False
     weight_gradients(<const floating*>a.X + row * a.n_input,
                      <const floating*>a.h0 if t0 == 0 else
                      <const floating*>a.H + (row - a.B) * a.n_hidden,
                      <const floating*>a.H + row * a.n_hidden,
-                     <const floating*>a.G + row * n_gates,
+                     <const floating*>a.A + row * a.n_gates,
                      <const floating*>a.HN + row * a.n_hidden, t1 - t0, a.B, a.n_input,
-                     a.n_hidden, 0, n_gates, accumulate, dW_xh, dW_hh, db_h, db_hn)
+                     a.n_hidden, 0, a.n_gates, accumulate, dW_xh, dW_hh, db_h, db_hn)
     if a.dX != NULL:
-        input_gradient(<const floating*>a.G, <const floating*>a.HN,
+        input_gradient(<const floating*>a.A, <const floating*>a.HN,
                        <const floating*>a.W_xh, a.n_input, a.n_hidden,
                        part_start(a.T * a.B, part, n_parts),
                        part_start(a.T * a.B, part + 1, n_parts), <floating*>a.dX)
 
 
-cdef void gradient_part(void* args, int part, int n_parts) noexcept nogil:
-    if (<Args*>args).is_double:
-        gradient_part_of(<Args*>args, part, n_parts, <double>0)
+cdef void gru_gradient_part(void* args, int part, int n_parts) noexcept nogil:
+    if (<CellArgs*>args).is_double:
+        gru_gradient_part_of(<CellArgs*>args, part, n_parts, <double>0)
     else:
-        gradient_part_of(<Args*>args, part, n_parts, <float>0)
+        gru_gradient_part_of(<CellArgs*>args, part, n_parts, <float>0)
 
 
 def gru_forward(const floating[:, :, ::1] X,       # IN  (T, B, I)
@@ -348,7 +308,7 @@ def gru_forward(const floating[:, :, ::1] X,       # IN  (T, B, I)
                 floating[:, ::1] Gh,               # WORK (B, 3H)
                 int n_threads=1):                  # threads splitting the batch
     """Run the recurrence over all timesteps and keep what backward needs."""
-    cdef Args a
+    cdef CellArgs a
     cdef const floating* W_hh_packed
     cdef const floating* W_xh_packed
     if X.shape[0] == 0 or X.shape[1] == 0 or W_hh.shape[1] == 0:
@@ -356,15 +316,14 @@ def gru_forward(const floating[:, :, ::1] X,       # IN  (T, B, I)
     # both weights packed once, for the projection and for every step
     packed = pack_weights(W_hh, True, &W_hh_packed)
     packed_xh = pack_weights(W_xh, True, &W_xh_packed)
-    a.W_xh_packed = W_xh_packed
-    a.X, a.W_xh, a.W_hh, a.W_hh_packed = &X[0, 0, 0], &W_xh[0, 0], &W_hh[0, 0], W_hh_packed
-    a.b_h, a.b_hn, a.h0 = &b_h[0], &b_hn[0], &h0[0, 0]
-    a.G, a.HN, a.H, a.Gh = &G[0, 0, 0], &HN[0, 0, 0], &H[0, 0, 0], &Gh[0, 0]
+    a.X, a.W_xh, a.W_xh_packed = &X[0, 0, 0], &W_xh[0, 0], W_xh_packed
+    a.W_hh, a.W_hh_packed, a.b_h, a.b_hn = &W_hh[0, 0], W_hh_packed, &b_h[0], &b_hn[0]
+    a.h0, a.A, a.HN, a.H, a.Gh = &h0[0, 0], &G[0, 0, 0], &HN[0, 0, 0], &H[0, 0, 0], &Gh[0, 0]
     a.T, a.B, a.n_input, a.n_hidden = X.shape[0], X.shape[1], X.shape[2], W_hh.shape[1]
-    a.is_double = floating is double
+    a.n_gates, a.is_double = 3 * a.n_hidden, floating is double
     n_threads = max(1, min(n_threads, a.B))
     with nogil:
-        # A = X @ W_xh.T over all rows (split by rows); then the time loop
+        # A = X @ W_xh.T over all rows (split by rows), in G; then the time loop
         bptt_parallel(project_part, &a, n_threads, n_threads)
         bptt_parallel(forward_part, &a, n_threads, n_threads)
 
@@ -394,31 +353,30 @@ def gru_backward(const floating[:, :, ::1] X,      # IN  (T, B, I)
     over ``n_threads``; the weight gradients split the timesteps, dX its
     rows.
     """
-    cdef Args a
+    cdef CellArgs a
     cdef const floating* W_hh_packed
     cdef int gradient_parts = max(1, min(n_threads, X.shape[0]))
     cdef Py_ssize_t block
     if X.shape[0] == 0 or X.shape[1] == 0 or W_hh.shape[1] == 0:
         return
     packed = pack_weights(W_hh, False, &W_hh_packed)
-    block = scratch_block(X.shape[2], W_hh.shape[1])
-    scratch = np.empty((gradient_parts - 1) * block,
-                       dtype=np.float64 if floating is double else np.float32)
     a.X, a.W_xh, a.W_hh, a.W_hh_packed = &X[0, 0, 0], &W_xh[0, 0], &W_hh[0, 0], W_hh_packed
-    a.h0, a.G, a.HN, a.H = &h0[0, 0], &G[0, 0, 0], &HN[0, 0, 0], &H[0, 0, 0]
+    a.h0, a.A, a.HN, a.H = &h0[0, 0], &G[0, 0, 0], &HN[0, 0, 0], &H[0, 0, 0]
     a.dH, a.dh0 = &dH[0, 0, 0], &dh0[0, 0]
     a.dW_xh, a.dW_hh, a.db_h, a.db_hn = &dW_xh[0, 0], &dW_hh[0, 0], &db_h[0], &db_hn[0]
     a.dX = &dX[0, 0, 0] if dX is not None else NULL
-    a.scratch = cnp.PyArray_DATA(scratch)
     a.T, a.B, a.n_input, a.n_hidden = X.shape[0], X.shape[1], X.shape[2], W_hh.shape[1]
-    a.truncate, a.accumulate, a.is_double = truncate, accumulate, floating is double
+    a.n_gates, a.truncate, a.accumulate = 3 * a.n_hidden, truncate, accumulate
+    a.is_double = floating is double
+    block = scratch_block(a.n_input, a.n_hidden)
+    scratch = gradient_scratch(&a, gradient_parts, block)
     n_threads = max(1, n_threads)
     with nogil:
+        # the time loop turns G into dGh, HN into dA_n; then the weight gradients
         bptt_parallel(backward_part, &a, min(n_threads, a.B), n_threads)
-        bptt_parallel(gradient_part, &a, gradient_parts, n_threads)
-        add_gradient_parts(&dW_xh[0, 0], &dW_hh[0, 0], &db_h[0], 3 * a.n_hidden,
-                           a.n_input, a.n_hidden, <floating*>a.scratch, block,
-                           gradient_parts)
+        bptt_parallel(gru_gradient_part, &a, gradient_parts, n_threads)
+        add_gradient_parts(&dW_xh[0, 0], &dW_hh[0, 0], &db_h[0], a.n_gates, a.n_input,
+                           a.n_hidden, <floating*>a.scratch, block, gradient_parts)
         add_parts(&db_hn[0], <floating*>a.scratch + block - a.n_hidden, a.n_hidden,
                   block, gradient_parts - 1)
 

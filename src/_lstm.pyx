@@ -35,8 +35,8 @@ from _packed cimport pack_weights, recurrent_product
 from _parallel cimport bptt_parallel, import_threadpool
 from _stepping cimport (P_B_H, P_W_HH, P_W_HH_PACKED, P_W_XH,
                        P_W_XH_PACKED)
-from _rowops cimport (add_gradient_parts, backproject_rows, gradient_size, part_start,
-                     project_rows, weight_gradients_part)
+from _cellparts cimport CellArgs, gradient_part, gradient_scratch, project_part
+from _rowops cimport add_gradient_parts, gradient_size, part_start
 
 cimport numpy as cnp
 import numpy as np
@@ -166,95 +166,36 @@ cdef void recurrence_backward(const floating* W_hh, const floating* W_hh_packed,
                       W_hh_packed, 0, dh0 + offset, n_hidden)
 
 
-cdef struct Args:
-    # one kernel call's arguments, for its parts on the thread pool; the
-    # pointers are float* or double* as is_double says
-    const void* X           # (T, B, I)
-    const void* W_xh        # (4H, I)
-    const void* W_hh        # (4H, H)
-    const void* W_hh_packed
-    const void* W_xh_packed # pack_weights(W_xh, transpose=True), forward only
-    const void* b_h         # (4H,)
-    const void* h0          # (B, H)
-    const void* c0          # (B, H)
-    void* G                 # (T, B, 4H): gate outputs, then dG
-    void* C                 # (T, B, H)
-    void* H                 # (T, B, H)
-    void* dH                # (T, B, H)
-    void* dh0               # (B, H)
-    void* dc0               # (B, H)
-    void* dW_xh
-    void* dW_hh
-    void* db_h
-    void* dX                # (T, B, I) or NULL
-    void* scratch           # weight_gradients_part's blocks
-    int T, B, n_input, n_hidden, truncate   # (no field "I": complex.h defines it)
-    bint accumulate, is_double
-
-
-cdef void project_part_of(Args* a, int part, int n_parts, floating tag) noexcept nogil:
-    # rows of A = X @ W_xh.T
-    project_rows(<const floating*>a.X, <const floating*>a.W_xh,
-                 <const floating*>a.W_xh_packed, a.T * a.B,
-                 4 * a.n_hidden, a.n_input, <floating*>a.G, part, n_parts)
-
-
-cdef void project_part(void* args, int part, int n_parts) noexcept nogil:
-    if (<Args*>args).is_double:
-        project_part_of(<Args*>args, part, n_parts, <double>0)
-    else:
-        project_part_of(<Args*>args, part, n_parts, <float>0)
-
-
-cdef void forward_part_of(Args* a, int part, int n_parts, floating tag) noexcept nogil:
+cdef void forward_part_of(CellArgs* a, int part, int n_parts, floating tag) noexcept nogil:
     # the sequences b0..b1-1, every timestep
     recurrence_forward(<const floating*>a.h0, <const floating*>a.c0,
                        <const floating*>a.W_hh, <const floating*>a.W_hh_packed,
-                       <const floating*>a.b_h, <floating*>a.G, <floating*>a.C,
+                       <const floating*>a.b_h, <floating*>a.A, <floating*>a.C,
                        <floating*>a.H, a.T, a.B, a.n_hidden, part_start(a.B, part, n_parts),
                        part_start(a.B, part + 1, n_parts))
 
 
 cdef void forward_part(void* args, int part, int n_parts) noexcept nogil:
-    if (<Args*>args).is_double:
-        forward_part_of(<Args*>args, part, n_parts, <double>0)
+    if (<CellArgs*>args).is_double:
+        forward_part_of(<CellArgs*>args, part, n_parts, <double>0)
     else:
-        forward_part_of(<Args*>args, part, n_parts, <float>0)
+        forward_part_of(<CellArgs*>args, part, n_parts, <float>0)
 
 
-cdef void backward_part_of(Args* a, int part, int n_parts, floating tag) noexcept nogil:
+cdef void backward_part_of(CellArgs* a, int part, int n_parts, floating tag) noexcept nogil:
     # the sequences b0..b1-1, every timestep
     recurrence_backward(<const floating*>a.W_hh, <const floating*>a.W_hh_packed,
-                        <const floating*>a.c0, <floating*>a.G, <const floating*>a.C,
+                        <const floating*>a.c0, <floating*>a.A, <const floating*>a.C,
                         <floating*>a.dH, <floating*>a.dh0, <floating*>a.dc0, a.T, a.B,
                         a.n_hidden, part_start(a.B, part, n_parts),
                         part_start(a.B, part + 1, n_parts), a.truncate)
 
 
 cdef void backward_part(void* args, int part, int n_parts) noexcept nogil:
-    if (<Args*>args).is_double:
-        backward_part_of(<Args*>args, part, n_parts, <double>0)
+    if (<CellArgs*>args).is_double:
+        backward_part_of(<CellArgs*>args, part, n_parts, <double>0)
     else:
-        backward_part_of(<Args*>args, part, n_parts, <float>0)
-
-
-cdef void gradient_part_of(Args* a, int part, int n_parts, floating tag) noexcept nogil:
-    # timesteps of dW_xh, dW_hh, db_h; rows of dX = dG @ W_xh
-    weight_gradients_part(<const floating*>a.X, <const floating*>a.h0,
-                          <const floating*>a.H, <const floating*>a.G, a.T, a.B, a.n_input,
-                          a.n_hidden, 4 * a.n_hidden, part, n_parts, a.accumulate,
-                          <floating*>a.dW_xh, <floating*>a.dW_hh, <floating*>a.db_h,
-                          <floating*>a.scratch)
-    if a.dX != NULL:
-        backproject_rows(<const floating*>a.G, <const floating*>a.W_xh, a.T * a.B,
-                         4 * a.n_hidden, a.n_input, <floating*>a.dX, part, n_parts)
-
-
-cdef void gradient_part(void* args, int part, int n_parts) noexcept nogil:
-    if (<Args*>args).is_double:
-        gradient_part_of(<Args*>args, part, n_parts, <double>0)
-    else:
-        gradient_part_of(<Args*>args, part, n_parts, <float>0)
+        backward_part_of(<CellArgs*>args, part, n_parts, <float>0)
 
 
 def lstm_forward(const floating[:, :, ::1] X,      # IN  (T, B, I)
@@ -268,7 +209,7 @@ def lstm_forward(const floating[:, :, ::1] X,      # IN  (T, B, I)
                  floating[:, :, ::1] H,            # OUT (T, B, H) hidden states
                  int n_threads=1):                 # threads splitting the batch
     """Run the recurrence over all timesteps and keep what backward needs."""
-    cdef Args a
+    cdef CellArgs a
     cdef const floating* W_hh_packed
     cdef const floating* W_xh_packed
     if X.shape[0] == 0 or X.shape[1] == 0 or W_hh.shape[1] == 0:
@@ -276,15 +217,14 @@ def lstm_forward(const floating[:, :, ::1] X,      # IN  (T, B, I)
     # both weights packed once, for the projection and for every step
     packed = pack_weights(W_hh, True, &W_hh_packed)
     packed_xh = pack_weights(W_xh, True, &W_xh_packed)
-    a.W_xh_packed = W_xh_packed
-    a.X, a.W_xh, a.W_hh, a.W_hh_packed = &X[0, 0, 0], &W_xh[0, 0], &W_hh[0, 0], W_hh_packed
-    a.b_h, a.h0, a.c0 = &b_h[0], &h0[0, 0], &c0[0, 0]
-    a.G, a.C, a.H = &G[0, 0, 0], &C[0, 0, 0], &H[0, 0, 0]
+    a.X, a.W_xh, a.W_xh_packed = &X[0, 0, 0], &W_xh[0, 0], W_xh_packed
+    a.W_hh, a.W_hh_packed, a.b_h = &W_hh[0, 0], W_hh_packed, &b_h[0]
+    a.h0, a.c0, a.A, a.C, a.H = &h0[0, 0], &c0[0, 0], &G[0, 0, 0], &C[0, 0, 0], &H[0, 0, 0]
     a.T, a.B, a.n_input, a.n_hidden = X.shape[0], X.shape[1], X.shape[2], W_hh.shape[1]
-    a.is_double = floating is double
+    a.n_gates, a.is_double = 4 * a.n_hidden, floating is double
     n_threads = max(1, min(n_threads, a.B))
     with nogil:
-        # A = X @ W_xh.T over all rows (split by rows); then the time loop
+        # A = X @ W_xh.T over all rows (split by rows), in G; then the time loop
         bptt_parallel(project_part, &a, n_threads, n_threads)
         bptt_parallel(forward_part, &a, n_threads, n_threads)
 
@@ -316,31 +256,30 @@ def lstm_backward(const floating[:, :, ::1] X,     # IN  (T, B, I)
     loop splits the batch over ``n_threads``; the weight gradients split
     the timesteps, dX its rows.
     """
-    cdef Args a
+    cdef CellArgs a
     cdef const floating* W_hh_packed
     cdef int gradient_parts = max(1, min(n_threads, X.shape[0]))
     if X.shape[0] == 0 or X.shape[1] == 0 or W_hh.shape[1] == 0:
         return
     packed = pack_weights(W_hh, False, &W_hh_packed)
-    scratch = np.empty((gradient_parts - 1) * gradient_size(W_hh.shape[0], X.shape[2],
-                                                            W_hh.shape[1]),
-                       dtype=np.float64 if floating is double else np.float32)
     a.X, a.W_xh, a.W_hh, a.W_hh_packed = &X[0, 0, 0], &W_xh[0, 0], &W_hh[0, 0], W_hh_packed
-    a.h0, a.c0, a.G, a.C, a.H = &h0[0, 0], &c0[0, 0], &G[0, 0, 0], &C[0, 0, 0], &H[0, 0, 0]
+    a.h0, a.c0, a.A, a.C, a.H = &h0[0, 0], &c0[0, 0], &G[0, 0, 0], &C[0, 0, 0], &H[0, 0, 0]
     a.dH, a.dh0, a.dc0 = &dH[0, 0, 0], &dh0[0, 0], &dc0[0, 0]
     a.dW_xh, a.dW_hh, a.db_h = &dW_xh[0, 0], &dW_hh[0, 0], &db_h[0]
     a.dX = &dX[0, 0, 0] if dX is not None else NULL
-    a.scratch = cnp.PyArray_DATA(scratch)
     a.T, a.B, a.n_input, a.n_hidden = X.shape[0], X.shape[1], X.shape[2], W_hh.shape[1]
-    a.truncate, a.accumulate, a.is_double = truncate, accumulate, floating is double
+    a.n_gates, a.truncate, a.accumulate = 4 * a.n_hidden, truncate, accumulate
+    a.is_double = floating is double
+    scratch = gradient_scratch(&a, gradient_parts,
+                               gradient_size(a.n_gates, a.n_input, a.n_hidden))
     n_threads = max(1, n_threads)
     with nogil:
+        # the time loop turns G into dG; then the weight gradients from dG
         bptt_parallel(backward_part, &a, min(n_threads, a.B), n_threads)
         bptt_parallel(gradient_part, &a, gradient_parts, n_threads)
-        add_gradient_parts(&dW_xh[0, 0], &dW_hh[0, 0], &db_h[0], 4 * a.n_hidden,
-                           a.n_input, a.n_hidden, <floating*>a.scratch,
-                           gradient_size(4 * a.n_hidden, a.n_input, a.n_hidden),
-                           gradient_parts)
+        add_gradient_parts(&dW_xh[0, 0], &dW_hh[0, 0], &db_h[0], a.n_gates, a.n_input,
+                           a.n_hidden, <floating*>a.scratch,
+                           gradient_size(a.n_gates, a.n_input, a.n_hidden), gradient_parts)
 
 
 # ---------------------------------------------------------------- streaming
