@@ -1,8 +1,12 @@
 """bptt's thread pool (threadpool.h): the one pool every kernel module shares.
 
 The kernel modules reach it through a capsule (threadpool_api.h); the Python
-functions here serve tests and benchmarks.
+functions here serve tests and benchmarks. An idle worker spins for 2 ms
+(yielding its core at every turn) before it sleeps; the environment variable
+``BPTT_SPIN_US`` (read at import) sets that time in µs, 0 to sleep at once.
 """
+import os
+
 from cpython.pycapsule cimport PyCapsule_New
 from libc.stdint cimport uint64_t
 
@@ -26,6 +30,21 @@ _api.run_parts = bptt_run_parts
 if bptt_pool_init() != 0:
     raise OSError("bptt._threadpool: pthread_atfork failed")
 _C_API = PyCapsule_New(<void*>&_api, BPTT_THREADPOOL_CAPSULE, NULL)
+
+
+def _spin_from_environment():
+    value = os.environ.get("BPTT_SPIN_US")
+    if value is None:
+        return
+    try:
+        us = float(value)
+    except ValueError:
+        us = -1.0
+    if not 0 <= us <= 1e7:
+        raise ValueError(
+            f"BPTT_SPIN_US must be a number of microseconds from 0 to 10000000; "
+            f"got {value!r}.")
+    set_spin_us(us)
 
 
 def workers():
@@ -100,3 +119,6 @@ def run_record(int n_parts, int n_threads, int spin=0):
     with nogil:
         bptt_run_parts(record_part, &args, n_parts, n_threads)
     return calls, owner
+
+
+_spin_from_environment()

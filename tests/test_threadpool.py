@@ -50,6 +50,25 @@ def test_spin_setting_round_trips():
         pool.set_spin_us(-1)
 
 
+@pytest.mark.parametrize("value,expected", [("0", 0.0), ("150.5", 150.5)])
+def test_spin_from_the_environment(value, expected):
+    import subprocess
+    code = "from bptt import _threadpool as p; print(p.spin_us())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "BPTT_SPIN_US": value}, check=True)
+    assert float(out.stdout) == expected
+
+
+@pytest.mark.parametrize("value", ["fast", "-1", "nan"])
+def test_bad_spin_in_the_environment_says_what_it_wants(value):
+    import subprocess
+    code = "import bptt; bptt.RNN(1, 2, 1).forward([[[0.0]]])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "BPTT_SPIN_US": value})
+    assert out.returncode != 0
+    assert "BPTT_SPIN_US must be a number of microseconds" in out.stderr
+
+
 def test_run_record_rejects_no_parts():
     with pytest.raises(ValueError, match="n_parts must be >= 1"):
         pool.run_record(0, 2)
