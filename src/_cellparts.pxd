@@ -5,8 +5,7 @@
 # picks float or double by is_double.
 from cython cimport floating
 
-from _rowops cimport (add_gradient_parts, backproject_rows, gradient_size, part_start,
-                     project_rows, weight_gradients_part)
+from _rowops cimport backproject_rows, project_rows, weight_gradients_part
 
 cimport numpy as cnp
 import numpy as np

@@ -170,41 +170,31 @@ cdef void recurrence_backward(const floating* W_hh, const floating* W_hh_packed,
 
 cdef void weight_gradients(const floating* X, const floating* h0, const floating* H,
                            const floating* dGh, const floating* dAn, int T, int B, int I,
-                           int n_hidden, int j0, int j1, bint accumulate,
+                           int n_hidden, bint accumulate,
                            floating* dW_xh, floating* dW_hh, floating* db_h,
                            floating* db_hn) noexcept nogil:
-    """Gate rows j0..j1-1 of the weight gradients (and db_hn's share of the n rows).
+    """The weight gradients over the T timesteps (and db_hn).
 
     dA = [dGh_r | dGh_z | dA_n]: rows below 2H come from dGh, the others
     from dA_n.
     """
-    cdef int n_gates = 3 * n_hidden, n2 = 2 * n_hidden, rows = j1 - j0
-    cdef int rz_end = j1 if j1 < n2 else n2      # rows j0..rz_end-1: r and z
-    cdef int n_start = j0 if j0 > n2 else n2     # rows n_start..j1-1: n
+    cdef int n_gates = 3 * n_hidden, n2 = 2 * n_hidden
     cdef Py_ssize_t TB = <Py_ssize_t>T * B
     cdef floating beta = 1 if accumulate else 0
-    if rows <= 0:
-        return
-    if rz_end > j0:
-        # dW_xh[j0:rz_end] (+)= dGh[..., j0:rz_end].T @ X ; db_h likewise
-        gemm(True, False, rz_end - j0, I, T * B, 1, dGh + j0, n_gates, X, I,
-             beta, dW_xh + <Py_ssize_t>j0 * I, I)
-        column_sums(dGh + j0, TB, rz_end - j0, n_gates, accumulate, db_h + j0)
-    if j1 > n_start:
-        # dW_xh[n_start:j1] (+)= dA_n[..., n_start-2H:j1-2H].T @ X ; db_h likewise
-        gemm(True, False, j1 - n_start, I, T * B, 1, dAn + (n_start - n2), n_hidden, X, I,
-             beta, dW_xh + <Py_ssize_t>n_start * I, I)
-        column_sums(dAn + (n_start - n2), TB, j1 - n_start, n_hidden, accumulate,
-                    db_h + n_start)
-        # db_hn (+)= sum dGh_n
-        column_sums(dGh + n_start, TB, j1 - n_start, n_gates, accumulate,
-                    db_hn + (n_start - n2))
+    # dW_xh[:2H] (+)= dGh[..., :2H].T @ X ; db_h likewise
+    gemm(True, False, n2, I, T * B, 1, dGh, n_gates, X, I, beta, dW_xh, I)
+    column_sums(dGh, TB, n2, n_gates, accumulate, db_h)
+    # dW_xh[2H:] (+)= dA_n.T @ X ; db_h likewise
+    gemm(True, False, n_hidden, I, T * B, 1, dAn, n_hidden, X, I,
+         beta, dW_xh + <Py_ssize_t>n2 * I, I)
+    column_sums(dAn, TB, n_hidden, n_hidden, accumulate, db_h + n2)
+    # db_hn (+)= sum dGh_n
+    column_sums(dGh + n2, TB, n_hidden, n_gates, accumulate, db_hn)
     # dW_hh (+)= dGh[0].T @ h0 + dGh[1:].T @ H[:-1]
-    gemm(True, False, rows, n_hidden, B, 1, dGh + j0, n_gates, h0, n_hidden,
-         beta, dW_hh + <Py_ssize_t>j0 * n_hidden, n_hidden)
-    gemm(True, False, rows, n_hidden, (T - 1) * B, 1,
-         dGh + <Py_ssize_t>B * n_gates + j0, n_gates, H, n_hidden,
-         1, dW_hh + <Py_ssize_t>j0 * n_hidden, n_hidden)
+    gemm(True, False, n_gates, n_hidden, B, 1, dGh, n_gates, h0, n_hidden,
+         beta, dW_hh, n_hidden)
+    gemm(True, False, n_gates, n_hidden, (T - 1) * B, 1,
+         dGh + <Py_ssize_t>B * n_gates, n_gates, H, n_hidden, 1, dW_hh, n_hidden)
 
 
 cdef void input_gradient(const floating* dGh, const floating* dAn, const floating* W_xh,
@@ -281,7 +271,7 @@ cdef void gru_gradient_part_of(CellArgs* a, int part, int n_parts,
                      <const floating*>a.H + row * a.n_hidden,
                      <const floating*>a.A + row * a.n_gates,
                      <const floating*>a.HN + row * a.n_hidden, t1 - t0, a.B, a.n_input,
-                     a.n_hidden, 0, a.n_gates, accumulate, dW_xh, dW_hh, db_h, db_hn)
+                     a.n_hidden, accumulate, dW_xh, dW_hh, db_h, db_hn)
     if a.dX != NULL:
         input_gradient(<const floating*>a.A, <const floating*>a.HN,
                        <const floating*>a.W_xh, a.n_input, a.n_hidden,

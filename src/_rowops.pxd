@@ -35,27 +35,22 @@ cdef inline void add_parts(floating* out, const floating* parts, Py_ssize_t size
 
 cdef inline void weight_gradients(const floating* X, const floating* h0, const floating* H,
                                   const floating* dA, int T, int B, int I, int n_hidden,
-                                  int n_gates, int j0, int j1, bint accumulate,
+                                  int n_gates, bint accumulate,
                                   floating* dW_xh, floating* dW_hh,
                                   floating* db_h) noexcept nogil:
-    """Rows j0..j1-1 of the input and recurrent weight gradients of a cell whose
-    pre-activation gradients dA (T, B, n_gates) feed W_xh (n_gates, I) and
-    W_hh (n_gates, H): single GEMMs over all timesteps (Elman: n_gates = H;
-    LSTM: 4H). The rows split across threads."""
-    cdef int rows = j1 - j0
+    """The input and recurrent weight gradients of a cell whose pre-activation
+    gradients dA (T, B, n_gates) feed W_xh (n_gates, I) and W_hh (n_gates, H):
+    single GEMMs over the T timesteps (Elman: n_gates = H; LSTM: 4H)."""
     cdef floating beta = 1 if accumulate else 0
-    if rows <= 0:
-        return
     # dW_xh (+)= dA.T @ X
-    gemm(True, False, rows, I, T * B, 1, dA + j0, n_gates, X, I,
-         beta, dW_xh + <Py_ssize_t>j0 * I, I)
+    gemm(True, False, n_gates, I, T * B, 1, dA, n_gates, X, I, beta, dW_xh, I)
     # dW_hh (+)= dA[0].T @ h0 + dA[1:].T @ H[:-1]
-    gemm(True, False, rows, n_hidden, B, 1, dA + j0, n_gates, h0, n_hidden,
-         beta, dW_hh + <Py_ssize_t>j0 * n_hidden, n_hidden)
-    gemm(True, False, rows, n_hidden, (T - 1) * B, 1, dA + <Py_ssize_t>B * n_gates + j0,
-         n_gates, H, n_hidden, 1, dW_hh + <Py_ssize_t>j0 * n_hidden, n_hidden)
+    gemm(True, False, n_gates, n_hidden, B, 1, dA, n_gates, h0, n_hidden,
+         beta, dW_hh, n_hidden)
+    gemm(True, False, n_gates, n_hidden, (T - 1) * B, 1, dA + <Py_ssize_t>B * n_gates,
+         n_gates, H, n_hidden, 1, dW_hh, n_hidden)
     # db_h (+)= sum_{t, b} dA
-    column_sums(dA + j0, <Py_ssize_t>T * B, rows, n_gates, accumulate, db_h + j0)
+    column_sums(dA, <Py_ssize_t>T * B, n_gates, n_gates, accumulate, db_h)
 
 
 cdef inline void weight_gradients_part(const floating* X, const floating* h0,
@@ -82,7 +77,7 @@ cdef inline void weight_gradients_part(const floating* X, const floating* h0,
         accumulate = False
     weight_gradients(X + row * I, h0 if t0 == 0 else H + (row - B) * n_hidden,
                      H + row * n_hidden, dA + row * n_gates, t1 - t0, B, I, n_hidden,
-                     n_gates, 0, n_gates, accumulate, dW_xh, dW_hh, db_h)
+                     n_gates, accumulate, dW_xh, dW_hh, db_h)
 
 
 cdef inline Py_ssize_t gradient_size(int n_gates, int I, int n_hidden) noexcept nogil:
