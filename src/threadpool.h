@@ -44,6 +44,8 @@
 #define BPTT_MAX_WORKERS 63
 /* how long an idle worker spins for the next task before it sleeps */
 #define BPTT_SPIN_NS 2000000L
+/* ... and how much of that it spins without yielding its core */
+#define BPTT_EAGER_NS 50000L
 
 static struct {
     bptt_part_fn fn;           /* the current task; written before `claim` */
@@ -94,20 +96,25 @@ static int bptt_run_claims(uint32_t generation) {
     }
 }
 
-/* Wait until a task later than `seen` is published; spin, then sleep. */
+/* Wait until a task later than `seen` is published; spin, then sleep. The
+ * first BPTT_EAGER_NS of the spin do not yield: the regions of one kernel
+ * call follow each other within microseconds, and a sched_yield costs
+ * several on a virtual machine. */
 static uint32_t bptt_wait_for_task(uint32_t seen) {
     uint32_t generation;
-    long start = bptt_now_ns();
+    long start = bptt_now_ns(), idle;
     long spin_ns = __atomic_load_n(&bptt_pool.spin_ns, __ATOMIC_RELAXED);
-    for (int turn = 0;; turn++) {
+    for (;;) {
         for (int i = 0; i < 32; i++) {
             if ((generation = bptt_generation()) != seen)
                 return generation;
             BPTT_CPU_RELAX();
         }
-        if (bptt_now_ns() - start > spin_ns)
+        idle = bptt_now_ns() - start;
+        if (idle > spin_ns)
             break;
-        sched_yield();
+        if (idle > BPTT_EAGER_NS)
+            sched_yield();
     }
     __atomic_fetch_add(&bptt_pool.worker_sleeps, 1, __ATOMIC_RELAXED);
     pthread_mutex_lock(&bptt_pool.lock);
