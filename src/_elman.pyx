@@ -30,7 +30,7 @@ import numpy as np
 
 from _activations cimport tanh_
 from _packed cimport pack_weights, recurrent_product
-from _parallel cimport bptt_parallel, import_threadpool
+from _parallel cimport balanced_parts, bptt_parallel, import_threadpool
 from _cellparts cimport CellArgs, gradient_part, gradient_scratch, project_part
 from _rowops cimport add_gradient_parts, gradient_size, part_start
 from _stepping cimport (P_B_H, P_W_HH, P_W_HH_PACKED, P_W_XH,
@@ -171,7 +171,7 @@ def elman_forward(const floating[:, :, ::1] X,      # IN  (T, B, I)
     n_threads = max(1, min(n_threads, a.B))
     with nogil:
         # A = X @ W_xh.T over all rows (split by rows); then the time loop
-        bptt_parallel(project_part, &a, n_threads, n_threads)
+        bptt_parallel(project_part, &a, balanced_parts(n_threads, a.T * a.B), n_threads)
         bptt_parallel(forward_part, &a, n_threads, n_threads)
 
 
@@ -200,7 +200,7 @@ def elman_backward(const floating[:, :, ::1] X,     # IN  (T, B, I)
     """
     cdef CellArgs a
     cdef const floating* W_hh_packed
-    cdef int gradient_parts = max(1, min(n_threads, X.shape[0]))
+    cdef int gradient_parts = balanced_parts(n_threads, X.shape[0])
     if X.shape[0] == 0 or X.shape[1] == 0:
         return
     packed = pack_weights(W_hh, False, &W_hh_packed)

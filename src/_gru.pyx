@@ -37,7 +37,7 @@ from cython cimport floating
 from _activations cimport sigmoid_, tanh_
 from _blas cimport gemm
 from _packed cimport pack_weights, recurrent_product
-from _parallel cimport bptt_parallel, import_threadpool
+from _parallel cimport balanced_parts, bptt_parallel, import_threadpool
 from _stepping cimport (P_B_H, P_EXTRA, P_W_HH, P_W_HH_PACKED, P_W_XH,
                        P_W_XH_PACKED)
 from _cellparts cimport CellArgs, gradient_scratch, project_part
@@ -314,7 +314,7 @@ def gru_forward(const floating[:, :, ::1] X,       # IN  (T, B, I)
     n_threads = max(1, min(n_threads, a.B))
     with nogil:
         # A = X @ W_xh.T over all rows (split by rows), in G; then the time loop
-        bptt_parallel(project_part, &a, n_threads, n_threads)
+        bptt_parallel(project_part, &a, balanced_parts(n_threads, a.T * a.B), n_threads)
         bptt_parallel(forward_part, &a, n_threads, n_threads)
 
 
@@ -345,7 +345,7 @@ def gru_backward(const floating[:, :, ::1] X,      # IN  (T, B, I)
     """
     cdef CellArgs a
     cdef const floating* W_hh_packed
-    cdef int gradient_parts = max(1, min(n_threads, X.shape[0]))
+    cdef int gradient_parts = balanced_parts(n_threads, X.shape[0])
     cdef Py_ssize_t block
     if X.shape[0] == 0 or X.shape[1] == 0 or W_hh.shape[1] == 0:
         return

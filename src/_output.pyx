@@ -21,7 +21,7 @@ from libc.stdint cimport int64_t
 from _activations cimport exp_
 from _blas cimport gemm
 from _outlayer cimport IDENTITY, SIGMOID, SOFTMAX, output_rows
-from _parallel cimport bptt_parallel, import_threadpool
+from _parallel cimport balanced_parts, bptt_parallel, import_threadpool
 from _rowops cimport column_sums, part_start
 
 cimport numpy as cnp
@@ -199,7 +199,7 @@ def output_layer(const floating[:, ::1] Hs,      # IN  (N, H)
     db_o (+)= sum_rows dZ ; dHs = dZ @ W_oh.
     """
     cdef int N = Hs.shape[0], n_hidden = Hs.shape[1], O = W_oh.shape[0]
-    cdef int n_parts = max(1, min(n_threads, N)), part, r, j
+    cdef int n_parts = balanced_parts(n_threads, N), part, r, j
     cdef Args a
     cdef const floating[:, ::1] target_rows
     cdef const int64_t[::1] labels
