@@ -69,6 +69,19 @@ def test_bad_spin_in_the_environment_says_what_it_wants(value):
     assert "BPTT_SPIN_US must be a number of microseconds" in out.stderr
 
 
+def test_import_leaves_the_environment_alone():
+    """bptt sets no OpenMP (or other) variable: other libraries in the process,
+    PyTorch's OpenMP runtime for one, read them when they load."""
+    import subprocess
+    code = ("import os; before = dict(os.environ); import bptt; "
+            "bptt.RNN(2, 4, 1).loss_and_grad([[[0.0, 1.0]]], [[0.5]]); "
+            "print(sorted(set(os.environ.items()) ^ set(before.items())))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_"))}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_run_record_rejects_no_parts():
     with pytest.raises(ValueError, match="n_parts must be >= 1"):
         pool.run_record(0, 2)
