@@ -33,6 +33,7 @@ def apply(str name, const floating[::1] x, floating[::1] out):
 
 cdef extern from *:
     """
+    /* libgcc's CPU model also checks that the OS saves the registers (XCR0). */
     static int bptt_cpu_has_avx2_fma(void) {
     #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
         __builtin_cpu_init();
@@ -41,13 +42,30 @@ cdef extern from *:
         return 0;
     #endif
     }
+    static int bptt_cpu_has_avx512(void) {
+    #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+        __builtin_cpu_init();
+        return bptt_cpu_has_avx2_fma() && __builtin_cpu_supports("avx512f")
+            && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")
+            && __builtin_cpu_supports("avx512bw");
+    #else
+        return 0;
+    #endif
+    }
     """
     int bptt_cpu_has_avx2_fma()
+    int bptt_cpu_has_avx512()
 
 
-def cpu_has_avx2_fma():
-    """True when this CPU runs the AVX2 + FMA builds of the kernels."""
-    return bool(bptt_cpu_has_avx2_fma())
+def cpu_variants():
+    """The builds of the kernels this CPU runs, narrowest first: "baseline"
+    (SSE2), then "avx2" (AVX2 + FMA), then "avx512" (AVX-512 F, VL, DQ, BW)."""
+    variants = ["baseline"]
+    if bptt_cpu_has_avx2_fma():
+        variants.append("avx2")
+        if bptt_cpu_has_avx512():
+            variants.append("avx512")
+    return tuple(variants)
 
 
 def packed_product(const floating[:, ::1] A, const floating[:, ::1] W, bint transpose,

@@ -9,15 +9,17 @@ import importlib
 
 from bptt.rnn import compiled_variant
 
-# both builds of the kernels: the baseline and, on x86-64, the AVX2 + FMA twin
+# every build of the kernels this CPU runs: the baseline and, on x86-64, the
+# AVX2 + FMA and AVX-512 twins
+from bptt import _vmath
+
 VARIANTS = ["_vmath"]
-try:
-    importlib.import_module("bptt._vmath_avx2")
-    from bptt import _vmath
-    if _vmath.cpu_has_avx2_fma():
-        VARIANTS.append("_vmath_avx2")
-except ImportError:
-    pass
+for _variant in _vmath.cpu_variants()[1:]:
+    try:
+        importlib.import_module(f"bptt._vmath_{_variant}")
+    except ImportError:
+        continue
+    VARIANTS.append(f"_vmath_{_variant}")
 
 
 @pytest.fixture(params=VARIANTS)
@@ -63,38 +65,67 @@ def test_unknown_function_name(vmath):
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_kernel_builds_agree(cell):
-    """The baseline and AVX2 builds compute the same training step (the AVX2
-    build through its packed recurrent products and weight gradients, the
+    """Every build computes the same training step (the AVX2 and AVX-512
+    builds through their packed recurrent products and weight gradients, the
     baseline through BLAS), with k-blocking in the backward product
     (gates x H > 256) and in the weight gradients (T x n = 280 > 256)."""
     import numpy as np
     import bptt
     if len(VARIANTS) < 2:
-        pytest.skip("no AVX2 + FMA build on this machine")
+        pytest.skip("no SIMD build runs on this machine")
     module = {"rnn": "_elman", "lstm": "_lstm", "gru": "_gru"}[cell]
     rng = np.random.default_rng(0)
     X = rng.standard_normal((7, 40, 3))
     y = rng.standard_normal((7, 40, 2))
     results = []
-    for name in (f"bptt.{module}", f"bptt.{module}_avx2"):
+    for variant in VARIANTS:
+        name = f"bptt.{module}{variant[len('_vmath'):]}"
         net = bptt.RNN(3, 90, 2, cell=cell, output_activation="sigmoid", random_state=0)
         net._cell.kernels = importlib.import_module(name)
-        results.append(net.loss_and_grad(X, y, truncate=7))
-    (loss_a, grads_a), (loss_b, grads_b) = results
-    assert loss_a == pytest.approx(loss_b, rel=1e-13)
-    for name in grads_a:
-        np.testing.assert_allclose(grads_a[name], grads_b[name], rtol=1e-11, atol=1e-14)
+        results.append((name, net.loss_and_grad(X, y, truncate=7)))
+    (_, (loss_a, grads_a)), others = results[0], results[1:]
+    for name, (loss_b, grads_b) in others:
+        assert loss_a == pytest.approx(loss_b, rel=1e-13), name
+        for key in grads_a:
+            np.testing.assert_allclose(grads_a[key], grads_b[key], rtol=1e-11,
+                                       atol=1e-14, err_msg=f"{name} {key}")
 
 
-def test_variant_is_reported():
-    assert compiled_variant() in ("baseline", "avx2")
+def test_variant_is_the_widest_the_cpu_runs():
+    expected = VARIANTS[-1][len("_vmath_"):] or "baseline"
+    assert compiled_variant() == expected
 
 
-# rows around the micro-kernel's 6, columns around its 8/16-wide panels,
+@pytest.mark.parametrize("cap", ["baseline", "avx2", "avx512"])
+def test_simd_cap(monkeypatch, cap):
+    """BPTT_SIMD caps the build: the widest one at or below it that runs."""
+    from bptt.rnn import SIMD_VARIANTS
+    monkeypatch.setenv("BPTT_SIMD", cap.upper())
+    compiled_variant.cache_clear()
+    try:
+        runs = [v[len("_vmath_"):] or "baseline" for v in VARIANTS]
+        expected = [v for v in runs if SIMD_VARIANTS.index(v) <= SIMD_VARIANTS.index(cap)][-1]
+        assert compiled_variant() == expected
+    finally:
+        compiled_variant.cache_clear()
+
+
+def test_simd_cap_unknown(monkeypatch):
+    monkeypatch.setenv("BPTT_SIMD", "sse9")
+    compiled_variant.cache_clear()
+    try:
+        with pytest.raises(ValueError, match="BPTT_SIMD must be one of baseline, avx2, avx512.*'sse9'"):
+            compiled_variant()
+    finally:
+        compiled_variant.cache_clear()
+
+
+# rows around the micro-kernel's 6 and 8, columns around its 8/16/32-wide panels,
 # depths across its k block (256)
 @pytest.mark.parametrize("m,n,k", [(1, 1, 1), (1, 16, 16), (5, 7, 3), (6, 16, 64),
                                    (7, 17, 255), (13, 33, 257), (32, 64, 64),
-                                   (11, 40, 600), (2, 300, 9)])
+                                   (11, 40, 600), (2, 300, 9), (8, 32, 33),
+                                   (15, 31, 70), (17, 65, 513), (96 + 9, 48, 20)])
 @pytest.mark.parametrize("transpose", [True, False])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_packed_product(vmath, m, n, k, transpose, dtype):

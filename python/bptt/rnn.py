@@ -53,29 +53,48 @@ KEEP_WORKSPACE_BYTES = 1 << 23
 _KERNEL_MODULES = {"numpy": "bptt.reference.{}", "cython": "bptt._{}"}
 
 
+SIMD_VARIANTS = ("baseline", "avx2", "avx512")
+
+
 @functools.lru_cache(maxsize=None)
 def compiled_variant():
     """Which build of the compiled kernels this process uses.
 
-    "avx2" (AVX2 + FMA, 8 floats per instruction in the elementwise passes)
-    when the CPU has both and that build exists, else "baseline" (SSE2, any
-    x86-64). The environment variable ``BPTT_SIMD=baseline`` forces the
-    baseline.
+    The widest build that exists and that the CPU runs: "avx512" (AVX-512
+    F/VL/DQ/BW, 16 floats per instruction), "avx2" (AVX2 + FMA, 8 floats),
+    else "baseline" (SSE2, any x86-64). The environment variable
+    ``BPTT_SIMD`` (``baseline``, ``avx2`` or ``avx512``, read once) caps the
+    choice, e.g. ``BPTT_SIMD=avx2`` on an AVX-512 machine.
     """
-    if os.environ.get("BPTT_SIMD", "").lower() == "baseline":
-        return "baseline"
+    cap = os.environ.get("BPTT_SIMD", "").strip().lower() or SIMD_VARIANTS[-1]
+    if cap not in SIMD_VARIANTS:
+        raise ValueError(
+            f"BPTT_SIMD must be one of {', '.join(SIMD_VARIANTS)} (or unset); "
+            f"got {os.environ['BPTT_SIMD']!r}."
+        )
     try:
-        from . import _vmath, _vmath_avx2  # noqa: F401
+        from . import _vmath
     except ImportError:
         return "baseline"
-    return "avx2" if _vmath.cpu_has_avx2_fma() else "baseline"
+    allowed = SIMD_VARIANTS[: SIMD_VARIANTS.index(cap) + 1]
+    for variant in reversed(_vmath.cpu_variants()):
+        if variant not in allowed:
+            continue
+        if variant == "baseline":
+            return variant
+        try:
+            importlib.import_module(f"bptt._vmath_{variant}")
+        except ImportError:
+            continue
+        return variant
+    return "baseline"
 
 
 def load_kernels(backend, name):
     """Import the kernel module ``name`` ("elman", "output", ...) of a backend."""
     module = _KERNEL_MODULES[backend].format(name)
-    if backend == "cython" and compiled_variant() == "avx2":
-        module += "_avx2"
+    if backend == "cython" and compiled_variant() != "baseline":
+        module += "_" + compiled_variant()
     try:
         return importlib.import_module(module)
     except ImportError as exc:
