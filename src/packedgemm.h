@@ -92,6 +92,13 @@ static inline void bptt_pack_##SUF(int k, int n, const T *b, long bps, long bcs,
         int w = n - q * NR < NR ? n - q * NR : NR;                                      \
         T *o = out + (long)q * k * NR;                                                  \
         const T *bq = b + (long)q * NR * bcs;                                           \
+        if (w == NR && bcs == 1) {                                                      \
+            /* whole contiguous panel rows: a fixed-size copy is a few vector          \
+               moves, where the general loop below becomes a memcpy call per row */    \
+            for (p = 0; p < k; p++)                                                     \
+                memcpy(o + (long)p * NR, bq + p * bps, NR * sizeof(T));                 \
+            continue;                                                                   \
+        }                                                                               \
         for (p = 0; p < k; p++) {                                                       \
             for (j = 0; j < w; j++) o[(long)p * NR + j] = bq[p * bps + j * bcs];        \
             for (; j < NR; j++) o[(long)p * NR + j] = 0;                                \
