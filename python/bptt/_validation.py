@@ -7,6 +7,7 @@ scikit-learn's wording where it has one. Nothing the caller passed is
 modified: a conversion always copies when it would otherwise alias.
 """
 
+import functools
 import numbers
 
 import numpy as np
@@ -35,6 +36,19 @@ def check_positive_int(name, value, allow_none=False):
     if value < 1:
         raise ValueError(f"{name} must be an integer >= 1; got {value}.")
     return int(value)
+
+
+_COMPILED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_checks():
+    """The compiled checks of the build this CPU runs, or None when not built."""
+    from .rnn import load_kernels  # rnn imports this module
+    try:
+        return load_kernels("cython", "checks")
+    except ImportError:
+        return None
 
 
 def check_dtype(dtype):
@@ -74,11 +88,25 @@ def as_numeric_array(x, name):
     return arr
 
 
+def all_finite(arr):
+    """True when the float array ``arr`` holds no NaN and no infinity.
+
+    Contiguous float32/float64 arrays take one compiled pass over their
+    exponent bits (bptt._checks, when built); anything else, and the NumPy
+    backend without the compiled modules, one NumPy reduction: NaN and inf
+    propagate into the sum, so a finite sum means finite data (an
+    overflowing sum falls through to the elementwise test).
+    """
+    if arr.dtype in _COMPILED_DTYPES and arr.flags.c_contiguous:
+        checks = _compiled_checks()
+        if checks is not None:
+            return checks.all_finite(arr.reshape(-1))
+    return bool(np.isfinite(arr.sum()) or np.isfinite(arr).all())
+
+
 def check_finite(arr, name):
     """Raise scikit-learn's message when ``arr`` holds NaN or infinity."""
-    # one reduction first: NaN and inf propagate into the sum, so a finite
-    # sum means finite data (an overflowing sum falls through to the full test)
-    if arr.dtype.kind == "f" and not (np.isfinite(arr.sum()) or np.isfinite(arr).all()):
+    if arr.dtype.kind == "f" and not all_finite(arr):
         if np.isnan(arr).any():
             raise ValueError(f"Input {name} contains NaN.")
         raise ValueError(
