@@ -57,6 +57,9 @@ cdef void gates_forward(floating* a, const floating* gh, const floating* b_h,
     cdef Py_ssize_t r, j
     cdef Py_ssize_t H1 = n_hidden, H2 = 2 * n_hidden
     cdef floating gr, gz, gn, hnj
+    # a typed 1: Cython writes the literal in `1 - x` as 1.0, a double, which
+    # would turn the float32 build's arithmetic into double
+    cdef floating one = 1
     for r in range(rows):
         for j in range(n_hidden):
             gr = sigmoid_(a[j] + gh[j] + b_h[j])
@@ -67,7 +70,7 @@ cdef void gates_forward(floating* a, const floating* gh, const floating* b_h,
             a[H1 + j] = gz
             a[H2 + j] = gn
             hn[j] = hnj
-            h[j] = (1 - gz) * gn + gz * h_prev[j]
+            h[j] = (one - gz) * gn + gz * h_prev[j]
         a += 3 * n_hidden
         gh += 3 * n_hidden
         h_prev += n_hidden
@@ -85,6 +88,7 @@ cdef void gates_backward(floating* g, floating* hn, const floating* h_prev,
     cdef Py_ssize_t r, j
     cdef Py_ssize_t H1 = n_hidden, H2 = 2 * n_hidden
     cdef floating gr, gz, gn, dhj, dan
+    cdef floating one = 1  # typed: see gates_forward
     for r in range(rows):
         for j in range(n_hidden):
             gr = g[j]
@@ -92,10 +96,10 @@ cdef void gates_backward(floating* g, floating* hn, const floating* h_prev,
             gn = g[H2 + j]
             dhj = dh[j]
             # backprop through h = (1 - z) * n + z * h_prev and the tanh of n
-            dan = dhj * (1 - gz) * (1 - gn * gn)
-            g[H1 + j] = dhj * (h_prev[j] - gn) * gz * (1 - gz)
+            dan = dhj * (one - gz) * (one - gn * gn)
+            g[H1 + j] = dhj * (h_prev[j] - gn) * gz * (one - gz)
             # backprop through n's pre-activation A_n + r * hn
-            g[j] = dan * hn[j] * gr * (1 - gr)
+            g[j] = dan * hn[j] * gr * (one - gr)
             g[H2 + j] = dan * gr
             hn[j] = dan
             if carry:

@@ -85,6 +85,9 @@ cdef void gates_backward(floating* g, const floating* c, const floating* c_prev,
     cdef Py_ssize_t r, j
     cdef Py_ssize_t H1 = n_hidden, H2 = 2 * n_hidden, H3 = 3 * n_hidden
     cdef floating gi, gf, gg, go, tc, dcj, dhj
+    # a typed 1: Cython writes the literal in `1 - x` as 1.0, a double, which
+    # would turn the float32 build's arithmetic into double
+    cdef floating one = 1
     for r in range(rows):
         for j in range(n_hidden):
             gi = g[j]
@@ -94,12 +97,12 @@ cdef void gates_backward(floating* g, const floating* c, const floating* c_prev,
             tc = tanh_(c[j])
             dhj = dh[j]
             # backprop through h = o * tanh(c)
-            dcj = dc[j] + dhj * go * (1 - tc * tc)
+            dcj = dc[j] + dhj * go * (one - tc * tc)
             # backprop through c = f * c_prev + i * g and the gate nonlinearities
-            g[j] = dcj * gg * gi * (1 - gi)
-            g[H1 + j] = dcj * c_prev[j] * gf * (1 - gf)
-            g[H2 + j] = dcj * gi * (1 - gg * gg)
-            g[H3 + j] = dhj * tc * go * (1 - go)
+            g[j] = dcj * gg * gi * (one - gi)
+            g[H1 + j] = dcj * c_prev[j] * gf * (one - gf)
+            g[H2 + j] = dcj * gi * (one - gg * gg)
+            g[H3 + j] = dhj * tc * go * (one - go)
             dc[j] = dcj * gf
         g += 4 * n_hidden
         c += n_hidden

@@ -62,6 +62,9 @@ cdef double mse_rows(const floating* y, const floating* t, int activation, float
     cdef Py_ssize_t size = N * O, r, j
     cdef double total
     cdef floating dot
+    # a typed 1: Cython writes the literal in `1 - x` as 1.0, a double, which
+    # would turn the float32 build's arithmetic into double
+    cdef floating one = 1
     # dY = 2 (Y - y) / (N O), the sum of squares vectorized (lossrows.h)
     if floating is float:
         total = bptt_mse_rows_s(y, t, dz, size, scale)
@@ -70,7 +73,7 @@ cdef double mse_rows(const floating* y, const floating* t, int activation, float
     if activation == SIGMOID:
         # sigmoid' = Y (1 - Y)
         for r in range(size):
-            dz[r] = dz[r] * y[r] * (1 - y[r])
+            dz[r] = dz[r] * y[r] * (one - y[r])
     elif activation == SOFTMAX:
         # dZ = Y * (dY - sum(dY * Y)) per row
         for r in range(N):
