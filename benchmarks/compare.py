@@ -55,6 +55,7 @@ import time
 import numpy as np
 
 import bptt
+from bptt.rnn import compiled_variant
 
 SIZES = {  # name: (n_samples, n_timesteps, input_size, hidden_size, output_size)
     "S": (1, 100, 1, 16, 1),
@@ -442,6 +443,7 @@ def main(argv=None):
         "cpu": cpu_model(),
         "python": platform.python_version(),
         "bptt": bptt.__version__, "git": git_commit(),
+        "bptt_build": compiled_variant(),
         "numpy": np.__version__,
         "torch": getattr(torch, "__version__", None),
         "jax": getattr(jax, "__version__", None),
@@ -455,7 +457,8 @@ def main(argv=None):
     }
     print("# bptt training-step comparison")
     print(f"date: {meta['date']}   cpu: {meta['cpu']}")
-    print(f"python {meta['python']}  bptt {meta['bptt']} ({meta['git']})  numpy {np.__version__}"
+    print(f"python {meta['python']}  bptt {meta['bptt']} ({meta['git']}, "
+          f"{meta['bptt_build']} build)  numpy {np.__version__}"
           f"  torch {meta['torch']}  jax {meta['jax']}")
     for k in kernels:
         arch = k.get("architecture") or k.get("corearch") or "?"

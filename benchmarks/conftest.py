@@ -24,7 +24,8 @@ def pytest_report_header(config):
         bptt.RNN(1, 1, 1, backend="cython").forward(np.zeros((1, 1, 1)))
     except ImportError as exc:  # kernels not built
         return [f"bptt compiled kernels unavailable: {exc}"]
-    lines = []
+    from bptt.rnn import compiled_variant
+    lines = [f"bptt kernels: the {compiled_variant()} build (BPTT_SIMD caps it)"]
     for lib in threadpool_info():
         if lib.get("user_api") != "blas":
             continue
