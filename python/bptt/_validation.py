@@ -42,11 +42,11 @@ _COMPILED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled_checks():
-    """The compiled checks of the build this CPU runs, or None when not built."""
+def _compiled_inputs():
+    """bptt._inputs of the build this CPU runs, or None when not built."""
     from .rnn import load_kernels  # rnn imports this module
     try:
-        return load_kernels("cython", "checks")
+        return load_kernels("cython", "inputs")
     except ImportError:
         return None
 
@@ -92,13 +92,13 @@ def all_finite(arr):
     """True when the float array ``arr`` holds no NaN and no infinity.
 
     Contiguous float32/float64 arrays take one compiled pass over their
-    exponent bits (bptt._checks, when built); anything else, and the NumPy
+    exponent bits (bptt._inputs, when built); anything else, and the NumPy
     backend without the compiled modules, one NumPy reduction: NaN and inf
     propagate into the sum, so a finite sum means finite data (an
     overflowing sum falls through to the elementwise test).
     """
     if arr.dtype in _COMPILED_DTYPES and arr.flags.c_contiguous:
-        checks = _compiled_checks()
+        checks = _compiled_inputs()
         if checks is not None:
             return checks.all_finite(arr.reshape(-1))
     return bool(np.isfinite(arr.sum()) or np.isfinite(arr).all())
@@ -161,9 +161,24 @@ def check_sequences(X, input_size, dtype, name="X", owner="RNN"):
 def time_major(X, start, stop, out):
     """Copy timesteps start..stop-1 of batch-first X into out, time-major.
 
-    Returns ``out[:stop - start]``, of shape (stop - start, n_samples, n_features).
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_timesteps, n_features)
+    start, stop : int
+    out : C-contiguous ndarray of shape (>= stop - start, n_samples, n_features)
+
+    Returns
+    -------
+    chunk : ndarray of shape (stop - start, n_samples, n_features)
+        ``out[:stop - start]``, filled. A C-contiguous X of out's dtype is
+        copied by bptt._inputs (when built), anything else by NumPy.
     """
     chunk = out[: stop - start]
+    if X.dtype == out.dtype and X.dtype in _COMPILED_DTYPES and X.flags.c_contiguous:
+        inputs = _compiled_inputs()
+        if inputs is not None:
+            inputs.time_major(X, start, stop, chunk)
+            return chunk
     chunk[...] = X[:, start:stop].transpose(1, 0, 2)
     return chunk
 

@@ -415,7 +415,7 @@ class RNN:
             )
         rows = np.empty(((n_timesteps if seq else 1) * n_samples, O), dtype=self.dtype)
         if seq:
-            rows.reshape(n_timesteps, n_samples, O)[...] = y.transpose(1, 0, 2)
+            time_major(y, 0, n_timesteps, rows.reshape(n_timesteps, n_samples, O))
         else:
             rows[...] = y
         return rows

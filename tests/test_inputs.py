@@ -1,0 +1,111 @@
+"""The compiled input preparation (bptt._inputs) against its NumPy twins."""
+
+import numpy as np
+import pytest
+
+from bptt import _validation, _vmath
+
+pytest.importorskip("bptt._inputs")
+BUILDS = ["bptt._inputs"] + [f"bptt._inputs_{v}" for v in _vmath.cpu_variants()[1:]]
+
+
+@pytest.fixture(params=BUILDS)
+def inputs(request):
+    """Every build of the compiled input module this CPU runs."""
+    return pytest.importorskip(request.param)
+
+SPECIAL = [np.nan, np.inf, -np.inf, -np.nan]
+EDGE = [0.0, -0.0, 1.0, "max", "tiny", "subnormal"]
+
+
+def _edge(value, dtype):
+    info = np.finfo(dtype)
+    return {"max": info.max, "tiny": info.tiny, "subnormal": info.smallest_subnormal}.get(
+        value, value)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("size", [1, 7, 16, 33, 1000])
+def test_every_position_of_every_non_finite_value(inputs, dtype, size):
+    rng = np.random.default_rng(size)
+    base = rng.standard_normal(size).astype(dtype)
+    assert inputs.all_finite(base)
+    for value in SPECIAL:
+        for pos in {0, size // 2, size - 1}:
+            x = base.copy()
+            x[pos] = value
+            assert not inputs.all_finite(x), (value, pos)
+            assert inputs.all_finite(x) == bool(np.isfinite(x).all())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_finite_extremes_pass(inputs, dtype):
+    x = np.array([_edge(v, dtype) for v in EDGE] * 5, dtype=dtype)
+    x = np.concatenate([x, -x])
+    assert inputs.all_finite(x)
+
+
+def test_empty(inputs):
+    assert inputs.all_finite(np.empty(0))
+    assert inputs.all_finite(np.empty(0, np.float32))
+
+
+@pytest.mark.parametrize("make", [
+    lambda x: x,                                  # contiguous: compiled
+    lambda x: x[:, ::2],                          # strided: NumPy
+    lambda x: np.asfortranarray(x),               # Fortran order: NumPy
+    lambda x: x.astype(np.float16),               # no compiled kernel: NumPy
+    lambda x: x.astype(x.dtype.newbyteorder()),   # byte-swapped: NumPy
+])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_validation_paths_agree(make, dtype):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, 10)).astype(dtype)
+    assert _validation.all_finite(make(x))
+    for value in SPECIAL:
+        y = x.copy()
+        y[3, 4] = value
+        assert not _validation.all_finite(make(y))
+
+
+def test_overflowing_sum_of_finite_values_is_finite():
+    # the NumPy twin's fast path sums: a sum that overflows must fall back
+    x = np.full(1000, np.finfo(np.float32).max, dtype=np.float32)
+    assert _validation.all_finite(x)
+    assert _validation.all_finite(x[::2])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,start,stop", [((1, 1, 1), 0, 1), ((3, 7, 5), 0, 7),
+                                              ((4, 9, 2), 3, 8), ((2, 5, 3), 2, 2),
+                                              ((32, 50, 32), 10, 50)])
+def test_time_major_copy(inputs, dtype, shape, start, stop):
+    rng = np.random.default_rng(sum(shape))
+    X = rng.standard_normal(shape).astype(dtype)
+    out = np.full((shape[1] + 2, shape[0], shape[2]), np.nan, dtype=dtype)
+    inputs.time_major(X, start, stop, out)
+    np.testing.assert_array_equal(out[: stop - start], X[:, start:stop].transpose(1, 0, 2))
+    assert np.isnan(out[stop - start:]).all()  # nothing past the chunk is written
+
+
+def test_time_major_copy_checks_shapes(inputs):
+    X = np.zeros((3, 4, 2))
+    with pytest.raises(ValueError, match="out must have shape"):
+        inputs.time_major(X, 0, 4, np.zeros((4, 2, 2)))
+    with pytest.raises(ValueError, match="start <= stop"):
+        inputs.time_major(X, 2, 5, np.zeros((4, 3, 2)))
+
+
+@pytest.mark.parametrize("make", [
+    lambda x: x,                                   # compiled
+    lambda x: x[:, :, ::2],                        # strided: NumPy
+    lambda x: np.asfortranarray(x),                # Fortran order: NumPy
+    lambda x: x.astype(np.float64),                # another dtype than out: NumPy
+])
+def test_validation_time_major_paths_agree(make):
+    rng = np.random.default_rng(1)
+    X = make(rng.standard_normal((5, 6, 4)).astype(np.float32))
+    out = np.empty((6, 5, X.shape[2]), dtype=np.float32)
+    chunk = _validation.time_major(X, 1, 5, out)
+    assert chunk.shape == (4, 5, X.shape[2])
+    np.testing.assert_array_equal(chunk, X[:, 1:5].transpose(1, 0, 2).astype(np.float32))
