@@ -35,8 +35,8 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
     trans_a. Likewise op(B) (k, n). Products of at most BPTT_SMALL_GEMM
     multiply-adds run inline (smallgemm.h: a BLAS call costs more than the
     arithmetic there); A.T @ B of small networks' weight gradients runs on
-    packedgemm.h's micro-kernel in the AVX2 build; one row (m == 1) goes to
-    gemv, which OpenBLAS runs much faster than a 1-row gemm.
+    packedgemm.h's micro-kernel in the AVX2 and AVX-512 builds; one row
+    (m == 1) goes to gemv, which OpenBLAS runs much faster than a 1-row gemm.
     """
     cdef char ta = b'T' if trans_a else b'N'
     cdef char tb = b'T' if trans_b else b'N'

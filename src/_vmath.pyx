@@ -72,7 +72,7 @@ def packed_product(const floating[:, ::1] A, const floating[:, ::1] W, bint tran
                    floating beta, floating[:, ::1] C):
     """C = A @ op(W) + beta * C through packedgemm.h (pack W, then multiply),
     op(W) = W.T when ``transpose``. Packs in every build (the kernels pack
-    only where BPTT_PACK_RECURRENT says), so both builds' micro-kernels get
+    only where BPTT_PACK_RECURRENT says), so every build's micro-kernel gets
     tested."""
     cdef int m = A.shape[0], k = A.shape[1]
     cdef int n = W.shape[0] if transpose else W.shape[1]
