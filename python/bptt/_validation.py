@@ -101,7 +101,8 @@ def all_finite(arr):
         checks = _compiled_inputs()
         if checks is not None:
             return checks.all_finite(arr.reshape(-1))
-    return bool(np.isfinite(arr.sum()) or np.isfinite(arr).all())
+    with np.errstate(over="ignore", invalid="ignore"):  # the overflow is handled
+        return bool(np.isfinite(arr.sum()) or np.isfinite(arr).all())
 
 
 def check_finite(arr, name):
