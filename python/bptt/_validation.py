@@ -7,7 +7,6 @@ scikit-learn's wording where it has one. Nothing the caller passed is
 modified: a conversion always copies when it would otherwise alias.
 """
 
-import functools
 import numbers
 
 import numpy as np
@@ -41,14 +40,10 @@ def check_positive_int(name, value, allow_none=False):
 _COMPILED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-@functools.lru_cache(maxsize=None)
 def _compiled_inputs():
     """bptt._inputs of the build this CPU runs, or None when not built."""
-    from .rnn import load_kernels  # rnn imports this module
-    try:
-        return load_kernels("cython", "inputs")
-    except ImportError:
-        return None
+    from .rnn import compiled_helpers  # rnn imports this module
+    return compiled_helpers("inputs")
 
 
 def check_dtype(dtype):

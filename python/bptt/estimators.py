@@ -410,17 +410,13 @@ class _BaseRNN(BaseEstimator, metaclass=ABCMeta):
         params = self.net_.params
         arrays = list(params.values())
         grads = [grads[name] for name in params]
+        scale = 1.0
         if self.clip_norm is not None:
             norm = np.sqrt(sum(float(np.vdot(g, g)) for g in grads))
             if norm > self.clip_norm:
                 scale = self.clip_norm / norm
-                grads = [g * scale for g in grads]
-        updates = self._optimizer.get_updates(grads)
-        new = [p + u for p, u in zip(arrays, updates)]
-        if not all(np.isfinite(v).all() for v in new):
+        if not self._optimizer.step(arrays, grads, scale):
             raise FloatingPointError("the update made some weights non-finite")
-        for p, v in zip(arrays, new):
-            np.copyto(p, v)
 
     def _diverged(self, epoch, exc):
         # The optimizer's moments may hold NaN now: a later partial_fit or

@@ -5,12 +5,28 @@ Small objects in the manner of scikit-learn's
 list of parameter arrays, keeps its own state (velocities, moment estimates)
 in arrays of the same shapes, and turns a list of gradients into a list of
 updates. :meth:`BaseOptimizer.update_params` adds the updates to the
-parameters in place; the estimators instead call :meth:`get_updates` and
-check the result is finite before applying it, so that a diverging step never
-overwrites the last finite weights.
+parameters in place. The estimators call :meth:`BaseOptimizer.step`, which
+applies a step only when every new weight is finite, so that a diverging
+step never overwrites the last finite weights; it runs each array's step in
+one compiled pass (``bptt._optim``) and falls back to :meth:`get_updates`,
+the NumPy twin, for arrays the compiled steps do not take.
 """
 
 import numpy as np
+
+
+def _compiled_steps():
+    """bptt._optim of the build this CPU runs, or None when not built."""
+    from .rnn import compiled_helpers
+    return compiled_helpers("optim")
+
+
+def _compiled_ok(arrays):
+    """Whether the compiled steps take these arrays: C-contiguous, one float
+    dtype for all."""
+    dtype = arrays[0].dtype
+    return (dtype in (np.float32, np.float64)
+            and all(a.dtype == dtype and a.flags.c_contiguous for a in arrays))
 
 
 class BaseOptimizer:
@@ -54,6 +70,58 @@ class BaseOptimizer:
         for param, update in zip(params, self.get_updates(grads)):
             param += update
 
+    def step(self, params, grads, scale=1.0):
+        """One step in place, unless it would make a parameter non-finite.
+
+        Parameters
+        ----------
+        params : list of ndarray
+            Modified in place when the step is taken.
+        grads : list of ndarray
+            Gradients of the loss, aligned with ``params`` (same shapes).
+        scale : float, default=1.0
+            Factor applied to every gradient first (gradient clipping).
+
+        Returns
+        -------
+        taken : bool
+            False when some new weight would be NaN or infinite: ``params``
+            are left as they were, while the optimizer's own state has
+            moved, so it should not be used again.
+        """
+        steps = _compiled_steps()
+        if steps is not None and _compiled_ok([*params, *grads, *self._state_arrays()]):
+            self._start_step()
+            new = [np.empty_like(param) for param in params]
+            finite = True
+            for i, (param, grad, out) in enumerate(zip(params, grads, new)):
+                finite &= self._compiled_step(steps, i, param.reshape(-1),
+                                              grad.reshape(-1), out.reshape(-1), scale)
+        else:
+            # a diverging step is reported by the return value, not by warnings
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                if scale != 1.0:
+                    grads = [grad * scale for grad in grads]
+                new = [param + update
+                       for param, update in zip(params, self.get_updates(grads))]
+            finite = all(np.isfinite(v).all() for v in new)
+        if not finite:
+            return False
+        for param, value in zip(params, new):
+            np.copyto(param, value)
+        return True
+
+    # the compiled form of get_updates, one array at a time
+    def _start_step(self):
+        """What a step does once, before its arrays (Adam counts steps)."""
+
+    def _state_arrays(self):
+        """The arrays of optimizer state a step updates."""
+        return []
+
+    def _compiled_step(self, steps, i, param, grad, new, scale):
+        return steps.sgd_step(param, grad, new, self.learning_rate, scale)
+
 
 class SGDOptimizer(BaseOptimizer):
     """Gradient descent without momentum (``optimizer="sgd"``)."""
@@ -89,6 +157,13 @@ class MomentumOptimizer(BaseOptimizer):
         ]
         self.velocities = updates
         return updates
+
+    def _state_arrays(self):
+        return self.velocities
+
+    def _compiled_step(self, steps, i, param, grad, new, scale):
+        return steps.momentum_step(param, grad, self.velocities[i].reshape(-1), new,
+                                   self.learning_rate, self.momentum, scale)
 
 
 class AdamOptimizer(BaseOptimizer):
@@ -132,9 +207,25 @@ class AdamOptimizer(BaseOptimizer):
                    for m, grad in zip(self.ms, grads)]
         self.vs = [self.beta_2 * v + (1 - self.beta_2) * grad**2
                    for v, grad in zip(self.vs, grads)]
-        lr_t = float(self.learning_rate * np.sqrt(1 - self.beta_2**self.t)
-                / (1 - self.beta_1**self.t))
+        lr_t = self._lr_t()
         return [-lr_t * m / (np.sqrt(v) + self.epsilon) for m, v in zip(self.ms, self.vs)]
+
+    def _lr_t(self):
+        """The step size with the bias correction of step t."""
+        return float(self.learning_rate * np.sqrt(1 - self.beta_2**self.t)
+                     / (1 - self.beta_1**self.t))
+
+    def _start_step(self):
+        self.t += 1
+        self._step_lr = self._lr_t()
+
+    def _state_arrays(self):
+        return [*self.ms, *self.vs]
+
+    def _compiled_step(self, steps, i, param, grad, new, scale):
+        return steps.adam_step(param, grad, self.ms[i].reshape(-1), self.vs[i].reshape(-1),
+                               new, self._step_lr, self.beta_1, self.beta_2, self.epsilon,
+                               scale)
 
 
 OPTIMIZERS = {"sgd": SGDOptimizer, "momentum": MomentumOptimizer, "adam": AdamOptimizer}

@@ -104,6 +104,17 @@ def load_kernels(backend, name):
         ) from exc
 
 
+@functools.lru_cache(maxsize=None)
+def compiled_helpers(name):
+    """The compiled module ``bptt._<name>`` of the build this CPU runs, or None
+    when it is not built: for helpers ("inputs", "optim") that have a NumPy
+    fallback, used by both backends."""
+    try:
+        return load_kernels("cython", name)
+    except ImportError:
+        return None
+
+
 def _rng(random_state):
     if isinstance(random_state, np.random.Generator):
         return random_state
