@@ -33,6 +33,25 @@ static inline int NAME(int ta, int tb, int m, int n, int k, T alpha, const T *a,
             } else if (beta != 1) {                                                   \
                 for (j = 0; j < n; j++) ci[j] *= beta;                                \
             }                                                                         \
+        }                                                                             \
+        if (m >= 4) {                                                                 \
+            /* p outer: k rank-1 updates. Row by row (i outer) every update of a C   \
+               row waits for the store of the one before (C may alias A and B, so   \
+               the row cannot stay in registers): 5-6 cycles per p. Here updates of \
+               one row are m rows apart. Each element still sums p in order. */     \
+            for (p = 0; p < k; p++) {                                                 \
+                const T *bp = b + (long)p * ldb;                                      \
+                for (i = 0; i < m; i++) {                                             \
+                    T aip = alpha * (ta ? a[(long)p * lda + i] : a[(long)i * lda + p]); \
+                    T *ci = c + (long)i * ldc;                                        \
+                    _Pragma("omp simd")                                               \
+                    for (j = 0; j < n; j++) ci[j] += aip * bp[j];                     \
+                }                                                                     \
+            }                                                                         \
+            return 1;                                                                 \
+        }                                                                             \
+        for (i = 0; i < m; i++) {                                                     \
+            T *ci = c + (long)i * ldc;                                                \
             for (p = 0; p < k; p++) {                                                 \
                 T aip = alpha * (ta ? a[(long)p * lda + i] : a[(long)i * lda + p]);   \
                 const T *bp = b + (long)p * ldb;                                      \
