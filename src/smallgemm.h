@@ -17,6 +17,16 @@
 
 #define BPTT_SMALL_GEMM 32768
 
+/* C[i, :] += alpha op(A)[i, p] B[p, :], the step of the NN / TN products */
+#define BPTT_SMALL_UPDATE(T)                                                          \
+    do {                                                                              \
+        T aip_ = alpha * (ta ? a[(long)p * lda + i] : a[(long)i * lda + p]);          \
+        T *ci_ = c + (long)i * ldc;                                                   \
+        const T *bp_ = b + (long)p * ldb;                                             \
+        _Pragma("omp simd")                                                           \
+        for (j = 0; j < n; j++) ci_[j] += aip_ * bp_[j];                              \
+    } while (0)
+
 #define BPTT_DEFINE_SMALL_GEMM(NAME, T)                                               \
 static inline int NAME(int ta, int tb, int m, int n, int k, T alpha, const T *a,      \
                        int lda, const T *b, int ldb, T beta, T *c, int ldc)           \
@@ -34,30 +44,19 @@ static inline int NAME(int ta, int tb, int m, int n, int k, T alpha, const T *a,
                 for (j = 0; j < n; j++) ci[j] *= beta;                                \
             }                                                                         \
         }                                                                             \
+        /* With 4+ rows, p outer: k rank-1 updates. Row by row (i outer) every    \
+           update of a C row waits for the store of the one before (C may alias    \
+           A and B, so the row cannot stay in registers): 5-6 cycles per p; p     \
+           outer puts m rows between updates of one row. Either way each element  \
+           sums p in order. */                                                    \
         if (m >= 4) {                                                                 \
-            /* p outer: k rank-1 updates. Row by row (i outer) every update of a C   \
-               row waits for the store of the one before (C may alias A and B, so   \
-               the row cannot stay in registers): 5-6 cycles per p. Here updates of \
-               one row are m rows apart. Each element still sums p in order. */     \
-            for (p = 0; p < k; p++) {                                                 \
-                const T *bp = b + (long)p * ldb;                                      \
-                for (i = 0; i < m; i++) {                                             \
-                    T aip = alpha * (ta ? a[(long)p * lda + i] : a[(long)i * lda + p]); \
-                    T *ci = c + (long)i * ldc;                                        \
-                    _Pragma("omp simd")                                               \
-                    for (j = 0; j < n; j++) ci[j] += aip * bp[j];                     \
-                }                                                                     \
-            }                                                                         \
-            return 1;                                                                 \
-        }                                                                             \
-        for (i = 0; i < m; i++) {                                                     \
-            T *ci = c + (long)i * ldc;                                                \
-            for (p = 0; p < k; p++) {                                                 \
-                T aip = alpha * (ta ? a[(long)p * lda + i] : a[(long)i * lda + p]);   \
-                const T *bp = b + (long)p * ldb;                                      \
-                _Pragma("omp simd")                                                   \
-                for (j = 0; j < n; j++) ci[j] += aip * bp[j];                         \
-            }                                                                         \
+            for (p = 0; p < k; p++)                                                   \
+                for (i = 0; i < m; i++)                                               \
+                    BPTT_SMALL_UPDATE(T);                                             \
+        } else {                                                                      \
+            for (i = 0; i < m; i++)                                                   \
+                for (p = 0; p < k; p++)                                               \
+                    BPTT_SMALL_UPDATE(T);                                             \
         }                                                                             \
         return 1;                                                                     \
     }                                                                                 \
