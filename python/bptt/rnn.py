@@ -46,9 +46,10 @@ TRAIN_ONE_CHUNK_BYTES = 1 << 22
 # call with the same shapes when they take at most this much: a fresh
 # allocation of a few MB comes from mmap and page-faults on first touch,
 # which doubled the GRU's M-size training step (glibc trims the heap top
-# after each call). Larger buffers are freed: there the faults are noise and
-# the memory matters.
-KEEP_WORKSPACE_BYTES = 1 << 23
+# after each call), and zeroing the fresh pages of the XL-size cache (52 MB)
+# took 3% of its step (rnn XL 113-117 -> 108-115 ms kept). Larger buffers
+# are freed: there the memory held between calls matters more.
+KEEP_WORKSPACE_BYTES = 1 << 26
 
 _KERNEL_MODULES = {"numpy": "bptt.reference.{}", "cython": "bptt._{}"}
 
