@@ -1,0 +1,59 @@
+"""A training step's time over a stretch of wall time, window by window.
+
+This machine sometimes runs bptt's two-thread M step about 1.8x slower for
+seconds at a time (README, Performance). A median over a whole run hides
+that; this prints the median of every window, so a slow stretch shows up as
+a run of larger numbers. Run it with one thread too: one-thread runs have
+not shown a slow stretch here.
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/modes.py
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/modes.py --threads 1
+    python benchmarks/modes.py --cell lstm --seconds 30 --window 1
+"""
+
+import argparse
+import time
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+import bptt
+
+SIZES = {"S": (1, 100, 1, 16, 1), "M": (32, 50, 32, 64, 8),
+         "L": (64, 100, 64, 256, 16), "XL": (128, 200, 128, 512, 32)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cell", default="rnn", choices=["rnn", "lstm", "gru"])
+    parser.add_argument("--size", default="M", choices=sorted(SIZES))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=12.0)
+    parser.add_argument("--window", type=float, default=0.5)
+    args = parser.parse_args()
+
+    n, T, I, H, O = SIZES[args.size]
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((n, T, I)).astype(np.float32)
+    y = rng.standard_normal((n, T, O)).astype(np.float32)
+    net = bptt.RNN(I, H, O, cell=args.cell, dtype="float32", random_state=0)
+    with threadpool_limits(args.threads):
+        for _ in range(3):
+            net.loss_and_grad(X, y)
+        medians = []
+        end = time.perf_counter() + args.seconds
+        while time.perf_counter() < end:
+            times = []
+            window_end = time.perf_counter() + args.window
+            while time.perf_counter() < window_end:
+                start = time.perf_counter()
+                net.loss_and_grad(X, y)
+                times.append(time.perf_counter() - start)
+            medians.append(np.median(times) * 1e6)
+    print(f"{args.cell} {args.size}, {args.threads} thread(s), median µs per "
+          f"{args.window:g} s window:")
+    print(" ".join(f"{m:.0f}" for m in medians))
+
+
+if __name__ == "__main__":
+    main()
