@@ -64,3 +64,22 @@ def test_concurrent_calls_on_one_network():
         assert loss == want_loss
         for name in grads:
             np.testing.assert_array_equal(grads[name], want[name])
+
+
+def test_release_buffers_and_fit_releases_them():
+    net = bptt.RNN(3, 6, 2, random_state=0)
+    X, y = np.ones((4, 9, 3)), np.ones((4, 9, 2))
+    loss, _ = net.loss_and_grad(X, y)
+    assert net._workspace
+    net.release_buffers()
+    assert "_workspace" not in net.__dict__
+    assert net.loss_and_grad(X, y)[0] == loss
+    net.release_buffers()
+    net.release_buffers()  # twice is fine
+
+    est = bptt.RNNRegressor(hidden_size=4, max_epochs=2, random_state=0)
+    with pytest.warns(Warning):  # ConvergenceWarning after 2 epochs
+        est.fit(np.ones((8, 5, 2)), np.ones(8))
+    assert "_workspace" not in est.net_.__dict__
+    est.partial_fit(np.ones((8, 5, 2)), np.ones(8))
+    assert est.net_._workspace  # kept for the next partial_fit

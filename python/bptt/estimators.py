@@ -316,7 +316,14 @@ class _BaseRNN(BaseEstimator, metaclass=ABCMeta):
                     "or the size of your dataset."
                 )
             self._best_params = {k: v.copy() for k, v in self.net_.params.items()}
-        self._run_epochs(X, y_enc, X_val, y_val, incremental, early_stopping)
+        try:
+            self._run_epochs(X, y_enc, X_val, y_val, incremental, early_stopping)
+        finally:
+            # fit is over: the buffers net_ kept between batches (up to
+            # rnn.KEEP_WORKSPACE_BYTES) are not needed for predicting.
+            # partial_fit keeps them for its next call, often one batch.
+            if not incremental:
+                self.net_.release_buffers()
         return self
 
     def _run_epochs(self, X, y, X_val, y_val, incremental, early_stopping):

@@ -709,6 +709,17 @@ class RNN:
             )
         return value, grads, final_state
 
+    def release_buffers(self):
+        """Free the buffers :meth:`loss_and_grad` keeps for its next call.
+
+        A training loop's calls with the same shapes reuse them (up to
+        ``bptt.rnn.KEEP_WORKSPACE_BYTES``, 64 MB); this frees them when
+        training is over. The estimators call it at the end of ``fit`` (not
+        of ``partial_fit``, whose next call often is one more batch). Nothing
+        else changes: the next call allocates anew.
+        """
+        self.__dict__.pop("_workspace", None)
+
     def __getstate__(self):
         # kernel modules do not pickle; they are looked up again on load
         state = self.__dict__.copy()
