@@ -32,3 +32,10 @@ cdef inline floating sigmoid_(floating x) noexcept nogil:
         return bptt_sigmoidf(x)
     else:
         return bptt_sigmoid(x)
+
+
+cdef inline floating one_minus(floating x) noexcept nogil:
+    """1 - x in x's type. Cython writes a bare ``1 - x`` as ``1.0 - x``, a
+    double, which silently turns the float32 build's loops into double
+    arithmetic with conversions (LSTM M backward: 352 against 324 us)."""
+    return <floating>1 - x

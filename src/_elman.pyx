@@ -28,7 +28,7 @@ from libc.string cimport memcpy
 cimport numpy as cnp
 import numpy as np
 
-from _activations cimport tanh_
+from _activations cimport one_minus, tanh_
 from _packed cimport pack_weights, recurrent_product
 from _parallel cimport balanced_parts, bptt_parallel, import_threadpool
 from _cellparts cimport CellArgs, gradient_part, gradient_scratch, project_part
@@ -61,15 +61,12 @@ cdef void activation_backward(floating* da, const floating* h, Py_ssize_t size,
                               bint relu) noexcept nogil:
     """da *= f'(A), with f' taken from the outputs h = f(A)."""
     cdef Py_ssize_t i
-    # a typed 1: Cython writes the literal in `1 - x` as 1.0, a double, which
-    # would turn the float32 build's arithmetic into double
-    cdef floating one = 1
     if relu:
         for i in range(size):
             da[i] = da[i] if h[i] > 0 else 0
     else:
         for i in range(size):
-            da[i] = da[i] * (one - h[i] * h[i])
+            da[i] = da[i] * one_minus(h[i] * h[i])
 
 
 cdef void recurrence_forward(const floating* h0, const floating* W_hh,

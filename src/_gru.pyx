@@ -34,7 +34,7 @@ weight_gradients_part does). BLAS itself runs single-threaded meanwhile
 """
 from cython cimport floating
 
-from _activations cimport sigmoid_, tanh_
+from _activations cimport one_minus, sigmoid_, tanh_
 from _blas cimport gemm
 from _packed cimport pack_weights, recurrent_product
 from _parallel cimport balanced_parts, bptt_parallel, import_threadpool
@@ -57,9 +57,6 @@ cdef void gates_forward(floating* a, const floating* gh, const floating* b_h,
     cdef Py_ssize_t r, j
     cdef Py_ssize_t H1 = n_hidden, H2 = 2 * n_hidden
     cdef floating gr, gz, gn, hnj
-    # a typed 1: Cython writes the literal in `1 - x` as 1.0, a double, which
-    # would turn the float32 build's arithmetic into double
-    cdef floating one = 1
     # Two loops per row, not one: r and z are one contiguous block, and loops
     # over fewer arrays need fewer of the run-time alias checks that come
     # before each vectorized loop (at H = 64 a row is only a few vectors).
@@ -73,7 +70,7 @@ cdef void gates_forward(floating* a, const floating* gh, const floating* b_h,
             gn = tanh_(a[H2 + j] + b_h[H2 + j] + gr * hnj)
             a[H2 + j] = gn
             hn[j] = hnj
-            h[j] = (one - gz) * gn + gz * h_prev[j]
+            h[j] = one_minus(gz) * gn + gz * h_prev[j]
         a += 3 * n_hidden
         gh += 3 * n_hidden
         h_prev += n_hidden
@@ -91,7 +88,6 @@ cdef void gates_backward(floating* g, floating* hn, const floating* h_prev,
     cdef Py_ssize_t r, j
     cdef Py_ssize_t H1 = n_hidden, H2 = 2 * n_hidden
     cdef floating gr, gz, gn, dhj, dan
-    cdef floating one = 1  # typed: see gates_forward
     for r in range(rows):
         for j in range(n_hidden):
             gr = g[j]
@@ -99,10 +95,10 @@ cdef void gates_backward(floating* g, floating* hn, const floating* h_prev,
             gn = g[H2 + j]
             dhj = dh[j]
             # backprop through h = (1 - z) * n + z * h_prev and the tanh of n
-            dan = dhj * (one - gz) * (one - gn * gn)
-            g[H1 + j] = dhj * (h_prev[j] - gn) * gz * (one - gz)
+            dan = dhj * one_minus(gz) * one_minus(gn * gn)
+            g[H1 + j] = dhj * (h_prev[j] - gn) * gz * one_minus(gz)
             # backprop through n's pre-activation A_n + r * hn
-            g[j] = dan * hn[j] * gr * (one - gr)
+            g[j] = dan * hn[j] * gr * one_minus(gr)
             g[H2 + j] = dan * gr
             hn[j] = dan
             if carry:

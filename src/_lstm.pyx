@@ -30,7 +30,7 @@ itself runs single-threaded meanwhile (bptt/_threads.py says why).
 """
 from cython cimport floating
 
-from _activations cimport sigmoid_, tanh_
+from _activations cimport one_minus, sigmoid_, tanh_
 from _packed cimport pack_weights, recurrent_product
 from _parallel cimport balanced_parts, bptt_parallel, import_threadpool
 from _stepping cimport (P_B_H, P_W_HH, P_W_HH_PACKED, P_W_XH,
@@ -87,9 +87,6 @@ cdef void gates_backward(floating* g, const floating* c, const floating* c_prev,
     cdef Py_ssize_t r, j
     cdef Py_ssize_t H1 = n_hidden, H2 = 2 * n_hidden, H3 = 3 * n_hidden
     cdef floating gi, gf, gg, go, tc, dcj, dhj
-    # a typed 1: Cython writes the literal in `1 - x` as 1.0, a double, which
-    # would turn the float32 build's arithmetic into double
-    cdef floating one = 1
     # two loops per row (fewer arrays each, so fewer run-time alias checks
     # before the vectorized loops; see gates_forward)
     for r in range(rows):
@@ -98,17 +95,17 @@ cdef void gates_backward(floating* g, const floating* c, const floating* c_prev,
             tc = tanh_(c[j])
             dhj = dh[j]
             # backprop through h = o * tanh(c); dc holds dL/dc[t] until the next loop
-            dc[j] = dc[j] + dhj * go * (one - tc * tc)
-            g[H3 + j] = dhj * tc * go * (one - go)
+            dc[j] = dc[j] + dhj * go * one_minus(tc * tc)
+            g[H3 + j] = dhj * tc * go * one_minus(go)
         for j in range(n_hidden):
             gi = g[j]
             gf = g[H1 + j]
             gg = g[H2 + j]
             dcj = dc[j]
             # backprop through c = f * c_prev + i * g and the gate nonlinearities
-            g[j] = dcj * gg * gi * (one - gi)
-            g[H1 + j] = dcj * c_prev[j] * gf * (one - gf)
-            g[H2 + j] = dcj * gi * (one - gg * gg)
+            g[j] = dcj * gg * gi * one_minus(gi)
+            g[H1 + j] = dcj * c_prev[j] * gf * one_minus(gf)
+            g[H2 + j] = dcj * gi * one_minus(gg * gg)
             dc[j] = dcj * gf
         g += 4 * n_hidden
         c += n_hidden

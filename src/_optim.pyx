@@ -35,11 +35,11 @@ cdef inline floating sqrt_(floating x) noexcept nogil:
         return sqrt(x)
 
 
-def _check_sizes(Py_ssize_t n, **sizes):
-    """Raise unless every array of a step has the parameter's n elements."""
-    for name, size in sizes.items():
-        if size != n:
-            raise ValueError(f"{name} has {size} elements; the parameter has {n}.")
+cdef int _check_size(Py_ssize_t n, Py_ssize_t size, str name) except -1:
+    """Raise unless an array of a step has the parameter's n elements."""
+    if size != n:
+        raise ValueError(f"{name} has {size} elements; the parameter has {n}.")
+    return 0
 
 
 def sgd_step(const floating[::1] param,   # IN  (n,)
@@ -51,7 +51,8 @@ def sgd_step(const floating[::1] param,   # IN  (n,)
     cdef Py_ssize_t i, n = param.shape[0]
     cdef floating lr = learning_rate, s = scale, g
     cdef bint ok = True
-    _check_sizes(n, grad=grad.shape[0], new=new.shape[0])
+    _check_size(n, grad.shape[0], "grad")
+    _check_size(n, new.shape[0], "new")
     with nogil:
         for i in range(n):
             g = s * grad[i]
@@ -70,7 +71,9 @@ def momentum_step(const floating[::1] param,   # IN  (n,)
     cdef Py_ssize_t i, n = param.shape[0]
     cdef floating lr = learning_rate, mu = momentum, s = scale, g, u
     cdef bint ok = True
-    _check_sizes(n, grad=grad.shape[0], velocity=velocity.shape[0], new=new.shape[0])
+    _check_size(n, grad.shape[0], "grad")
+    _check_size(n, velocity.shape[0], "velocity")
+    _check_size(n, new.shape[0], "new")
     with nogil:
         for i in range(n):
             g = s * grad[i]
@@ -95,7 +98,10 @@ def adam_step(const floating[::1] param,   # IN  (n,)
     cdef floating b1 = beta_1, b2 = beta_2, c1 = 1 - beta_1, c2 = 1 - beta_2
     cdef floating lr = lr_t, eps = epsilon, s = scale, g, mi, vi
     cdef bint ok = True
-    _check_sizes(n, grad=grad.shape[0], m=m.shape[0], v=v.shape[0], new=new.shape[0])
+    _check_size(n, grad.shape[0], "grad")
+    _check_size(n, m.shape[0], "m")
+    _check_size(n, v.shape[0], "v")
+    _check_size(n, new.shape[0], "new")
     with nogil:
         for i in range(n):
             g = s * grad[i]

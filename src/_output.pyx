@@ -18,7 +18,7 @@ from cython cimport floating
 from libc.math cimport log, log1p, fabs
 from libc.stdint cimport int64_t
 
-from _activations cimport exp_
+from _activations cimport exp_, one_minus
 cdef extern from "lossrows.h" nogil:
     double bptt_mse_rows_s(const float* y, const float* t, float* dz, long size, float scale)
     double bptt_mse_rows_d(const double* y, const double* t, double* dz, long size,
@@ -62,9 +62,6 @@ cdef double mse_rows(const floating* y, const floating* t, int activation, float
     cdef Py_ssize_t size = N * O, r, j
     cdef double total
     cdef floating dot
-    # a typed 1: Cython writes the literal in `1 - x` as 1.0, a double, which
-    # would turn the float32 build's arithmetic into double
-    cdef floating one = 1
     # dY = 2 (Y - y) / (N O), the sum of squares vectorized (lossrows.h)
     if floating is float:
         total = bptt_mse_rows_s(y, t, dz, size, scale)
@@ -73,7 +70,7 @@ cdef double mse_rows(const floating* y, const floating* t, int activation, float
     if activation == SIGMOID:
         # sigmoid' = Y (1 - Y)
         for r in range(size):
-            dz[r] = dz[r] * y[r] * (one - y[r])
+            dz[r] = dz[r] * y[r] * one_minus(y[r])
     elif activation == SOFTMAX:
         # dZ = Y * (dY - sum(dY * Y)) per row
         for r in range(N):

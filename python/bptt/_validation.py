@@ -37,13 +37,16 @@ def check_positive_int(name, value, allow_none=False):
     return int(value)
 
 
-_COMPILED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+COMPILED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_inputs = []  # [bptt._inputs of this CPU's build, or None], once looked up
 
 
 def _compiled_inputs():
     """bptt._inputs of the build this CPU runs, or None when not built."""
-    from .rnn import compiled_helpers  # rnn imports this module
-    return compiled_helpers("inputs")
+    if not _inputs:
+        from .rnn import compiled_helpers  # rnn imports this module
+        _inputs.append(compiled_helpers("inputs"))
+    return _inputs[0]
 
 
 def check_dtype(dtype):
@@ -92,7 +95,7 @@ def all_finite(arr):
     propagate into the sum, so a finite sum means finite data (an
     overflowing sum falls through to the elementwise test).
     """
-    if arr.dtype in _COMPILED_DTYPES and arr.flags.c_contiguous:
+    if arr.dtype in COMPILED_DTYPES and arr.flags.c_contiguous:
         checks = _compiled_inputs()
         if checks is not None:
             return checks.all_finite(arr.reshape(-1))
@@ -170,7 +173,7 @@ def time_major(X, start, stop, out):
         copied by bptt._inputs (when built), anything else by NumPy.
     """
     chunk = out[: stop - start]
-    if X.dtype == out.dtype and X.dtype in _COMPILED_DTYPES and X.flags.c_contiguous:
+    if X.dtype == out.dtype and X.dtype in COMPILED_DTYPES and X.flags.c_contiguous:
         inputs = _compiled_inputs()
         if inputs is not None:
             inputs.time_major(X, start, stop, chunk)

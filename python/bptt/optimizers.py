@@ -14,6 +14,8 @@ the NumPy twin, for arrays the compiled steps do not take.
 
 import numpy as np
 
+from ._validation import COMPILED_DTYPES
+
 
 def _compiled_steps():
     """bptt._optim of the build this CPU runs, or None when not built."""
@@ -25,7 +27,7 @@ def _compiled_ok(arrays):
     """Whether the compiled steps take these arrays: C-contiguous, one float
     dtype for all."""
     dtype = arrays[0].dtype
-    return (dtype in (np.float32, np.float64)
+    return (dtype in COMPILED_DTYPES
             and all(a.dtype == dtype and a.flags.c_contiguous for a in arrays))
 
 

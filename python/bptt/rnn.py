@@ -77,17 +77,14 @@ def compiled_variant():
         from . import _vmath
     except ImportError:
         return "baseline"
-    allowed = SIMD_VARIANTS[: SIMD_VARIANTS.index(cap) + 1]
+    allowed = SIMD_VARIANTS[1: SIMD_VARIANTS.index(cap) + 1]
     for variant in reversed(_vmath.cpu_variants()):
-        if variant not in allowed:
-            continue
-        if variant == "baseline":
+        if variant in allowed:
+            try:
+                importlib.import_module(f"bptt._vmath_{variant}")
+            except ImportError:
+                continue
             return variant
-        try:
-            importlib.import_module(f"bptt._vmath_{variant}")
-        except ImportError:
-            continue
-        return variant
     return "baseline"
 
 
