@@ -36,6 +36,7 @@ cdef struct CellArgs:
     void* db_hn              # GRU
     void* dX                 # (T, B, I) or NULL
     void* scratch            # the gradient parts' blocks (weight_gradients_part)
+    Py_ssize_t gradient_block  # elements of one scratch block (slabs: slab_args)
     int T, B, n_input, n_hidden, n_gates, truncate   # (no "I": complex.h defines it)
     bint relu, accumulate, is_double
 
@@ -83,3 +84,66 @@ cdef inline object gradient_scratch(CellArgs* a, int n_parts, Py_ssize_t block):
                        dtype=np.float64 if a.is_double else np.float32)
     a.scratch = cnp.PyArray_DATA(scratch)
     return scratch
+
+
+# ---------------------------------------------------------------- slabs
+#
+# With slabs > 1 a kernel's (T', B, .) arrays hold that many independent
+# batch slabs one after another (T' = slabs * T; slab s is the sequences
+# s*B..(s+1)*B-1 of the (slabs*B, .) state arrays), and one part does all of
+# a slab's work: projection and time loop forward; time loop and weight
+# gradients backward. The thread that claims part s (the caller claims the
+# first) then finds the rows it reads in its own cache, phase after phase
+# and call after call. When a time loop splits the batch and the other
+# phases split rows or timesteps, about half of every array moves between
+# the cores each time: cheap when the two cores share an L3, but this
+# machine's two virtual cores sometimes run on different dies, where a
+# cache line takes 4x longer to pass between them, and the 2-thread M step
+# then ran 1.8x slower, slower than on one thread.
+
+cdef inline void slab_args(const CellArgs* a, int slab, CellArgs* s) noexcept nogil:
+    """s = the arguments of slab ``slab`` of a (a.T, a.B are one slab's).
+
+    Slab 0 writes (or adds) the weight gradients into the outputs; slab
+    s > 0 writes its own into scratch block s - 1, laid out [dW_xh | dW_hh |
+    db_h (| db_hn)], for add_gradient_parts."""
+    cdef Py_ssize_t rows = <Py_ssize_t>a.T * a.B * slab, batch = <Py_ssize_t>a.B * slab
+    cdef Py_ssize_t item = sizeof(double) if a.is_double else sizeof(float)
+    cdef Py_ssize_t H = a.n_hidden, G = a.n_gates, I = a.n_input
+    s[0] = a[0]
+    s.X = offset(a.X, rows * I * item)
+    s.A = offset(a.A, rows * G * item)
+    s.C = offset(a.C, rows * H * item)
+    s.HN = offset(a.HN, rows * H * item)
+    s.H = offset(a.H, rows * H * item)
+    s.dH = offset(a.dH, rows * H * item)
+    s.dX = offset(a.dX, rows * I * item)
+    s.h0 = offset(a.h0, batch * H * item)
+    s.c0 = offset(a.c0, batch * H * item)
+    s.dh0 = offset(a.dh0, batch * H * item)
+    s.dc0 = offset(a.dc0, batch * H * item)
+    s.Gh = offset(a.Gh, batch * G * item)
+    if slab > 0 and a.scratch != NULL:
+        s.dW_xh = offset(a.scratch, (slab - 1) * a.gradient_block * item)
+        s.dW_hh = offset(s.dW_xh, G * I * item)
+        s.db_h = offset(s.dW_hh, G * H * item)
+        s.db_hn = offset(s.db_h, G * item)
+        s.accumulate = False
+
+
+cdef inline void* offset(const void* p, Py_ssize_t nbytes) noexcept nogil:
+    """p + nbytes, NULL kept NULL."""
+    return NULL if p == NULL else <void*>(<const char*>p + nbytes)
+
+
+cdef inline int check_slabs(int slabs, Py_ssize_t steps, Py_ssize_t rows,
+                            Py_ssize_t state_rows) except -1:
+    """One slab's T for a kernel given slabs; raises ValueError on shapes
+    that do not split."""
+    if slabs < 1 or steps % slabs or state_rows != rows * slabs:
+        raise ValueError(
+            f"slabs={slabs} needs X of shape (slabs*T, B, I) and states of "
+            f"shape (slabs*B, H); got {steps} timesteps, B={rows} and "
+            f"{state_rows} state rows."
+        )
+    return <int>(steps // slabs)

@@ -23,7 +23,7 @@ single-threaded meanwhile (bptt/_threads.py says why).
     db_h   = sum dA ; dh0 = dA[0] @ W_hh ; dX = dA @ W_xh
 """
 from cython cimport floating
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 
 cimport numpy as cnp
 import numpy as np
@@ -31,7 +31,8 @@ import numpy as np
 from _activations cimport one_minus, tanh_
 from _packed cimport pack_weights, recurrent_product
 from _parallel cimport balanced_parts, bptt_parallel, import_threadpool
-from _cellparts cimport CellArgs, gradient_part, gradient_scratch, project_part
+from _cellparts cimport (CellArgs, check_slabs, gradient_part, gradient_scratch,
+                        project_part, slab_args)
 from _rowops cimport add_gradient_parts, gradient_size, part_start
 from _stepping cimport (P_B_H, P_W_HH, P_W_HH_PACKED, P_W_XH,
                        P_W_XH_PACKED)
@@ -146,6 +147,21 @@ cdef void backward_part(void* args, int part, int n_parts) noexcept nogil:
         backward_part_of(<CellArgs*>args, part, n_parts, <float>0)
 
 
+cdef void slab_forward(void* args, int slab, int n_slabs) noexcept nogil:
+    # all of a slab's forward work (_cellparts.pxd, "slabs")
+    cdef CellArgs s
+    slab_args(<CellArgs*>args, slab, &s)
+    project_part(&s, 0, 1)
+    forward_part(&s, 0, 1)
+
+
+cdef void slab_backward(void* args, int slab, int n_slabs) noexcept nogil:
+    cdef CellArgs s
+    slab_args(<CellArgs*>args, slab, &s)
+    backward_part(&s, 0, 1)
+    gradient_part(&s, 0, 1)
+
+
 def elman_forward(const floating[:, :, ::1] X,      # IN  (T, B, I)
                   const floating[:, ::1] W_xh,      # IN  (H, I)
                   const floating[:, ::1] W_hh,      # IN  (H, H)
@@ -153,21 +169,32 @@ def elman_forward(const floating[:, :, ::1] X,      # IN  (T, B, I)
                   const floating[:, ::1] h0,        # IN  (B, H)
                   bint relu,
                   floating[:, :, ::1] H,            # OUT (T, B, H)
-                  int n_threads=1):                 # threads splitting the batch
-    """Run the recurrence over all timesteps and keep every hidden state."""
+                  int n_threads=1,                  # threads splitting the batch
+                  int slabs=1):                     # batch slabs (_cellparts.pxd)
+    """Run the recurrence over all timesteps and keep every hidden state.
+
+    With ``slabs`` > 1, X (slabs*T, B, I), H likewise and h0 (slabs*B, H):
+    independent slabs of sequences, one part each.
+    """
     cdef CellArgs a
     cdef const floating* W_hh_packed
     cdef const floating* W_xh_packed
     if X.shape[0] == 0 or X.shape[1] == 0:
         return
+    memset(&a, 0, sizeof(a))
+    a.T = check_slabs(slabs, X.shape[0], X.shape[1], h0.shape[0])
     # both weights packed once, for the projection and for every step
     packed = pack_weights(W_hh, True, &W_hh_packed)
     packed_xh = pack_weights(W_xh, True, &W_xh_packed)
     a.X, a.W_xh, a.W_xh_packed = &X[0, 0, 0], &W_xh[0, 0], W_xh_packed
     a.W_hh, a.W_hh_packed, a.b_h, a.h0 = &W_hh[0, 0], W_hh_packed, &b_h[0], &h0[0, 0]
     a.A = a.H = &H[0, 0, 0]  # A lives in H
-    a.T, a.B, a.n_input, a.n_hidden = X.shape[0], X.shape[1], X.shape[2], W_hh.shape[1]
+    a.B, a.n_input, a.n_hidden = X.shape[1], X.shape[2], W_hh.shape[1]
     a.n_gates, a.relu, a.is_double = a.n_hidden, relu, floating is double
+    if slabs > 1:
+        with nogil:
+            bptt_parallel(slab_forward, &a, slabs, n_threads)
+        return
     n_threads = max(1, min(n_threads, a.B))
     with nogil:
         # A = X @ W_xh.T over all rows (split by rows); then the time loop
@@ -189,7 +216,8 @@ def elman_backward(const floating[:, :, ::1] X,     # IN  (T, B, I)
                    floating[:, ::1] dh0,            # OUT (B, H)
                    bint accumulate=False,           # add into dW_xh, dW_hh, db_h
                    floating[:, :, ::1] dX=None,     # OUT (T, B, I), optional
-                   int n_threads=1):                # threads splitting the work
+                   int n_threads=1,                 # threads splitting the work
+                   int slabs=1):                    # batch slabs, as elman_forward
     """Backpropagate through time; see the module docstring for the maths.
 
     With ``accumulate`` the weight gradients are added to what dW_xh, dW_hh
@@ -200,24 +228,30 @@ def elman_backward(const floating[:, :, ::1] X,     # IN  (T, B, I)
     """
     cdef CellArgs a
     cdef const floating* W_hh_packed
-    cdef int gradient_parts = balanced_parts(n_threads, X.shape[0])
+    cdef int gradient_parts
     if X.shape[0] == 0 or X.shape[1] == 0:
         return
+    memset(&a, 0, sizeof(a))
+    a.T = check_slabs(slabs, X.shape[0], X.shape[1], h0.shape[0])
+    gradient_parts = slabs if slabs > 1 else balanced_parts(n_threads, a.T)
     packed = pack_weights(W_hh, False, &W_hh_packed)
     a.X, a.W_xh, a.W_hh, a.W_hh_packed = &X[0, 0, 0], &W_xh[0, 0], &W_hh[0, 0], W_hh_packed
     a.h0, a.H, a.A, a.dh0 = &h0[0, 0], &H[0, 0, 0], &dH[0, 0, 0], &dh0[0, 0]
     a.dW_xh, a.dW_hh, a.db_h = &dW_xh[0, 0], &dW_hh[0, 0], &db_h[0]
     a.dX = &dX[0, 0, 0] if dX is not None else NULL
-    a.T, a.B, a.n_input, a.n_hidden = X.shape[0], X.shape[1], X.shape[2], W_hh.shape[1]
+    a.B, a.n_input, a.n_hidden = X.shape[1], X.shape[2], W_hh.shape[1]
     a.n_gates, a.relu, a.truncate, a.accumulate = a.n_hidden, relu, truncate, accumulate
     a.is_double = floating is double
-    scratch = gradient_scratch(&a, gradient_parts,
-                               gradient_size(a.n_gates, a.n_input, a.n_hidden))
+    a.gradient_block = gradient_size(a.n_gates, a.n_input, a.n_hidden)
+    scratch = gradient_scratch(&a, gradient_parts, a.gradient_block)
     n_threads = max(1, n_threads)
     with nogil:
-        # the time loop turns dH into dA; then the weight gradients from dA
-        bptt_parallel(backward_part, &a, min(n_threads, a.B), n_threads)
-        bptt_parallel(gradient_part, &a, gradient_parts, n_threads)
+        if slabs > 1:
+            bptt_parallel(slab_backward, &a, slabs, n_threads)
+        else:
+            # the time loop turns dH into dA; then the weight gradients from dA
+            bptt_parallel(backward_part, &a, min(n_threads, a.B), n_threads)
+            bptt_parallel(gradient_part, &a, gradient_parts, n_threads)
         add_gradient_parts(&dW_xh[0, 0], &dW_hh[0, 0], &db_h[0], a.n_gates, a.n_input,
                            a.n_hidden, <floating*>a.scratch,
                            gradient_size(a.n_gates, a.n_input, a.n_hidden), gradient_parts)

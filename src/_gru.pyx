@@ -33,6 +33,7 @@ weight_gradients_part does). BLAS itself runs single-threaded meanwhile
     db_h   = sum dA ; db_hn = sum dGh_n ; dX = dA @ W_xh
 """
 from cython cimport floating
+from libc.string cimport memset
 
 from _activations cimport one_minus, sigmoid_, tanh_
 from _blas cimport gemm
@@ -40,7 +41,7 @@ from _packed cimport pack_weights, recurrent_product
 from _parallel cimport balanced_parts, bptt_parallel, import_threadpool
 from _stepping cimport (P_B_H, P_EXTRA, P_W_HH, P_W_HH_PACKED, P_W_XH,
                        P_W_XH_PACKED)
-from _cellparts cimport CellArgs, gradient_scratch, project_part
+from _cellparts cimport CellArgs, check_slabs, gradient_scratch, project_part, slab_args
 from _rowops cimport add_gradient_parts, add_parts, column_sums, gradient_size, part_start
 
 cimport numpy as cnp
@@ -289,6 +290,21 @@ cdef void gru_gradient_part(void* args, int part, int n_parts) noexcept nogil:
         gru_gradient_part_of(<CellArgs*>args, part, n_parts, <float>0)
 
 
+cdef void slab_forward(void* args, int slab, int n_slabs) noexcept nogil:
+    # all of a slab's forward work (_cellparts.pxd, "slabs")
+    cdef CellArgs s
+    slab_args(<CellArgs*>args, slab, &s)
+    project_part(&s, 0, 1)
+    forward_part(&s, 0, 1)
+
+
+cdef void slab_backward(void* args, int slab, int n_slabs) noexcept nogil:
+    cdef CellArgs s
+    slab_args(<CellArgs*>args, slab, &s)
+    backward_part(&s, 0, 1)
+    gru_gradient_part(&s, 0, 1)
+
+
 def gru_forward(const floating[:, :, ::1] X,       # IN  (T, B, I)
                 const floating[:, ::1] W_xh,       # IN  (3H, I)
                 const floating[:, ::1] W_hh,       # IN  (3H, H)
@@ -299,21 +315,32 @@ def gru_forward(const floating[:, :, ::1] X,       # IN  (T, B, I)
                 floating[:, :, ::1] HN,            # OUT (T, B, H) W_hn h + b_hn
                 floating[:, :, ::1] H,             # OUT (T, B, H) hidden states
                 floating[:, ::1] Gh,               # WORK (B, 3H)
-                int n_threads=1):                  # threads splitting the batch
-    """Run the recurrence over all timesteps and keep what backward needs."""
+                int n_threads=1,                 # threads splitting the batch
+                int slabs=1):                    # batch slabs (_cellparts.pxd)
+    """Run the recurrence over all timesteps and keep what backward needs.
+
+    With ``slabs`` > 1 the (T, B, .) arrays are (slabs*T, B, .) and the state
+    arrays (slabs*B, .): independent slabs of sequences, one part each.
+    """
     cdef CellArgs a
     cdef const floating* W_hh_packed
     cdef const floating* W_xh_packed
     if X.shape[0] == 0 or X.shape[1] == 0 or W_hh.shape[1] == 0:
         return
+    memset(&a, 0, sizeof(a))
+    a.T = check_slabs(slabs, X.shape[0], X.shape[1], h0.shape[0])
     # both weights packed once, for the projection and for every step
     packed = pack_weights(W_hh, True, &W_hh_packed)
     packed_xh = pack_weights(W_xh, True, &W_xh_packed)
     a.X, a.W_xh, a.W_xh_packed = &X[0, 0, 0], &W_xh[0, 0], W_xh_packed
     a.W_hh, a.W_hh_packed, a.b_h, a.b_hn = &W_hh[0, 0], W_hh_packed, &b_h[0], &b_hn[0]
     a.h0, a.A, a.HN, a.H, a.Gh = &h0[0, 0], &G[0, 0, 0], &HN[0, 0, 0], &H[0, 0, 0], &Gh[0, 0]
-    a.T, a.B, a.n_input, a.n_hidden = X.shape[0], X.shape[1], X.shape[2], W_hh.shape[1]
+    a.B, a.n_input, a.n_hidden = X.shape[1], X.shape[2], W_hh.shape[1]
     a.n_gates, a.is_double = 3 * a.n_hidden, floating is double
+    if slabs > 1:
+        with nogil:
+            bptt_parallel(slab_forward, &a, slabs, n_threads)
+        return
     n_threads = max(1, min(n_threads, a.B))
     with nogil:
         # A = X @ W_xh.T over all rows (split by rows), in G; then the time loop
@@ -337,7 +364,8 @@ def gru_backward(const floating[:, :, ::1] X,      # IN  (T, B, I)
                  floating[:, ::1] dh0,             # OUT (B, H)
                  bint accumulate=False,            # add into dW_xh, dW_hh, db_h, db_hn
                  floating[:, :, ::1] dX=None,      # OUT (T, B, I), optional
-                 int n_threads=1):                 # threads splitting the work
+                 int n_threads=1,                # threads splitting the work
+                 int slabs=1):                   # batch slabs, as gru_forward
     """Backpropagate through time; see the module docstring for the maths.
 
     With ``accumulate`` the weight gradients are added to what the outputs
@@ -348,26 +376,32 @@ def gru_backward(const floating[:, :, ::1] X,      # IN  (T, B, I)
     """
     cdef CellArgs a
     cdef const floating* W_hh_packed
-    cdef int gradient_parts = balanced_parts(n_threads, X.shape[0])
+    cdef int gradient_parts
     cdef Py_ssize_t block
     if X.shape[0] == 0 or X.shape[1] == 0 or W_hh.shape[1] == 0:
         return
+    memset(&a, 0, sizeof(a))
+    a.T = check_slabs(slabs, X.shape[0], X.shape[1], h0.shape[0])
+    gradient_parts = slabs if slabs > 1 else balanced_parts(n_threads, a.T)
     packed = pack_weights(W_hh, False, &W_hh_packed)
     a.X, a.W_xh, a.W_hh, a.W_hh_packed = &X[0, 0, 0], &W_xh[0, 0], &W_hh[0, 0], W_hh_packed
     a.h0, a.A, a.HN, a.H = &h0[0, 0], &G[0, 0, 0], &HN[0, 0, 0], &H[0, 0, 0]
     a.dH, a.dh0 = &dH[0, 0, 0], &dh0[0, 0]
     a.dW_xh, a.dW_hh, a.db_h, a.db_hn = &dW_xh[0, 0], &dW_hh[0, 0], &db_h[0], &db_hn[0]
     a.dX = &dX[0, 0, 0] if dX is not None else NULL
-    a.T, a.B, a.n_input, a.n_hidden = X.shape[0], X.shape[1], X.shape[2], W_hh.shape[1]
+    a.B, a.n_input, a.n_hidden = X.shape[1], X.shape[2], W_hh.shape[1]
     a.n_gates, a.truncate, a.accumulate = 3 * a.n_hidden, truncate, accumulate
     a.is_double = floating is double
-    block = scratch_block(a.n_input, a.n_hidden)
+    block = a.gradient_block = scratch_block(a.n_input, a.n_hidden)
     scratch = gradient_scratch(&a, gradient_parts, block)
     n_threads = max(1, n_threads)
     with nogil:
-        # the time loop turns G into dGh, HN into dA_n; then the weight gradients
-        bptt_parallel(backward_part, &a, min(n_threads, a.B), n_threads)
-        bptt_parallel(gru_gradient_part, &a, gradient_parts, n_threads)
+        if slabs > 1:
+            bptt_parallel(slab_backward, &a, slabs, n_threads)
+        else:
+            # the time loop turns G into dGh, HN into dA_n; then the weight gradients
+            bptt_parallel(backward_part, &a, min(n_threads, a.B), n_threads)
+            bptt_parallel(gru_gradient_part, &a, gradient_parts, n_threads)
         add_gradient_parts(&dW_xh[0, 0], &dW_hh[0, 0], &db_h[0], a.n_gates, a.n_input,
                            a.n_hidden, <floating*>a.scratch, block, gradient_parts)
         add_parts(&db_hn[0], <floating*>a.scratch + block - a.n_hidden, a.n_hidden,

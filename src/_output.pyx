@@ -194,7 +194,8 @@ def output_layer(const floating[:, ::1] Hs,      # IN  (N, H)
                  floating[::1] db_o,             # OUT (O,)
                  floating[:, ::1] dHs,           # OUT (N, H)
                  bint accumulate=False,          # add into dW_oh, db_o
-                 int n_threads=1):               # threads splitting the rows
+                 int n_threads=1,                # threads splitting the rows
+                 int parts=0):                   # > 0: that many equal row parts
     """Forward, loss and backward of the output layer over N rows.
 
     Z = Hs @ W_oh.T + b_o ; Y = phi(Z) ; the loss summed over these rows /
@@ -202,7 +203,10 @@ def output_layer(const floating[:, ::1] Hs,      # IN  (N, H)
     db_o (+)= sum_rows dZ ; dHs = dZ @ W_oh.
     """
     cdef int N = Hs.shape[0], n_hidden = Hs.shape[1], O = W_oh.shape[0]
-    cdef int n_parts = balanced_parts(n_threads, N), part, r, j
+    # parts: the cell kernels' batch slabs (_cellparts.pxd), so that each
+    # thread reads the hidden states it wrote and writes the dL/dH it reads next
+    cdef int n_parts = parts if 0 < parts <= N else balanced_parts(n_threads, N)
+    cdef int part, r, j
     cdef Args a
     cdef const floating[:, ::1] target_rows
     cdef const int64_t[::1] labels

@@ -56,10 +56,10 @@ def _kernel_problem(cell, T, B, I, H, seed=0):
     return p
 
 
-def _run_kernels(cell, p, threads, truncate, accumulate):
-    """Forward and backward through one cell's compiled kernels; every output."""
+def _run_kernels(cell, p, threads, truncate, accumulate, slabs=1, backend="cython"):
+    """Forward and backward through one cell's kernels; every output."""
     from bptt.rnn import load_kernels
-    k = load_kernels("cython", {"rnn": "elman"}.get(cell, cell))
+    k = load_kernels(backend, {"rnn": "elman"}.get(cell, cell))
     X, W_xh, W_hh, b_h, h0 = p["X"], p["W_xh"], p["W_hh"], p["b_h"], p["h0"]
     T, B, _ = X.shape
     n_hidden = W_hh.shape[1]
@@ -71,29 +71,29 @@ def _run_kernels(cell, p, threads, truncate, accumulate):
     dh0 = np.empty_like(h0)
     if cell == "rnn":
         Hs = np.empty((T, B, n_hidden), dt)
-        k.elman_forward(X, W_xh, W_hh, b_h, h0, False, Hs, threads)
+        k.elman_forward(X, W_xh, W_hh, b_h, h0, False, Hs, threads, slabs)
         fwd = [Hs.copy()]
         k.elman_backward(X, W_xh, W_hh, h0, Hs, dH, False, truncate, *grads, dh0,
-                         accumulate, dX, threads)
+                         accumulate, dX, threads, slabs)
         return fwd + grads + [dh0, dX]
     if cell == "lstm":
         c0 = p["c0"]
         G, C, Hs = (np.empty((T, B, 4 * n_hidden), dt), np.empty((T, B, n_hidden), dt),
                     np.empty((T, B, n_hidden), dt))
-        k.lstm_forward(X, W_xh, W_hh, b_h, h0, c0, G, C, Hs, threads)
+        k.lstm_forward(X, W_xh, W_hh, b_h, h0, c0, G, C, Hs, threads, slabs)
         fwd = [G.copy(), C.copy(), Hs.copy()]
         dc0 = p["dc"].copy()
         k.lstm_backward(X, W_xh, W_hh, h0, c0, G, C, Hs, dH, truncate, *grads, dh0, dc0,
-                        accumulate, dX, threads)
+                        accumulate, dX, threads, slabs)
         return fwd + grads + [dh0, dc0, dX, G]
     G, HN, Hs = (np.empty((T, B, 3 * n_hidden), dt), np.empty((T, B, n_hidden), dt),
                  np.empty((T, B, n_hidden), dt))
-    Gh = np.empty((B, 3 * n_hidden), dt)
-    k.gru_forward(X, W_xh, W_hh, b_h, p["b_hn"], h0, G, HN, Hs, Gh, threads)
+    Gh = np.empty((h0.shape[0], 3 * n_hidden), dt)
+    k.gru_forward(X, W_xh, W_hh, b_h, p["b_hn"], h0, G, HN, Hs, Gh, threads, slabs)
     fwd = [G.copy(), HN.copy(), Hs.copy()]
     db_hn = np.full_like(p["b_hn"], 0.5)
     k.gru_backward(X, W_xh, W_hh, h0, G, HN, Hs, dH, truncate, *grads, db_hn, dh0,
-                   accumulate, dX, threads)
+                   accumulate, dX, threads, slabs)
     return fwd + grads + [db_hn, dh0, dX, G, HN]
 
 
@@ -112,6 +112,109 @@ def test_kernel_outputs_with_threads(cell, truncate, accumulate, dtype, tol):
     for threads in (2, 3, 7, 16):
         for a, b in zip(serial, _run_kernels(cell, p, threads, truncate, accumulate)):
             np.testing.assert_allclose(b, a, rtol=tol, atol=tol / 10)
+
+
+def _slab_problem(cell, slabs, T, B, dtype):
+    """_kernel_problem laid out in ``slabs`` slabs of B sequences: the (T, ...)
+    arrays (slabs*T, B, ...), the states (slabs*B, H)."""
+    p = _kernel_problem(cell, T=slabs * T, B=B, I=3, H=4, seed=slabs)
+    rng = np.random.default_rng(slabs + 10)
+    for name in ("h0", "c0", "dc"):
+        p[name] = rng.standard_normal((slabs * B, 4))
+    return {k: v.astype(dtype) for k, v in p.items()}
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("slabs", [2, 3])
+@pytest.mark.parametrize("truncate", [0, 2])
+@pytest.mark.parametrize("accumulate", [False, True])
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
+def test_slab_kernels_match_reference(cell, slabs, truncate, accumulate, dtype, tol):
+    """Every output of the compiled kernels in a slab layout (one part per
+    slab) equals the NumPy reference's, on one thread and on more."""
+    p = _slab_problem(cell, slabs, T=5, B=3, dtype=dtype)
+    expected = _run_kernels(cell, p, 1, truncate, accumulate, slabs, backend="numpy")
+    for threads in (1, 2, slabs + 1):
+        got = _run_kernels(cell, p, threads, truncate, accumulate, slabs)
+        for a, b in zip(expected, got):
+            np.testing.assert_allclose(b, a, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("truncate", [0, 2])
+def test_reference_slabs_are_independent_sequences(cell, truncate):
+    """The slab layout means what it says: the reference on slabs equals
+    each slab run on its own, the weight gradients summed over the slabs."""
+    p = _slab_problem(cell, 2, T=5, B=3, dtype=np.float64)
+    whole = _run_kernels(cell, p, 1, truncate, False, 2, backend="numpy")
+    halves = []
+    for k in range(2):
+        q = dict(p)
+        for name in ("X", "dH"):
+            q[name] = p[name][5 * k:5 * (k + 1)]
+        for name in ("h0", "c0", "dc"):
+            q[name] = p[name][3 * k:3 * (k + 1)]
+        halves.append(_run_kernels(cell, q, 1, truncate, False))
+    n_fwd = {"rnn": 1, "lstm": 3, "gru": 3}[cell]
+    n_grads = 4 if cell == "gru" else 3
+    for i, (a, b, c) in enumerate(zip(whole, *halves)):
+        if n_fwd <= i < n_fwd + n_grads:
+            # the weight gradients (not accumulated: written afresh)
+            np.testing.assert_allclose(a, b + c, rtol=1e-12, atol=1e-12)
+        else:
+            # per-step and per-sequence outputs: slab after slab
+            np.testing.assert_allclose(a, np.concatenate([b, c]), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+def test_slabs_that_do_not_split_are_refused(backend):
+    from bptt.rnn import load_kernels
+    k = load_kernels(backend, "elman")
+    X, h0 = np.zeros((5, 3, 2)), np.zeros((6, 4))
+    Hs = np.empty((5, 3, 4))
+    with pytest.raises(ValueError, match="slabs=2 needs X of shape"):
+        k.elman_forward(X, np.zeros((4, 2)), np.zeros((4, 4)), np.zeros(4), h0, False,
+                        Hs, 1, 2)
+    with pytest.raises(ValueError, match="slabs=3 needs X of shape"):
+        k.elman_forward(np.zeros((6, 3, 2)), np.zeros((4, 2)), np.zeros((4, 4)),
+                        np.zeros(4), h0, False, np.empty((6, 3, 4)), 1, 3)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("loss,output", [("mse", "sequence"), ("mse", "last"),
+                                         ("cross_entropy", "sequence"),
+                                         ("cross_entropy", "last"),
+                                         ("binary_cross_entropy", "sequence")])
+@pytest.mark.parametrize("truncate", [None, 2])
+def test_slab_training_step_matches_serial(monkeypatch, cell, loss, output, truncate):
+    """loss_and_grad on 2 threads, which lays the batch out in one slab per
+    thread, gives the serial loss, gradients and final state for every loss
+    and output."""
+    activation = {"mse": "identity", "cross_entropy": "softmax",
+                  "binary_cross_entropy": "sigmoid"}[loss]
+    net = bptt.RNN(3, 5, 4, cell=cell, output_activation=activation, dtype="float64",
+                   random_state=1)
+    rng = np.random.default_rng(2)
+    n, T = 6, 7
+    X = rng.standard_normal((n, T, 3))
+    shape = (n, T) if output == "sequence" else (n,)
+    if loss == "cross_entropy":
+        y = rng.integers(0, 4, shape)
+    else:
+        y = rng.uniform(0, 1, shape + (4,))
+    h0 = rng.standard_normal((n, 5))
+    h0 = (h0, rng.standard_normal((n, 5))) if cell == "lstm" else h0
+    args = dict(loss=loss, output=output, truncate=truncate, h0=h0)
+    serial = net._loss_grad_state(X, y, **args)
+    monkeypatch.setattr(_threads, "MIN_WORK_PER_THREAD", 1)
+    with threadpool_limits(limits=2, user_api="blas"):
+        assert net._plan_threads(2, n) == 2
+        value, grads, state = net._loss_grad_state(X, y, **args)
+    assert any(key[4] == 2 for key in net._workspace)  # the slab layout ran
+    assert value == pytest.approx(serial[0], rel=1e-12)
+    for name in grads:
+        np.testing.assert_allclose(grads[name], serial[1][name], rtol=1e-11, atol=1e-12)
+    _assert_close(state, serial[2], 1e-12)
 
 
 @pytest.mark.parametrize("loss,activation", [(0, 0), (0, 1), (0, 2), (1, 2), (2, 1)])

@@ -13,13 +13,16 @@ The interface every cell implements:
     The arrays BPTT must keep, a tuple of arrays with time as the first
     axis (Elman: (H,); gated cells add their gate activations), so
     ``tuple(a[s:e] for a in cache)`` is the cache of timesteps s..e-1.
-``forward(X, p, state0, cache, n_threads=1)``
+``forward(X, p, state0, cache, n_threads=1, slabs=1)``
     Runs the recurrence over X's timesteps from state0, filling cache;
     the compiled kernels split the batch over n_threads (bptt/_threads.py).
+    With ``slabs`` > 1, X and the cache hold that many independent slabs of
+    sequences one after another ((slabs*T, B/slabs, .), src/_cellparts.pxd
+    says why), and state0 the slabs' states in batch order.
 ``hidden(cache) -> H`` and ``state_after(cache, t) -> state``
     The hidden states (T, B, H), and the state after step t in the
     contract's form (h, or (h, c)) as views into the cache.
-``backward(X, p, state0, cache, dH, dstate_next, truncate, grads, accumulate, n_threads) -> dstate0``
+``backward(X, p, state0, cache, dH, dstate_next, truncate, grads, accumulate, n_threads, dX, slabs) -> dstate0``
     dH (T, B, H) is dL/dH from above; it and the gate activations of the
     cache are consumed as workspace;
     ``dstate_next`` (or None) is dL/dstate after the last step, flowing in
@@ -27,7 +30,8 @@ The interface every cell implements:
     gradients into ``grads`` and returns dL/dstate0 (for the LSTM a tuple
     (dh0, dc0)). Running it chunk by
     chunk from the end, passing each chunk's dstate0 on as the previous
-    chunk's dstate_next, is BPTT over the whole sequence.
+    chunk's dstate_next, is BPTT over the whole sequence (a layout of
+    ``slabs`` > 1 runs whole sequences only: dstate_next None).
 ``stepper(p, state0, activation) -> Stepper or None``
     The compiled streaming stepper of the cell's kernels (``RNN.stream``,
     src/_stepper.pxi); None for the NumPy backend, which
@@ -68,21 +72,22 @@ class ElmanCell:
     def state_after(self, cache, t):
         return cache[0][t]
 
-    def forward(self, X, p, state0, cache, n_threads=1):
+    def forward(self, X, p, state0, cache, n_threads=1, slabs=1):
         self.kernels.elman_forward(X, p["W_xh"], p["W_hh"], p["b_h"], state0, self.relu,
-                                   cache[0], n_threads)
+                                   cache[0], n_threads, slabs)
 
     def stepper(self, p, state0, activation):
         return _compiled_stepper(self, p, (state0,), self.relu, activation)
 
     def backward(self, X, p, state0, cache, dH, dstate_next, truncate, grads,
-                 accumulate=False, n_threads=1, dX=None):
+                 accumulate=False, n_threads=1, dX=None, slabs=1):
         if dstate_next is not None:
             dH[-1] += dstate_next
         dh0 = np.empty_like(state0)
         self.kernels.elman_backward(
             X, p["W_xh"], p["W_hh"], state0, cache[0], dH, self.relu, truncate,
             grads["W_xh"], grads["W_hh"], grads["b_h"], dh0, accumulate, dX, n_threads,
+            slabs,
         )
         return dh0
 
@@ -119,17 +124,17 @@ class LSTMCell:
     def state_after(self, cache, t):
         return cache[2][t], cache[1][t]
 
-    def forward(self, X, p, state0, cache, n_threads=1):
+    def forward(self, X, p, state0, cache, n_threads=1, slabs=1):
         h0, c0 = state0
         G, C, H = cache
         self.kernels.lstm_forward(X, p["W_xh"], p["W_hh"], p["b_h"], h0, c0, G, C, H,
-                                  n_threads)
+                                  n_threads, slabs)
 
     def stepper(self, p, state0, activation):
         return _compiled_stepper(self, p, state0, False, activation)
 
     def backward(self, X, p, state0, cache, dH, dstate_next, truncate, grads,
-                 accumulate=False, n_threads=1, dX=None):
+                 accumulate=False, n_threads=1, dX=None, slabs=1):
         h0, c0 = state0
         G, C, H = cache
         # dc0 enters as dL/dc after the last step and leaves as dL/dc0
@@ -142,7 +147,7 @@ class LSTMCell:
         self.kernels.lstm_backward(
             X, p["W_xh"], p["W_hh"], h0, c0, G, C, H, dH, truncate,
             grads["W_xh"], grads["W_hh"], grads["b_h"], dh0, dc0, accumulate, dX,
-            n_threads,
+            n_threads, slabs,
         )
         return dh0, dc0
 
@@ -174,17 +179,17 @@ class GRUCell:
     def state_after(self, cache, t):
         return cache[2][t]
 
-    def forward(self, X, p, state0, cache, n_threads=1):
+    def forward(self, X, p, state0, cache, n_threads=1, slabs=1):
         G, HN, H = cache
-        Gh = np.empty((X.shape[1], G.shape[2]), dtype=X.dtype)
+        Gh = np.empty((state0.shape[0], G.shape[2]), dtype=X.dtype)
         self.kernels.gru_forward(X, p["W_xh"], p["W_hh"], p["b_h"], p["b_hn"], state0,
-                                 G, HN, H, Gh, n_threads)
+                                 G, HN, H, Gh, n_threads, slabs)
 
     def stepper(self, p, state0, activation):
         return _compiled_stepper(self, p, (state0,), False, activation, ("b_hn",))
 
     def backward(self, X, p, state0, cache, dH, dstate_next, truncate, grads,
-                 accumulate=False, n_threads=1, dX=None):
+                 accumulate=False, n_threads=1, dX=None, slabs=1):
         G, HN, H = cache
         if dstate_next is not None:
             dH[-1] += dstate_next
@@ -192,7 +197,7 @@ class GRUCell:
         self.kernels.gru_backward(
             X, p["W_xh"], p["W_hh"], state0, G, HN, H, dH, truncate,
             grads["W_xh"], grads["W_hh"], grads["b_h"], grads["b_hn"], dh0, accumulate, dX,
-            n_threads,
+            n_threads, slabs,
         )
         return dh0
 

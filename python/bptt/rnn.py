@@ -134,6 +134,21 @@ def _copy_state(state):
     return state.copy()
 
 
+def _slab_state(state, n):
+    """A state (or tuple of states) of shape (slabs, n/slabs, H) as (n, H), copied."""
+    if isinstance(state, tuple):
+        return tuple(a.reshape(n, -1) for a in state)
+    return state.reshape(n, -1)
+
+
+def _check_loss(value):
+    if not np.isfinite(value):
+        raise FloatingPointError(
+            f"the loss is not finite ({value}): the parameters hold NaN/inf or "
+            f"the activations overflowed."
+        )
+
+
 class Params(dict):
     """The network's parameters: a dict that keeps its arrays usable.
 
@@ -627,20 +642,33 @@ class RNN:
         starts = list(range(0, T, steps))
         sequence = output == "sequence"
         rows_max = steps * n if sequence else n
+        # one slab of sequences per thread when the whole sequence is one
+        # chunk: each thread then works on its own rows from the first phase
+        # to the last (src/_cellparts.pxd, "slabs")
+        slabs = n_threads if n_threads > 1 and steps == T and n % n_threads == 0 else 1
         # dict.pop is atomic: a concurrent call on this network allocates its own
-        key = (T, n, steps, rows_max, self.dtype)
+        key = (T, n, steps, rows_max, slabs, self.dtype)
         workspace = self.__dict__.pop("_workspace", {}).get(key)
         if workspace is None:
-            workspace = (self._cell.allocate(T, n, H, self.dtype),
-                         np.empty((steps, n, I), dtype=self.dtype),
+            workspace = (self._cell.allocate(slabs * T, n // slabs, H, self.dtype),
+                         np.empty((slabs * steps, n // slabs, I), dtype=self.dtype),
                          *(np.empty((rows_max, O), dtype=self.dtype) for _ in range(3)),
-                         np.empty((steps, n, H), dtype=self.dtype))
-        value, grads, final_state = self._bptt_in(workspace, X, target, loss, sequence,
-                                                  truncate, state0, steps, starts,
-                                                  n_threads)
+                         np.empty((slabs * steps, n // slabs, H), dtype=self.dtype))
+        if slabs > 1:
+            value, grads, final_state = self._bptt_slabs(workspace, X, target, loss,
+                                                         sequence, truncate, state0,
+                                                         n_threads, slabs)
+        else:
+            value, grads, final_state = self._bptt_in(workspace, X, target, loss,
+                                                      sequence, truncate, state0, steps,
+                                                      starts, n_threads)
         if sum(a.nbytes for a in (*workspace[0], *workspace[1:])) <= KEEP_WORKSPACE_BYTES:
             self._workspace = {key: workspace}
         return value, grads, final_state
+
+    def _loss_denominator(self, loss, sequence, n, T):
+        loss_rows = T * n if sequence else n
+        return loss_rows if loss == "cross_entropy" else loss_rows * self.output_size
 
     def _bptt_in(self, workspace, X, target, loss, sequence, truncate, state0, steps,
                  starts, n_threads):
@@ -659,8 +687,7 @@ class RNN:
         # a copy, so the caller does not keep the whole cache alive through it
         final_state = _copy_state(state)
 
-        loss_rows = T * n if sequence else n
-        denominator = loss_rows if loss == "cross_entropy" else loss_rows * O
+        denominator = self._loss_denominator(loss, sequence, n, T)
         loss_code = LOSSES.index(loss)
         Hall = cell.hidden(cache)
         grads = {name: np.empty_like(value) for name, value in p.items()}
@@ -686,11 +713,8 @@ class RNN:
                 break
             else:
                 dHc[...] = 0
-            if i == 0 and not np.isfinite(value):
-                raise FloatingPointError(
-                    f"the loss is not finite ({value}): the parameters hold NaN/inf or "
-                    f"the activations overflowed."
-                )
+            if i == 0:
+                _check_loss(value)
             chunk_state0 = state0 if s == 0 else cell.state_after(cache, s - 1)
             # the last chunk forward is the first one backward: Xc still holds it
             Xt = Xc[: e - s] if i == 0 else time_major(X, s, e, Xc)
@@ -699,11 +723,54 @@ class RNN:
                                   grads, i > 0, n_threads)
             if truncate and s % truncate == 0:
                 carry = None  # no gradient crosses a window boundary
-        if not np.isfinite(value):
-            raise FloatingPointError(
-                f"the loss is not finite ({value}): the parameters hold NaN/inf or "
-                f"the activations overflowed."
-            )
+        _check_loss(value)
+        return value, grads, final_state
+
+    def _bptt_slabs(self, workspace, X, target, loss, sequence, truncate, state0,
+                    n_threads, slabs):
+        """_bptt's work for the whole sequence in one chunk, in ``slabs``
+        slabs of n / slabs sequences: the workspace arrays are (slabs*T,
+        n/slabs, .), slab k holding sequences k*n/slabs.. one after another,
+        and the output layer's rows and target follow that order."""
+        n, T, I = X.shape
+        H = self.hidden_size
+        cell, out, p = self._cell, self._out, self._params
+        act = OUTPUT_ACTIVATIONS[self.output_activation]
+        cache, Xc, Z, Y, dZ, dH = workspace
+        rows = n // slabs
+        for k in range(slabs):
+            time_major(X[k * rows:(k + 1) * rows], 0, T, Xc[k * T:(k + 1) * T])
+        cell.forward(Xc, p, state0, cache, n_threads, slabs)
+        # (slabs*T, rows, .) arrays seen as (T, slabs, rows, .): step t of
+        # every slab, in batch order once reshaped to (n, .)
+        by_step = tuple(a.reshape(slabs, T, rows, -1).swapaxes(0, 1) for a in cache)
+        final_state = _slab_state(cell.state_after(by_step, T - 1), n)
+
+        denominator = self._loss_denominator(loss, sequence, n, T)
+        loss_code = LOSSES.index(loss)
+        Hall = cell.hidden(cache)
+        grads = {name: np.empty_like(value) for name, value in p.items()}
+        if sequence:
+            # target rows (T*n, ...) time-major, in slab order
+            target = np.ascontiguousarray(
+                target.reshape(T, slabs, rows, -1).swapaxes(0, 1)
+            ).reshape(target.shape)
+            value = out.output_layer(
+                Hall.reshape(T * n, H), p["W_oh"], p["b_o"], act, loss_code, target,
+                denominator, Z, Y, dZ, grads["W_oh"], grads["b_o"], dH.reshape(T * n, H),
+                False, n_threads, slabs)
+        else:
+            H_last = _slab_state(cell.hidden(by_step)[T - 1], n)
+            dH_last = np.empty_like(H_last)
+            value = out.output_layer(H_last, p["W_oh"], p["b_o"], act, loss_code, target,
+                                     denominator, Z, Y, dZ, grads["W_oh"], grads["b_o"],
+                                     dH_last, False, n_threads, slabs)
+            dH_by_step = dH.reshape(slabs, T, rows, H).swapaxes(0, 1)
+            dH_by_step[:-1] = 0
+            dH_by_step[-1] = dH_last.reshape(slabs, rows, H)
+        _check_loss(value)
+        cell.backward(Xc, p, state0, cache, dH, None, truncate, grads, False, n_threads,
+                      None, slabs)
         return value, grads, final_state
 
     def release_buffers(self):

@@ -28,6 +28,8 @@ loss with h_{t-1} detached.
 
 import numpy as np
 
+from .slabs import slab_slices
+
 
 def activate(A, relu):
     """Apply f in place to A and return it: tanh, or relu when ``relu``."""
@@ -45,7 +47,7 @@ def activation_grad(H, relu):
     return 1 - H * H
 
 
-def elman_forward(X, W_xh, W_hh, b_h, h0, relu, H, n_threads=1):
+def elman_forward(X, W_xh, W_hh, b_h, h0, relu, H, n_threads=1, slabs=1):
     """Run the recurrence over all timesteps and keep every hidden state.
 
     Parameters
@@ -58,7 +60,12 @@ def elman_forward(X, W_xh, W_hh, b_h, h0, relu, H, n_threads=1):
     relu : bool                               # f = relu if True else tanh
     H : ndarray of shape (T, B, H)            # OUT hidden states
     n_threads : int                           # ignored: NumPy decides
+    slabs : int                               # batch slabs (reference/slabs.py)
     """
+    if slabs > 1:
+        for t, b in slab_slices(slabs, X, h0):
+            elman_forward(X[t], W_xh, W_hh, b_h, h0[b], relu, H[t])
+        return
     T = X.shape[0]
     # A = X @ W_xh.T + b_h, all timesteps at once (A lives in H)
     np.matmul(X, W_xh.T, out=H)
@@ -73,7 +80,8 @@ def elman_forward(X, W_xh, W_hh, b_h, h0, relu, H, n_threads=1):
 
 
 def elman_backward(X, W_xh, W_hh, h0, H, dH, relu, truncate,
-                   dW_xh, dW_hh, db_h, dh0, accumulate=False, dX=None, n_threads=1):
+                   dW_xh, dW_hh, db_h, dh0, accumulate=False, dX=None, n_threads=1,
+                   slabs=1):
     """Backpropagate through time.
 
     Parameters
@@ -91,7 +99,14 @@ def elman_backward(X, W_xh, W_hh, h0, H, dH, relu, truncate,
     accumulate : bool                         # add into dW_xh, dW_hh, db_h
     dX : ndarray of shape (T, B, I) or None   # OUT dL/dX, skipped when None
     n_threads : int                           # ignored: NumPy decides
+    slabs : int                               # batch slabs, as elman_forward
     """
+    if slabs > 1:
+        for s, (t, b) in enumerate(slab_slices(slabs, X, h0)):
+            elman_backward(X[t], W_xh, W_hh, h0[b], H[t], dH[t], relu, truncate,
+                           dW_xh, dW_hh, db_h, dh0[b], accumulate or s > 0,
+                           None if dX is None else dX[t])
+        return
     T, B, _ = X.shape
     n_hidden = H.shape[2]
     dA = dH

@@ -41,13 +41,15 @@ carry into H[t-1] (both dH[t] * z and dGh[t] @ W_hh) is dropped.
 import numpy as np
 from scipy.special import expit
 
+from .slabs import slab_slices
+
 
 def gate_views(G_t, n_hidden):
     """The three (B, H) gate blocks r, z, n of one step, as views."""
     return G_t[:, :n_hidden], G_t[:, n_hidden:2 * n_hidden], G_t[:, 2 * n_hidden:]
 
 
-def gru_forward(X, W_xh, W_hh, b_h, b_hn, h0, G, HN, H, Gh, n_threads=1):
+def gru_forward(X, W_xh, W_hh, b_h, b_hn, h0, G, HN, H, Gh, n_threads=1, slabs=1):
     """Run the recurrence over all timesteps and keep what backward needs.
 
     Parameters
@@ -63,7 +65,12 @@ def gru_forward(X, W_xh, W_hh, b_h, b_hn, h0, G, HN, H, Gh, n_threads=1):
     H : ndarray of shape (T, B, H)            # OUT hidden states
     Gh : ndarray of shape (B, 3H)             # WORK
     n_threads : int                           # ignored: NumPy decides
+    slabs : int                               # batch slabs (reference/slabs.py)
     """
+    if slabs > 1:
+        for t, b in slab_slices(slabs, X, h0):
+            gru_forward(X[t], W_xh, W_hh, b_h, b_hn, h0[b], G[t], HN[t], H[t], Gh[b])
+        return
     T = X.shape[0]
     n_hidden = H.shape[2]
     # A = X @ W_xh.T + b_h, all timesteps at once (A lives in G)
@@ -92,7 +99,7 @@ def gru_forward(X, W_xh, W_hh, b_h, b_hn, h0, G, HN, H, Gh, n_threads=1):
 
 def gru_backward(X, W_xh, W_hh, h0, G, HN, H, dH, truncate,
                  dW_xh, dW_hh, db_h, db_hn, dh0, accumulate=False, dX=None,
-                 n_threads=1):
+                 n_threads=1, slabs=1):
     """Backpropagate through time.
 
     Parameters
@@ -111,7 +118,14 @@ def gru_backward(X, W_xh, W_hh, h0, G, HN, H, dH, truncate,
     accumulate : bool                         # add into dW_xh, dW_hh, db_h, db_hn
     dX : ndarray of shape (T, B, I) or None   # OUT dL/dX, skipped when None
     n_threads : int                           # ignored: NumPy decides
+    slabs : int                               # batch slabs, as gru_forward
     """
+    if slabs > 1:
+        for s, (t, b) in enumerate(slab_slices(slabs, X, h0)):
+            gru_backward(X[t], W_xh, W_hh, h0[b], G[t], HN[t], H[t], dH[t], truncate,
+                         dW_xh, dW_hh, db_h, db_hn, dh0[b], accumulate or s > 0,
+                         None if dX is None else dX[t])
+        return
     T = X.shape[0]
     n_hidden = H.shape[2]
     n2 = 2 * n_hidden

@@ -162,7 +162,7 @@ def output_backward(Hs, W_oh, dZ, dW_oh, db_o, dHs, accumulate=False):
 
 
 def output_layer(Hs, W_oh, b_o, activation, loss, target, denominator, Z, Y, dZ,
-                 dW_oh, db_o, dHs, accumulate=False, n_threads=1):
+                 dW_oh, db_o, dHs, accumulate=False, n_threads=1, parts=0):
     """Forward, loss and backward of the output layer over N rows.
 
     Parameters
@@ -180,6 +180,7 @@ def output_layer(Hs, W_oh, b_o, activation, loss, target, denominator, Z, Y, dZ,
     dHs : ndarray of shape (N, H)     # OUT
     accumulate : bool
     n_threads : int                   # ignored: the reference is serial
+    parts : int                       # row parts of the split; ignored likewise
 
     Returns
     -------
