@@ -17,6 +17,10 @@ from cython cimport floating
 from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memcpy
 
+from _parallel cimport bptt_parallel, import_threadpool
+
+import_threadpool()
+
 
 def all_finite(const floating[::1] x):
     """True when the 1-D contiguous array x holds no NaN and no infinity."""
@@ -38,20 +42,61 @@ def all_finite(const floating[::1] x):
     return not (bad32 or bad64)
 
 
+cdef struct CopyArgs:
+    # one time_major call, for its slab parts on bptt's thread pool
+    const void* X            # (n, T_all, F) batch-first
+    void* out                # (slabs * steps, n / slabs, F)
+    Py_ssize_t T_all, start, steps, rows, F
+    bint is_double
+
+
+cdef void copy_slab_of(CopyArgs* a, int slab, floating tag) noexcept nogil:
+    # out[slab * steps + t, b] = X[slab * rows + b, start + t]
+    cdef const floating* X = <const floating*>a.X + slab * a.rows * a.T_all * a.F
+    cdef floating* out = <floating*>a.out + slab * a.steps * a.rows * a.F
+    cdef Py_ssize_t t, b, f
+    for t in range(a.steps):
+        for b in range(a.rows):
+            for f in range(a.F):
+                out[(t * a.rows + b) * a.F + f] = X[(b * a.T_all + a.start + t) * a.F + f]
+
+
+cdef void copy_slab(void* args, int slab, int n_slabs) noexcept nogil:
+    if (<CopyArgs*>args).is_double:
+        copy_slab_of(<CopyArgs*>args, slab, <double>0)
+    else:
+        copy_slab_of(<CopyArgs*>args, slab, <float>0)
+
+
 def time_major(const floating[:, :, ::1] X,     # IN  (n, T, F) batch-first
                Py_ssize_t start, Py_ssize_t stop,
-               floating[:, :, ::1] out):         # OUT (stop - start, n, F)
-    """out[t - start, b] = X[b, t] for start <= t < stop."""
-    cdef Py_ssize_t n = X.shape[0], F = X.shape[2], t, b, f
-    if stop - start > out.shape[0] or out.shape[1] != n or out.shape[2] != F:
-        raise ValueError(f"out must have shape ({stop - start}, {n}, {F}) at least; "
-                         f"got ({out.shape[0]}, {out.shape[1]}, {out.shape[2]}).")
+               floating[:, :, ::1] out,         # OUT (slabs * (stop - start), n / slabs, F)
+               int slabs=1,                     # batch slabs (src/_cellparts.pxd)
+               int n_threads=1):                # threads copying the slabs
+    """out[t - start, b] = X[b, t] for start <= t < stop.
+
+    With ``slabs`` > 1, out[k * (stop - start) + t - start, b] = X[k * n/slabs
+    + b, t]: the kernels' slab layout. The slabs are parts on bptt's thread
+    pool, so the thread that works on a slab next has copied it itself.
+    """
+    cdef Py_ssize_t n = X.shape[0], F = X.shape[2], steps = stop - start
+    cdef CopyArgs a
+    cdef int slab
+    if slabs < 1 or n % slabs:
+        raise ValueError(f"slabs must divide n_samples={n}; got slabs={slabs}.")
+    if (slabs * steps > out.shape[0] or out.shape[1] != n // slabs
+            or out.shape[2] != F):
+        raise ValueError(f"out must have shape ({slabs * steps}, {n // slabs}, {F}) at "
+                         f"least; got ({out.shape[0]}, {out.shape[1]}, {out.shape[2]}).")
     if not 0 <= start <= stop <= X.shape[1]:
         raise ValueError(f"need 0 <= start <= stop <= {X.shape[1]}; got {start}, {stop}.")
     if n == 0 or F == 0 or stop == start:
         return
+    a.X, a.out, a.is_double = &X[0, 0, 0], &out[0, 0, 0], floating is double
+    a.T_all, a.start, a.steps, a.rows, a.F = X.shape[1], start, steps, n // slabs, F
     with nogil:
-        for t in range(start, stop):
-            for b in range(n):
-                for f in range(F):
-                    out[t - start, b, f] = X[b, t, f]
+        if slabs > 1 and n_threads > 1:
+            bptt_parallel(copy_slab, &a, slabs, n_threads)
+        else:
+            for slab in range(slabs):
+                copy_slab(&a, slab, slabs)

@@ -99,6 +99,35 @@ def test_time_major_copy_checks_shapes(inputs):
         inputs.time_major(X, 0, 4, np.zeros((4, 2, 2)))
     with pytest.raises(ValueError, match="start <= stop"):
         inputs.time_major(X, 2, 5, np.zeros((4, 3, 2)))
+    with pytest.raises(ValueError, match="slabs must divide n_samples=3; got slabs=2"):
+        inputs.time_major(X, 0, 4, np.zeros((8, 1, 2)), 2)
+    with pytest.raises(ValueError, match=r"out must have shape \(8, 2, 2\)"):
+        inputs.time_major(np.zeros((4, 4, 2)), 0, 4, np.zeros((4, 2, 2)), 2)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("slabs", [2, 3])
+@pytest.mark.parametrize("threads", [1, 2, 4])
+@pytest.mark.parametrize("start,stop", [(0, 7), (2, 5)])
+def test_time_major_copy_into_slabs(inputs, dtype, slabs, threads, start, stop):
+    """The slab layout of the kernels (src/_cellparts.pxd): slab k, its
+    timesteps one after another, holds samples k*rows..; copied by one
+    thread or one slab per thread, and the NumPy twin agrees."""
+    rows = 4
+    X = np.random.default_rng(slabs).standard_normal((slabs * rows, 7, 3)).astype(dtype)
+    steps = stop - start
+    out = np.full((slabs * steps + 1, rows, 3), np.nan, dtype=dtype)
+    inputs.time_major(X, start, stop, out, slabs, threads)
+    for k in range(slabs):
+        np.testing.assert_array_equal(out[k * steps:(k + 1) * steps],
+                                      X[k * rows:(k + 1) * rows, start:stop].transpose(1, 0, 2))
+    assert np.isnan(out[slabs * steps:]).all()
+    wide = np.zeros((slabs * rows, 7, 6), dtype=dtype)
+    wide[:, :, ::2] = X
+    strided = wide[:, :, ::2]  # not C-contiguous: the NumPy twin copies it
+    assert not strided.flags.c_contiguous
+    chunk = _validation.time_major(strided, start, stop, np.empty_like(out), slabs)
+    np.testing.assert_array_equal(chunk, out[: slabs * steps])
 
 
 @pytest.mark.parametrize("make", [

@@ -157,28 +157,39 @@ def check_sequences(X, input_size, dtype, name="X", owner="RNN"):
     return X.astype(dtype, copy=False)
 
 
-def time_major(X, start, stop, out):
+def time_major(X, start, stop, out, slabs=1, n_threads=1):
     """Copy timesteps start..stop-1 of batch-first X into out, time-major.
 
     Parameters
     ----------
     X : ndarray of shape (n_samples, n_timesteps, n_features)
     start, stop : int
-    out : C-contiguous ndarray of shape (>= stop - start, n_samples, n_features)
+    out : C-contiguous ndarray of shape (>= slabs * (stop - start), n_samples / slabs, n_features)
+    slabs : int
+        Batch slabs (src/_cellparts.pxd): slab k of out, its timesteps one
+        after another, holds samples k * n_samples / slabs onwards.
+    n_threads : int
+        Threads of bptt's pool copying the slabs, one slab each (compiled only).
 
     Returns
     -------
-    chunk : ndarray of shape (stop - start, n_samples, n_features)
-        ``out[:stop - start]``, filled. A C-contiguous X of out's dtype is
-        copied by bptt._inputs (when built), anything else by NumPy.
+    chunk : ndarray of shape (slabs * (stop - start), n_samples / slabs, n_features)
+        ``out[:slabs * (stop - start)]``, filled. A C-contiguous X of out's
+        dtype is copied by bptt._inputs (when built), anything else by NumPy.
     """
-    chunk = out[: stop - start]
+    steps = stop - start
+    chunk = out[: slabs * steps]
     if X.dtype == out.dtype and X.dtype in COMPILED_DTYPES and X.flags.c_contiguous:
         inputs = _compiled_inputs()
         if inputs is not None:
-            inputs.time_major(X, start, stop, chunk)
+            inputs.time_major(X, start, stop, chunk, slabs, n_threads)
             return chunk
-    chunk[...] = X[:, start:stop].transpose(1, 0, 2)
+    n = X.shape[0]
+    if slabs < 1 or n % slabs:
+        raise ValueError(f"slabs must divide n_samples={n}; got slabs={slabs}.")
+    rows = n // slabs
+    for k in range(slabs):
+        chunk[k * steps:(k + 1) * steps] = X[k * rows:(k + 1) * rows, start:stop].transpose(1, 0, 2)
     return chunk
 
 

@@ -738,8 +738,7 @@ class RNN:
         act = OUTPUT_ACTIVATIONS[self.output_activation]
         cache, Xc, Z, Y, dZ, dH = workspace
         rows = n // slabs
-        for k in range(slabs):
-            time_major(X[k * rows:(k + 1) * rows], 0, T, Xc[k * T:(k + 1) * T])
+        time_major(X, 0, T, Xc, slabs, n_threads)
         cell.forward(Xc, p, state0, cache, n_threads, slabs)
         # (slabs*T, rows, .) arrays seen as (T, slabs, rows, .): step t of
         # every slab, in batch order once reshaped to (n, .)
