@@ -1,10 +1,13 @@
 """A training step's time over a stretch of wall time, window by window.
 
-This machine sometimes runs bptt's two-thread M step about 1.8x slower for
-seconds at a time (README, Performance). A median over a whole run hides
-that; this prints the median of every window, so a slow stretch shows up as
-a run of larger numbers. Run it with one thread too: one-thread runs have
-not shown a slow stretch here.
+For seconds to minutes at a time this machine's two virtual cores stop
+sharing an L3: a cache line then takes 370-450 ns to pass between them
+instead of 40-130 ns (README, Performance). Before bptt gave each thread
+a slab of sequences of its own, its two-thread M step ran 1.8x slower in
+those stretches. A median over a whole run hides them; this prints, for
+every window, the step's median and the round trip of a cache line
+between the caller and a pool worker (``bptt._threadpool.handoff_ns``),
+so a stretch shows up as a run of large handoff times.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/modes.py
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/modes.py --threads 1
@@ -18,6 +21,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 import bptt
+from bptt import _threadpool
 
 SIZES = {"S": (1, 100, 1, 16, 1), "M": (32, 50, 32, 64, 8),
          "L": (64, 100, 64, 256, 16), "XL": (128, 200, 128, 512, 32)}
@@ -40,9 +44,11 @@ def main():
     with threadpool_limits(args.threads):
         for _ in range(3):
             net.loss_and_grad(X, y)
-        medians = []
+        medians, handoffs = [], []
+        _threadpool.handoff_ns(100)  # the first call may start the workers
         end = time.perf_counter() + args.seconds
         while time.perf_counter() < end:
+            handoffs.append(_threadpool.handoff_ns(2000))
             times = []
             window_end = time.perf_counter() + args.window
             while time.perf_counter() < window_end:
@@ -53,6 +59,9 @@ def main():
     print(f"{args.cell} {args.size}, {args.threads} thread(s), median µs per "
           f"{args.window:g} s window:")
     print(" ".join(f"{m:.0f}" for m in medians))
+    print("cache-line round trip between two pool threads, ns, before each window "
+          "(-1: no worker joined):")
+    print(" ".join(f"{h:.0f}" for h in handoffs))
 
 
 if __name__ == "__main__":

@@ -156,3 +156,23 @@ def test_threads_used_at_the_m_size():
         assert net._plan_threads(2, 32) == 2
     with threadpool_limits(limits=1, user_api="blas"):
         assert net._plan_threads(1, 32) == 1
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2 if hasattr(os, "sched_getaffinity")
+                    else (os.cpu_count() or 1) < 2, reason="needs two CPUs")
+def test_handoff_between_caller_and_worker():
+    """handoff_ns bounces a cache line between the caller and a worker: a
+    round trip takes tens to thousands of ns; -1 only when no worker joined
+    (none awake yet: the first call starts them)."""
+    results = [pool.handoff_ns(2000) for _ in range(5)]
+    assert all(r == -1 or 10 < r < 1e6 for r in results), results
+    assert any(r > 0 for r in results), results
+    with pytest.raises(ValueError, match="rounds must be >= 1; got 0"):
+        pool.handoff_ns(0)
+
+
+
+def test_handoff_on_one_thread_gives_up():
+    """On one thread nobody joins: -1 after the 50 ms timeout, and part 1,
+    which the caller runs afterwards, returns at once instead of waiting."""
+    assert pool.handoff_ns(100, n_threads=1) == -1
