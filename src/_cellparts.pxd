@@ -5,6 +5,7 @@
 # picks float or double by is_double.
 from cython cimport floating
 
+from _parallel cimport bptt_parallel, bptt_part_fn
 from _rowops cimport backproject_rows, project_rows, weight_gradients_part
 
 cimport numpy as cnp
@@ -37,6 +38,8 @@ cdef struct CellArgs:
     void* dX                 # (T, B, I) or NULL
     void* scratch            # the gradient parts' blocks (weight_gradients_part)
     Py_ssize_t gradient_block  # elements of one scratch block (slabs: slab_args)
+    bptt_part_fn slab_first  # slab_part runs both on a whole slab, in this order
+    bptt_part_fn slab_second
     int T, B, n_input, n_hidden, n_gates, truncate   # (no "I": complex.h defines it)
     bint relu, accumulate, is_double
 
@@ -129,6 +132,31 @@ cdef inline void slab_args(const CellArgs* a, int slab, CellArgs* s) noexcept no
         s.db_h = offset(s.dW_hh, G * H * item)
         s.db_hn = offset(s.db_h, G * item)
         s.accumulate = False
+
+
+cdef inline void slab_part(void* args, int slab, int n_slabs) noexcept nogil:
+    """Part ``slab`` of bptt_parallel(slab_part, a, slabs, ...): a.slab_first
+    and then a.slab_second, each as the one part of that slab's work (a
+    cell's projection and time loop forward; time loop and weight
+    gradients backward)."""
+    cdef CellArgs s
+    slab_args(<CellArgs*>args, slab, &s)
+    s.slab_first(&s, 0, 1)
+    s.slab_second(&s, 0, 1)
+
+
+cdef inline void run_phases(CellArgs* a, int slabs, int n_threads, bptt_part_fn first,
+                            int first_parts, bptt_part_fn second,
+                            int second_parts) noexcept nogil:
+    """A kernel's two phases on the thread pool: ``first`` split into
+    first_parts parts, then ``second`` into second_parts; with slabs > 1,
+    both on each slab as one part (slab_part) instead."""
+    if slabs > 1:
+        a.slab_first, a.slab_second = first, second
+        bptt_parallel(slab_part, a, slabs, n_threads)
+    else:
+        bptt_parallel(first, a, first_parts, n_threads)
+        bptt_parallel(second, a, second_parts, n_threads)
 
 
 cdef inline void* offset(const void* p, Py_ssize_t nbytes) noexcept nogil:

@@ -41,7 +41,7 @@ from _packed cimport pack_weights, recurrent_product
 from _parallel cimport balanced_parts, bptt_parallel, import_threadpool
 from _stepping cimport (P_B_H, P_EXTRA, P_W_HH, P_W_HH_PACKED, P_W_XH,
                        P_W_XH_PACKED)
-from _cellparts cimport CellArgs, check_slabs, gradient_scratch, project_part, slab_args
+from _cellparts cimport CellArgs, check_slabs, gradient_scratch, project_part, run_phases
 from _rowops cimport add_gradient_parts, add_parts, column_sums, gradient_size, part_start
 
 cimport numpy as cnp
@@ -290,21 +290,6 @@ cdef void gru_gradient_part(void* args, int part, int n_parts) noexcept nogil:
         gru_gradient_part_of(<CellArgs*>args, part, n_parts, <float>0)
 
 
-cdef void slab_forward(void* args, int slab, int n_slabs) noexcept nogil:
-    # all of a slab's forward work (_cellparts.pxd, "slabs")
-    cdef CellArgs s
-    slab_args(<CellArgs*>args, slab, &s)
-    project_part(&s, 0, 1)
-    forward_part(&s, 0, 1)
-
-
-cdef void slab_backward(void* args, int slab, int n_slabs) noexcept nogil:
-    cdef CellArgs s
-    slab_args(<CellArgs*>args, slab, &s)
-    backward_part(&s, 0, 1)
-    gru_gradient_part(&s, 0, 1)
-
-
 def gru_forward(const floating[:, :, ::1] X,       # IN  (T, B, I)
                 const floating[:, ::1] W_xh,       # IN  (3H, I)
                 const floating[:, ::1] W_hh,       # IN  (3H, H)
@@ -337,15 +322,13 @@ def gru_forward(const floating[:, :, ::1] X,       # IN  (T, B, I)
     a.h0, a.A, a.HN, a.H, a.Gh = &h0[0, 0], &G[0, 0, 0], &HN[0, 0, 0], &H[0, 0, 0], &Gh[0, 0]
     a.B, a.n_input, a.n_hidden = X.shape[1], X.shape[2], W_hh.shape[1]
     a.n_gates, a.is_double = 3 * a.n_hidden, floating is double
-    if slabs > 1:
-        with nogil:
-            bptt_parallel(slab_forward, &a, slabs, n_threads)
-        return
-    n_threads = max(1, min(n_threads, a.B))
+    # slabs: all of a slab's work is one part, so the time loop's batch
+    # split need not be capped
+    n_threads = max(1, n_threads if slabs > 1 else min(n_threads, a.B))
     with nogil:
         # A = X @ W_xh.T over all rows (split by rows), in G; then the time loop
-        bptt_parallel(project_part, &a, balanced_parts(n_threads, a.T * a.B), n_threads)
-        bptt_parallel(forward_part, &a, n_threads, n_threads)
+        run_phases(&a, slabs, n_threads, project_part, balanced_parts(n_threads, a.T * a.B),
+                   forward_part, n_threads)
 
 
 def gru_backward(const floating[:, :, ::1] X,      # IN  (T, B, I)
@@ -396,12 +379,9 @@ def gru_backward(const floating[:, :, ::1] X,      # IN  (T, B, I)
     scratch = gradient_scratch(&a, gradient_parts, block)
     n_threads = max(1, n_threads)
     with nogil:
-        if slabs > 1:
-            bptt_parallel(slab_backward, &a, slabs, n_threads)
-        else:
-            # the time loop turns G into dGh, HN into dA_n; then the weight gradients
-            bptt_parallel(backward_part, &a, min(n_threads, a.B), n_threads)
-            bptt_parallel(gru_gradient_part, &a, gradient_parts, n_threads)
+        # the time loop turns G into dGh, HN into dA_n; then the weight gradients
+        run_phases(&a, slabs, n_threads, backward_part, min(n_threads, a.B), gru_gradient_part,
+                   gradient_parts)
         add_gradient_parts(&dW_xh[0, 0], &dW_hh[0, 0], &db_h[0], a.n_gates, a.n_input,
                            a.n_hidden, <floating*>a.scratch, block, gradient_parts)
         add_parts(&db_hn[0], <floating*>a.scratch + block - a.n_hidden, a.n_hidden,

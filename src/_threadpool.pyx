@@ -106,8 +106,9 @@ def caller_id():
 def handoff_ns(long rounds=20000, int n_threads=2):
     """Mean round trip in ns of a cache line between the caller and a pool
     worker over ``rounds`` bounces (handoff.h), or -1 when no worker joined
-    within 50 ms (always on ``n_threads`` = 1). On this machine: 40-130 ns while its two virtual cores
-    share an L3, 370-450 ns in the stretches when they do not."""
+    within 50 ms (always so on ``n_threads`` = 1). On this machine: 40-130
+    ns while its two virtual cores share an L3, 350-450 ns in the stretches
+    when they do not."""
     cdef double ns
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1; got {rounds}")

@@ -22,7 +22,7 @@ The interface every cell implements:
 ``hidden(cache) -> H`` and ``state_after(cache, t) -> state``
     The hidden states (T, B, H), and the state after step t in the
     contract's form (h, or (h, c)) as views into the cache.
-``backward(X, p, state0, cache, dH, dstate_next, truncate, grads, accumulate, n_threads, dX, slabs) -> dstate0``
+``backward(X, p, state0, cache, dH, dstate_next, truncate, grads, accumulate, n_threads, dX, slabs)``
     dH (T, B, H) is dL/dH from above; it and the gate activations of the
     cache are consumed as workspace;
     ``dstate_next`` (or None) is dL/dstate after the last step, flowing in

@@ -189,7 +189,8 @@ def time_major(X, start, stop, out, slabs=1, n_threads=1):
         raise ValueError(f"slabs must divide n_samples={n}; got slabs={slabs}.")
     rows = n // slabs
     for k in range(slabs):
-        chunk[k * steps:(k + 1) * steps] = X[k * rows:(k + 1) * rows, start:stop].transpose(1, 0, 2)
+        slab = X[k * rows:(k + 1) * rows, start:stop]
+        chunk[k * steps:(k + 1) * steps] = slab.transpose(1, 0, 2)
     return chunk
 
 
