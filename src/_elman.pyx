@@ -12,8 +12,10 @@ starts. The whole time loop runs without the GIL and allocates nothing.
 Threads: with n_threads > 1 the work splits into parts on bptt's thread
 pool (threadpool.h): each part of the time loop is a slice of the batch for
 every timestep (the sequences are independent, so the steps need no
-synchronisation), and the large GEMMs split their rows; BLAS itself runs
-single-threaded meanwhile (bptt/_threads.py says why).
+synchronisation), and the large GEMMs split their rows; with slabs > 1 a
+part is instead all the work of one slab of sequences (_cellparts.pxd,
+"slabs"). BLAS itself runs single-threaded meanwhile (bptt/_threads.py
+says why).
 
     A      = X @ W_xh.T                 one GEMM, A lives in H
     A[t]  += H[t-1] @ W_hh.T            per step (H[-1] := h0)

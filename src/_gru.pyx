@@ -18,8 +18,9 @@ pool (threadpool.h): each part of the time loop is a slice of the batch for
 every timestep (its rows of Gh too; the sequences are independent, so the
 steps need no synchronisation); the input projection and dX split the T*B
 rows, the weight gradients the timesteps (as rowops.pxd's
-weight_gradients_part does). BLAS itself runs single-threaded meanwhile
-(bptt/_threads.py says why).
+weight_gradients_part does). With slabs > 1 a part is instead all the
+work of one slab of sequences (_cellparts.pxd, "slabs"). BLAS itself runs
+single-threaded meanwhile (bptt/_threads.py says why).
 
     A      = X @ W_xh.T                  one GEMM, A lives in G
     Gh     = H[t-1] @ W_hh.T             per step (H[-1] := h0)

@@ -15,8 +15,10 @@ Threads: with n_threads > 1 the work splits into parts on bptt's thread
 pool (threadpool.h): each part of the time loop is a slice of the batch for
 every timestep (the sequences are independent, so the steps need no
 synchronisation); the input projection and dX split the T*B rows, the
-weight gradients the timesteps (rowops.pxd, weight_gradients_part). BLAS
-itself runs single-threaded meanwhile (bptt/_threads.py says why).
+weight gradients the timesteps (rowops.pxd, weight_gradients_part). With
+slabs > 1 a part is instead all the work of one slab of sequences
+(_cellparts.pxd, "slabs"). BLAS itself runs single-threaded meanwhile
+(bptt/_threads.py says why).
 
     A      = X @ W_xh.T                  one GEMM, A lives in G
     A[t]  += H[t-1] @ W_hh.T             per step (H[-1] := h0, C[-1] := c0)

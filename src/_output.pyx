@@ -3,7 +3,8 @@
 Design: rows are timesteps x samples flattened (N = T * B, or B for a loss
 at the last step). Training calls output_layer once per chunk of rows:
 forward, loss and backward, split into row parts on bptt's thread pool
-(threadpool.h). Within a part the projections are GEMMs over its rows and
+(threadpool.h): two per thread, or with ``parts`` the cells' slabs, one
+each (rows in slab order; _cellparts.pxd, "slabs"). Within a part the projections are GEMMs over its rows and
 the activation and the loss gradient one elementwise pass each; dW_oh and
 db_o are summed per part and added up after. Losses are accumulated in
 double whatever the dtype.
