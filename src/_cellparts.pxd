@@ -41,6 +41,7 @@ cdef struct CellArgs:
     bptt_part_fn slab_first  # slab_part runs both on a whole slab, in this order
     bptt_part_fn slab_second
     int T, B, n_input, n_hidden, n_gates, truncate   # (no "I": complex.h defines it)
+    int cache_steps          # slabs: timesteps per slab of the cache arrays (>= T)
     bint relu, accumulate, is_double
 
 
@@ -93,7 +94,10 @@ cdef inline object gradient_scratch(CellArgs* a, int n_parts, Py_ssize_t block):
 #
 # With slabs > 1 a kernel's (T', B, .) arrays hold that many independent
 # batch slabs one after another (T' = slabs * T; slab s is the sequences
-# s*B..(s+1)*B-1 of the (slabs*B, .) state arrays), and one part does all of
+# s*B..(s+1)*B-1 of the (slabs*B, .) state arrays); the cache arrays (the
+# hidden states and gate activations BPTT keeps, A included except where A
+# is dH) may hold cache_steps >= T timesteps per slab, the whole sequence of
+# which a chunk of T timesteps is passed. One part does all of
 # a slab's work: projection and time loop forward; time loop and weight
 # gradients backward. The thread that claims part s (the caller claims the
 # first) then finds the rows it reads in its own cache, phase after phase
@@ -111,14 +115,15 @@ cdef inline void slab_args(const CellArgs* a, int slab, CellArgs* s) noexcept no
     s > 0 writes its own into scratch block s - 1, laid out [dW_xh | dW_hh |
     db_h (| db_hn)], for add_gradient_parts."""
     cdef Py_ssize_t rows = <Py_ssize_t>a.T * a.B * slab, batch = <Py_ssize_t>a.B * slab
+    cdef Py_ssize_t cached = <Py_ssize_t>a.cache_steps * a.B * slab
     cdef Py_ssize_t item = sizeof(double) if a.is_double else sizeof(float)
     cdef Py_ssize_t H = a.n_hidden, G = a.n_gates, I = a.n_input
     s[0] = a[0]
     s.X = offset(a.X, rows * I * item)
-    s.A = offset(a.A, rows * G * item)
-    s.C = offset(a.C, rows * H * item)
-    s.HN = offset(a.HN, rows * H * item)
-    s.H = offset(a.H, rows * H * item)
+    s.A = offset(a.A, (rows if a.A == a.dH else cached) * G * item)
+    s.C = offset(a.C, cached * H * item)
+    s.HN = offset(a.HN, cached * H * item)
+    s.H = offset(a.H, cached * H * item)
     s.dH = offset(a.dH, rows * H * item)
     s.dX = offset(a.dX, rows * I * item)
     s.h0 = offset(a.h0, batch * H * item)
@@ -175,3 +180,17 @@ cdef inline int check_slabs(int slabs, Py_ssize_t steps, Py_ssize_t rows,
             f"{state_rows} state rows."
         )
     return <int>(steps // slabs)
+
+
+cdef inline int check_cache(int slabs, int T, int slab_steps,
+                            Py_ssize_t cache_rows) except -1:
+    """The cache arrays' timesteps per slab (slab_steps, or T when 0); raises
+    ValueError when cache arrays of cache_rows timesteps cannot hold them."""
+    cdef int steps = slab_steps if slab_steps > 0 else T
+    if steps < T or (slabs - 1) * <Py_ssize_t>steps + T > cache_rows:
+        raise ValueError(
+            f"slab_steps={slab_steps} needs slab_steps >= T={T} and cache arrays of "
+            f"at least {(slabs - 1) * <Py_ssize_t>steps + T} timesteps for "
+            f"slabs={slabs}; got {cache_rows}."
+        )
+    return steps

@@ -33,7 +33,7 @@ import numpy as np
 from _activations cimport one_minus, tanh_
 from _packed cimport pack_weights, recurrent_product
 from _parallel cimport balanced_parts, bptt_parallel, import_threadpool
-from _cellparts cimport (CellArgs, check_slabs, gradient_part, gradient_scratch,
+from _cellparts cimport (CellArgs, check_cache, check_slabs, gradient_part, gradient_scratch,
                         project_part, run_phases)
 from _rowops cimport add_gradient_parts, gradient_size, part_start
 from _stepping cimport (P_B_H, P_W_HH, P_W_HH_PACKED, P_W_XH,
@@ -157,7 +157,8 @@ def elman_forward(const floating[:, :, ::1] X,      # IN  (T, B, I)
                   bint relu,
                   floating[:, :, ::1] H,            # OUT (T, B, H)
                   int n_threads=1,                  # threads splitting the batch
-                  int slabs=1):                     # batch slabs (_cellparts.pxd)
+                  int slabs=1,                      # batch slabs (_cellparts.pxd)
+                  int slab_steps=0):                # cache timesteps per slab (0: T)
     """Run the recurrence over all timesteps and keep every hidden state.
 
     With ``slabs`` > 1, X (slabs*T, B, I), H likewise and h0 (slabs*B, H):
@@ -170,6 +171,7 @@ def elman_forward(const floating[:, :, ::1] X,      # IN  (T, B, I)
         return
     memset(&a, 0, sizeof(a))
     a.T = check_slabs(slabs, X.shape[0], X.shape[1], h0.shape[0])
+    a.cache_steps = check_cache(slabs, a.T, slab_steps, H.shape[0])
     # both weights packed once, for the projection and for every step
     packed = pack_weights(W_hh, True, &W_hh_packed)
     packed_xh = pack_weights(W_xh, True, &W_xh_packed)
@@ -202,7 +204,8 @@ def elman_backward(const floating[:, :, ::1] X,     # IN  (T, B, I)
                    bint accumulate=False,           # add into dW_xh, dW_hh, db_h
                    floating[:, :, ::1] dX=None,     # OUT (T, B, I), optional
                    int n_threads=1,                 # threads splitting the work
-                   int slabs=1):                    # batch slabs, as elman_forward
+                   int slabs=1,                    # batch slabs, as elman_forward
+                   int slab_steps=0):               # cache timesteps per slab (0: T)
     """Backpropagate through time; see the module docstring for the maths.
 
     With ``accumulate`` the weight gradients are added to what dW_xh, dW_hh
@@ -218,10 +221,12 @@ def elman_backward(const floating[:, :, ::1] X,     # IN  (T, B, I)
         return
     memset(&a, 0, sizeof(a))
     a.T = check_slabs(slabs, X.shape[0], X.shape[1], h0.shape[0])
+    a.cache_steps = check_cache(slabs, a.T, slab_steps, H.shape[0])
     gradient_parts = slabs if slabs > 1 else balanced_parts(n_threads, a.T)
     packed = pack_weights(W_hh, False, &W_hh_packed)
     a.X, a.W_xh, a.W_hh, a.W_hh_packed = &X[0, 0, 0], &W_xh[0, 0], &W_hh[0, 0], W_hh_packed
     a.h0, a.H, a.A, a.dh0 = &h0[0, 0], &H[0, 0, 0], &dH[0, 0, 0], &dh0[0, 0]
+    a.dH = a.A  # dA is built in dH: slab_args offsets it as a workspace
     a.dW_xh, a.dW_hh, a.db_h = &dW_xh[0, 0], &dW_hh[0, 0], &db_h[0]
     a.dX = &dX[0, 0, 0] if dX is not None else NULL
     a.B, a.n_input, a.n_hidden = X.shape[1], X.shape[2], W_hh.shape[1]

@@ -42,7 +42,7 @@ from _packed cimport pack_weights, recurrent_product
 from _parallel cimport balanced_parts, bptt_parallel, import_threadpool
 from _stepping cimport (P_B_H, P_EXTRA, P_W_HH, P_W_HH_PACKED, P_W_XH,
                        P_W_XH_PACKED)
-from _cellparts cimport CellArgs, check_slabs, gradient_scratch, project_part, run_phases
+from _cellparts cimport CellArgs, check_cache, check_slabs, gradient_scratch, project_part, run_phases
 from _rowops cimport add_gradient_parts, add_parts, column_sums, gradient_size, part_start
 
 cimport numpy as cnp
@@ -302,7 +302,8 @@ def gru_forward(const floating[:, :, ::1] X,       # IN  (T, B, I)
                 floating[:, :, ::1] H,             # OUT (T, B, H) hidden states
                 floating[:, ::1] Gh,               # WORK (B, 3H)
                 int n_threads=1,                 # threads splitting the batch
-                int slabs=1):                    # batch slabs (_cellparts.pxd)
+                int slabs=1,                    # batch slabs (_cellparts.pxd)
+                int slab_steps=0):               # cache timesteps per slab (0: T)
     """Run the recurrence over all timesteps and keep what backward needs.
 
     With ``slabs`` > 1 the (T, B, .) arrays are (slabs*T, B, .) and the state
@@ -315,6 +316,7 @@ def gru_forward(const floating[:, :, ::1] X,       # IN  (T, B, I)
         return
     memset(&a, 0, sizeof(a))
     a.T = check_slabs(slabs, X.shape[0], X.shape[1], h0.shape[0])
+    a.cache_steps = check_cache(slabs, a.T, slab_steps, H.shape[0])
     # both weights packed once, for the projection and for every step
     packed = pack_weights(W_hh, True, &W_hh_packed)
     packed_xh = pack_weights(W_xh, True, &W_xh_packed)
@@ -349,7 +351,8 @@ def gru_backward(const floating[:, :, ::1] X,      # IN  (T, B, I)
                  bint accumulate=False,            # add into dW_xh, dW_hh, db_h, db_hn
                  floating[:, :, ::1] dX=None,      # OUT (T, B, I), optional
                  int n_threads=1,                # threads splitting the work
-                 int slabs=1):                   # batch slabs, as gru_forward
+                 int slabs=1,                   # batch slabs, as gru_forward
+                 int slab_steps=0):              # cache timesteps per slab (0: T)
     """Backpropagate through time; see the module docstring for the maths.
 
     With ``accumulate`` the weight gradients are added to what the outputs
@@ -366,6 +369,7 @@ def gru_backward(const floating[:, :, ::1] X,      # IN  (T, B, I)
         return
     memset(&a, 0, sizeof(a))
     a.T = check_slabs(slabs, X.shape[0], X.shape[1], h0.shape[0])
+    a.cache_steps = check_cache(slabs, a.T, slab_steps, H.shape[0])
     gradient_parts = slabs if slabs > 1 else balanced_parts(n_threads, a.T)
     packed = pack_weights(W_hh, False, &W_hh_packed)
     a.X, a.W_xh, a.W_hh, a.W_hh_packed = &X[0, 0, 0], &W_xh[0, 0], &W_hh[0, 0], W_hh_packed

@@ -136,13 +136,16 @@ cdef struct Args:
     double* losses          # per part: its rows' loss sum
     double denominator
     int N, n_hidden, O, activation, loss
+    Py_ssize_t part_stride  # > 0: part p's rows of Hs and target start at p * part_stride
     bint is_double
 
 
 cdef void layer_part_of(Args* a, int part, int n_parts, floating tag) noexcept nogil:
     cdef int r0 = part_start(a.N, part, n_parts), r1 = part_start(a.N, part + 1, n_parts)
     cdef int rows = r1 - r0, H = a.n_hidden, O = a.O
-    cdef const floating* Hs = <const floating*>a.Hs + <Py_ssize_t>r0 * H
+    # where this part's rows of Hs and of the target start
+    cdef Py_ssize_t h0 = <Py_ssize_t>part * a.part_stride if a.part_stride > 0 else r0
+    cdef const floating* Hs = <const floating*>a.Hs + h0 * H
     cdef floating* Z = <floating*>a.Z + <Py_ssize_t>r0 * O
     cdef floating* Y = <floating*>a.Y + <Py_ssize_t>r0 * O
     cdef floating* dZ = <floating*>a.dZ + <Py_ssize_t>r0 * O
@@ -155,16 +158,16 @@ cdef void layer_part_of(Args* a, int part, int n_parts, floating tag) noexcept n
                 a.activation, Z, Y)
     if a.loss == MSE:
         scale = 2.0 / a.denominator
-        a.losses[part] = mse_rows(Y, <const floating*>a.target + <Py_ssize_t>r0 * O,
+        a.losses[part] = mse_rows(Y, <const floating*>a.target + h0 * O,
                                   a.activation, dZ, rows, O, scale)
     elif a.loss == BINARY_CROSS_ENTROPY:
         scale = 1.0 / a.denominator
         a.losses[part] = binary_cross_entropy_rows(
-            Z, Y, <const floating*>a.target + <Py_ssize_t>r0 * O, dZ,
+            Z, Y, <const floating*>a.target + h0 * O, dZ,
             <Py_ssize_t>rows * O, scale)
     else:
         scale = 1.0 / a.denominator
-        a.losses[part] = cross_entropy_rows(Z, Y, a.labels + r0, dZ, rows, O, scale)
+        a.losses[part] = cross_entropy_rows(Z, Y, a.labels + h0, dZ, rows, O, scale)
     # this part's dW_oh = dZ.T @ Hs
     gemm(True, False, O, H, rows, 1, dZ, O, Hs, H, 0, dW_oh_part, H)
     # this part's db_o = sum_rows dZ
@@ -196,14 +199,21 @@ def output_layer(const floating[:, ::1] Hs,      # IN  (N, H)
                  floating[:, ::1] dHs,           # OUT (N, H)
                  bint accumulate=False,          # add into dW_oh, db_o
                  int n_threads=1,                # threads splitting the rows
-                 int parts=0):                   # > 0: that many equal row parts
+                 int parts=0,                    # > 0: that many equal row parts
+                 Py_ssize_t part_stride=0):      # > 0: Hs/target rows between parts
     """Forward, loss and backward of the output layer over N rows.
 
     Z = Hs @ W_oh.T + b_o ; Y = phi(Z) ; the loss summed over these rows /
     denominator (returned) ; dZ = dL/dZ ; dW_oh (+)= dZ.T @ Hs ;
     db_o (+)= sum_rows dZ ; dHs = dZ @ W_oh.
+
+    With ``part_stride`` > 0 (the cells' slabs of a chunk of timesteps, each
+    slab's rows part of a longer cache), N is dHs's rows, in ``parts``
+    equal parts; part p reads N / parts rows of Hs and of the target from
+    row p * part_stride on, and writes Z, Y, dZ and dHs rows p * N / parts on.
     """
-    cdef int N = Hs.shape[0], n_hidden = Hs.shape[1], O = W_oh.shape[0]
+    cdef int N = Hs.shape[0] if part_stride == 0 else dHs.shape[0]
+    cdef int n_hidden = Hs.shape[1], O = W_oh.shape[0]
     # parts: the cell kernels' batch slabs (_cellparts.pxd), so that each
     # thread reads the hidden states it wrote and writes the dL/dH it reads next
     cdef int n_parts = parts if 0 < parts <= N else balanced_parts(n_threads, N)
@@ -215,6 +225,16 @@ def output_layer(const floating[:, ::1] Hs,      # IN  (N, H)
     cdef double total = 0
     if N == 0:
         return 0.0
+    if part_stride > 0:
+        if parts < 1 or N % parts or (parts - 1) * part_stride + N // parts > Hs.shape[0]:
+            raise ValueError(
+                f"part_stride={part_stride} needs parts >= 1 dividing N={N} and Hs of at "
+                f"least (parts - 1) * part_stride + N / parts rows; got parts={parts}, "
+                f"{Hs.shape[0]} rows."
+            )
+        if len(target) < (parts - 1) * part_stride + N // parts:
+            raise ValueError(f"target has {len(target)} rows; part_stride={part_stride} "
+                             f"needs {(parts - 1) * part_stride + N // parts}.")
     if loss == CROSS_ENTROPY:
         labels = target
         a.labels, a.target = &labels[0], NULL
@@ -228,6 +248,7 @@ def output_layer(const floating[:, ::1] Hs,      # IN  (N, H)
     a.Z, a.Y, a.dZ, a.dHs = &Z[0, 0], &Y[0, 0], &dZ[0, 0], &dHs[0, 0]
     a.scratch, a.losses = cnp.PyArray_DATA(scratch), <double*>cnp.PyArray_DATA(losses)
     a.denominator, a.N, a.n_hidden, a.O = denominator, N, n_hidden, O
+    a.part_stride = part_stride
     a.activation, a.loss, a.is_double = activation, loss, floating is double
     with nogil:
         bptt_parallel(layer_part, &a, n_parts, n_threads)

@@ -6,6 +6,7 @@ from threadpoolctl import threadpool_limits
 
 import bptt
 from bptt import _threads
+from bptt import rnn as rnn_module
 from helpers import make_problem
 
 
@@ -56,8 +57,13 @@ def _kernel_problem(cell, T, B, I, H, seed=0):
     return p
 
 
-def _run_kernels(cell, p, threads, truncate, accumulate, slabs=1, backend="cython"):
-    """Forward and backward through one cell's kernels; every output."""
+def _run_kernels(cell, p, threads, truncate, accumulate, slabs=1, backend="cython",
+                 slab_steps=0):
+    """Forward and backward through one cell's kernels; every output.
+
+    With slab_steps, the cache arrays hold that many timesteps per slab
+    (NaN outside the chunk) and the kernels get them from the last chunk's
+    first timestep on, as training passes its later chunks."""
     from bptt.rnn import load_kernels
     k = load_kernels(backend, {"rnn": "elman"}.get(cell, cell))
     X, W_xh, W_hh, b_h, h0 = p["X"], p["W_xh"], p["W_hh"], p["b_h"], p["h0"]
@@ -69,31 +75,38 @@ def _run_kernels(cell, p, threads, truncate, accumulate, slabs=1, backend="cytho
     # accumulate adds into these: start them non-zero
     grads = [np.full_like(W_xh, 0.5), np.full_like(W_hh, 0.5), np.full_like(b_h, 0.5)]
     dh0 = np.empty_like(h0)
+    cached = slabs * slab_steps if slab_steps else T
+    start = slab_steps - T // slabs if slab_steps else 0
+
+    def cache(width):
+        return np.full((cached, B, width), np.nan, dt)
+
     if cell == "rnn":
-        Hs = np.empty((T, B, n_hidden), dt)
-        k.elman_forward(X, W_xh, W_hh, b_h, h0, False, Hs, threads, slabs)
+        Hs = cache(n_hidden)
+        k.elman_forward(X, W_xh, W_hh, b_h, h0, False, Hs[start:], threads, slabs, slab_steps)
         fwd = [Hs.copy()]
-        k.elman_backward(X, W_xh, W_hh, h0, Hs, dH, False, truncate, *grads, dh0,
-                         accumulate, dX, threads, slabs)
+        k.elman_backward(X, W_xh, W_hh, h0, Hs[start:], dH, False, truncate, *grads, dh0,
+                         accumulate, dX, threads, slabs, slab_steps)
         return fwd + grads + [dh0, dX]
     if cell == "lstm":
         c0 = p["c0"]
-        G, C, Hs = (np.empty((T, B, 4 * n_hidden), dt), np.empty((T, B, n_hidden), dt),
-                    np.empty((T, B, n_hidden), dt))
-        k.lstm_forward(X, W_xh, W_hh, b_h, h0, c0, G, C, Hs, threads, slabs)
+        G, C, Hs = cache(4 * n_hidden), cache(n_hidden), cache(n_hidden)
+        k.lstm_forward(X, W_xh, W_hh, b_h, h0, c0, G[start:], C[start:], Hs[start:],
+                       threads, slabs, slab_steps)
         fwd = [G.copy(), C.copy(), Hs.copy()]
         dc0 = p["dc"].copy()
-        k.lstm_backward(X, W_xh, W_hh, h0, c0, G, C, Hs, dH, truncate, *grads, dh0, dc0,
-                        accumulate, dX, threads, slabs)
+        k.lstm_backward(X, W_xh, W_hh, h0, c0, G[start:], C[start:], Hs[start:], dH,
+                        truncate, *grads, dh0, dc0, accumulate, dX, threads, slabs,
+                        slab_steps)
         return fwd + grads + [dh0, dc0, dX, G]
-    G, HN, Hs = (np.empty((T, B, 3 * n_hidden), dt), np.empty((T, B, n_hidden), dt),
-                 np.empty((T, B, n_hidden), dt))
+    G, HN, Hs = cache(3 * n_hidden), cache(n_hidden), cache(n_hidden)
     Gh = np.empty((h0.shape[0], 3 * n_hidden), dt)
-    k.gru_forward(X, W_xh, W_hh, b_h, p["b_hn"], h0, G, HN, Hs, Gh, threads, slabs)
+    k.gru_forward(X, W_xh, W_hh, b_h, p["b_hn"], h0, G[start:], HN[start:], Hs[start:], Gh,
+                  threads, slabs, slab_steps)
     fwd = [G.copy(), HN.copy(), Hs.copy()]
     db_hn = np.full_like(p["b_hn"], 0.5)
-    k.gru_backward(X, W_xh, W_hh, h0, G, HN, Hs, dH, truncate, *grads, db_hn, dh0,
-                   accumulate, dX, threads, slabs)
+    k.gru_backward(X, W_xh, W_hh, h0, G[start:], HN[start:], Hs[start:], dH, truncate,
+                   *grads, db_hn, dh0, accumulate, dX, threads, slabs, slab_steps)
     return fwd + grads + [db_hn, dh0, dX, G, HN]
 
 
@@ -129,13 +142,24 @@ def _slab_problem(cell, slabs, T, B, dtype):
 @pytest.mark.parametrize("truncate", [0, 2])
 @pytest.mark.parametrize("accumulate", [False, True])
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
-def test_slab_kernels_match_reference(cell, slabs, truncate, accumulate, dtype, tol):
+@pytest.mark.parametrize("slab_steps", [0, 5, 8])
+def test_slab_kernels_match_reference(cell, slabs, truncate, accumulate, dtype, tol,
+                                      slab_steps):
     """Every output of the compiled kernels in a slab layout (one part per
-    slab) equals the NumPy reference's, on one thread and on more."""
+    slab) equals the NumPy reference's, on one thread and on more; also
+    with cache arrays of more timesteps per slab than the chunk, which
+    stays untouched outside the chunk."""
     p = _slab_problem(cell, slabs, T=5, B=3, dtype=dtype)
-    expected = _run_kernels(cell, p, 1, truncate, accumulate, slabs, backend="numpy")
+    expected = _run_kernels(cell, p, 1, truncate, accumulate, slabs, backend="numpy",
+                            slab_steps=slab_steps)
+    if slab_steps > 5:
+        # per slab: 3 untouched timesteps, then the chunk's 5
+        H = expected[{"rnn": 0, "lstm": 2, "gru": 2}[cell]]
+        by_slab = H.reshape(slabs, slab_steps, *H.shape[1:])
+        assert np.isnan(by_slab[:, :3]).all() and not np.isnan(by_slab[:, 3:]).any()
     for threads in (1, 2, slabs + 1):
-        got = _run_kernels(cell, p, threads, truncate, accumulate, slabs)
+        got = _run_kernels(cell, p, threads, truncate, accumulate, slabs,
+                           slab_steps=slab_steps)
         for a, b in zip(expected, got):
             np.testing.assert_allclose(b, a, rtol=tol, atol=tol)
 
@@ -178,6 +202,13 @@ def test_slabs_that_do_not_split_are_refused(backend):
     with pytest.raises(ValueError, match="slabs=3 needs X of shape"):
         k.elman_forward(np.zeros((6, 3, 2)), np.zeros((4, 2)), np.zeros((4, 4)),
                         np.zeros(4), h0, False, np.empty((6, 3, 4)), 1, 3)
+    X2, h02 = np.zeros((6, 3, 2)), np.zeros((6, 4))
+    with pytest.raises(ValueError, match="slab_steps=2 needs slab_steps >= T=3"):
+        k.elman_forward(X2, np.zeros((4, 2)), np.zeros((4, 4)), np.zeros(4), h02, False,
+                        np.empty((6, 3, 4)), 1, 2, 2)
+    with pytest.raises(ValueError, match="cache arrays of at least 8 timesteps"):
+        k.elman_forward(X2, np.zeros((4, 2)), np.zeros((4, 4)), np.zeros(4), h02, False,
+                        np.empty((7, 3, 4)), 1, 2, 5)
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
@@ -186,10 +217,12 @@ def test_slabs_that_do_not_split_are_refused(backend):
                                          ("cross_entropy", "last"),
                                          ("binary_cross_entropy", "sequence")])
 @pytest.mark.parametrize("truncate", [None, 2])
-def test_slab_training_step_matches_serial(monkeypatch, cell, loss, output, truncate):
+@pytest.mark.parametrize("chunk_rows", [None, 6, 12])
+def test_slab_training_step_matches_serial(monkeypatch, cell, loss, output, truncate,
+                                           chunk_rows):
     """loss_and_grad on 2 threads, which lays the batch out in one slab per
     thread, gives the serial loss, gradients and final state for every loss
-    and output."""
+    and output, in one chunk of timesteps or in several."""
     activation = {"mse": "identity", "cross_entropy": "softmax",
                   "binary_cross_entropy": "sigmoid"}[loss]
     net = bptt.RNN(3, 5, 4, cell=cell, output_activation=activation, dtype="float64",
@@ -206,6 +239,10 @@ def test_slab_training_step_matches_serial(monkeypatch, cell, loss, output, trun
     h0 = (h0, rng.standard_normal((n, 5))) if cell == "lstm" else h0
     args = dict(loss=loss, output=output, truncate=truncate, h0=h0)
     serial = net._loss_grad_state(X, y, **args)
+    if chunk_rows:
+        monkeypatch.setattr(rnn_module, "TRAIN_ONE_CHUNK_BYTES", 0)
+        monkeypatch.setattr(rnn_module, "TRAIN_CHUNK_ROWS", chunk_rows)
+        assert net._chunk_steps(T, n, truncate) < T
     monkeypatch.setattr(_threads, "MIN_WORK_PER_THREAD", 1)
     with threadpool_limits(limits=2, user_api="blas"):
         assert net._plan_threads(2, n) == 2
@@ -276,3 +313,40 @@ def test_plan_threads():
     assert _threads.plan_threads(4, 1, 10**9) == 1
     assert _threads.plan_threads(2, 64, 10**9) == 2
     assert _threads.plan_threads(2, 64, 10) == 1  # too little work to split
+
+
+@pytest.mark.parametrize("loss,activation", [(0, 0), (1, 2), (2, 1)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_output_layer_part_stride(loss, activation, threads):
+    """part_stride: part p reads its rows of Hs and the target from row
+    p * part_stride (a chunk of every slab of a longer cache) and writes its
+    outputs contiguously; compiled and NumPy agree with the layer run on the
+    gathered rows."""
+    from bptt.rnn import load_kernels
+    rng = np.random.default_rng(5)
+    parts, rows, stride, H, O = 2, 6, 10, 5, 3
+    Hs = rng.standard_normal((parts * stride, H))
+    W_oh, b_o = rng.standard_normal((O, H)), rng.standard_normal(O)
+    if loss == 1:
+        target = rng.integers(0, O, parts * stride).astype(np.int64)
+    else:
+        target = rng.uniform(0, 1, (parts * stride, O))
+    picked = np.concatenate([np.arange(k * stride + 2, k * stride + 2 + rows)
+                             for k in range(parts)])
+
+    def run(backend, Hs, target, **kw):
+        kernels = load_kernels(backend, "output")
+        N = parts * rows
+        Z, Y, dZ = (np.empty((N, O)) for _ in range(3))
+        dW_oh, db_o, dHs = np.empty((O, H)), np.empty(O), np.empty((N, H))
+        value = kernels.output_layer(Hs, W_oh, b_o, activation, loss, target, 40.0, Z, Y,
+                                     dZ, dW_oh, db_o, dHs, False, threads, **kw)
+        return [value, Z, Y, dZ, dW_oh, db_o, dHs]
+
+    expected = run("numpy", Hs[picked], target[picked])
+    for backend in ("cython", "numpy"):
+        got = run(backend, Hs[2:], target[2:], parts=parts, part_stride=stride)
+        for a, b in zip(expected, got):
+            np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-14)
+        with pytest.raises(ValueError, match="part_stride=10 needs parts >= 1 dividing"):
+            run(backend, Hs[12:], target[12:], parts=parts, part_stride=stride)

@@ -13,16 +13,18 @@ The interface every cell implements:
     The arrays BPTT must keep, a tuple of arrays with time as the first
     axis (Elman: (H,); gated cells add their gate activations), so
     ``tuple(a[s:e] for a in cache)`` is the cache of timesteps s..e-1.
-``forward(X, p, state0, cache, n_threads=1, slabs=1)``
+``forward(X, p, state0, cache, n_threads=1, slabs=1, slab_steps=0)``
     Runs the recurrence over X's timesteps from state0, filling cache;
     the compiled kernels split the batch over n_threads (bptt/_threads.py).
     With ``slabs`` > 1, X and the cache hold that many independent slabs of
     sequences one after another ((slabs*T, B/slabs, .), src/_cellparts.pxd
-    says why), and state0 the slabs' states in batch order.
+    says why), and state0 the slabs' states in batch order; the cache
+    arrays may hold ``slab_steps`` timesteps per slab, of which this chunk
+    is the first X.shape[0] / slabs (pass ``a[s:]`` of each).
 ``hidden(cache) -> H`` and ``state_after(cache, t) -> state``
     The hidden states (T, B, H), and the state after step t in the
     contract's form (h, or (h, c)) as views into the cache.
-``backward(X, p, state0, cache, dH, dstate_next, truncate, grads, accumulate, n_threads, dX, slabs)``
+``backward(X, p, state0, cache, dH, dstate_next, truncate, grads, accumulate, n_threads, dX, slabs, slab_steps)``
     dH (T, B, H) is dL/dH from above; it and the gate activations of the
     cache are consumed as workspace;
     ``dstate_next`` (or None) is dL/dstate after the last step, flowing in
@@ -30,8 +32,8 @@ The interface every cell implements:
     gradients into ``grads`` and returns dL/dstate0 (for the LSTM a tuple
     (dh0, dc0)). Running it chunk by
     chunk from the end, passing each chunk's dstate0 on as the previous
-    chunk's dstate_next, is BPTT over the whole sequence (a layout of
-    ``slabs`` > 1 runs whole sequences only: dstate_next None).
+    chunk's dstate_next, is BPTT over the whole sequence (with slabs,
+    dstate_next enters at the last step of every slab).
 ``stepper(p, state0, activation) -> Stepper or None``
     The compiled streaming stepper of the cell's kernels (``RNN.stream``,
     src/_stepper.pxi); None for the NumPy backend, which
@@ -72,22 +74,22 @@ class ElmanCell:
     def state_after(self, cache, t):
         return cache[0][t]
 
-    def forward(self, X, p, state0, cache, n_threads=1, slabs=1):
+    def forward(self, X, p, state0, cache, n_threads=1, slabs=1, slab_steps=0):
         self.kernels.elman_forward(X, p["W_xh"], p["W_hh"], p["b_h"], state0, self.relu,
-                                   cache[0], n_threads, slabs)
+                                   cache[0], n_threads, slabs, slab_steps)
 
     def stepper(self, p, state0, activation):
         return _compiled_stepper(self, p, (state0,), self.relu, activation)
 
     def backward(self, X, p, state0, cache, dH, dstate_next, truncate, grads,
-                 accumulate=False, n_threads=1, dX=None, slabs=1):
+                 accumulate=False, n_threads=1, dX=None, slabs=1, slab_steps=0):
         if dstate_next is not None:
-            dH[-1] += dstate_next
+            _last_steps(dH, slabs)[...] += _by_slab(dstate_next, slabs)
         dh0 = np.empty_like(state0)
         self.kernels.elman_backward(
             X, p["W_xh"], p["W_hh"], state0, cache[0], dH, self.relu, truncate,
             grads["W_xh"], grads["W_hh"], grads["b_h"], dh0, accumulate, dX, n_threads,
-            slabs,
+            slabs, slab_steps,
         )
         return dh0
 
@@ -124,17 +126,17 @@ class LSTMCell:
     def state_after(self, cache, t):
         return cache[2][t], cache[1][t]
 
-    def forward(self, X, p, state0, cache, n_threads=1, slabs=1):
+    def forward(self, X, p, state0, cache, n_threads=1, slabs=1, slab_steps=0):
         h0, c0 = state0
         G, C, H = cache
         self.kernels.lstm_forward(X, p["W_xh"], p["W_hh"], p["b_h"], h0, c0, G, C, H,
-                                  n_threads, slabs)
+                                  n_threads, slabs, slab_steps)
 
     def stepper(self, p, state0, activation):
         return _compiled_stepper(self, p, state0, False, activation)
 
     def backward(self, X, p, state0, cache, dH, dstate_next, truncate, grads,
-                 accumulate=False, n_threads=1, dX=None, slabs=1):
+                 accumulate=False, n_threads=1, dX=None, slabs=1, slab_steps=0):
         h0, c0 = state0
         G, C, H = cache
         # dc0 enters as dL/dc after the last step and leaves as dL/dc0
@@ -142,12 +144,12 @@ class LSTMCell:
         if dstate_next is None:
             dc0 = np.zeros_like(c0)
         else:
-            dH[-1] += dstate_next[0]
+            _last_steps(dH, slabs)[...] += _by_slab(dstate_next[0], slabs)
             dc0 = np.array(dstate_next[1], copy=True)
         self.kernels.lstm_backward(
             X, p["W_xh"], p["W_hh"], h0, c0, G, C, H, dH, truncate,
             grads["W_xh"], grads["W_hh"], grads["b_h"], dh0, dc0, accumulate, dX,
-            n_threads, slabs,
+            n_threads, slabs, slab_steps,
         )
         return dh0, dc0
 
@@ -179,27 +181,37 @@ class GRUCell:
     def state_after(self, cache, t):
         return cache[2][t]
 
-    def forward(self, X, p, state0, cache, n_threads=1, slabs=1):
+    def forward(self, X, p, state0, cache, n_threads=1, slabs=1, slab_steps=0):
         G, HN, H = cache
         Gh = np.empty((state0.shape[0], G.shape[2]), dtype=X.dtype)
         self.kernels.gru_forward(X, p["W_xh"], p["W_hh"], p["b_h"], p["b_hn"], state0,
-                                 G, HN, H, Gh, n_threads, slabs)
+                                 G, HN, H, Gh, n_threads, slabs, slab_steps)
 
     def stepper(self, p, state0, activation):
         return _compiled_stepper(self, p, (state0,), False, activation, ("b_hn",))
 
     def backward(self, X, p, state0, cache, dH, dstate_next, truncate, grads,
-                 accumulate=False, n_threads=1, dX=None, slabs=1):
+                 accumulate=False, n_threads=1, dX=None, slabs=1, slab_steps=0):
         G, HN, H = cache
         if dstate_next is not None:
-            dH[-1] += dstate_next
+            _last_steps(dH, slabs)[...] += _by_slab(dstate_next, slabs)
         dh0 = np.empty_like(state0)
         self.kernels.gru_backward(
             X, p["W_xh"], p["W_hh"], state0, G, HN, H, dH, truncate,
             grads["W_xh"], grads["W_hh"], grads["b_h"], grads["b_hn"], dh0, accumulate, dX,
-            n_threads, slabs,
+            n_threads, slabs, slab_steps,
         )
         return dh0
+
+
+def _by_slab(state, slabs):
+    """A (B, H) state as (slabs, B / slabs, H)."""
+    return state.reshape(slabs, -1, state.shape[-1])
+
+
+def _last_steps(dH, slabs):
+    """dH[-1] of every slab of a (slabs*T, B/slabs, H) array, as (slabs, B/slabs, H)."""
+    return dH.reshape(slabs, -1, *dH.shape[1:])[:, -1]
 
 
 def _compiled_stepper(cell, p, state0, relu, activation, extra=()):

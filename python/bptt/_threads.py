@@ -7,10 +7,10 @@ process holds a core. The sequences of a batch are independent, so the
 kernels instead split their work into parts on bptt's thread pool
 (src/threadpool.h): a slice of the batch for the whole time loop (no
 synchronisation per step), row ranges of the large GEMMs, timestep ranges
-of the weight gradients. When a training step's sequence is one chunk and
-the threads divide the batch, each thread instead takes a slab of the
-batch and does all of its work, phase after phase (src/_cellparts.pxd,
-"slabs"), so no rows pass between the cores. The calling thread claims parts too, so a worker
+of the weight gradients. When the threads divide a training step's batch,
+each thread instead takes a slab of the batch and does all of its work,
+phase after phase (src/_cellparts.pxd, "slabs"), so no rows pass between
+the cores. The calling thread claims parts too, so a worker
 that is slow to wake, or whose core another process holds, costs nothing
 but its share. Meanwhile SciPy's OpenBLAS (the one the kernels call through
 ``scipy.linalg.cython_blas``) is set to one thread, and restored after.

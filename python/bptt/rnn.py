@@ -642,10 +642,10 @@ class RNN:
         starts = list(range(0, T, steps))
         sequence = output == "sequence"
         rows_max = steps * n if sequence else n
-        # one slab of sequences per thread when the whole sequence is one
-        # chunk: each thread then works on its own rows from the first phase
-        # to the last (src/_cellparts.pxd, "slabs")
-        slabs = n_threads if n_threads > 1 and steps == T and n % n_threads == 0 else 1
+        # one slab of sequences per thread when the threads divide the batch:
+        # each thread then works on its own rows from the first phase to the
+        # last (src/_cellparts.pxd, "slabs")
+        slabs = n_threads if n_threads > 1 and n % n_threads == 0 else 1
         # dict.pop is atomic: a concurrent call on this network allocates its own
         key = (T, n, steps, rows_max, slabs, self.dtype)
         workspace = self.__dict__.pop("_workspace", {}).get(key)
@@ -657,7 +657,7 @@ class RNN:
         if slabs > 1:
             value, grads, final_state = self._bptt_slabs(workspace, X, target, loss,
                                                          sequence, truncate, state0,
-                                                         n_threads, slabs)
+                                                         steps, starts, n_threads, slabs)
         else:
             value, grads, final_state = self._bptt_in(workspace, X, target, loss,
                                                       sequence, truncate, state0, steps,
@@ -727,49 +727,75 @@ class RNN:
         return value, grads, final_state
 
     def _bptt_slabs(self, workspace, X, target, loss, sequence, truncate, state0,
-                    n_threads, slabs):
-        """_bptt's work for the whole sequence in one chunk, in ``slabs``
-        slabs of n / slabs sequences: the workspace arrays are (slabs*T,
-        n/slabs, .), slab k holding sequences k*n/slabs.. one after another,
-        and the output layer's rows and target follow that order."""
+                    steps, starts, n_threads, slabs):
+        """_bptt's work in ``slabs`` slabs of n / slabs sequences: the cache
+        arrays are (slabs*T, n/slabs, .), slab k holding sequences
+        k*n/slabs.. one timestep after another, the chunk workspaces
+        likewise (slabs*steps, n/slabs, .), and the output layer's rows and
+        target follow that order (src/_cellparts.pxd, "slabs")."""
         n, T, I = X.shape
         H = self.hidden_size
         cell, out, p = self._cell, self._out, self._params
         act = OUTPUT_ACTIVATIONS[self.output_activation]
         cache, Xc, Z, Y, dZ, dH = workspace
         rows = n // slabs
-        time_major(X, 0, T, Xc, slabs, n_threads)
-        cell.forward(Xc, p, state0, cache, n_threads, slabs)
         # (slabs*T, rows, .) arrays seen as (T, slabs, rows, .): step t of
         # every slab, in batch order once reshaped to (n, .)
         by_step = tuple(a.reshape(slabs, T, rows, -1).swapaxes(0, 1) for a in cache)
-        final_state = _slab_state(cell.state_after(by_step, T - 1), n)
+        state = state0
+        for s in starts:
+            e = min(T, s + steps)
+            cell.forward(time_major(X, s, e, Xc, slabs, n_threads), p, state,
+                         tuple(a[s:] for a in cache), n_threads, slabs, T)
+            state = _slab_state(cell.state_after(by_step, e - 1), n)
+        final_state = state
 
         denominator = self._loss_denominator(loss, sequence, n, T)
         loss_code = LOSSES.index(loss)
-        Hall = cell.hidden(cache)
+        Hall = cell.hidden(cache).reshape(slabs * T * rows, H)
         grads = {name: np.empty_like(value) for name, value in p.items()}
         if sequence:
             # target rows (T*n, ...) time-major, in slab order
             target = np.ascontiguousarray(
                 target.reshape(T, slabs, rows, -1).swapaxes(0, 1)
             ).reshape(target.shape)
-            value = out.output_layer(
-                Hall.reshape(T * n, H), p["W_oh"], p["b_o"], act, loss_code, target,
-                denominator, Z, Y, dZ, grads["W_oh"], grads["b_o"], dH.reshape(T * n, H),
-                False, n_threads, slabs)
-        else:
-            H_last = _slab_state(cell.hidden(by_step)[T - 1], n)
-            dH_last = np.empty_like(H_last)
-            value = out.output_layer(H_last, p["W_oh"], p["b_o"], act, loss_code, target,
-                                     denominator, Z, Y, dZ, grads["W_oh"], grads["b_o"],
-                                     dH_last, False, n_threads, slabs)
-            dH_by_step = dH.reshape(slabs, T, rows, H).swapaxes(0, 1)
-            dH_by_step[:-1] = 0
-            dH_by_step[-1] = dH_last.reshape(slabs, rows, H)
+        value = 0.0
+        carry = None
+        for i, s in enumerate(reversed(starts)):
+            e = min(T, s + steps)
+            dHc = dH[: slabs * (e - s)]
+            if sequence:
+                # slab k's rows of this chunk: k*T*rows + s*rows onwards
+                value += out.output_layer(
+                    Hall[s * rows:], p["W_oh"], p["b_o"], act, loss_code, target[s * rows:],
+                    denominator, Z[:n * (e - s)], Y[:n * (e - s)], dZ[:n * (e - s)],
+                    grads["W_oh"], grads["b_o"], dHc.reshape(-1, H), i > 0, n_threads,
+                    slabs, T * rows)
+            elif i == 0:
+                H_last = _slab_state(cell.hidden(by_step)[T - 1], n)
+                dH_last = np.empty_like(H_last)
+                value = out.output_layer(H_last, p["W_oh"], p["b_o"], act, loss_code, target,
+                                         denominator, Z, Y, dZ, grads["W_oh"], grads["b_o"],
+                                         dH_last, False, n_threads, slabs)
+                dH_by_slab = dHc.reshape(slabs, e - s, rows, H)
+                dH_by_slab[:, :-1] = 0
+                dH_by_slab[:, -1] = dH_last.reshape(slabs, rows, H)
+            elif carry is None:
+                break  # as in _bptt_in: truncation stopped the only gradient
+            else:
+                dHc[...] = 0
+            if i == 0:
+                _check_loss(value)
+            chunk_state0 = (state0 if s == 0 else
+                            _slab_state(cell.state_after(by_step, s - 1), n))
+            # the last chunk forward is the first one backward: Xc still holds it
+            Xt = Xc[: slabs * (e - s)] if i == 0 else time_major(X, s, e, Xc, slabs,
+                                                                 n_threads)
+            carry = cell.backward(Xt, p, chunk_state0, tuple(a[s:] for a in cache), dHc,
+                                  carry, truncate, grads, i > 0, n_threads, None, slabs, T)
+            if truncate and s % truncate == 0:
+                carry = None  # no gradient crosses a window boundary
         _check_loss(value)
-        cell.backward(Xc, p, state0, cache, dH, None, truncate, grads, False, n_threads,
-                      None, slabs)
         return value, grads, final_state
 
     def release_buffers(self):

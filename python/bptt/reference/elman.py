@@ -47,7 +47,7 @@ def activation_grad(H, relu):
     return 1 - H * H
 
 
-def elman_forward(X, W_xh, W_hh, b_h, h0, relu, H, n_threads=1, slabs=1):
+def elman_forward(X, W_xh, W_hh, b_h, h0, relu, H, n_threads=1, slabs=1, slab_steps=0):
     """Run the recurrence over all timesteps and keep every hidden state.
 
     Parameters
@@ -61,10 +61,11 @@ def elman_forward(X, W_xh, W_hh, b_h, h0, relu, H, n_threads=1, slabs=1):
     H : ndarray of shape (T, B, H)            # OUT hidden states
     n_threads : int                           # ignored: NumPy decides
     slabs : int                               # batch slabs (reference/slabs.py)
+    slab_steps : int                          # cache timesteps per slab (0: T)
     """
     if slabs > 1:
-        for t, b in slab_slices(slabs, X, h0):
-            elman_forward(X[t], W_xh, W_hh, b_h, h0[b], relu, H[t])
+        for t, c, b in slab_slices(slabs, X, h0, H, slab_steps):
+            elman_forward(X[t], W_xh, W_hh, b_h, h0[b], relu, H[c])
         return
     T = X.shape[0]
     # A = X @ W_xh.T + b_h, all timesteps at once (A lives in H)
@@ -81,7 +82,7 @@ def elman_forward(X, W_xh, W_hh, b_h, h0, relu, H, n_threads=1, slabs=1):
 
 def elman_backward(X, W_xh, W_hh, h0, H, dH, relu, truncate,
                    dW_xh, dW_hh, db_h, dh0, accumulate=False, dX=None, n_threads=1,
-                   slabs=1):
+                   slabs=1, slab_steps=0):
     """Backpropagate through time.
 
     Parameters
@@ -99,11 +100,11 @@ def elman_backward(X, W_xh, W_hh, h0, H, dH, relu, truncate,
     accumulate : bool                         # add into dW_xh, dW_hh, db_h
     dX : ndarray of shape (T, B, I) or None   # OUT dL/dX, skipped when None
     n_threads : int                           # ignored: NumPy decides
-    slabs : int                               # batch slabs, as elman_forward
+    slabs, slab_steps : int                   # batch slabs, as elman_forward
     """
     if slabs > 1:
-        for s, (t, b) in enumerate(slab_slices(slabs, X, h0)):
-            elman_backward(X[t], W_xh, W_hh, h0[b], H[t], dH[t], relu, truncate,
+        for s, (t, c, b) in enumerate(slab_slices(slabs, X, h0, H, slab_steps)):
+            elman_backward(X[t], W_xh, W_hh, h0[b], H[c], dH[t], relu, truncate,
                            dW_xh, dW_hh, db_h, dh0[b], accumulate or s > 0,
                            None if dX is None else dX[t])
         return

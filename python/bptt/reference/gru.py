@@ -49,7 +49,8 @@ def gate_views(G_t, n_hidden):
     return G_t[:, :n_hidden], G_t[:, n_hidden:2 * n_hidden], G_t[:, 2 * n_hidden:]
 
 
-def gru_forward(X, W_xh, W_hh, b_h, b_hn, h0, G, HN, H, Gh, n_threads=1, slabs=1):
+def gru_forward(X, W_xh, W_hh, b_h, b_hn, h0, G, HN, H, Gh, n_threads=1, slabs=1,
+                slab_steps=0):
     """Run the recurrence over all timesteps and keep what backward needs.
 
     Parameters
@@ -66,10 +67,11 @@ def gru_forward(X, W_xh, W_hh, b_h, b_hn, h0, G, HN, H, Gh, n_threads=1, slabs=1
     Gh : ndarray of shape (B, 3H)             # WORK
     n_threads : int                           # ignored: NumPy decides
     slabs : int                               # batch slabs (reference/slabs.py)
+    slab_steps : int                          # cache timesteps per slab (0: T)
     """
     if slabs > 1:
-        for t, b in slab_slices(slabs, X, h0):
-            gru_forward(X[t], W_xh, W_hh, b_h, b_hn, h0[b], G[t], HN[t], H[t], Gh[b])
+        for t, c, b in slab_slices(slabs, X, h0, H, slab_steps):
+            gru_forward(X[t], W_xh, W_hh, b_h, b_hn, h0[b], G[c], HN[c], H[c], Gh[b])
         return
     T = X.shape[0]
     n_hidden = H.shape[2]
@@ -99,7 +101,7 @@ def gru_forward(X, W_xh, W_hh, b_h, b_hn, h0, G, HN, H, Gh, n_threads=1, slabs=1
 
 def gru_backward(X, W_xh, W_hh, h0, G, HN, H, dH, truncate,
                  dW_xh, dW_hh, db_h, db_hn, dh0, accumulate=False, dX=None,
-                 n_threads=1, slabs=1):
+                 n_threads=1, slabs=1, slab_steps=0):
     """Backpropagate through time.
 
     Parameters
@@ -118,11 +120,11 @@ def gru_backward(X, W_xh, W_hh, h0, G, HN, H, dH, truncate,
     accumulate : bool                         # add into dW_xh, dW_hh, db_h, db_hn
     dX : ndarray of shape (T, B, I) or None   # OUT dL/dX, skipped when None
     n_threads : int                           # ignored: NumPy decides
-    slabs : int                               # batch slabs, as gru_forward
+    slabs, slab_steps : int                   # batch slabs, as gru_forward
     """
     if slabs > 1:
-        for s, (t, b) in enumerate(slab_slices(slabs, X, h0)):
-            gru_backward(X[t], W_xh, W_hh, h0[b], G[t], HN[t], H[t], dH[t], truncate,
+        for s, (t, c, b) in enumerate(slab_slices(slabs, X, h0, H, slab_steps)):
+            gru_backward(X[t], W_xh, W_hh, h0[b], G[c], HN[c], H[c], dH[t], truncate,
                          dW_xh, dW_hh, db_h, db_hn, dh0[b], accumulate or s > 0,
                          None if dX is None else dX[t])
         return

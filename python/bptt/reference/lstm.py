@@ -46,7 +46,8 @@ def gate_views(G_t, n_hidden):
             G_t[:, 2 * n_hidden:3 * n_hidden], G_t[:, 3 * n_hidden:])
 
 
-def lstm_forward(X, W_xh, W_hh, b_h, h0, c0, G, C, H, n_threads=1, slabs=1):
+def lstm_forward(X, W_xh, W_hh, b_h, h0, c0, G, C, H, n_threads=1, slabs=1,
+                 slab_steps=0):
     """Run the recurrence over all timesteps and keep what backward needs.
 
     Parameters
@@ -61,10 +62,11 @@ def lstm_forward(X, W_xh, W_hh, b_h, h0, c0, G, C, H, n_threads=1, slabs=1):
     H : ndarray of shape (T, B, H)            # OUT hidden states
     n_threads : int                           # ignored: NumPy decides
     slabs : int                               # batch slabs (reference/slabs.py)
+    slab_steps : int                          # cache timesteps per slab (0: T)
     """
     if slabs > 1:
-        for t, b in slab_slices(slabs, X, h0):
-            lstm_forward(X[t], W_xh, W_hh, b_h, h0[b], c0[b], G[t], C[t], H[t])
+        for t, c, b in slab_slices(slabs, X, h0, H, slab_steps):
+            lstm_forward(X[t], W_xh, W_hh, b_h, h0[b], c0[b], G[c], C[c], H[c])
         return
     T = X.shape[0]
     n_hidden = H.shape[2]
@@ -90,7 +92,7 @@ def lstm_forward(X, W_xh, W_hh, b_h, h0, c0, G, C, H, n_threads=1, slabs=1):
 
 def lstm_backward(X, W_xh, W_hh, h0, c0, G, C, H, dH, truncate,
                   dW_xh, dW_hh, db_h, dh0, dc0, accumulate=False, dX=None,
-                  n_threads=1, slabs=1):
+                  n_threads=1, slabs=1, slab_steps=0):
     """Backpropagate through time.
 
     Parameters
@@ -111,15 +113,15 @@ def lstm_backward(X, W_xh, W_hh, h0, c0, G, C, H, dH, truncate,
     accumulate : bool                         # add into dW_xh, dW_hh, db_h
     dX : ndarray of shape (T, B, I) or None   # OUT dL/dX, skipped when None
     n_threads : int                           # ignored: NumPy decides
-    slabs : int                               # batch slabs, as lstm_forward
+    slabs, slab_steps : int                   # batch slabs, as lstm_forward
 
     A long sequence can be processed in chunks of timesteps from the end:
     pass the chunk's first state as (h0, c0), add the later chunk's dh0
     into dH[-1], pass its dc0 in as dc0, and accumulate.
     """
     if slabs > 1:
-        for s, (t, b) in enumerate(slab_slices(slabs, X, h0)):
-            lstm_backward(X[t], W_xh, W_hh, h0[b], c0[b], G[t], C[t], H[t], dH[t],
+        for s, (t, c, b) in enumerate(slab_slices(slabs, X, h0, H, slab_steps)):
+            lstm_backward(X[t], W_xh, W_hh, h0[b], c0[b], G[c], C[c], H[c], dH[t],
                           truncate, dW_xh, dW_hh, db_h, dh0[b], dc0[b],
                           accumulate or s > 0, None if dX is None else dX[t])
         return

@@ -162,7 +162,7 @@ def output_backward(Hs, W_oh, dZ, dW_oh, db_o, dHs, accumulate=False):
 
 
 def output_layer(Hs, W_oh, b_o, activation, loss, target, denominator, Z, Y, dZ,
-                 dW_oh, db_o, dHs, accumulate=False, n_threads=1, parts=0):
+                 dW_oh, db_o, dHs, accumulate=False, n_threads=1, parts=0, part_stride=0):
     """Forward, loss and backward of the output layer over N rows.
 
     Parameters
@@ -181,12 +181,31 @@ def output_layer(Hs, W_oh, b_o, activation, loss, target, denominator, Z, Y, dZ,
     accumulate : bool
     n_threads : int                   # ignored: the reference is serial
     parts : int                       # row parts of the split; ignored likewise
+    part_stride : int                 # > 0: N is dHs's rows, and part p reads
+                                      #   N / parts rows of Hs and target from
+                                      #   row p * part_stride (the cells' slabs)
 
     Returns
     -------
     loss : float
         The loss summed over these rows / denominator.
     """
+    if part_stride > 0:
+        N = dHs.shape[0]
+        if parts < 1 or N % parts or (parts - 1) * part_stride + N // parts > Hs.shape[0]:
+            raise ValueError(
+                f"part_stride={part_stride} needs parts >= 1 dividing N={N} and Hs of at "
+                f"least (parts - 1) * part_stride + N / parts rows; got parts={parts}, "
+                f"{Hs.shape[0]} rows."
+            )
+        rows = N // parts
+        value = 0.0
+        for k in range(parts):
+            src, dst = slice(k * part_stride, k * part_stride + rows), slice(k * rows, (k + 1) * rows)
+            value += output_layer(Hs[src], W_oh, b_o, activation, loss, target[src],
+                                  denominator, Z[dst], Y[dst], dZ[dst], dW_oh, db_o, dHs[dst],
+                                  accumulate or k > 0)
+        return value
     output_forward(Hs, W_oh, b_o, activation, Z, Y)
     if loss == MSE:
         value = mse_grad(Y, target, activation, dZ, denominator)
