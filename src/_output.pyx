@@ -216,7 +216,7 @@ def output_layer(const floating[:, ::1] Hs,      # IN  (N, H)
     cdef int n_hidden = Hs.shape[1], O = W_oh.shape[0]
     # parts: the cell kernels' batch slabs (_cellparts.pxd), so that each
     # thread reads the hidden states it wrote and writes the dL/dH it reads next
-    cdef int n_parts = parts if 0 < parts <= N else balanced_parts(n_threads, N)
+    cdef int n_parts = parts if 1 < parts <= N else balanced_parts(n_threads, N)
     cdef int part, r, j
     cdef Args a
     cdef const floating[:, ::1] target_rows
@@ -248,7 +248,8 @@ def output_layer(const floating[:, ::1] Hs,      # IN  (N, H)
     a.Z, a.Y, a.dZ, a.dHs = &Z[0, 0], &Y[0, 0], &dZ[0, 0], &dHs[0, 0]
     a.scratch, a.losses = cnp.PyArray_DATA(scratch), <double*>cnp.PyArray_DATA(losses)
     a.denominator, a.N, a.n_hidden, a.O = denominator, N, n_hidden, O
-    a.part_stride = part_stride
+    # one part: its rows start at 0 (and may split across the threads)
+    a.part_stride = part_stride if n_parts == parts else 0
     a.activation, a.loss, a.is_double = activation, loss, floating is double
     with nogil:
         bptt_parallel(layer_part, &a, n_parts, n_threads)

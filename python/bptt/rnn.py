@@ -135,7 +135,8 @@ def _copy_state(state):
 
 
 def _slab_state(state, n):
-    """A state (or tuple of states) of shape (slabs, n/slabs, H) as (n, H), copied."""
+    """A state (or tuple of states) of shape (slabs, n/slabs, H) as (n, H): a
+    copy of the cache's rows unless slabs is 1."""
     if isinstance(state, tuple):
         return tuple(a.reshape(n, -1) for a in state)
     return state.reshape(n, -1)
@@ -654,14 +655,9 @@ class RNN:
                          np.empty((slabs * steps, n // slabs, I), dtype=self.dtype),
                          *(np.empty((rows_max, O), dtype=self.dtype) for _ in range(3)),
                          np.empty((slabs * steps, n // slabs, H), dtype=self.dtype))
-        if slabs > 1:
-            value, grads, final_state = self._bptt_slabs(workspace, X, target, loss,
-                                                         sequence, truncate, state0,
-                                                         steps, starts, n_threads, slabs)
-        else:
-            value, grads, final_state = self._bptt_in(workspace, X, target, loss,
-                                                      sequence, truncate, state0, steps,
-                                                      starts, n_threads)
+        value, grads, final_state = self._bptt_in(workspace, X, target, loss, sequence,
+                                                  truncate, state0, steps, starts,
+                                                  n_threads, slabs)
         if sum(a.nbytes for a in (*workspace[0], *workspace[1:])) <= KEEP_WORKSPACE_BYTES:
             self._workspace = {key: workspace}
         return value, grads, final_state
@@ -671,68 +667,13 @@ class RNN:
         return loss_rows if loss == "cross_entropy" else loss_rows * self.output_size
 
     def _bptt_in(self, workspace, X, target, loss, sequence, truncate, state0, steps,
-                 starts, n_threads):
-        """_bptt's work, in the buffers of ``workspace``."""
-        n, T, I = X.shape
-        H, O = self.hidden_size, self.output_size
-        cell, out, p = self._cell, self._out, self._params
-        act = OUTPUT_ACTIVATIONS[self.output_activation]
-        cache, Xc, Z, Y, dZ, dH = workspace
-        state = state0
-        for s in starts:
-            e = min(T, s + steps)
-            cell.forward(time_major(X, s, e, Xc), p, state,
-                         tuple(a[s:e] for a in cache), n_threads)
-            state = cell.state_after(cache, e - 1)
-        # a copy, so the caller does not keep the whole cache alive through it
-        final_state = _copy_state(state)
-
-        denominator = self._loss_denominator(loss, sequence, n, T)
-        loss_code = LOSSES.index(loss)
-        Hall = cell.hidden(cache)
-        grads = {name: np.empty_like(value) for name, value in p.items()}
-        value = 0.0
-        carry = None
-        for i, s in enumerate(reversed(starts)):
-            e = min(T, s + steps)
-            dHc = dH[: e - s]
-            if sequence:
-                rows = (e - s) * n
-                value += out.output_layer(
-                    Hall[s:e].reshape(rows, H), p["W_oh"], p["b_o"], act, loss_code,
-                    target[s * n:e * n], denominator, Z[:rows], Y[:rows], dZ[:rows],
-                    grads["W_oh"], grads["b_o"], dHc.reshape(rows, H), i > 0, n_threads)
-            elif i == 0:
-                dHc[:-1] = 0
-                value = out.output_layer(Hall[T - 1], p["W_oh"], p["b_o"], act, loss_code,
-                                         target, denominator, Z, Y, dZ, grads["W_oh"],
-                                         grads["b_o"], dHc[-1], False, n_threads)
-            elif carry is None:
-                # loss at the last step only, and truncation stopped its
-                # gradient: earlier timesteps contribute nothing
-                break
-            else:
-                dHc[...] = 0
-            if i == 0:
-                _check_loss(value)
-            chunk_state0 = state0 if s == 0 else cell.state_after(cache, s - 1)
-            # the last chunk forward is the first one backward: Xc still holds it
-            Xt = Xc[: e - s] if i == 0 else time_major(X, s, e, Xc)
-            carry = cell.backward(Xt, p, chunk_state0,
-                                  tuple(a[s:e] for a in cache), dHc, carry, truncate,
-                                  grads, i > 0, n_threads)
-            if truncate and s % truncate == 0:
-                carry = None  # no gradient crosses a window boundary
-        _check_loss(value)
-        return value, grads, final_state
-
-    def _bptt_slabs(self, workspace, X, target, loss, sequence, truncate, state0,
-                    steps, starts, n_threads, slabs):
-        """_bptt's work in ``slabs`` slabs of n / slabs sequences: the cache
-        arrays are (slabs*T, n/slabs, .), slab k holding sequences
-        k*n/slabs.. one timestep after another, the chunk workspaces
-        likewise (slabs*steps, n/slabs, .), and the output layer's rows and
-        target follow that order (src/_cellparts.pxd, "slabs")."""
+                 starts, n_threads, slabs):
+        """_bptt's work, in the buffers of ``workspace``, in ``slabs`` slabs of
+        n / slabs sequences: the cache arrays are (slabs*T, n/slabs, .), slab
+        k holding sequences k*n/slabs.. one timestep after another, the chunk
+        workspaces likewise (slabs*steps, n/slabs, .), and the output layer's
+        rows and target follow that order (src/_cellparts.pxd, "slabs"; one
+        slab is the plain time-major layout)."""
         n, T, I = X.shape
         H = self.hidden_size
         cell, out, p = self._cell, self._out, self._params
@@ -748,13 +689,14 @@ class RNN:
             cell.forward(time_major(X, s, e, Xc, slabs, n_threads), p, state,
                          tuple(a[s:] for a in cache), n_threads, slabs, T)
             state = _slab_state(cell.state_after(by_step, e - 1), n)
-        final_state = state
+        # a copy, so the caller does not keep the whole cache alive through it
+        final_state = _copy_state(state)
 
         denominator = self._loss_denominator(loss, sequence, n, T)
         loss_code = LOSSES.index(loss)
         Hall = cell.hidden(cache).reshape(slabs * T * rows, H)
         grads = {name: np.empty_like(value) for name, value in p.items()}
-        if sequence:
+        if sequence and slabs > 1:
             # target rows (T*n, ...) time-major, in slab order
             target = np.ascontiguousarray(
                 target.reshape(T, slabs, rows, -1).swapaxes(0, 1)

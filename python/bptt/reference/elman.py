@@ -63,7 +63,7 @@ def elman_forward(X, W_xh, W_hh, b_h, h0, relu, H, n_threads=1, slabs=1, slab_st
     slabs : int                               # batch slabs (reference/slabs.py)
     slab_steps : int                          # cache timesteps per slab (0: T)
     """
-    if slabs > 1:
+    if slabs > 1 or slab_steps:
         for t, c, b in slab_slices(slabs, X, h0, H, slab_steps):
             elman_forward(X[t], W_xh, W_hh, b_h, h0[b], relu, H[c])
         return
@@ -102,7 +102,7 @@ def elman_backward(X, W_xh, W_hh, h0, H, dH, relu, truncate,
     n_threads : int                           # ignored: NumPy decides
     slabs, slab_steps : int                   # batch slabs, as elman_forward
     """
-    if slabs > 1:
+    if slabs > 1 or slab_steps:
         for s, (t, c, b) in enumerate(slab_slices(slabs, X, h0, H, slab_steps)):
             elman_backward(X[t], W_xh, W_hh, h0[b], H[c], dH[t], relu, truncate,
                            dW_xh, dW_hh, db_h, dh0[b], accumulate or s > 0,

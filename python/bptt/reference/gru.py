@@ -69,7 +69,7 @@ def gru_forward(X, W_xh, W_hh, b_h, b_hn, h0, G, HN, H, Gh, n_threads=1, slabs=1
     slabs : int                               # batch slabs (reference/slabs.py)
     slab_steps : int                          # cache timesteps per slab (0: T)
     """
-    if slabs > 1:
+    if slabs > 1 or slab_steps:
         for t, c, b in slab_slices(slabs, X, h0, H, slab_steps):
             gru_forward(X[t], W_xh, W_hh, b_h, b_hn, h0[b], G[c], HN[c], H[c], Gh[b])
         return
@@ -122,7 +122,7 @@ def gru_backward(X, W_xh, W_hh, h0, G, HN, H, dH, truncate,
     n_threads : int                           # ignored: NumPy decides
     slabs, slab_steps : int                   # batch slabs, as gru_forward
     """
-    if slabs > 1:
+    if slabs > 1 or slab_steps:
         for s, (t, c, b) in enumerate(slab_slices(slabs, X, h0, H, slab_steps)):
             gru_backward(X[t], W_xh, W_hh, h0[b], G[c], HN[c], H[c], dH[t], truncate,
                          dW_xh, dW_hh, db_h, db_hn, dh0[b], accumulate or s > 0,

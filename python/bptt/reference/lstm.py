@@ -64,7 +64,7 @@ def lstm_forward(X, W_xh, W_hh, b_h, h0, c0, G, C, H, n_threads=1, slabs=1,
     slabs : int                               # batch slabs (reference/slabs.py)
     slab_steps : int                          # cache timesteps per slab (0: T)
     """
-    if slabs > 1:
+    if slabs > 1 or slab_steps:
         for t, c, b in slab_slices(slabs, X, h0, H, slab_steps):
             lstm_forward(X[t], W_xh, W_hh, b_h, h0[b], c0[b], G[c], C[c], H[c])
         return
@@ -119,7 +119,7 @@ def lstm_backward(X, W_xh, W_hh, h0, c0, G, C, H, dH, truncate,
     pass the chunk's first state as (h0, c0), add the later chunk's dh0
     into dH[-1], pass its dc0 in as dc0, and accumulate.
     """
-    if slabs > 1:
+    if slabs > 1 or slab_steps:
         for s, (t, c, b) in enumerate(slab_slices(slabs, X, h0, H, slab_steps)):
             lstm_backward(X[t], W_xh, W_hh, h0[b], c0[b], G[c], C[c], H[c], dH[t],
                           truncate, dW_xh, dW_hh, db_h, dh0[b], dc0[b],
