@@ -723,7 +723,9 @@ class RNN:
                 dH_by_slab[:, :-1] = 0
                 dH_by_slab[:, -1] = dH_last.reshape(slabs, rows, H)
             elif carry is None:
-                break  # as in _bptt_in: truncation stopped the only gradient
+                # loss at the last step only, and truncation stopped its
+                # gradient: earlier timesteps contribute nothing
+                break
             else:
                 dHc[...] = 0
             if i == 0:
