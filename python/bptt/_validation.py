@@ -103,14 +103,43 @@ def all_finite(arr):
         return bool(np.isfinite(arr.sum()) or np.isfinite(arr).all())
 
 
-def check_finite(arr, name):
-    """Raise scikit-learn's message when ``arr`` holds NaN or infinity."""
+def check_finite(arr, name, before=None):
+    """Raise scikit-learn's message when ``arr`` holds NaN or infinity.
+
+    ``before``, when given, is the array ``arr`` was cast from: an infinity
+    that only the cast made (1e39 into float32) is named as an overflow.
+    """
     if arr.dtype.kind == "f" and not all_finite(arr):
         if np.isnan(arr).any():
             raise ValueError(f"Input {name} contains NaN.")
+        if (before is not None and before.dtype != arr.dtype
+                and (before.dtype.kind != "f" or all_finite(before))):
+            big = np.abs(before[np.isinf(arr)]).max()
+            raise ValueError(
+                f"Input {name} holds a value too large for {arr.dtype.name} "
+                f"({big:.4g}; the largest is {np.finfo(arr.dtype).max:.4g}): it "
+                f"overflows to infinity in the network's dtype."
+            )
         raise ValueError(
             f"Input {name} contains infinity or a value too large for {arr.dtype!r}."
         )
+
+
+def cast_finite(arr, dtype, name, copy=False):
+    """``arr`` cast to ``dtype``, checked for NaN/inf after the cast.
+
+    Checking before the cast would let 1e39 through into a float32 network
+    as infinity. The result is C-contiguous when ``copy`` (always a new
+    array), else ``arr.astype(dtype, copy=False)`` (``arr`` itself when it
+    already has the dtype).
+    """
+    with np.errstate(over="ignore"):  # the overflow is reported below
+        if copy:
+            out = np.array(arr, dtype=dtype, order="C", copy=True)
+        else:
+            out = arr.astype(dtype, copy=False)
+    check_finite(out, name, before=arr)
+    return out
 
 
 def check_sequences(X, input_size, dtype, name="X", owner="RNN"):
@@ -153,8 +182,7 @@ def check_sequences(X, input_size, dtype, name="X", owner="RNN"):
             f"{name} has {features} features, but {owner} is expecting "
             f"{input_size} features as input."
         )
-    check_finite(X, name)
-    return X.astype(dtype, copy=False)
+    return cast_finite(X, dtype, name)
 
 
 def time_major(X, start, stop, out, slabs=1, n_threads=1):
@@ -197,8 +225,9 @@ def time_major(X, start, stop, out, slabs=1, n_threads=1):
 def coerce_step_input(x, n_samples, input_size, dtype):
     """Validate one timestep of inputs for a stream, as a C-contiguous array.
 
-    Returns an array of shape (n_samples, input_size) of ``dtype``; a 1-D x
-    of length input_size is accepted when n_samples is 1.
+    Returns an array of shape (n_samples, input_size) of ``dtype``, finite
+    after the cast; a 1-D x of length input_size is accepted when n_samples
+    is 1.
     """
     arr = as_numeric_array(x, "x")
     if arr.ndim == 1 and n_samples == 1:
@@ -209,4 +238,4 @@ def coerce_step_input(x, n_samples, input_size, dtype):
             f"{input_size}){' or (input_size,)' if n_samples == 1 else ''}; got "
             f"shape {arr.shape}."
         )
-    return np.ascontiguousarray(arr, dtype=dtype)
+    return cast_finite(np.ascontiguousarray(arr), dtype, "x")

@@ -13,6 +13,7 @@ from . import _threads
 from ._threads import plan_threads, serial_blas
 from ._validation import (
     as_numeric_array,
+    cast_finite,
     check_choice,
     check_dtype,
     check_finite,
@@ -153,40 +154,68 @@ def _check_loss(value):
 class Params(dict):
     """The network's parameters: a dict that keeps its arrays usable.
 
-    Assigning ``params[name] = array`` checks the name and shape, rejects
-    NaN/inf and stores a C-contiguous copy of the network's dtype (the
-    caller's array is never aliased or modified).
+    The compiled kernels trust the parameter shapes, so every write checks
+    them: ``params[name] = array``, ``update`` and ``|=`` check the name and
+    shape, reject NaN/inf (after the cast to the network's dtype) and store a
+    C-contiguous copy of the network's dtype (the caller's array is never
+    aliased or modified). A bulk write checks every value before storing
+    any. The keys are fixed: ``pop``, ``popitem``, ``clear``, ``del`` and
+    ``setdefault`` of a new key raise TypeError. It stays a ``dict`` (the
+    design's ``dict[str, ndarray]``): ``dict(params)``, ``params | other``
+    and ``{**params}`` give plain dicts, ``copy`` and pickling give Params.
     """
 
     def __init__(self, shapes, dtype, values):
+        if hasattr(self, "_shapes"):  # __init__ again would change the shapes
+            raise TypeError("Params cannot be re-initialised; assign net.params instead.")
         super().__init__()
         self._shapes = dict(shapes)
         self._dtype = dtype
-        for name in shapes:
-            self[name] = values[name]
+        dict.update(self, self._checked({name: values[name] for name in shapes}))
+
+    def _checked(self, values):
+        """``values`` (a dict of name to array-like) checked and converted,
+        as a new dict; raises before anything is stored."""
+        checked = {}
+        for name, value in values.items():
+            if name not in self._shapes:
+                raise KeyError(
+                    f"unknown parameter {name!r}; this network has {list(self._shapes)}."
+                )
+            arr = as_numeric_array(value, f"params[{name!r}]")
+            if arr.shape != self._shapes[name]:
+                raise ValueError(
+                    f"params[{name!r}] must have shape {self._shapes[name]}; got an "
+                    f"array of shape {arr.shape}."
+                )
+            checked[name] = cast_finite(arr, self._dtype, f"params[{name!r}]", copy=True)
+        return checked
 
     def __setitem__(self, name, value):
-        if name not in self._shapes:
-            raise KeyError(
-                f"unknown parameter {name!r}; this network has {list(self._shapes)}."
-            )
-        arr = as_numeric_array(value, f"params[{name!r}]")
-        if arr.shape != self._shapes[name]:
-            raise ValueError(
-                f"params[{name!r}] must have shape {self._shapes[name]}; got an "
-                f"array of shape {arr.shape}."
-            )
-        check_finite(arr, f"params[{name!r}]")
-        super().__setitem__(name, np.array(arr, dtype=self._dtype, order="C", copy=True))
+        dict.update(self, self._checked({name: value}))
 
     def update(self, *args, **kwargs):
-        for name, value in dict(*args, **kwargs).items():
-            self[name] = value
+        dict.update(self, self._checked(dict(*args, **kwargs)))
 
-    def setdefault(self, *args):
+    def __ior__(self, other):
+        self.update(other)
+        return self
+
+    def setdefault(self, name, default=None):
+        if name in self:  # a read: dict.setdefault writes only a missing key
+            return self[name]
         raise TypeError("parameters cannot be added to a network")
 
     def __delitem__(self, name):
+        raise TypeError("parameters cannot be removed from a network")
+
+    def pop(self, *args):
+        raise TypeError("parameters cannot be removed from a network")
+
+    def popitem(self):
+        raise TypeError("parameters cannot be removed from a network")
+
+    def clear(self):
         raise TypeError("parameters cannot be removed from a network")
 
     def __reduce__(self):
@@ -381,8 +410,7 @@ class RNN:
                 f"{name} must have shape (n_samples, hidden_size) = "
                 f"({n_samples}, {self.hidden_size}); got shape {h.shape}."
             )
-        check_finite(h, name)
-        return np.array(h, dtype=self.dtype, order="C", copy=True)
+        return cast_finite(h, self.dtype, name, copy=True)
 
     def _check_target(self, y, loss, output, n_samples, n_timesteps):
         """Return the target as rows matching the flattened time-major outputs.
@@ -432,7 +460,7 @@ class RNN:
                 f"{loss} with output={output!r} expects y of shape {full}{alt}; "
                 f"got y of shape {y.shape}."
             )
-        check_finite(y, "y")
+        y = cast_finite(y, self.dtype, "y")
         if loss == "binary_cross_entropy" and (y.min() < 0 or y.max() > 1):
             raise ValueError(
                 f"binary_cross_entropy targets must lie in [0, 1]; got values "
