@@ -166,3 +166,82 @@ def test_nan_propagates_through_the_compiled_activations(nonlinearity, X):
     net.params["b_h"][:] = np.nan
     with pytest.raises(FloatingPointError):
         net.forward(X)
+
+
+# --- finiteness is checked after the cast to the network's dtype (issue 16, item 4)
+OVERFLOW = r"holds a value too large for float32 \(1e\+39; the largest is 3\.403e\+38\): it overflows"
+
+
+@pytest.fixture(params=["cython", "numpy"])
+def net32(request):
+    return bptt.RNN(3, 4, 2, dtype="float32", backend=request.param, random_state=0)
+
+
+@pytest.fixture(params=["cython", "numpy"])
+def lstm32(request):
+    return bptt.RNN(3, 4, 2, cell="lstm", dtype="float32", backend=request.param,
+                    random_state=0)
+
+
+def _big(shape):
+    a = np.zeros(shape)
+    a.flat[-1] = 1e39
+    return a
+
+
+@pytest.mark.parametrize("method", ["forward", "loss_and_grad"])
+def test_float32_network_refuses_X_that_overflows(net32, X, method):
+    with pytest.raises(ValueError, match=r"Input X " + OVERFLOW):
+        if method == "forward":
+            net32.forward(X + _big(X.shape))
+        else:
+            net32.loss_and_grad(X + _big(X.shape), np.zeros((5, 6, 2)))
+    # a value that fits float32 is fine, and float64 networks take 1e39
+    net32.forward(X + 1e38)
+    bptt.RNN(3, 4, 2, random_state=0).forward(X + _big(X.shape))
+
+
+@pytest.mark.parametrize("output", ["sequence", "last"])
+def test_float32_network_refuses_targets_that_overflow(net32, X, output):
+    y = _big((5, 2) if output == "last" else (5, 6, 2))
+    with pytest.raises(ValueError, match=r"Input y " + OVERFLOW):
+        net32.loss_and_grad(X, y, output=output)
+
+
+def test_float32_network_refuses_params_that_overflow(net32):
+    with pytest.raises(ValueError, match=r"Input params\['W_hh'\] " + OVERFLOW):
+        net32.params["W_hh"] = _big((4, 4))
+    with pytest.raises(ValueError, match=r"params\['b_h'\] .*overflows"):
+        net32.params |= {"b_h": _big(4)}
+    with pytest.raises(ValueError, match=r"params\['b_o'\] .*overflows"):
+        net32.params = dict(net32.params, b_o=_big(2))
+    assert all(np.isfinite(v).all() for v in net32.params.values())
+
+
+def test_float32_network_refuses_states_that_overflow(net32, lstm32, X):
+    with pytest.raises(ValueError, match=r"Input h0 " + OVERFLOW):
+        net32.forward(X, h0=_big((5, 4)))
+    with pytest.raises(ValueError, match=r"Input h0 " + OVERFLOW):
+        net32.stream(5, h0=_big((5, 4)))
+    with pytest.raises(ValueError, match=r"Input c0 " + OVERFLOW):
+        lstm32.forward(X, h0=(np.zeros((5, 4)), _big((5, 4))))
+    with pytest.raises(ValueError, match=r"Input c0 " + OVERFLOW):
+        lstm32.loss_and_grad(X, np.zeros((5, 6, 2)), h0=(np.zeros((5, 4)), _big((5, 4))))
+
+
+def test_float32_stream_refuses_inputs_that_overflow(net32):
+    s = net32.stream(2)
+    with pytest.raises(ValueError, match=r"Input x " + OVERFLOW):
+        s.step(_big((2, 3)))
+    s1 = net32.stream(1)
+    with pytest.raises(ValueError, match=r"Input x " + OVERFLOW):
+        s1.step([0.0, 0.0, 1e39])
+    assert np.isfinite(s.step(np.zeros((2, 3)))).all()
+
+
+def test_float32_estimator_refuses_X_that_overflows():
+    X = np.zeros((6, 4, 1))
+    X[0, 0, 0] = 1e39
+    reg = bptt.RNNRegressor(hidden_size=3, max_epochs=1, dtype="float32")
+    with pytest.raises(ValueError, match="infinity or a value too large"):
+        reg.fit(X, np.zeros(6))
