@@ -245,3 +245,47 @@ def test_float32_estimator_refuses_X_that_overflows():
     reg = bptt.RNNRegressor(hidden_size=3, max_epochs=1, dtype="float32")
     with pytest.raises(ValueError, match="infinity or a value too large"):
         reg.fit(X, np.zeros(6))
+
+
+# --- Stepper.reset validates like forward's h0 (issue 16, item 5)
+def _error(call):
+    try:
+        call()
+    except (ValueError, TypeError) as exc:
+        return type(exc), str(exc)
+    return None
+
+
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_stream_reset_validates_like_forward_h0(backend, cell, dtype):
+    net = bptt.RNN(3, 5, 2, cell=cell, dtype=dtype, backend=backend, random_state=0)
+    X = np.ones((2, 1, 3))
+    stream = net.stream(2)
+    good = np.full((2, 5), 0.1)
+    bad_arrays = [np.full((2, 5), np.nan), np.full((2, 5), np.inf), np.zeros((1, 5)),
+                  np.zeros(5), np.full((2, 5), "a")]
+    if dtype == "float32":
+        bad_arrays.append(_big((2, 5)))
+    if cell == "lstm":
+        bads = [good, (good,), (good, good, good), "h"]
+        bads += [(a, good) for a in bad_arrays] + [(good, a) for a in bad_arrays]
+    else:
+        bads = [(good, good), "h"] + bad_arrays
+    before = stream.state
+    for bad in bads:
+        expected = _error(lambda: net.forward(X, h0=bad))
+        assert expected is not None, bad
+        assert _error(lambda: stream.reset(bad)) == expected, bad
+        after = stream.state
+        for a, b in zip(*(s if isinstance(s, tuple) else (s,) for s in (before, after))):
+            np.testing.assert_array_equal(a, b)  # a refused reset changes nothing
+        assert np.isfinite(stream.step(np.ones((2, 3)))).all()
+        before = stream.state
+    # a valid state (a list for the lstm, too) is taken, as forward takes it
+    h0 = [good, 2 * good] if cell == "lstm" else good
+    stream.reset(h0)
+    want, _ = net.forward(X, h0=h0)
+    np.testing.assert_allclose(stream.step(np.ones((2, 3))), want[:, 0],
+                               rtol=1e-5, atol=1e-6)

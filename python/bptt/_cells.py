@@ -51,9 +51,11 @@ Stacked layers feed ``dX`` of layer l+1 into ``dH`` of layer l; a reversed
 direction runs the same kernels on X[::-1].
 """
 
+import functools
+
 import numpy as np
 
-from ._validation import check_finite, coerce_step_input
+from ._validation import check_state, coerce_step_input
 
 
 class ElmanCell:
@@ -216,11 +218,36 @@ def _last_steps(dH, slabs):
 
 def _compiled_stepper(cell, p, state0, relu, activation, extra=()):
     """The cell kernels' compiled Stepper (src/_stepper.pxi), or None when
-    they have none (the NumPy backend)."""
+    they have none (the NumPy backend); its ``reset`` validates."""
     if not hasattr(cell.kernels, "Stepper"):
         return None
     params = tuple(p[name] for name in ("W_xh", "W_hh", "b_h", "W_oh", "b_o", *extra))
-    return cell.kernels.Stepper(params, state0, relu, activation)
+    stepper = _checked(cell.kernels.Stepper)(params, state0, relu, activation)
+    stepper._state_form = _state_form(state0)
+    return stepper
+
+
+def _state_form(state0):
+    """check_state's arguments after h0 for states like ``state0`` (a tuple
+    of (n, H) arrays, two for the LSTM)."""
+    n, n_hidden = state0[0].shape
+    return n, n_hidden, state0[0].dtype.type, len(state0) == 2
+
+
+class _CheckedReset:
+    """``reset(h0)`` validated by check_state, as forward's h0 is: the
+    compiled Stepper copies whatever it is given into its state buffers."""
+
+    def reset(self, h0):
+        """Set the state to ``h0`` (same form and shapes as ``state``)."""
+        super().reset(check_state(h0, *self._state_form))
+
+
+@functools.lru_cache(maxsize=None)
+def _checked(stepper_type):
+    # a Python subclass: step stays the compiled method, reset gains the check
+    return type(stepper_type.__name__, (_CheckedReset, stepper_type),
+                {"__module__": stepper_type.__module__, "__doc__": stepper_type.__doc__})
 
 
 class CellStepper:
@@ -253,22 +280,25 @@ class CellStepper:
         return self._copy(self._state)
 
     def reset(self, h0):
-        """Set the state (same form and shape as ``state``)."""
+        """Set the state (same form and shape as ``state``), validated as
+        forward's h0 is."""
+        state = check_state(h0, *_state_form(
+            self._state if isinstance(self._state, tuple) else (self._state,)))
+        self._set_state(state)
+
+    def _set_state(self, state):
         if isinstance(self._state, tuple):
-            for a, b in zip(self._state, h0):
+            for a, b in zip(self._state, state, strict=True):
                 a[...] = b
         else:
-            self._state[...] = h0
+            self._state[...] = state
 
     def step(self, x):
         """Advance one timestep: x (n, I) (or (I,) for n = 1) -> y (n, O)."""
         n = self._x.shape[1]
-        x = coerce_step_input(x, n, self._n_in, self._x.dtype)
-        check_finite(x, "x")
-        self._x[0] = x
+        self._x[0] = coerce_step_input(x, n, self._n_in, self._x.dtype)
         self._cell.forward(self._x, self._p, self._state, self._cache)
-        new_state = self._cell.state_after(self._cache, 0)
-        self.reset(new_state)
+        self._set_state(self._cell.state_after(self._cache, 0))
         self._out.output_forward(self._cell.hidden(self._cache)[0], self._p["W_oh"],
                                  self._p["b_o"], self._activation, self._z, self.y)
         return self.y

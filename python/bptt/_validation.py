@@ -185,6 +185,48 @@ def check_sequences(X, input_size, dtype, name="X", owner="RNN"):
     return cast_finite(X, dtype, name)
 
 
+def check_state(h0, n_samples, hidden_size, dtype, pair=False):
+    """Validate an initial state, as ``RNN.forward``'s ``h0`` and ``reset``.
+
+    Parameters
+    ----------
+    h0 : array-like of shape (n_samples, hidden_size), tuple of two, or None
+        The state; with ``pair`` (the LSTM) a tuple or list (h0, c0) of
+        such arrays. None gives zeros.
+    n_samples, hidden_size : int
+    dtype : numpy float type
+    pair : bool, default=False
+
+    Returns
+    -------
+    state : ndarray of shape (n_samples, hidden_size), or a tuple of two
+        New C-contiguous arrays of ``dtype``, finite after the cast.
+    """
+    if h0 is None:
+        zeros = np.zeros((n_samples, hidden_size), dtype)
+        return (zeros, zeros.copy()) if pair else zeros
+    if not pair:
+        return _check_state_array(h0, "h0", n_samples, hidden_size, dtype)
+    if not isinstance(h0, (tuple, list)) or len(h0) != 2:
+        raise ValueError(
+            f"h0 for an lstm must be a tuple (h0, c0) of arrays of shape "
+            f"({n_samples}, {hidden_size}); got {type(h0).__name__}"
+            f"{f' of length {len(h0)}' if isinstance(h0, (tuple, list)) else ''}."
+        )
+    return tuple(_check_state_array(s, name, n_samples, hidden_size, dtype)
+                 for s, name in zip(h0, ("h0", "c0")))
+
+
+def _check_state_array(h, name, n_samples, hidden_size, dtype):
+    h = as_numeric_array(h, name)
+    if h.shape != (n_samples, hidden_size):
+        raise ValueError(
+            f"{name} must have shape (n_samples, hidden_size) = "
+            f"({n_samples}, {hidden_size}); got shape {h.shape}."
+        )
+    return cast_finite(h, dtype, name, copy=True)
+
+
 def time_major(X, start, stop, out, slabs=1, n_threads=1):
     """Copy timesteps start..stop-1 of batch-first X into out, time-major.
 

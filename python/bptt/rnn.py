@@ -19,6 +19,7 @@ from ._validation import (
     check_finite,
     check_positive_int,
     check_sequences,
+    check_state,
     time_major,
 )
 
@@ -388,29 +389,9 @@ class RNN:
 
     # ------------------------------------------------------------------ checks
     def _check_state(self, h0, n_samples):
-        H = self.hidden_size
-        if self.cell == "lstm":
-            if h0 is None:
-                return (np.zeros((n_samples, H), self.dtype), np.zeros((n_samples, H), self.dtype))
-            if not isinstance(h0, (tuple, list)) or len(h0) != 2:
-                raise ValueError(
-                    f"h0 for an lstm must be a tuple (h0, c0) of arrays of shape "
-                    f"({n_samples}, {H}); got {type(h0).__name__}."
-                )
-            return tuple(self._check_state_array(s, name, n_samples)
-                         for s, name in zip(h0, ("h0", "c0")))
-        if h0 is None:
-            return np.zeros((n_samples, H), self.dtype)
-        return self._check_state_array(h0, "h0", n_samples)
-
-    def _check_state_array(self, h, name, n_samples):
-        h = as_numeric_array(h, name)
-        if h.shape != (n_samples, self.hidden_size):
-            raise ValueError(
-                f"{name} must have shape (n_samples, hidden_size) = "
-                f"({n_samples}, {self.hidden_size}); got shape {h.shape}."
-            )
-        return cast_finite(h, self.dtype, name, copy=True)
+        """h0 of forward, loss_and_grad and stream (see check_state)."""
+        return check_state(h0, n_samples, self.hidden_size, self.dtype,
+                           pair=self.cell == "lstm")
 
     def _check_target(self, y, loss, output, n_samples, n_timesteps):
         """Return the target as rows matching the flattened time-major outputs.
