@@ -289,3 +289,70 @@ def test_stream_reset_validates_like_forward_h0(backend, cell, dtype):
     want, _ = net.forward(X, h0=h0)
     np.testing.assert_allclose(stream.step(np.ones((2, 3))), want[:, 0],
                                rtol=1e-5, atol=1e-6)
+
+
+# --- sizes, labels and strings (issue 16, item 7)
+def test_network_too_large_for_memory_fails_before_allocating():
+    # in a child under a 2 GB address-space cap: without the check NumPy
+    # fills 7 GB first (here: a MemoryError without the size after the cap)
+    code = (
+        "import resource, bptt\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))\n"
+        "try:\n"
+        "    bptt.RNN(3, 3 * 10**8, 2)\n"
+        "except MemoryError as exc:\n"
+        "    print(exc)\n"
+    )
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "has 90,000,001,800,000,002 parameters: 720 PB of float64" in out.stdout
+    assert "physical memory" in out.stdout
+
+
+def test_network_size_is_checked_against_physical_memory(monkeypatch):
+    from bptt import rnn
+    monkeypatch.setattr(rnn, "physical_memory", lambda: 10**6)
+    # 4 * 300 * (3 + 300 + 1) + 2 * 301 parameters, in float64 and float32 at once
+    with pytest.raises(MemoryError, match=r"has 365,402 parameters: 1.46 MB of float32, "
+                       r"and initialising them needs at least 4.38 MB, more than this "
+                       r"machine's 1 MB of physical memory"):
+        bptt.RNN(3, 300, 2, cell="lstm", dtype="float32")
+    bptt.RNN(3, 30, 2, cell="lstm", dtype="float32")  # 45 kB fits
+    monkeypatch.setattr(rnn, "physical_memory", lambda: None)  # unknown: no check
+    bptt.RNN(3, 300, 2, cell="lstm", dtype="float32")
+
+
+@pytest.mark.parametrize("output", ["last", "sequence"])
+def test_classifier_refuses_mixed_label_types(X, output):
+    y = np.array(["a", 1, "b", 2, "a"], dtype=object)
+    if output == "sequence":
+        y = np.repeat(y[:, None], 6, axis=1)
+    clf = bptt.RNNClassifier(hidden_size=3, max_epochs=1, output=output)
+    with pytest.raises(TypeError, match=r"y mixes class labels of types \['int', 'str'\]"):
+        clf.fit(X, y)
+    with pytest.raises(TypeError, match=r"classes mixes class labels"):
+        clf.partial_fit(X, np.ones_like(y, dtype=int),
+                        classes=np.array(["a", 1], dtype=object))
+
+
+@pytest.mark.parametrize("bad", [
+    np.full((5, 6, 3), "1.5"),
+    np.full((5, 6, 3), b"1.5"),
+    np.full((5, 6, 3), "1.5", dtype=object),
+])
+def test_numeric_strings_are_not_parsed(net, X, bad):
+    with pytest.raises(ValueError, match=r"X must contain numbers; got an array of strings"):
+        net.forward(bad)
+    with pytest.raises(ValueError, match=r"y must contain numbers; got an array of strings"):
+        net.loss_and_grad(X, bad[..., :2])
+    with pytest.raises(ValueError, match=r"h0 must contain numbers"):
+        net.forward(X, h0=np.full((5, 4), "0"))
+    with pytest.raises(ValueError, match=r"params\['b_o'\] must contain numbers"):
+        net.params["b_o"] = ["1", "2"]
+    with pytest.raises(ValueError, match=r"x must contain numbers"):
+        net.stream(1).step(["1", "2", "3"])
+    # numbers in an object array are still numbers
+    net.forward(X.astype(object))

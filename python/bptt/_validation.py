@@ -63,7 +63,12 @@ def check_dtype(dtype):
 
 
 def as_numeric_array(x, name):
-    """``np.asarray`` that rejects complex, string and object data clearly."""
+    """``np.asarray`` that rejects complex, string and object data clearly.
+
+    Numbers only: an array of strings (even numeric ones such as "1.5") is
+    refused, not parsed; an object array is converted to float64 when it
+    holds numbers only (no str/bytes).
+    """
     try:
         arr = np.asarray(x)
     except ValueError as exc:  # ragged nested lists
@@ -73,10 +78,18 @@ def as_numeric_array(x, name):
         ) from None
     if arr.dtype.kind == "c":
         raise ValueError(f"Complex data not supported; {name} has dtype {arr.dtype}.")
-    if arr.dtype.kind in "OUSV":
+    if arr.dtype.kind in "USV" or (
+            arr.dtype.kind == "O"
+            and any(isinstance(v, (str, bytes)) for v in arr.ravel())):
+        what = "of raw bytes" if arr.dtype.kind == "V" else "of strings"
+        raise ValueError(
+            f"{name} must contain numbers; got an array {what} (dtype {arr.dtype}), "
+            f"which is not converted."
+        )
+    if arr.dtype.kind == "O":
         try:
             arr = arr.astype(np.float64)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ValueError(
                 f"{name} must contain numbers; got an array of dtype {arr.dtype} "
                 f"that cannot be converted to float."

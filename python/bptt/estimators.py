@@ -64,6 +64,21 @@ def _net_spec(net):
     }
 
 
+def _unique_labels(labels, name):
+    """np.unique of class labels, with a clear error for labels that do not
+    sort together (a mix of strings and numbers: NumPy's "'<' not
+    supported between instances of 'int' and 'str'")."""
+    labels = np.asarray(labels)
+    try:
+        return np.unique(labels)
+    except TypeError:
+        types = sorted({type(v).__name__ for v in labels.ravel()})
+        raise TypeError(
+            f"{name} mixes class labels of types {types} that cannot be ordered "
+            f"together; use labels of one kind (all numbers or all strings)."
+        ) from None
+
+
 def _build_net(spec, params):
     """Rebuild a network from :func:`_net_spec` and its parameter arrays."""
     net = RNN(**spec, random_state=0)
@@ -788,21 +803,21 @@ class RNNClassifier(ClassifierMixin, _BaseRNN):
         if self.output == "last":
             y = column_or_1d(y, warn=True)
             check_consistent_length(X, y)
-            check_classification_targets(y)
         else:
             y = np.asarray(y)
             check_consistent_length(X, y)
             self._check_sequence_target_shape(y, X, (2,))
-            check_classification_targets(y.ravel())
+        present = _unique_labels(y, "y")  # before sklearn sorts them
+        check_classification_targets(y.ravel())
         if reset:
-            labels = np.unique(classes if classes is not None else y)
+            labels = present if classes is None else _unique_labels(classes, "classes")
             if labels.shape[0] < 2:
                 raise ValueError(
                     f"{type(self).__name__} needs samples of at least 2 classes in "
                     f"the data, but the data contains only one class: {labels[0]!r}."
                 )
             self.classes_ = labels
-        unseen = np.setdiff1d(np.unique(y), self.classes_)
+        unseen = np.setdiff1d(present, self.classes_)
         if unseen.size:
             raise ValueError(
                 f"`y` has classes not in `self.classes_`. `self.classes_` has "
@@ -859,7 +874,8 @@ class RNNClassifier(ClassifierMixin, _BaseRNN):
         if not hasattr(self, "classes_"):
             if classes is None:
                 raise ValueError("classes must be passed on the first call to partial_fit.")
-        elif classes is not None and not np.array_equal(self.classes_, np.unique(classes)):
+        elif classes is not None and not np.array_equal(self.classes_,
+                                                        _unique_labels(classes, "classes")):
             raise ValueError(
                 f"`classes={classes!r}` is not the same as on last call to "
                 f"partial_fit, was: {self.classes_!r}"

@@ -152,6 +152,22 @@ def _check_loss(value):
         )
 
 
+def physical_memory():
+    """Bytes of physical memory, or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # e.g. Windows
+        return None
+
+
+def _bytes(n):
+    """n bytes for a message: 7.2 GB."""
+    for unit in ("bytes", "kB", "MB", "GB", "TB", "PB"):
+        if n < 1000 or unit == "PB":
+            return f"{n:.3g} {unit}" if unit != "bytes" else f"{n} bytes"
+        n /= 1000
+
+
 class Params(dict):
     """The network's parameters: a dict that keeps its arrays usable.
 
@@ -316,8 +332,29 @@ class RNN:
         self.dtype = check_dtype(dtype)
         self.backend = check_choice("backend", backend, BACKENDS)
         self._bind_kernels()
+        self._check_size()
         self._params = Params(self._param_shapes(), self.dtype,
                               self._initial_params(_rng(random_state)))
+
+    def _check_size(self):
+        """Raise MemoryError, before allocating, for a network whose
+        initialisation cannot fit in this machine's physical memory.
+
+        The initial weights are drawn in float64 and then copied into
+        ``dtype``, so at least that much is held at once; left to NumPy,
+        RNN(3, 3 * 10**8, 2) filled 7 GB for 15 s before failing.
+        """
+        n_params = sum(int(np.prod(shape, dtype=object))
+                       for shape in self._param_shapes().values())
+        needed = n_params * (8 + np.dtype(self.dtype).itemsize)
+        available = physical_memory()
+        if available is not None and needed > available:
+            raise MemoryError(
+                f"{self!r} has {n_params:,} parameters: {_bytes(n_params * np.dtype(self.dtype).itemsize)} "
+                f"of {np.dtype(self.dtype).name}, and initialising them needs at least "
+                f"{_bytes(needed)}, more than this machine's {_bytes(available)} of "
+                f"physical memory."
+            )
 
     def _bind_kernels(self):
         self._cell = CELLS[self.cell](
