@@ -152,6 +152,19 @@ def _check_loss(value):
         )
 
 
+def param_shapes(cell, input_size, hidden_size, output_size):
+    """The parameters' shapes, ``{name: shape}``, of a network of this
+    configuration (see :class:`RNN`); bptt.load checks stored arrays
+    against them before building the network."""
+    G, H = CELLS[cell].gates, hidden_size
+    shapes = {"W_xh": (G * H, input_size), "W_hh": (G * H, H), "b_h": (G * H,)}
+    for name, shape in getattr(CELLS[cell], "extra_params", {}).items():
+        shapes[name] = tuple(H if d == "H" else d for d in shape)
+    shapes["W_oh"] = (output_size, H)
+    shapes["b_o"] = (output_size,)
+    return shapes
+
+
 def physical_memory():
     """Bytes of physical memory, or None where the OS does not say."""
     try:
@@ -367,13 +380,7 @@ class RNN:
 
     # ------------------------------------------------------------------ params
     def _param_shapes(self):
-        G, H = CELLS[self.cell].gates, self.hidden_size
-        shapes = {"W_xh": (G * H, self.input_size), "W_hh": (G * H, H), "b_h": (G * H,)}
-        for name, shape in getattr(CELLS[self.cell], "extra_params", {}).items():
-            shapes[name] = tuple(H if d == "H" else d for d in shape)
-        shapes["W_oh"] = (self.output_size, H)
-        shapes["b_o"] = (self.output_size,)
-        return shapes
+        return param_shapes(self.cell, self.input_size, self.hidden_size, self.output_size)
 
     def _initial_params(self, rng):
         G, H, I, O = CELLS[self.cell].gates, self.hidden_size, self.input_size, self.output_size
