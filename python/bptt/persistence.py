@@ -328,8 +328,8 @@ def _read_npy(path, archive, info):
             raise _reject(path, f"entry {info.filename!r} has .npy format version "
                                 f"{version}.")
         shape, fortran, dtype = _NPY_READERS[version](fp)
-        if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None \
-                or dtype.kind not in "biufU":
+        if (dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None
+                or dtype.kind not in "biufU"):
             raise _reject(path, f"entry {info.filename!r} has dtype {dtype}, which save "
                                 f"never writes.")
         nbytes = dtype.itemsize

@@ -550,7 +550,8 @@ class RNN:
         shape (n_samples, input_size) (or (input_size,) for one sample) and
         returns y of shape (n_samples, output_size) in a buffer that the next
         step overwrites. ``state`` gives a copy of the current state (h, or
-        (h, c) for "lstm") and ``reset(h0)`` sets it. Feeding the timesteps of
+        (h, c) for "lstm") and ``reset(h0)`` sets it, checking h0 as this
+        method does. Feeding the timesteps of
         X one by one gives the same outputs as :meth:`forward` on X.
 
         Parameters
