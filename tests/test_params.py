@@ -87,7 +87,10 @@ def test_bulk_writes_validate_everything_before_storing_anything(net, write):
 
 def test_valid_bulk_writes_are_stored_as_copies(net):
     new = np.full(net.params["W_xh"].shape, 0.25, dtype=np.float32)
+    params, w_hh = net.params, net.params["W_hh"]
     net.params |= {"W_xh": new}
+    # the same mapping, and the arrays not written are the same arrays
+    assert net.params is params and net.params["W_hh"] is w_hh
     assert net.params["W_xh"].dtype == net.dtype
     assert net.params["W_xh"] is not new
     np.testing.assert_array_equal(net.params["W_xh"], 0.25)

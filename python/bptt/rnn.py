@@ -421,6 +421,8 @@ class RNN:
 
     @params.setter
     def params(self, values):
+        if values is self._params:  # net.params |= {...}: validated in place
+            return
         missing = set(self._params) - set(values)
         extra = set(values) - set(self._params)
         if missing or extra:
