@@ -239,6 +239,7 @@ def test_float32_stream_refuses_inputs_that_overflow(net32):
     assert np.isfinite(s.step(np.zeros((2, 3)))).all()
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")  # sklearn's
 def test_float32_estimator_refuses_X_that_overflows():
     X = np.zeros((6, 4, 1))
     X[0, 0, 0] = 1e39
