@@ -5,8 +5,9 @@ parameter (``param/W_xh``, ...), the class labels of a classifier
 (``classes``), and ``meta``, a JSON document holding the format name and
 version, the estimator's class and parameters, its fitted attributes, the
 network's shape, the declared shape and dtype of every array and a SHA-256
-digest over all of it. :func:`load` opens the archive with
-``allow_pickle=False`` (so nothing in it can run code), checks the format
+digest over all of it. :func:`load` reads the archive's ``.npy`` entries
+itself and refuses object arrays (so nothing in it is unpickled and nothing
+can run code), checks the format
 marker, the exact set of arrays, their shapes and dtypes and the digest, and
 raises ``ValueError`` naming the problem when any of that fails: a file not
 written by :meth:`save`, or one edited afterwards, is rejected.
@@ -171,8 +172,8 @@ def _reject(path, why):
 def load(path):
     """Load an estimator written by ``RNNRegressor.save`` / ``RNNClassifier.save``.
 
-    Never unpickles: the file is read with ``allow_pickle=False`` and every
-    part of it is checked against what :meth:`save` writes. Sizes and shapes
+    Never unpickles: object arrays are refused, and every part of the file
+    is checked against what :meth:`save` writes. Sizes and shapes
     are checked before anything of that size is allocated (see the module
     docstring), so a corrupt or hostile file costs at most its own size.
 
