@@ -1,0 +1,496 @@
+"""Preprocessing for sequences: :class:`SequenceScaler`.
+
+Design: every input form (a 3-D array, a 2-D array of univariate series, a
+list of series, a NaN-padded array) is read once into a :class:`_Sequences`
+view: the float arrays to scale, the form to give back, and the real
+timesteps as one (n_real_timesteps, n_channels) matrix for the statistics.
+The statistics are per channel over every real timestep of every series
+(never per timestep), so a fitted scaler transforms series of any length,
+and streaming updates combine batches with Chan et al.'s pairwise formula.
+"""
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.utils.validation import FLOAT_DTYPES, _check_sample_weight, check_array, check_is_fitted
+
+from ._validation import all_finite
+
+__all__ = ["SequenceScaler"]
+
+
+class _Sequences:
+    """Validated sequences in one of the accepted forms.
+
+    Attributes
+    ----------
+    arrays : list of ndarray of shape (T_i, F), or one ndarray of shape (n, T, F)
+        Float views or copies to scale in place (a 2-D input is viewed as
+        (n, T, 1), a 1-D list element as (T_i, 1)).
+    form : {"array", "list"}
+    shapes : the original shape of the array, or of each list element
+    lengths : ndarray of int of shape (n,)
+        Real timesteps of each series.
+    n_channels : int
+    """
+
+    def __init__(self, X, *, copy, owner):
+        self.owner = owner
+        if hasattr(X, "toarray") or hasattr(X, "tocsr"):  # scipy.sparse
+            raise TypeError(
+                f"{owner} does not accept sparse input: sequences are dense; "
+                f"convert with X.toarray() (got {type(X).__name__})."
+            )
+        if isinstance(X, (list, tuple)):
+            self._read_list(X, copy)
+        else:
+            self._read_array(X, copy)
+
+    # ------------------------------------------------------------- readers
+    def _read_list(self, X, copy):
+        self.form = "list"
+        if len(X) == 0:
+            raise ValueError(
+                f"Found an empty list of sequences while a minimum of 1 is "
+                f"required by {self.owner}."
+            )
+        arrays, shapes, channels = [], [], None
+        for i, seq in enumerate(X):
+            name = f"X[{i}]"
+            arr = check_array(seq, ensure_2d=False, allow_nd=True, dtype=FLOAT_DTYPES,
+                              ensure_all_finite=False, ensure_min_samples=0,
+                              ensure_min_features=0, copy=copy, input_name=name)
+            if arr.ndim not in (1, 2):
+                raise ValueError(
+                    f"Each sequence of a list must have shape (n_timesteps, "
+                    f"n_features) or (n_timesteps,); got {name} of shape "
+                    f"{arr.shape}."
+                )
+            if arr.shape[0] == 0:
+                raise ValueError(
+                    f"{name} has 0 timesteps while a minimum of 1 is required by "
+                    f"{self.owner}."
+                )
+            view = arr.reshape(arr.shape[0], -1)
+            if view.shape[1] == 0:
+                raise ValueError(
+                    f"{name} has 0 features (shape={arr.shape}) while a minimum of "
+                    f"1 is required by {self.owner}."
+                )
+            if channels is None:
+                channels = view.shape[1]
+            elif view.shape[1] != channels:
+                raise ValueError(
+                    f"Every sequence must have the same number of features: X[0] "
+                    f"has {channels}, {name} has {view.shape[1]}."
+                )
+            if not all_finite(arr):
+                what = "NaN" if np.isnan(arr).any() else "infinity"
+                raise ValueError(
+                    f"Input {name} contains {what}. A list of sequences holds "
+                    f"each series at its own length, without padding: NaN is "
+                    f"only accepted as trailing padding of an array (n_samples, "
+                    f"n_timesteps, n_features)."
+                )
+            arrays.append(_writeable(view))
+            shapes.append(arr.shape)
+        self.arrays, self.shapes, self.n_channels = arrays, shapes, channels
+        self.lengths = np.array([a.shape[0] for a in arrays])
+        self.real = None
+
+    def _read_array(self, X, copy):
+        self.form = "array"
+        X = check_array(X, ensure_2d=False, allow_nd=True, dtype=FLOAT_DTYPES,
+                        ensure_all_finite=False, ensure_min_samples=1,
+                        ensure_min_features=0, copy=copy, input_name="X")
+        if X.ndim == 1:
+            raise ValueError(
+                f"Expected X of shape (n_samples, n_timesteps, n_features), or "
+                f"(n_samples, n_timesteps) for univariate series; got a 1D array of "
+                f"shape {X.shape}. Reshape your data: X.reshape(1, -1) if it is one "
+                f"univariate series, or pass a list of series."
+            )
+        if X.ndim not in (2, 3):
+            raise ValueError(
+                f"Expected X of shape (n_samples, n_timesteps, n_features), or "
+                f"(n_samples, n_timesteps) for univariate series, or a list of "
+                f"sequences; got a {X.ndim}D array of shape {X.shape}."
+            )
+        n, T = X.shape[:2]
+        if T == 0:
+            raise ValueError(
+                f"Found array with 0 timestep(s) (shape={X.shape}) while a minimum "
+                f"of 1 is required by {self.owner}."
+            )
+        view = X.reshape(n, T, -1)
+        if view.shape[2] == 0:
+            raise ValueError(
+                f"Found array with 0 feature(s) (shape={X.shape}) while a minimum "
+                f"of 1 is required by {self.owner}."
+            )
+        self.shapes = X.shape
+        self.arrays = _writeable(view)
+        self.n_channels = view.shape[2]
+        self.real = None  # no padding: every timestep is real
+        self.lengths = np.full(n, T)
+        if not all_finite(view):
+            self._read_padding(view)
+
+    def _read_padding(self, X):
+        """Check that NaN only pads whole trailing timesteps; find the lengths."""
+        if np.isinf(X).any():
+            raise ValueError("Input X contains infinity or a value too large for "
+                             f"{X.dtype!r}.")
+        nan = np.isnan(X)
+        padded = nan.all(axis=2)  # (n, T): timesteps that are all NaN
+        partial = nan.any(axis=2) & ~padded
+        if partial.any():
+            i, t = np.argwhere(partial)[0]
+            raise ValueError(
+                f"Input X contains NaN in some but not all features of timestep "
+                f"{t} of sequence {i}: NaN is only accepted as padding, whole "
+                f"trailing timesteps that are all NaN."
+            )
+        gap = padded[:, :-1] & ~padded[:, 1:]  # a NaN timestep before a real one
+        if gap.any():
+            i, t = np.argwhere(gap)[0]
+            raise ValueError(
+                f"Input X contains NaN at timestep {t} of sequence {i}, followed by "
+                f"real timesteps: NaN is only accepted as padding, whole trailing "
+                f"timesteps that are all NaN."
+            )
+        self.real = ~padded
+        self.lengths = self.real.sum(axis=1)
+        if (self.lengths == 0).any():
+            i = int(np.argmin(self.lengths))
+            raise ValueError(
+                f"Input X contains NaN in every timestep of sequence {i}: each "
+                f"sequence needs at least 1 real timestep."
+            )
+
+    # ------------------------------------------------------------- access
+    def timesteps(self):
+        """The real timesteps of every series, (sum of T_i, F); a view when
+        the input is an unpadded array."""
+        if self.form == "list":
+            return np.concatenate(self.arrays, axis=0)
+        if self.real is None:
+            return self.arrays.reshape(-1, self.n_channels)
+        return self.arrays[self.real]
+
+    def timestep_weights(self, sample_weight):
+        """Each real timestep's weight: its series' weight, in timesteps() order."""
+        return np.repeat(sample_weight, self.lengths)
+
+    def apply(self, func):
+        """func(array) in place on every array; the result in the input's form."""
+        if self.form == "list":
+            out = []
+            for arr, shape in zip(self.arrays, self.shapes):
+                func(arr)
+                out.append(arr.reshape(shape))
+            return out
+        func(self.arrays)  # NaN padding stays NaN
+        return self.arrays.reshape(self.shapes)
+
+
+def _writeable(arr):
+    """arr, or a copy of it when it cannot be scaled in place (read-only)."""
+    return arr if arr.flags.writeable else arr.copy()
+
+
+def _batch_statistics(Z, weights, with_var):
+    """Count, mean and sum of squared deviations of the rows of Z, in float64.
+
+    Two passes (the mean, then the deviations from it), as StandardScaler's
+    accumulators: a one-pass sum of squares loses the variance of channels
+    whose mean is large.
+    """
+    if weights is None:
+        count = Z.shape[0]
+        mean = Z.sum(axis=0, dtype=np.float64) / count
+    else:
+        count = float(weights.sum())
+        mean = (weights @ Z.astype(np.float64, copy=False)) / count
+    if not with_var:
+        return count, mean, None
+    dev = Z.astype(np.float64) - mean  # one float64 copy
+    dev *= dev
+    m2 = dev.sum(axis=0) if weights is None else weights @ dev
+    return count, mean, m2
+
+
+class SequenceScaler(TransformerMixin, BaseEstimator):
+    """Standardise each channel of sequences over all their timesteps.
+
+    ``z = (x - mean_) / scale_``, where ``mean_`` and ``scale_`` are the mean
+    and the standard deviation of each channel (feature) over every timestep
+    of every training series: one statistic per channel, not per timestep,
+    so the fitted scaler transforms series of any length, and a ``Pipeline``
+    of it and an :class:`~bptt.RNNRegressor` or :class:`~bptt.RNNClassifier`
+    accepts series of another length at predict time. This is scikit-learn's
+    ``StandardScaler`` applied to the timesteps of all series stacked
+    together (tslearn's ``TimeSeriesScalerMeanVariance`` scales each series
+    by its own statistics instead).
+
+    Accepted forms of X (those of :class:`~bptt.RNN`'s ragged input); the
+    output has the form and dtype of the input:
+
+    - an array of shape (n_samples, n_timesteps, n_features);
+    - an array of shape (n_samples, n_timesteps): univariate series;
+    - a list of arrays of shape (T_i, n_features) or (T_i,), one per series,
+      each T_i >= 1; returned as a list of arrays of the same shapes;
+    - an array padded with NaN, where the padding is whole trailing
+      timesteps that are all NaN: the padding is skipped by the statistics
+      and passes through ``transform`` unchanged. NaN anywhere else (a
+      timestep with some but not all features NaN, a NaN timestep followed
+      by a real one, a series without a real timestep) and infinity raise
+      ``ValueError``.
+
+    float32 and float64 inputs keep their dtype (the statistics are computed
+    in float64); other numeric input is converted to float64.
+
+    Parameters
+    ----------
+    with_mean : bool, default=True
+        Subtract the mean of each channel.
+    with_std : bool, default=True
+        Divide by the standard deviation of each channel. A constant channel
+        (zero variance, up to rounding) gets ``scale_`` 1, as in
+        ``StandardScaler``.
+    copy : bool, default=True
+        False scales a float array input (or each float array of a list) in
+        place when it can (``StandardScaler``'s ``copy``); the result must be
+        used either way, as conversions still copy.
+
+    Attributes
+    ----------
+    mean_ : ndarray of shape (n_features,) or None
+        Mean of each channel over every timestep seen; None when neither
+        ``with_mean`` nor ``with_std``.
+    var_ : ndarray of shape (n_features,) or None
+        Variance (ddof=0) of each channel; None when ``with_std=False``.
+    scale_ : ndarray of shape (n_features,) or None
+        ``sqrt(var_)``, 1 for constant channels; None when ``with_std=False``.
+    n_features_in_ : int
+        Features (channels) per timestep; 1 for a 2-D X.
+    n_samples_seen_ : int or float
+        Timesteps the statistics are over (the padding is not counted): the
+        sum of the series' lengths, weighted by ``sample_weight`` when one
+        was given (then a float). ``partial_fit`` adds to it.
+
+    See Also
+    --------
+    sklearn.preprocessing.StandardScaler : the same for one vector per sample.
+
+    Notes
+    -----
+    The scaler has no ``get_feature_names_out``: scikit-learn's feature
+    names and its pandas output (``set_output``) describe the second axis
+    of a 2-D table, which for sequences is time, and a 3-D output has no
+    DataFrame form.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bptt import SequenceScaler
+    >>> X = np.array([[[1.0, 10.0], [3.0, 10.0]],
+    ...               [[5.0, 10.0], [7.0, 10.0]]])      # (2, 2, 2)
+    >>> scaler = SequenceScaler().fit(X)
+    >>> scaler.mean_, scaler.scale_                     # channel 1 is constant
+    (array([ 4., 10.]), array([2.23606798, 1.        ]))
+    >>> scaler.transform(X[:, :1])                     # any length
+    array([[[-1.34164079,  0.        ]],
+    <BLANKLINE>
+           [[ 0.4472136 ,  0.        ]]])
+    >>> ragged = [np.array([1.0, 3.0, 5.0]), np.array([7.0])]  # univariate, T_i = 3, 1
+    >>> [z.round(3) for z in SequenceScaler().fit_transform(ragged)]
+    [array([-1.342, -0.447,  0.447]), array([1.342])]
+    >>> padded = np.array([[1.0, 3.0, 5.0], [7.0, np.nan, np.nan]])  # the same, NaN-padded
+    >>> SequenceScaler().fit_transform(padded).round(3)
+    array([[-1.342, -0.447,  0.447],
+           [ 1.342,    nan,    nan]])
+    """
+
+    _parameter_constraints = {
+        "with_mean": ["boolean"],
+        "with_std": ["boolean"],
+        "copy": ["boolean"],
+    }
+
+    def __init__(self, *, with_mean=True, with_std=True, copy=True):
+        self.with_mean = with_mean
+        self.with_std = with_std
+        self.copy = copy
+
+    def _reset(self):
+        for name in ("mean_", "var_", "scale_", "n_features_in_", "n_samples_seen_"):
+            self.__dict__.pop(name, None)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None, sample_weight=None):
+        """Compute each channel's mean and standard deviation over all timesteps.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_timesteps, n_features) or (n_samples, n_timesteps), or list of array-like of shape (T_i, n_features) or (T_i,)
+            Training series; NaN-padded arrays are accepted (see the class
+            docstring).
+        y : None
+            Ignored.
+        sample_weight : array-like of shape (n_samples,), default=None
+            A weight per series, given to each of its timesteps: weight 2
+            is the same as passing the series twice.
+
+        Returns
+        -------
+        self : SequenceScaler
+            The fitted scaler.
+        """
+        self._reset()
+        return self._partial_fit(X, sample_weight)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y=None, sample_weight=None):
+        """Update the statistics with more series (streaming, as StandardScaler's).
+
+        The result equals one :meth:`fit` on all the series passed so far
+        (up to rounding): batches are combined with the pairwise update of
+        Chan, Golub and LeVeque, which stays accurate for large means.
+
+        Parameters
+        ----------
+        X : array-like or list of array-like
+            Series, in any form :meth:`fit` accepts.
+        y : None
+            Ignored.
+        sample_weight : array-like of shape (n_samples,), default=None
+            A weight per series.
+
+        Returns
+        -------
+        self : SequenceScaler
+            The updated scaler.
+        """
+        return self._partial_fit(X, sample_weight)
+
+    def _partial_fit(self, X, sample_weight):
+        first = not hasattr(self, "n_samples_seen_")
+        seqs = _Sequences(X, copy=False, owner=type(self).__name__)
+        if not first:
+            self._check_channels(seqs)
+        weights = None
+        if sample_weight is not None:
+            # every series has a timestep: a non-zero weight gives a positive total
+            sample_weight = _check_sample_weight(
+                sample_weight, seqs.lengths, dtype=np.float64, ensure_non_negative=True)
+            weights = seqs.timestep_weights(sample_weight)
+        need_mean = self.with_mean or self.with_std
+        Z = seqs.timesteps()
+        if need_mean:
+            count, mean, m2 = _batch_statistics(Z, weights, self.with_std)
+        else:
+            count, mean, m2 = (Z.shape[0] if weights is None else float(weights.sum()),
+                               None, None)
+        if first:
+            self.n_features_in_ = seqs.n_channels
+        else:  # combine with the statistics so far (Chan et al.)
+            seen = self.n_samples_seen_
+            total = seen + count
+            if need_mean:
+                delta = mean - self.mean_
+                mean = self.mean_ + delta * (count / total)
+                if self.with_std:
+                    m2 = self.var_ * seen + m2 + delta**2 * (seen * count / total)
+            count = total
+        self.n_samples_seen_ = count
+        self.mean_ = mean
+        if self.with_std:
+            self.var_ = m2 / count
+            scale = np.sqrt(self.var_)
+            scale[_constant(self.var_, self.mean_, count)] = 1.0
+            self.scale_ = scale
+        else:
+            self.var_ = self.scale_ = None
+        return self
+
+    def _check_channels(self, seqs):
+        if seqs.n_channels != self.n_features_in_:
+            hint = (" (a 2-D X is read as univariate series (n_samples, n_timesteps))"
+                    if seqs.form == "array" and len(seqs.shapes) == 2 else "")
+            raise ValueError(
+                f"X has {seqs.n_channels} features, but {type(self).__name__} is "
+                f"expecting {self.n_features_in_} features as input{hint}."
+            )
+
+    def transform(self, X, copy=None):
+        """Standardise each channel: ``(X - mean_) / scale_``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_timesteps, n_features) or (n_samples, n_timesteps), or list of array-like of shape (T_i, n_features) or (T_i,)
+            Series of any length with the fitted number of features; NaN
+            padding passes through.
+        copy : bool, default=None
+            Overrides ``self.copy`` when given.
+
+        Returns
+        -------
+        X_scaled : ndarray of the shape of X, or list of ndarray of shapes (T_i, n_features) or (T_i,)
+            In the form and float dtype of the input.
+        """
+        return self._apply(X, copy, inverse=False)
+
+    def inverse_transform(self, X, copy=None):
+        """Undo :meth:`transform`: ``X * scale_ + mean_``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_timesteps, n_features) or (n_samples, n_timesteps), or list of array-like of shape (T_i, n_features) or (T_i,)
+            Scaled series.
+        copy : bool, default=None
+            Overrides ``self.copy`` when given.
+
+        Returns
+        -------
+        X_original : ndarray of the shape of X, or list of ndarray
+            In the form and float dtype of the input.
+        """
+        return self._apply(X, copy, inverse=True)
+
+    def _apply(self, X, copy, inverse):
+        check_is_fitted(self)
+        copy = self.copy if copy is None else copy
+        seqs = _Sequences(X, copy=copy, owner=type(self).__name__)
+        self._check_channels(seqs)
+        mean = self.mean_ if self.with_mean else None
+        scale = self.scale_ if self.with_std else None
+
+        def scale_in_place(arr):
+            # in the array's own dtype: float32 stays float32
+            if inverse:
+                if scale is not None:
+                    arr *= scale.astype(arr.dtype)
+                if mean is not None:
+                    arr += mean.astype(arr.dtype)
+            else:
+                if mean is not None:
+                    arr -= mean.astype(arr.dtype)
+                if scale is not None:
+                    arr /= scale.astype(arr.dtype)
+
+        return seqs.apply(scale_in_place)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.three_d_array = True
+        # NaN is accepted only as trailing padding, not as missing values
+        tags.input_tags.allow_nan = False
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
+
+
+def _constant(var, mean, n_samples):
+    """Channels whose variance is zero up to the rounding of its computation
+    (scikit-learn's bound for the two-pass algorithm, Chan et al.)."""
+    eps = np.finfo(np.float64).eps
+    return var <= n_samples * eps * var + (n_samples * mean * eps) ** 2
