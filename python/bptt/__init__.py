@@ -4,13 +4,18 @@ NumPy in, NumPy out. :class:`RNN` is the network (Elman, LSTM, GRU cells;
 forward pass and exact BPTT gradients from compiled Cython + BLAS kernels,
 with a NumPy reference twin). :class:`RNNRegressor` and :class:`RNNClassifier`
 are scikit-learn estimators that train it; :func:`load` reads what their
-``save`` wrote.
+``save`` wrote. :class:`SequenceScaler` standardises sequences of any length
+for them; :func:`gradcheck` checks a network's gradients against finite
+differences.
 """
 
 __version__ = "0.1.0"
 
 from .estimators import RNNClassifier, RNNRegressor
+from .gradcheck import GradcheckReport, gradcheck
 from .persistence import load
+from .preprocessing import SequenceScaler
 from .rnn import RNN
 
-__all__ = ["RNN", "RNNClassifier", "RNNRegressor", "load", "__version__"]
+__all__ = ["RNN", "RNNClassifier", "RNNRegressor", "SequenceScaler", "GradcheckReport",
+           "gradcheck", "load", "__version__"]
