@@ -33,8 +33,10 @@ class _Sequences:
     n_channels : int
     """
 
-    def __init__(self, X, *, copy, owner):
+    def __init__(self, X, *, copy, owner, writeable=True):
         self.owner = owner
+        # transform scales in place: a read-only array (a memmap) is copied
+        self._ensure = _writeable if writeable else (lambda arr: arr)
         if hasattr(X, "toarray") or hasattr(X, "tocsr"):  # scipy.sparse
             raise TypeError(
                 f"{owner} does not accept sparse input: sequences are dense; "
@@ -91,7 +93,7 @@ class _Sequences:
                     f"only accepted as trailing padding of an array (n_samples, "
                     f"n_timesteps, n_features)."
                 )
-            arrays.append(_writeable(view))
+            arrays.append(self._ensure(view))
             shapes.append(arr.shape)
         self.arrays, self.shapes, self.n_channels = arrays, shapes, channels
         self.lengths = np.array([a.shape[0] for a in arrays])
@@ -128,7 +130,7 @@ class _Sequences:
                 f"of 1 is required by {self.owner}."
             )
         self.shapes = X.shape
-        self.arrays = _writeable(view)
+        self.arrays = self._ensure(view)
         self.n_channels = view.shape[2]
         self.real = None  # no padding: every timestep is real
         self.lengths = np.full(n, T)
@@ -375,7 +377,7 @@ class SequenceScaler(TransformerMixin, BaseEstimator):
 
     def _partial_fit(self, X, sample_weight):
         first = not hasattr(self, "n_samples_seen_")
-        seqs = _Sequences(X, copy=False, owner=type(self).__name__)
+        seqs = _Sequences(X, copy=False, owner=type(self).__name__, writeable=False)
         if not first:
             self._check_channels(seqs)
         weights = None
