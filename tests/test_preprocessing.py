@@ -43,6 +43,24 @@ def test_sklearn_compatible(estimator, check):
     check(estimator)
 
 
+def test_expected_failures_fail_only_where_the_reason_says():
+    # The xfails above hide which assertion fails: pin it, so an earlier
+    # assertion of those checks cannot start failing unnoticed.
+    from sklearn.utils.estimator_checks import (check_estimators_empty_data_messages,
+                                                check_transformer_data_not_an_array,
+                                                check_transformer_general)
+
+    with pytest.raises(AssertionError, match="number of features in transform is "
+                                             "different from the number of features in fit"):
+        check_transformer_general("SequenceScaler", SequenceScaler())
+    # the _NotAnArray pass runs first and passes; the list pass gets a list back
+    with pytest.raises(AttributeError, match="'list' object has no attribute 'shape'"):
+        check_transformer_data_not_an_array("SequenceScaler", SequenceScaler())
+    with pytest.raises(AssertionError, match=r"Got Found array with 0 timestep\(s\) "
+                                             r"\(shape=\(12, 0\)\)"):
+        check_estimators_empty_data_messages("SequenceScaler", SequenceScaler())
+
+
 # ---------------------------------------------------------------- helpers
 def _ragged(rng, lengths=(7, 3, 1, 5), F=3, loc=(2.0, -1.0, 40.0), scale=(0.5, 3.0, 2.0)):
     """A list of (T_i, F) series with channel means and scales far from 0 and 1."""
