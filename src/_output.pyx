@@ -51,9 +51,9 @@ def output_forward(const floating[:, ::1] Hs,    # IN  (N, H)
                    floating[:, ::1] Y):          # OUT (N, O)
     """Z = Hs @ W_oh.T + b_o ; Y = phi(Z)."""
     cdef int N = Hs.shape[0], n_hidden = Hs.shape[1], O = W_oh.shape[0]
-    cdef fp_mode saved
     if N == 0:
         return
+    cdef fp_mode saved
     with nogil:
         saved = flush_enter()  # one GEMM and a pass, outside the pool (_fpmode.pxd)
         output_rows(&Hs[0, 0], &W_oh[0, 0], &b_o[0], N, n_hidden, O, activation,
