@@ -26,6 +26,16 @@ Options::
                            XLA's pool cannot be resized after import: reported
     --no-torch, --no-jax   leave a peer out
     --json out.json        save every raw timing and the header
+    --subnormal            also time the subnormal check (below)
+    --subnormal-only       only the header and the subnormal check
+
+The subnormal check (issue 12): loss_and_grad with the loss at the last step
+(output="last") against the loss at every step (output="sequence"), n=32,
+I=1, H=64, T=1000 and 3000, float32 and float64, the two timed in alternating
+rounds. With the loss at the last step the gradient shrinks step by step on
+its way back into the subnormal range, where many x86 cores take a slow path
+per operation unless the kernels flush subnormals to zero (src/fpmode.h);
+the target is last / sequence <= 1.2x.
 
 What is timed (one call = one training step, inputs identical in shape):
 
@@ -94,6 +104,10 @@ for _cell in ("lstm", "gru"):
         (f"(c) issue 5: {_cell} >= 1.2x best of torch/jax", _cell, "XL", "best", 1.2),
     ]
 STREAM_TARGET_US = 2.0  # (d) streaming forward, microseconds per timestep
+# (e) subnormal check: (n, I, H, O) and the sequence lengths; the target ratio
+SUBNORMAL_SHAPE = (32, 1, 64, 1)
+SUBNORMAL_STEPS = (1000, 3000)
+SUBNORMAL_TARGET = 1.2
 
 
 def step_flops(cell, n, T, I, H, O):
@@ -313,6 +327,53 @@ def rel_diff(a, b):
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
 
 
+def run_subnormal(args):
+    """The subnormal check: for every cell, dtype and T, loss_and_grad with
+    output="last" and output="sequence" on the issue's problem, timed
+    interleaved (run_interleaved). Returns one dict per combination."""
+    n, I, H, O = SUBNORMAL_SHAPE
+    rows = []
+    for cell in args.cells:
+        for dtype in ("float32", "float64"):
+            for T in SUBNORMAL_STEPS:
+                net = make_bptt(cell, dtype, "cython", (n, T, I, H, O))
+                if net is None:
+                    continue
+                X = np.random.default_rng(0).standard_normal((n, T, I)).astype(dtype)
+                targets = {"sequence": X[..., 0], "last": X[:, -1, 0]}
+                fns = {out: (lambda out=out: net.loss_and_grad(X, targets[out], output=out))
+                       for out in targets}
+                t0 = time.perf_counter()
+                times = run_interleaved(fns, args)
+                stats = {out: summarize(ts) for out, ts in times.items()}
+                ratio = stats["last"]["median"] / stats["sequence"]["median"]
+                rows.append({"cell": cell, "dtype": dtype, "T": T,
+                             "shape": (n, T, I, H, O), "times": times, "stats": stats,
+                             "ratio": ratio})
+                print(f"  subnormal {cell:4s} {dtype} T={T}: sequence "
+                      f"{stats['sequence']['median'] * 1e3:.1f} ms, last "
+                      f"{stats['last']['median'] * 1e3:.1f} ms, ratio {ratio:.2f}"
+                      f"   [{time.perf_counter() - t0:.1f} s]", flush=True)
+    return rows
+
+
+def print_subnormal(rows):
+    n, I, H, O = SUBNORMAL_SHAPE
+    print()
+    print(f"Subnormal check (`loss_and_grad`, n={n}, I={I}, H={H}, O={O}): the loss at "
+          f"the last step against the loss at every step, timed in alternating rounds; "
+          f"median (IQR) in ms; ratio = last / sequence (target <= "
+          f"{SUBNORMAL_TARGET:g}x).")
+    print()
+    print('| cell | dtype | T | output="sequence" ms | output="last" ms '
+          '| last / sequence |')
+    print("|---|---|---:|---:|---:|---:|")
+    for r in rows:
+        st = r["stats"]
+        print(f"| {r['cell']} | {r['dtype']} | {r['T']} | {fmt_ms(st['sequence'])} | "
+              f"{fmt_ms(st['last'])} | {fmt_x(r['ratio'])} |")
+
+
 # ---------------------------------------------------------------- header
 def cpu_model():
     try:
@@ -382,7 +443,13 @@ def parse_args(argv=None):
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--no-jax", action="store_true")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--subnormal", action="store_true",
+                    help="also time output='last' against output='sequence' (issue 12)")
+    ap.add_argument("--subnormal-only", action="store_true",
+                    help="only the header and the subnormal check")
     args = ap.parse_args(argv)
+    if args.subnormal_only:
+        args.subnormal = args.no_torch = args.no_jax = True
     args.cells = [c.strip() for c in args.cells.split(",") if c.strip()]
     args.sizes = [s.strip().upper() for s in args.sizes.split(",") if s.strip()]
     for s in args.sizes:
@@ -484,7 +551,7 @@ def main(argv=None):
     sys.stdout.flush()
 
     results = []  # one dict per (cell, size)
-    for cell in args.cells:
+    for cell in ([] if args.subnormal_only else args.cells):
         if make_bptt(cell, args.dtype, "cython", (1, 1, 1, 1, 1)) is None:
             print(f"note: cell {cell!r} not available in this bptt: skipped")
             continue
@@ -531,7 +598,7 @@ def main(argv=None):
 
     # streaming: inference over one long sequence
     stream = []
-    for cell in args.cells:
+    for cell in ([] if args.subnormal_only else args.cells):
         net = make_bptt(cell, args.dtype, "cython", STREAM)
         if net is None:
             continue
@@ -545,6 +612,8 @@ def main(argv=None):
         times = run_interleaved(fns, args)
         stream.append({"cell": cell, "shape": STREAM, "times": times,
                        "stats": {k: summarize(v) for k, v in times.items()}})
+
+    subnormal = run_subnormal(args) if args.subnormal else []
 
     peak1 = measure_sgemm_peak(peak_size, 1.0)
     peak = max(peak0, peak1)
@@ -566,13 +635,15 @@ def main(argv=None):
     print()
     print(f"sgemm peak: {peak0:.1f} GFLOP/s at start, {peak1:.1f} at end; using "
           f"{peak:.1f}.  load average start {load0[0]:.2f}, end {load1[0]:.2f}")
-    print()
-    print(f"Training step (`loss_and_grad`, MSE on every step, full BPTT), {args.dtype}, "
-          f"{threads} thread(s); median (IQR) in ms; `×` = speed-up of bptt (>1: bptt faster).")
-    print()
-    print("| cell | size | n, T, I, H, O | bptt ms | NumPy ref ms | torch ms | jax ms "
-          "| × NumPy | × torch | × jax | × best peer | bptt GFLOP/s | % sgemm peak |")
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    if not args.subnormal_only:
+        print()
+        print(f"Training step (`loss_and_grad`, MSE on every step, full BPTT), {args.dtype}, "
+              f"{threads} thread(s); median (IQR) in ms; `×` = speed-up of bptt (>1: bptt "
+              f"faster).")
+        print()
+        print("| cell | size | n, T, I, H, O | bptt ms | NumPy ref ms | torch ms | jax ms "
+              "| × NumPy | × torch | × jax | × best peer | bptt GFLOP/s | % sgemm peak |")
+        print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in results:
         sp = speedups(row)
         row["speedups"] = sp
@@ -596,6 +667,8 @@ def main(argv=None):
                 cells.append("—" if v is None else
                              f"{v['median'] / T * 1e6:.2f} ({v['iqr'] / T * 1e6:.2f})")
             print(f"| {s['cell']} | " + " | ".join(cells) + " |")
+    if subnormal:
+        print_subnormal(subnormal)
 
     # ------------------------------------------------------------ targets
     print()
@@ -603,7 +676,7 @@ def main(argv=None):
     by_key = {(r["cell"], r["size"]): r for r in results}
     verdicts = []
     for label, cell, size, metric, thr in TARGETS:
-        if cell not in args.cells:
+        if cell not in args.cells or args.subnormal_only:
             continue
         row = by_key.get((cell, size))
         val = None if row is None else row["speedups"].get(metric)
@@ -628,6 +701,13 @@ def main(argv=None):
         verdicts.append({"label": "(d) streaming forward", "cell": s["cell"],
                          "metric": "us_per_step", "threshold": STREAM_TARGET_US,
                          "value": us, "verdict": verdict})
+    for r in subnormal:
+        verdict = "PASS" if r["ratio"] <= SUBNORMAL_TARGET else "FAIL"
+        label = f"(e) issue 12: output='last' <= {SUBNORMAL_TARGET:g}x output='sequence'"
+        print(f"{verdict} {label} [{r['cell']} {r['dtype']} T={r['T']}]: {r['ratio']:.2f}x")
+        verdicts.append({"label": label, "cell": r["cell"], "dtype": r["dtype"], "T": r["T"],
+                         "metric": "last_over_sequence", "threshold": SUBNORMAL_TARGET,
+                         "value": r["ratio"], "verdict": verdict})
     if load0[0] > 0.5 * (os.cpu_count() or 1) or load1[0] > 0.5 * (os.cpu_count() or 1):
         print(f"NOTE: the machine was busy (load average {load0[0]:.2f} -> {load1[0]:.2f} "
               f"on {os.cpu_count()} CPUs): absolute numbers are noisy; the ratios are "
@@ -636,7 +716,8 @@ def main(argv=None):
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"meta": meta, "results": results, "stream": stream,
-                       "targets": verdicts}, fh, indent=1, default=str)
+                       "subnormal": subnormal, "targets": verdicts}, fh, indent=1,
+                      default=str)
         print(f"raw numbers saved to {args.json}")
     if limiter is not None:
         limiter.restore_original_limits()

@@ -31,6 +31,7 @@ cimport numpy as cnp
 import numpy as np
 
 from _activations cimport one_minus, tanh_
+from _fpmode cimport flush_enter, flush_leave, fp_mode
 from _packed cimport pack_weights, recurrent_product
 from _parallel cimport balanced_parts, bptt_parallel, import_threadpool
 from _cellparts cimport (CellArgs, check_cache, check_slabs, gradient_part, gradient_scratch,
@@ -235,13 +236,17 @@ def elman_backward(const floating[:, :, ::1] X,     # IN  (T, B, I)
     a.gradient_block = gradient_size(a.n_gates, a.n_input, a.n_hidden)
     scratch = gradient_scratch(&a, gradient_parts, a.gradient_block)
     n_threads = max(1, n_threads)
+    cdef fp_mode saved
     with nogil:
+        # add_gradient_parts runs outside the pool: flush here too (_fpmode.pxd)
+        saved = flush_enter()
         # the time loop turns dH into dA; then the weight gradients from dA
         run_phases(&a, slabs, n_threads, backward_part, min(n_threads, a.B), gradient_part,
                    gradient_parts)
         add_gradient_parts(&dW_xh[0, 0], &dW_hh[0, 0], &db_h[0], a.n_gates, a.n_input,
                            a.n_hidden, <floating*>a.scratch,
                            gradient_size(a.n_gates, a.n_input, a.n_hidden), gradient_parts)
+        flush_leave(saved)
 
 
 # ---------------------------------------------------------------- streaming

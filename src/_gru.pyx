@@ -38,6 +38,7 @@ from libc.string cimport memset
 
 from _activations cimport one_minus, sigmoid_, tanh_
 from _blas cimport gemm
+from _fpmode cimport flush_enter, flush_leave, fp_mode
 from _packed cimport pack_weights, recurrent_product
 from _parallel cimport balanced_parts, bptt_parallel, import_threadpool
 from _stepping cimport (P_B_H, P_EXTRA, P_W_HH, P_W_HH_PACKED, P_W_XH,
@@ -383,7 +384,10 @@ def gru_backward(const floating[:, :, ::1] X,      # IN  (T, B, I)
     block = a.gradient_block = scratch_block(a.n_input, a.n_hidden)
     scratch = gradient_scratch(&a, gradient_parts, block)
     n_threads = max(1, n_threads)
+    cdef fp_mode saved
     with nogil:
+        # the parts' sums run outside the pool: flush here too (_fpmode.pxd)
+        saved = flush_enter()
         # the time loop turns G into dGh, HN into dA_n; then the weight gradients
         run_phases(&a, slabs, n_threads, backward_part, min(n_threads, a.B), gru_gradient_part,
                    gradient_parts)
@@ -391,6 +395,7 @@ def gru_backward(const floating[:, :, ::1] X,      # IN  (T, B, I)
                            a.n_hidden, <floating*>a.scratch, block, gradient_parts)
         add_parts(&db_hn[0], <floating*>a.scratch + block - a.n_hidden, a.n_hidden,
                   block, gradient_parts - 1)
+        flush_leave(saved)
 
 
 # ---------------------------------------------------------------- streaming

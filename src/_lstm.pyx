@@ -34,6 +34,7 @@ from cython cimport floating
 from libc.string cimport memset
 
 from _activations cimport one_minus, sigmoid_, tanh_
+from _fpmode cimport flush_enter, flush_leave, fp_mode
 from _packed cimport pack_weights, recurrent_product
 from _parallel cimport balanced_parts, bptt_parallel, import_threadpool
 from _stepping cimport (P_B_H, P_W_HH, P_W_HH_PACKED, P_W_XH,
@@ -300,13 +301,17 @@ def lstm_backward(const floating[:, :, ::1] X,     # IN  (T, B, I)
     a.gradient_block = gradient_size(a.n_gates, a.n_input, a.n_hidden)
     scratch = gradient_scratch(&a, gradient_parts, a.gradient_block)
     n_threads = max(1, n_threads)
+    cdef fp_mode saved
     with nogil:
+        # add_gradient_parts runs outside the pool: flush here too (_fpmode.pxd)
+        saved = flush_enter()
         # the time loop turns G into dG; then the weight gradients from dG
         run_phases(&a, slabs, n_threads, backward_part, min(n_threads, a.B), gradient_part,
                    gradient_parts)
         add_gradient_parts(&dW_xh[0, 0], &dW_hh[0, 0], &db_h[0], a.n_gates, a.n_input,
                            a.n_hidden, <floating*>a.scratch, a.gradient_block,
                            gradient_parts)
+        flush_leave(saved)
 
 
 # ---------------------------------------------------------------- streaming

@@ -17,6 +17,8 @@ overwritten. ``scale`` multiplies the gradient first (gradient clipping).
 """
 from cython cimport floating
 
+from _fpmode cimport flush_enter, flush_leave, fp_mode
+
 cdef extern from "math.h" nogil:
     float sqrtf(float x)
     double sqrt(double x)
@@ -53,11 +55,14 @@ def sgd_step(const floating[::1] param,   # IN  (n,)
     cdef bint ok = True
     _check_size(n, grad.shape[0], "grad")
     _check_size(n, new.shape[0], "new")
+    cdef fp_mode saved
     with nogil:
+        saved = flush_enter()  # subnormals flushed (_fpmode.pxd)
         for i in range(n):
             g = s * grad[i]
             new[i] = param[i] - lr * g
             ok = ok & finite(new[i])
+        flush_leave(saved)
     return ok
 
 
@@ -74,13 +79,16 @@ def momentum_step(const floating[::1] param,   # IN  (n,)
     _check_size(n, grad.shape[0], "grad")
     _check_size(n, velocity.shape[0], "velocity")
     _check_size(n, new.shape[0], "new")
+    cdef fp_mode saved
     with nogil:
+        saved = flush_enter()  # subnormals flushed (_fpmode.pxd)
         for i in range(n):
             g = s * grad[i]
             u = mu * velocity[i] - lr * g
             velocity[i] = u
             new[i] = param[i] + u
             ok = ok & finite(new[i])
+        flush_leave(saved)
     return ok
 
 
@@ -102,7 +110,9 @@ def adam_step(const floating[::1] param,   # IN  (n,)
     _check_size(n, m.shape[0], "m")
     _check_size(n, v.shape[0], "v")
     _check_size(n, new.shape[0], "new")
+    cdef fp_mode saved
     with nogil:
+        saved = flush_enter()  # subnormals flushed (_fpmode.pxd)
         for i in range(n):
             g = s * grad[i]
             mi = b1 * m[i] + c1 * g
@@ -111,4 +121,5 @@ def adam_step(const floating[::1] param,   # IN  (n,)
             v[i] = vi
             new[i] = param[i] - lr * mi / (sqrt_(vi) + eps)
             ok = ok & finite(new[i])
+        flush_leave(saved)
     return ok

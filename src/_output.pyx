@@ -25,6 +25,7 @@ cdef extern from "lossrows.h" nogil:
     double bptt_mse_rows_d(const double* y, const double* t, double* dz, long size,
                            double scale)
 from _blas cimport gemm
+from _fpmode cimport flush_enter, flush_leave, fp_mode
 from _outlayer cimport IDENTITY, SIGMOID, SOFTMAX, output_rows
 from _parallel cimport balanced_parts, bptt_parallel, import_threadpool
 from _rowops cimport column_sums, part_start
@@ -52,9 +53,12 @@ def output_forward(const floating[:, ::1] Hs,    # IN  (N, H)
     cdef int N = Hs.shape[0], n_hidden = Hs.shape[1], O = W_oh.shape[0]
     if N == 0:
         return
+    cdef fp_mode saved
     with nogil:
+        saved = flush_enter()  # one GEMM and a pass, outside the pool (_fpmode.pxd)
         output_rows(&Hs[0, 0], &W_oh[0, 0], &b_o[0], N, n_hidden, O, activation,
                     &Z[0, 0], &Y[0, 0])
+        flush_leave(saved)
 
 
 cdef double mse_rows(const floating* y, const floating* t, int activation, floating* dz,
@@ -251,7 +255,10 @@ def output_layer(const floating[:, ::1] Hs,      # IN  (N, H)
     # one part: its rows start at 0 (and may split across the threads)
     a.part_stride = part_stride if n_parts == parts else 0
     a.activation, a.loss, a.is_double = activation, loss, floating is double
+    cdef fp_mode saved
     with nogil:
+        # the parts' sums run outside the pool: flush here too (_fpmode.pxd)
+        saved = flush_enter()
         bptt_parallel(layer_part, &a, n_parts, n_threads)
         # dW_oh (+)= the parts' dW_oh ; db_o likewise ; the loss
         for part in range(n_parts):
@@ -268,4 +275,5 @@ def output_layer(const floating[:, ::1] Hs,      # IN  (N, H)
                 else:
                     db_o[r] = block[n_hidden * O + r]
             total += a.losses[part]
+        flush_leave(saved)
     return total / denominator

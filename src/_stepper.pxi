@@ -12,6 +12,7 @@
 #
 # The stepper adds the output layer, input checks and the GIL policy, and
 # allocates every buffer once, so a step allocates nothing.
+from _fpmode cimport flush_enter, flush_leave, fp_mode
 from _outlayer cimport output_rows
 from _stepping cimport (MAX_POINTERS, P_B_O, P_W_HH, P_W_OH, P_W_XH, P_W_XH_PACKED,
                        all_finite, data_of)
@@ -136,6 +137,8 @@ cdef class Stepper:
         return self.y
 
     cdef void _run(self, const void* x) noexcept nogil:
+        # one step runs outside the pool: subnormals flushed (_fpmode.pxd)
+        cdef fp_mode saved = flush_enter()
         if self.typenum == cnp.NPY_FLOAT:
             cell_step(<const float*>x, <float**>self.p, <float**>self.s, <float**>self.w,
                       self.B, self.n_in, self.n_hidden, self.relu)
@@ -148,3 +151,4 @@ cdef class Stepper:
             output_rows(<const double*>self.s[0], <const double*>self.p[P_W_OH],
                         <const double*>self.p[P_B_O], self.B, self.n_hidden, self.O,
                         self.activation, <double*>self.z, <double*>self.y_data)
+        flush_leave(saved)

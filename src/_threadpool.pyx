@@ -10,6 +10,8 @@ import os
 from cpython.pycapsule cimport PyCapsule_New
 from libc.stdint cimport uint64_t
 
+from _fpmode cimport fp_get, fp_set, flush_bits
+
 import numpy as np
 
 cdef extern from "threadpool.h" nogil:
@@ -136,6 +138,65 @@ def run_record(int n_parts, int n_threads, int spin=0):
     with nogil:
         bptt_run_parts(record_part, &args, n_parts, n_threads)
     return calls, owner
+
+
+# ---------------------------------------------------------------- floating point
+
+def fpmode():
+    """The calling thread's floating-point control register: x86 MXCSR,
+    aarch64 FPCR, 0 where fpmode.h knows none. For tests: a kernel call
+    must leave it as it found it."""
+    return fp_get()
+
+
+def set_fpmode(unsigned long long mode):
+    """Write the calling thread's floating-point control register (see
+    ``fpmode``); for tests, which put back what they read."""
+    fp_set(mode)
+
+
+def flush_mode_bits():
+    """The bits of ``fpmode`` the kernels set while they run: FTZ | DAZ
+    (0x8040) on x86, FZ (1 << 24) on aarch64, 0 elsewhere (fpmode.h)."""
+    return flush_bits()
+
+
+cdef struct ModeArgs:
+    unsigned long long* mode
+    long* owner
+    int spin
+
+
+cdef void mode_part(void* args, int part, int n_parts) noexcept nogil:
+    cdef ModeArgs* a = <ModeArgs*>args
+    cdef volatile long sink = 0
+    cdef int i
+    for i in range(a.spin):
+        sink += i
+    a.mode[part] = fp_get()
+    a.owner[part] = <long>pthread_self()
+
+
+def run_fpmodes(int n_parts, int n_threads, int spin=0):
+    """Run a part function that records the floating-point mode each part
+    ran under, for tests.
+
+    Returns (mode, owner): ``fpmode`` as part p saw it, and the pthread id
+    of the thread that ran it.
+    """
+    if n_parts < 1:
+        raise ValueError(f"n_parts must be >= 1; got {n_parts}")
+    mode = np.zeros(n_parts, dtype=np.ulonglong)
+    owner = np.zeros(n_parts, dtype=np.int64)
+    cdef unsigned long long[::1] mode_view = mode
+    cdef long[::1] owner_view = owner
+    cdef ModeArgs args
+    args.mode = &mode_view[0]
+    args.owner = &owner_view[0]
+    args.spin = spin
+    with nogil:
+        bptt_run_parts(mode_part, &args, n_parts, n_threads)
+    return mode, owner
 
 
 _spin_from_environment()

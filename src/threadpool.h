@@ -39,6 +39,7 @@
 #define BPTT_CPU_RELAX() __asm__ __volatile__("" ::: "memory")
 #endif
 
+#include "fpmode.h"
 #include "threadpool_api.h"
 
 #define BPTT_MAX_WORKERS 63
@@ -129,6 +130,9 @@ static uint32_t bptt_wait_for_task(uint32_t seen) {
 static void *bptt_worker_main(void *unused) {
     uint32_t seen = bptt_generation();
     (void)unused;
+    /* a worker runs nothing but kernel parts: it flushes subnormals for
+     * good (fpmode.h) */
+    (void)bptt_fp_flush_enter();
     for (;;) {
         seen = bptt_wait_for_task(seen);
         int ran = bptt_run_claims(seen);
@@ -188,9 +192,9 @@ static int bptt_pool_init(void) {
     return pthread_atfork(NULL, NULL, bptt_pool_after_fork);
 }
 
-/* Run fn(args, part, n_parts) for every part in 0..n_parts-1, on up to
- * n_threads threads (the caller's included); returns when all are done. */
-static void bptt_run_parts(bptt_part_fn fn, void *args, int n_parts, int n_threads) {
+/* bptt_run_parts, with the caller's floating-point mode already set. */
+static void bptt_run_parts_flushed(bptt_part_fn fn, void *args, int n_parts,
+                                   int n_threads) {
     int expected = 0;
     if (n_threads > n_parts)
         n_threads = n_parts;
@@ -222,6 +226,17 @@ static void bptt_run_parts(bptt_part_fn fn, void *args, int n_parts, int n_threa
             sched_yield();
     }
     __atomic_store_n(&bptt_pool.busy, 0, __ATOMIC_RELEASE);
+}
+
+/* Run fn(args, part, n_parts) for every part in 0..n_parts-1, on up to
+ * n_threads threads (the caller's included); returns when all are done.
+ * Every kernel phase runs here, so this is where the calling thread
+ * flushes subnormals to zero (fpmode.h: the workers always do) and gets
+ * its own floating-point mode back after. */
+static void bptt_run_parts(bptt_part_fn fn, void *args, int n_parts, int n_threads) {
+    bptt_fpmode saved = bptt_fp_flush_enter();
+    bptt_run_parts_flushed(fn, args, n_parts, n_threads);
+    bptt_fp_flush_leave(saved);
 }
 
 #endif

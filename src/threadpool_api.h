@@ -28,13 +28,10 @@ static int bptt_import_threadpool(void) {
     return bptt_threadpool_entry ? 0 : -1;
 }
 
-/* fn(args, part, n_parts) for every part, on up to n_threads threads. */
+/* fn(args, part, n_parts) for every part, on up to n_threads threads.
+ * One thread or one part goes through the pool too: run_parts runs those
+ * inline, and it sets the kernels' floating-point mode (fpmode.h). */
 static void bptt_parallel(bptt_part_fn fn, void *args, int n_parts, int n_threads) {
-    if (n_threads <= 1 || n_parts <= 1) {
-        for (int part = 0; part < n_parts; part++)
-            fn(args, part, n_parts);
-        return;
-    }
     bptt_threadpool_entry->run_parts(fn, args, n_parts, n_threads);
 }
 
