@@ -21,6 +21,7 @@ makes bptt single-threaded too.
 """
 
 import ctypes
+import os
 import threading
 
 _SET_NAMES = ("scipy_openblas_set_num_threads", "openblas_set_num_threads",
@@ -53,9 +54,16 @@ def _find_blas_controls():
 
 
 _set_blas_threads, _get_blas_threads = _find_blas_controls()
-_lock = threading.Lock()
+
+# The process-wide state of serial_blas: how many uses are inside (over all
+# threads), the BLAS thread count to restore when the last one leaves, and
+# each thread's own depth (for a fork, below). An RLock, so that a signal
+# handler running bptt inside another use's critical section (same thread)
+# does not deadlock.
+_lock = threading.RLock()
 _active = 0
 _saved = 1
+_depth = threading.local()
 
 
 class serial_blas:
@@ -65,6 +73,11 @@ class serial_blas:
     setting is restored when the last one leaves. Without a BLAS whose
     thread count can be read and set, the budget is 1 (bptt's threads and
     the BLAS's own would otherwise oversubscribe the cores).
+
+    The count and the BLAS setting stay consistent through a
+    KeyboardInterrupt at any point (a use that did not finish entering
+    undoes its part) and through ``os.fork()`` from any thread at any
+    moment (:func:`_before_fork` and :func:`_after_fork_in_child`).
     """
 
     def __enter__(self):
@@ -72,22 +85,64 @@ class serial_blas:
         if _get_blas_threads is None:
             return 1
         with _lock:
-            if _active == 0:
-                _saved = max(1, _get_blas_threads())
-                if _saved > 1:
-                    _set_blas_threads(1)
+            # Count first, so that the state is consistent at every point an
+            # exception (a KeyboardInterrupt after the ctypes call) can arrive:
+            # _leave undoes exactly what was done.
             _active += 1
+            _depth.value = getattr(_depth, "value", 0) + 1
+            try:
+                if _active == 1:
+                    _saved = max(1, _get_blas_threads())
+                    if _saved > 1:
+                        _set_blas_threads(1)
+            except BaseException:
+                _leave()
+                raise
             return _saved
 
     def __exit__(self, *exc):
-        global _active
         if _get_blas_threads is None:
             return False
         with _lock:
-            _active -= 1
-            if _active == 0 and _saved > 1:
-                _set_blas_threads(_saved)
+            _leave()
         return False
+
+
+def _leave():
+    """One use leaves (called with _lock held): the last restores BLAS."""
+    global _active
+    _depth.value -= 1
+    _active -= 1
+    if _active == 0 and _saved > 1:
+        _set_blas_threads(_saved)
+
+
+def _before_fork():
+    # Fork only between critical sections: the ctypes calls inside them
+    # release the GIL, so another thread may be in one now; wait for it to
+    # leave, so the child copies a consistent count and BLAS setting.
+    _lock.acquire()
+
+
+def _after_fork_in_parent():
+    _lock.release()
+
+
+def _after_fork_in_child():
+    """The child has only the forking thread: the uses of the parent's other
+    threads never leave here, so drop them, and when none of the child's
+    own is left, give BLAS back the thread count they had set aside."""
+    global _lock, _active
+    _lock = threading.RLock()  # the parent's is held by the forking thread
+    parent_active = _active
+    _active = getattr(_depth, "value", 0)
+    if parent_active > 0 and _active == 0 and _saved > 1:
+        _set_blas_threads(_saved)
+
+
+if hasattr(os, "register_at_fork") and _get_blas_threads is not None:
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                        after_in_child=_after_fork_in_child)
 
 
 # A thread gets at least this many rows x gates x hidden units x (hidden +
