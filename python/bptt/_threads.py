@@ -75,46 +75,52 @@ class serial_blas:
     the BLAS's own would otherwise oversubscribe the cores).
 
     The count and the BLAS setting stay consistent through a
-    KeyboardInterrupt at any point (a use that did not finish entering
-    undoes its part) and through ``os.fork()`` from any thread at any
-    moment (:func:`_before_fork` and :func:`_after_fork_in_child`).
+    KeyboardInterrupt (a use that did not finish entering undoes its part)
+    and through ``os.fork()`` from any thread at any moment (the fork
+    handlers below).
     """
 
     def __enter__(self):
         global _active, _saved
         if _get_blas_threads is None:
             return 1
-        with _lock:
-            # Count first, so that the state is consistent at every point an
-            # exception (a KeyboardInterrupt after the ctypes call) can arrive:
-            # _leave undoes exactly what was done.
-            _active += 1
-            _depth.value = getattr(_depth, "value", 0) + 1
-            try:
-                if _active == 1:
-                    _saved = max(1, _get_blas_threads())
-                    if _saved > 1:
+        # A KeyboardInterrupt is raised only where the interpreter checks for
+        # signals: after a call, at a function's start, on a loop's jump.
+        # The stores that count this use have no call between them, and
+        # whatever ran before them is undone below, so an interrupt leaves
+        # either no trace or a counted use (which __exit__ then undoes).
+        entered = held = False
+        try:
+            with _lock:
+                depth = getattr(_depth, "value", 0)
+                saved = _saved
+                if _active == 0:
+                    saved = max(1, _get_blas_threads())
+                    held = saved > 1
+                    if held:
                         _set_blas_threads(1)
-            except BaseException:
-                _leave()
-                raise
-            return _saved
+                _saved = saved
+                _active += 1
+                _depth.value = depth + 1
+                entered = True
+            return saved
+        except BaseException:
+            if entered:
+                self.__exit__(None, None, None)
+            elif held:
+                _set_blas_threads(saved)
+            raise
 
     def __exit__(self, *exc):
+        global _active
         if _get_blas_threads is None:
             return False
         with _lock:
-            _leave()
+            _depth.value -= 1
+            _active -= 1
+            if _active == 0 and _saved > 1:
+                _set_blas_threads(_saved)
         return False
-
-
-def _leave():
-    """One use leaves (called with _lock held): the last restores BLAS."""
-    global _active
-    _depth.value -= 1
-    _active -= 1
-    if _active == 0 and _saved > 1:
-        _set_blas_threads(_saved)
 
 
 def _before_fork():

@@ -39,6 +39,12 @@ FORWARD_CHUNK_ELEMENTS = 1 << 18
 # gradients and the packed recurrent weights share the rest of the 1.3x
 # memory budget).
 TRAIN_CHUNK_ROWS = 1024
+# ... and at most this many rows: Python raises KeyboardInterrupt (Ctrl-C)
+# only between kernel calls, so a chunk's time bounds how long it waits. A
+# tenth of a 40000-step sequence (32 samples, H=96) took 1-1.7 s a chunk on
+# the loaded 2-core machine, this many rows 0.05-0.28 s; the S-XL sizes
+# have fewer rows a chunk anyway.
+TRAIN_CHUNK_MAX_ROWS = 1 << 14
 # ... unless the workspaces of the whole sequence are this small anyway: then
 # one chunk saves the driver's per-chunk calls (about 5% at the M size).
 TRAIN_ONE_CHUNK_BYTES = 1 << 22
@@ -624,7 +630,7 @@ class RNN:
         workspace = T * n * (self.hidden_size + self.input_size + 3 * self.output_size)
         if workspace * np.dtype(self.dtype).itemsize <= TRAIN_ONE_CHUNK_BYTES:
             return T
-        rows = max(TRAIN_CHUNK_ROWS, (T * n) // 10)
+        rows = max(TRAIN_CHUNK_ROWS, min((T * n) // 10, TRAIN_CHUNK_MAX_ROWS))
         steps = min(T, max(1, -(-rows // n)))
         if truncate and steps < T:
             # chunk starts on window starts, so the kernels' t % truncate holds
