@@ -16,8 +16,13 @@ but its share. Meanwhile SciPy's OpenBLAS (the one the kernels call through
 ``scipy.linalg.cython_blas``) is set to one thread, and restored after.
 
 The thread budget is the BLAS thread count in force when the call starts,
-so ``threadpoolctl.threadpool_limits(1)`` (or OPENBLAS_NUM_THREADS=1)
-makes bptt single-threaded too.
+so ``threadpoolctl.threadpool_limits(1)`` (or OPENBLAS_NUM_THREADS=1, which
+joblib's loky backend sets in its workers) makes bptt single-threaded too.
+
+The hold on BLAS survives what users do around it: a KeyboardInterrupt at
+any point, and ``os.fork()`` from another thread at any moment (the child
+gets its parent's BLAS thread count back; the pool's workers are restarted
+by its own fork handler, src/threadpool.h).
 """
 
 import ctypes
@@ -85,20 +90,27 @@ class serial_blas:
         if _get_blas_threads is None:
             return 1
         # A KeyboardInterrupt is raised only where the interpreter checks for
-        # signals: after a call, at a function's start, on a loop's jump.
-        # The stores that count this use have no call between them, and
-        # whatever ran before them is undone below, so an interrupt leaves
-        # either no trace or a counted use (which __exit__ then undoes).
-        entered = held = False
+        # signals: after a call, at a function's start, on a loop's jump. The
+        # stores that count this use have no call between them; an interrupt
+        # before them undoes the BLAS setting (under the lock, so no other
+        # use reads it meanwhile), one after them (releasing the lock) leaves
+        # a counted use, which __exit__ undoes. Either way no trace is left.
+        entered = False
         try:
             with _lock:
                 depth = getattr(_depth, "value", 0)
                 saved = _saved
-                if _active == 0:
-                    saved = max(1, _get_blas_threads())
-                    held = saved > 1
+                held = False
+                try:
+                    if _active == 0:
+                        saved = max(1, _get_blas_threads())
+                        held = saved > 1
+                        if held:
+                            _set_blas_threads(1)
+                except BaseException:
                     if held:
-                        _set_blas_threads(1)
+                        _set_blas_threads(saved)
+                    raise
                 _saved = saved
                 _active += 1
                 _depth.value = depth + 1
@@ -107,8 +119,6 @@ class serial_blas:
         except BaseException:
             if entered:
                 self.__exit__(None, None, None)
-            elif held:
-                _set_blas_threads(saved)
             raise
 
     def __exit__(self, *exc):
