@@ -66,6 +66,13 @@ def _net_spec(net):
     }
 
 
+def _build_net(spec, params):
+    """Rebuild a network from :func:`_net_spec` and its parameter arrays."""
+    net = RNN(**spec, random_state=0)
+    net.params = params
+    return net
+
+
 # A fit whose last epoch's training loss is more than this many times its
 # best (the initial weights' included) has diverged: it returns the best
 # weights and warns. An order of magnitude: minibatch noise and a rising
@@ -83,13 +90,6 @@ class _Best:
     def update(self, params, epoch):
         self.params = {k: v.copy() for k, v in params.items()}
         self.epoch = epoch
-
-
-def _build_net(spec, params):
-    """Rebuild a network from :func:`_net_spec` and its parameter arrays."""
-    net = RNN(**spec, random_state=0)
-    net.params = params
-    return net
 
 
 class _BaseRNN(BaseEstimator, metaclass=ABCMeta):
