@@ -165,7 +165,7 @@ def test_fork_while_another_thread_trains(tmp_path):
             while calls[0] == 0:
                 time.sleep(0.001)
             results = []
-            for k in range(60):
+            for k in range(50):
                 time.sleep(0.0005 * (k % 5))  # vary the moment of the fork
                 results.append(in_child(child))
             stop.set()
