@@ -516,3 +516,80 @@ def test_docstring_examples(module):
         warnings.simplefilter("ignore", ConvergenceWarning)
         result = doctest.testmod(importlib.import_module(module), verbose=False)
     assert result.attempted > 0 and result.failed == 0
+
+
+# ---------------------------------------------------------------- divergence
+def _sine_windows():
+    series = np.sin(np.arange(400) * 0.2)
+    return np.stack([series[i:i + 10] for i in range(380)]), series[10:390]
+
+
+class _Recorded(RNNRegressor):
+    """Records the initial weights and the weights at the end of each epoch;
+    with ``scripted`` (a loss per epoch) reports those losses instead of the
+    real ones (the updates are real)."""
+
+    scripted = None
+
+    def _train_batch(self, X, y):
+        if not hasattr(self, "initial"):
+            self.initial = {k: v.copy() for k, v in self.net_.params.items()}
+        loss = super()._train_batch(X, y)
+        return loss if self.scripted is None else self.scripted[self.n_iter_]
+
+    def _report(self, *args):
+        self.epoch_ends = getattr(self, "epoch_ends", []) + [
+            {k: v.copy() for k, v in self.net_.params.items()}]
+        super()._report(*args)
+
+
+def test_exploded_fit_warns_and_keeps_the_initial_weights():
+    """Issue 16 item 7: SGD with learning_rate=1e6 (clip_norm=5 by default)
+    blows the loss up by orders of magnitude from the first step on: fit
+    warns, naming the rise, and returns the initial weights, the best it had."""
+    X, y = _sine_windows()
+    est = _Recorded(hidden_size=16, optimizer="sgd", learning_rate=1e6, max_epochs=15,
+                    random_state=0)
+    with pytest.warns(ConvergenceWarning, match=r"training diverged: the training loss "
+                      r"rose from .* \(the initial weights\) to .*the initial weights "
+                      r"are restored.*lower learning_rate"):
+        est.fit(X, y)
+    assert est.loss_curve_[-1] > 1e6  # what happened stays on record
+    for k in est.initial:
+        np.testing.assert_array_equal(est.net_.params[k], est.initial[k])
+    assert est.score(X, y) > -10  # the untrained net's, not -1e13
+    assert not hasattr(est, "_best_params")
+
+
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_exploded_fit_warns_with_early_stopping_too(early_stopping):
+    X, y = _sine_windows()
+    est = RNNRegressor(hidden_size=16, optimizer="sgd", learning_rate=1e6, max_epochs=12,
+                       early_stopping=early_stopping, random_state=0)
+    with pytest.warns(ConvergenceWarning, match="training diverged"):
+        est.fit(X, y)
+    assert np.isfinite(est.predict(X)).all()
+
+
+@pytest.mark.parametrize("last,diverged", [(1.5, True), (0.9, False)])
+def test_fit_ending_far_above_its_best_epoch(seq_data, last, diverged):
+    """A last epoch more than 10 times above the lowest loss restores that
+    epoch's weights and warns; below that, the last weights stay."""
+    X, y = seq_data
+    est = _Recorded(hidden_size=6, max_epochs=5, tol=0.0, n_iter_no_change=100,
+                    random_state=0)
+    est.scripted = [0.5, 0.2, 0.1, 0.3, last]  # lowest: epoch 3
+    if diverged:
+        with pytest.warns(ConvergenceWarning, match=r"rose from 0.1 \(epoch 3\) to 1.5 "
+                          r"\(epoch 5\).*the weights of epoch 3 are restored"):
+            est.fit(X, y)
+        kept = est.epoch_ends[2]
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with pytest.raises(ConvergenceWarning, match="max_epochs=5"):
+                est.fit(X, y)
+        kept = est.epoch_ends[-1]
+    assert est.loss_curve_ == est.scripted
+    for k in kept:
+        np.testing.assert_array_equal(est.net_.params[k], kept[k])

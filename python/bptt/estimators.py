@@ -7,7 +7,9 @@ only stores its arguments, ``fit`` and ``partial_fit`` share one
 ``_fit(..., incremental=...)``, the optimizers are small objects updating the
 parameter arrays in place (:mod:`bptt.optimizers`), early stopping keeps and
 restores the best weights and running out of epochs warns with
-``ConvergenceWarning``.
+``ConvergenceWarning``. A fit whose loss ends an order of magnitude above
+its lowest warns too, and returns the weights of that lowest loss; an
+interrupted fit (Ctrl-C) keeps whole updates' weights.
 
 Design: X is validated and converted once per ``fit`` to a batch-first
 array of the network's dtype; the epoch loop only slices it. A batch is one
@@ -84,6 +86,25 @@ def _build_net(spec, params):
     net = RNN(**spec, random_state=0)
     net.params = params
     return net
+
+
+# A fit whose last epoch's training loss is more than this many times its
+# best (the initial weights' included) has diverged: it returns the best
+# weights and warns. An order of magnitude: minibatch noise and a rising
+# loss on the way to a better minimum stay well within it.
+_DIVERGED_RATIO = 10.0
+
+
+class _Best:
+    """The weights a fit falls back on: a copy, and the epoch that left
+    them (0 for the initial weights)."""
+
+    def __init__(self, params):
+        self.update(params, 0)
+
+    def update(self, params, epoch):
+        self.params = {k: v.copy() for k, v in params.items()}
+        self.epoch = epoch
 
 
 class _BaseRNN(BaseEstimator, metaclass=ABCMeta):
@@ -330,7 +351,6 @@ class _BaseRNN(BaseEstimator, metaclass=ABCMeta):
                     "The validation set is too small. Increase 'validation_fraction' "
                     "or the size of your dataset."
                 )
-            self._best_params = {k: v.copy() for k, v in self.net_.params.items()}
         try:
             self._run_epochs(X, y_enc, X_val, y_val, incremental, early_stopping)
         finally:
@@ -342,6 +362,17 @@ class _BaseRNN(BaseEstimator, metaclass=ABCMeta):
         return self
 
     def _run_epochs(self, X, y, X_val, y_val, incremental, early_stopping):
+        """The epoch loop, and the weights its end leaves in ``net_``.
+
+        ``best`` holds the weights to fall back on: with early stopping those
+        of the best validation score (the initial weights until an epoch is
+        scored), otherwise those of the lowest training loss. ``lowest`` is
+        the lowest training loss and its epoch, the initial weights (epoch 0)
+        counting with the loss of the first batch, which they computed. An
+        early-stopping fit restores ``best`` however it ends, an interrupt
+        or an error included; any other ``fit`` restores it, and warns, when
+        its last loss ends more than _DIVERGED_RATIO times above ``lowest``.
+        """
         n_samples = X.shape[0]
         batch_size = self._batch_size(n_samples)
         n_epochs = 1 if incremental else self.max_epochs
@@ -349,6 +380,8 @@ class _BaseRNN(BaseEstimator, metaclass=ABCMeta):
         lines, bar = self._progress(n_epochs, incremental)
         started = time.perf_counter()
         stopped = False
+        best = None if incremental else _Best(self.net_.params)
+        lowest = [np.inf, 0]
         try:
             for epoch in range(n_epochs):
                 tic = time.perf_counter()
@@ -359,19 +392,34 @@ class _BaseRNN(BaseEstimator, metaclass=ABCMeta):
                     try:
                         loss = self._train_batch(X[idx], y[idx])
                     except FloatingPointError as exc:
-                        self._diverged(self.n_iter_ + 1, exc)
+                        self._diverged(self.n_iter_ + 1, exc, early_stopping)
+                    if epoch == 0 and start == 0:
+                        lowest[0] = loss
                     total += loss * idx.shape[0]
                 self.n_iter_ += 1
                 self.loss_curve_.append(total / n_samples)
+                if self.loss_curve_[-1] < lowest[0]:
+                    lowest = [self.loss_curve_[-1], self.n_iter_]
+                    if best is not None and not early_stopping:
+                        best.update(self.net_.params, self.n_iter_)
                 if early_stopping:
                     self.validation_scores_.append(
                         float(self._validation_score(X_val, y_val)))
+                    if self.validation_scores_[-1] > self.best_validation_score_:
+                        best.update(self.net_.params, self.n_iter_)
                 self._report(lines, bar, epoch, n_epochs, time.perf_counter() - tic)
                 if not incremental and self._no_improvement(early_stopping):
                     if self.verbose:
                         self._print(bar, self._stop_message(early_stopping))
                     stopped = True
                     break
+        except BaseException:
+            # interrupted (KeyboardInterrupt) or failed: early stopping still
+            # leaves the best weights; otherwise net_ keeps the last complete
+            # update's weights (_step never leaves part of one)
+            if early_stopping:
+                self.net_.params = best.params
+            raise
         finally:
             if bar is not None:
                 bar.close()
@@ -379,15 +427,34 @@ class _BaseRNN(BaseEstimator, metaclass=ABCMeta):
             self._print(None, f"{type(self).__name__}: {self.n_iter_} epoch(s), "
                               f"loss {self.loss_curve_[-1]:.6g}, "
                               f"{time.perf_counter() - started:.2f}s")
-        if early_stopping:
-            self.net_.params = self._best_params
-            del self._best_params
-        if not incremental and not stopped:
+        diverged = (not incremental
+                    and self.loss_curve_[-1] > _DIVERGED_RATIO * lowest[0])
+        if early_stopping or diverged:
+            self.net_.params = best.params
+        if diverged:
+            warnings.warn(self._diverged_warning(lowest, best, early_stopping),
+                          ConvergenceWarning)
+        elif not incremental and not stopped:
             warnings.warn(
                 f"{type(self).__name__}: reached max_epochs={self.max_epochs} and the "
                 f"optimization hasn't converged yet.",
                 ConvergenceWarning,
             )
+
+    def _diverged_warning(self, lowest, best, early_stopping):
+        def when(epoch):
+            return "the initial weights" if epoch == 0 else f"epoch {epoch}"
+        kept = ("the initial weights" if best.epoch == 0 else
+                f"the weights of epoch {best.epoch}")
+        if early_stopping and best.epoch > 0:
+            kept += " (best validation score)"
+        return (
+            f"{type(self).__name__}: training diverged: the training loss rose from "
+            f"{lowest[0]:.4g} ({when(lowest[1])}) to {self.loss_curve_[-1]:.4g} "
+            f"(epoch {self.n_iter_}), more than {_DIVERGED_RATIO:g} times its lowest; "
+            f"{kept} are restored. Try a lower learning_rate (now "
+            f"{self.learning_rate}) or a smaller clip_norm (now {self.clip_norm})."
+        )
 
     def _train_batch(self, X, y):
         """One batch: one update, or one per window of ``truncate`` steps.
@@ -437,20 +504,29 @@ class _BaseRNN(BaseEstimator, metaclass=ABCMeta):
             norm = np.sqrt(sum(float(np.vdot(g, g)) for g in grads))
             if norm > self.clip_norm:
                 scale = self.clip_norm / norm
-        if not self._optimizer.step(arrays, grads, scale):
+        try:
+            taken = self._optimizer.step(arrays, grads, scale)
+        except BaseException:
+            # interrupted inside the step: the weights are the old or the new
+            # ones (the optimizer completes its copy), but its own state may
+            # be part-way, so a later partial_fit starts a fresh one
+            self.__dict__.pop("_optimizer", None)
+            raise
+        if not taken:
             raise FloatingPointError("the update made some weights non-finite")
 
-    def _diverged(self, epoch, exc):
+    def _diverged(self, epoch, exc, early_stopping):
         # The optimizer's moments may hold NaN now: a later partial_fit or
         # warm start begins with a fresh one.
         self.__dict__.pop("_optimizer", None)
-        self.__dict__.pop("_best_params", None)
+        kept = ("the weights of its best validation score" if early_stopping else
+                "its last finite weights")
         raise FloatingPointError(
             f"{type(self).__name__}: training diverged in epoch {epoch} "
             f"({str(exc).rstrip('.')}). Try "
             f"clip_norm (e.g. clip_norm=1.0; now {self.clip_norm}) or a lower "
-            f"learning_rate (now {self.learning_rate}). The estimator keeps its "
-            f"last finite weights."
+            f"learning_rate (now {self.learning_rate}). The estimator keeps "
+            f"{kept}."
         ) from exc
 
     def _no_improvement(self, early_stopping):
@@ -463,7 +539,6 @@ class _BaseRNN(BaseEstimator, metaclass=ABCMeta):
                 self._no_improvement_count = 0
             if score > self.best_validation_score_:
                 self.best_validation_score_ = score
-                self._best_params = {k: v.copy() for k, v in self.net_.params.items()}
         else:
             loss = self.loss_curve_[-1]
             if loss > self.best_loss_ - self.tol:
@@ -704,7 +779,25 @@ class RNNRegressor(RegressorMixin, _BaseRNN):
         ------
         FloatingPointError
             When the loss or the weights become non-finite; the message names
-            the epoch and the estimator keeps its last finite weights.
+            the epoch and the estimator keeps its last finite weights (with
+            ``early_stopping``, those of its best validation score).
+        KeyboardInterrupt
+            Passed on (Ctrl-C is honoured between minibatches, and inside
+            one between chunks of its timesteps). The estimator keeps the
+            weights of its last complete update, never part of one (with
+            ``early_stopping``, those of its best validation score), and can
+            predict or be fitted again.
+
+        Warns
+        -----
+        ConvergenceWarning
+            When ``max_epochs`` ran out while the loss still improved; or
+            when training diverged: the last epoch's mean training loss ended
+            more than 10 times above the lowest seen, the initial weights'
+            (measured on the first minibatch) included. The estimator then
+            keeps the weights of that lowest loss (with ``early_stopping``,
+            those of its best validation score), not the diverged ones, and
+            the warning says which. ``partial_fit`` does not check this.
         """
         return self._fit(X, y, incremental=False)
 
@@ -849,7 +942,25 @@ class RNNClassifier(ClassifierMixin, _BaseRNN):
         ------
         FloatingPointError
             When the loss or the weights become non-finite; the message names
-            the epoch and the estimator keeps its last finite weights.
+            the epoch and the estimator keeps its last finite weights (with
+            ``early_stopping``, those of its best validation score).
+        KeyboardInterrupt
+            Passed on (Ctrl-C is honoured between minibatches, and inside
+            one between chunks of its timesteps). The estimator keeps the
+            weights of its last complete update, never part of one (with
+            ``early_stopping``, those of its best validation score), and can
+            predict or be fitted again.
+
+        Warns
+        -----
+        ConvergenceWarning
+            When ``max_epochs`` ran out while the loss still improved; or
+            when training diverged: the last epoch's mean training loss ended
+            more than 10 times above the lowest seen, the initial weights'
+            (measured on the first minibatch) included. The estimator then
+            keeps the weights of that lowest loss (with ``early_stopping``,
+            those of its best validation score), not the diverged ones, and
+            the warning says which. ``partial_fit`` does not check this.
         """
         return self._fit(X, y, incremental=False)
 

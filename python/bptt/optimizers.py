@@ -109,8 +109,17 @@ class BaseOptimizer:
             finite = all(np.isfinite(v).all() for v in new)
         if not finite:
             return False
-        for param, value in zip(params, new):
-            np.copyto(param, value)
+        copied = 0
+        try:
+            for param, value in zip(params, new):
+                np.copyto(param, value)
+                copied += 1
+        except BaseException:
+            # A KeyboardInterrupt between two copies: finish the copy (each
+            # is idempotent), so the weights are one whole step, never part.
+            for param, value in zip(params[copied:], new[copied:]):
+                np.copyto(param, value)
+            raise
         return True
 
     # the compiled form of get_updates, one array at a time

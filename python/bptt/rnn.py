@@ -41,6 +41,15 @@ FORWARD_CHUNK_ELEMENTS = 1 << 18
 # gradients and the packed recurrent weights share the rest of the 1.3x
 # memory budget).
 TRAIN_CHUNK_ROWS = 1024
+# ... and at most this many rows, and rows of at most this many
+# multiply-adds (gates x hidden x (hidden + input) a row): Python raises
+# KeyboardInterrupt (Ctrl-C) only between kernel calls, so a chunk's time
+# bounds how long it waits. On the loaded 2-core machine a tenth of a
+# 40000-step sequence (32 samples, H=96) took 1-1.7 s a chunk, 2^14 rows
+# 0.05-0.28 s; an LSTM at H=512 (n=128, T=2000) waited up to 1.9 s for its
+# 2^14-row chunks. The S-XL benchmark sizes stay under both.
+TRAIN_CHUNK_MAX_ROWS = 1 << 14
+TRAIN_CHUNK_MAX_WORK = 1 << 32
 # ... unless the workspaces of the whole sequence are this small anyway: then
 # one chunk saves the driver's per-chunk calls (about 5% at the M size).
 TRAIN_ONE_CHUNK_BYTES = 1 << 22
@@ -680,7 +689,9 @@ class RNN:
         workspace = T * n * (self.hidden_size + self.input_size + 3 * self.output_size)
         if workspace * np.dtype(self.dtype).itemsize <= TRAIN_ONE_CHUNK_BYTES:
             return T
-        rows = max(TRAIN_CHUNK_ROWS, (T * n) // 10)
+        row_work = self._cell.gates * self.hidden_size * (self.hidden_size + self.input_size)
+        rows = max(TRAIN_CHUNK_ROWS, min((T * n) // 10, TRAIN_CHUNK_MAX_ROWS,
+                                         TRAIN_CHUNK_MAX_WORK // row_work))
         steps = min(T, max(1, -(-rows // n)))
         if truncate and steps < T:
             # chunk starts on window starts, so the kernels' t % truncate holds
