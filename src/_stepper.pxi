@@ -17,8 +17,6 @@ from _outlayer cimport output_rows
 from _stepping cimport (MAX_POINTERS, P_B_O, P_W_HH, P_W_OH, P_W_XH, P_W_XH_PACKED,
                        all_finite, data_of)
 
-from bptt._validation import coerce_step_input
-
 cdef class Stepper:
     """Step-by-step inference for streams; see :meth:`bptt.RNN.stream`.
 
@@ -38,8 +36,14 @@ cdef class Stepper:
         Elman nonlinearity (ignored by the gated cells).
     activation : int
         Output activation code (``bptt.rnn.OUTPUT_ACTIVATIONS``).
+    coerce : callable
+        ``coerce(x, B, I, dtype) -> ndarray``: converts and checks a step's
+        input that is not already a C-contiguous (B, I) array of the dtype
+        (bptt._validation.coerce_step_input; passed in so that the kernels
+        import nothing of the Python package).
     """
     cdef object _keep            # the arrays the raw pointers below point into
+    cdef object _coerce          # converts inputs the fast check refuses
     cdef readonly object y       # (B, O) outputs of the last step
     cdef tuple _state            # (h,) or (h, c), each (B, H)
     cdef void* p[MAX_POINTERS]
@@ -50,7 +54,7 @@ cdef class Stepper:
     cdef int B, n_in, n_hidden, O, activation, typenum
     cdef bint relu, release_gil
 
-    def __init__(self, tuple params, tuple state0, bint relu, int activation):
+    def __init__(self, tuple params, tuple state0, bint relu, int activation, coerce):
         cdef const float* unused_s
         cdef const double* unused_d
         dtype = params[P_W_HH].dtype
@@ -83,6 +87,7 @@ cdef class Stepper:
         self.n_in = copies[P_W_XH].shape[1]
         self.relu = relu
         self.activation = activation
+        self._coerce = coerce
         self.typenum = cnp.PyArray_TYPE(<cnp.ndarray>self._state[0])
         self.release_gil = (<double>B * copies[P_W_HH].shape[0]
                             * (n_hidden + self.n_in) > 1e5)
@@ -122,7 +127,7 @@ cdef class Stepper:
                      or (cnp.PyArray_NDIM(<cnp.ndarray>x) == 1 and self.B == 1))):
             arr = <cnp.ndarray>x
         else:
-            arr = coerce_step_input(x, self.B, self.n_in, self._state[0].dtype)
+            arr = self._coerce(x, self.B, self.n_in, self._state[0].dtype)
         cdef const void* data = cnp.PyArray_DATA(arr)
         if self.typenum == cnp.NPY_FLOAT:
             if not all_finite(<const float*>data, size):

@@ -1,6 +1,6 @@
 """Array versions of the kernels' inline building blocks, for tests, and the
 CPU check that picks a build of the kernels (cpu_variants, read by
-bptt.rnn.compiled_variant).
+bptt._kernels.compiled_variant).
 
 The kernels inline these functions (``_activations.pxd``, ``packedgemm.h``);
 this module only exposes the same code to Python so tests/test_vmath.py can

@@ -222,7 +222,8 @@ def _compiled_stepper(cell, p, state0, relu, activation, extra=()):
     if not hasattr(cell.kernels, "Stepper"):
         return None
     params = tuple(p[name] for name in ("W_xh", "W_hh", "b_h", "W_oh", "b_o", *extra))
-    stepper = _checked(cell.kernels.Stepper)(params, state0, relu, activation)
+    stepper = _checked(cell.kernels.Stepper)(params, state0, relu, activation,
+                                             coerce_step_input)
     stepper._state_form = _state_form(state0)
     return stepper
 

@@ -11,6 +11,8 @@ import numbers
 
 import numpy as np
 
+from ._kernels import compiled_helpers
+
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
@@ -38,15 +40,11 @@ def check_positive_int(name, value, allow_none=False):
 
 
 COMPILED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-_inputs = []  # [bptt._inputs of this CPU's build, or None], once looked up
 
 
 def _compiled_inputs():
     """bptt._inputs of the build this CPU runs, or None when not built."""
-    if not _inputs:
-        from .rnn import compiled_helpers  # rnn imports this module
-        _inputs.append(compiled_helpers("inputs"))
-    return _inputs[0]
+    return compiled_helpers("inputs")  # cached: looked up once
 
 
 def check_dtype(dtype):

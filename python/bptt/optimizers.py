@@ -14,12 +14,12 @@ the NumPy twin, for arrays the compiled steps do not take.
 
 import numpy as np
 
+from ._kernels import compiled_helpers
 from ._validation import COMPILED_DTYPES
 
 
 def _compiled_steps():
     """bptt._optim of the build this CPU runs, or None when not built."""
-    from .rnn import compiled_helpers
     return compiled_helpers("optim")
 
 

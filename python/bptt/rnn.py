@@ -1,14 +1,14 @@
 """The network: :class:`RNN`, a recurrent layer plus an output layer."""
 
-import functools
 from contextlib import nullcontext
-import importlib
 import numbers
 import os
 
 import numpy as np
 
 from ._cells import CELLS, CellStepper
+# re-exported: the variant and loader have been importable from here
+from ._kernels import SIMD_VARIANTS, compiled_helpers, compiled_variant, load_kernels  # noqa: F401
 from . import _threads
 from ._threads import plan_threads, serial_blas
 from ._validation import (
@@ -61,68 +61,6 @@ TRAIN_ONE_CHUNK_BYTES = 1 << 22
 # took 3% of its step (rnn XL 113-117 -> 108-115 ms kept). Larger buffers
 # are freed: there the memory held between calls matters more.
 KEEP_WORKSPACE_BYTES = 1 << 26
-
-_KERNEL_MODULES = {"numpy": "bptt.reference.{}", "cython": "bptt._{}"}
-
-
-SIMD_VARIANTS = ("baseline", "avx2", "avx512")
-
-
-@functools.lru_cache(maxsize=None)
-def compiled_variant():
-    """Which build of the compiled kernels this process uses.
-
-    The widest build that exists and that the CPU runs: "avx512" (AVX-512
-    F/VL/DQ/BW, 16 floats per instruction), "avx2" (AVX2 + FMA, 8 floats),
-    else "baseline" (SSE2, any x86-64). The environment variable
-    ``BPTT_SIMD`` (``baseline``, ``avx2`` or ``avx512``, read once) caps the
-    choice, e.g. ``BPTT_SIMD=avx2`` on an AVX-512 machine.
-    """
-    cap = os.environ.get("BPTT_SIMD", "").strip().lower() or SIMD_VARIANTS[-1]
-    if cap not in SIMD_VARIANTS:
-        raise ValueError(
-            f"BPTT_SIMD must be one of {', '.join(SIMD_VARIANTS)} (or unset); "
-            f"got {os.environ['BPTT_SIMD']!r}."
-        )
-    try:
-        from . import _vmath
-    except ImportError:
-        return "baseline"
-    allowed = SIMD_VARIANTS[1: SIMD_VARIANTS.index(cap) + 1]
-    for variant in reversed(_vmath.cpu_variants()):
-        if variant in allowed:
-            try:
-                importlib.import_module(f"bptt._vmath_{variant}")
-            except ImportError:
-                continue
-            return variant
-    return "baseline"
-
-
-def load_kernels(backend, name):
-    """Import the kernel module ``name`` ("elman", "output", ...) of a backend."""
-    module = _KERNEL_MODULES[backend].format(name)
-    if backend == "cython" and compiled_variant() != "baseline":
-        module += "_" + compiled_variant()
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise ImportError(
-            f"the compiled kernels ({module}) are not built: reinstall bptt "
-            f"with `pip install .`, or use backend='numpy'. ({exc})"
-        ) from exc
-
-
-@functools.lru_cache(maxsize=None)
-def compiled_helpers(name):
-    """The compiled module ``bptt._<name>`` of the build this CPU runs, or None
-    when it is not built: for helpers ("inputs", "optim") that have a NumPy
-    fallback, used by both backends."""
-    try:
-        return load_kernels("cython", name)
-    except ImportError:
-        return None
-
 
 def _rng(random_state):
     if isinstance(random_state, np.random.Generator):
