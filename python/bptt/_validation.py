@@ -292,3 +292,84 @@ def coerce_step_input(x, n_samples, input_size, dtype):
             f"shape {arr.shape}."
         )
     return cast_finite(np.ascontiguousarray(arr), dtype, "x")
+
+
+def check_target(y, loss, output, n_samples, n_timesteps, output_size, dtype):
+    """Return the target as rows matching the flattened time-major outputs.
+
+    Parameters
+    ----------
+    y : array-like
+        The targets: for ``output="sequence"`` of shape (n_samples,
+        n_timesteps, output_size), for ``"last"`` (n_samples, output_size);
+        the last axis may be left out when output_size == 1; class labels of
+        shape (n_samples, n_timesteps) or (n_samples,) for cross_entropy.
+    loss : {"mse", "cross_entropy", "binary_cross_entropy"}
+    output : {"sequence", "last"}
+    n_samples, n_timesteps : int
+        The shape of the validated X.
+    output_size : int
+        O, the network's number of outputs.
+    dtype : numpy float type
+        The network's dtype.
+
+    Returns
+    -------
+    ndarray
+        float targets: (N, O) of ``dtype``, with N = T * n (sequence, time
+        major) or n (last); cross-entropy labels: int64 (N,).
+    """
+    O = output_size
+    if y is None:
+        raise ValueError("y must not be None: loss_and_grad needs targets.")
+    y = as_numeric_array(y, "y")
+    seq = output == "sequence"
+    lead = (n_samples, n_timesteps) if seq else (n_samples,)
+    if y.ndim >= 1 and y.shape[0] != n_samples:
+        raise ValueError(
+            f"Found input variables with inconsistent numbers of samples: "
+            f"[{n_samples}, {y.shape[0]}] (X and y)."
+        )
+    if loss == "cross_entropy":
+        if y.shape != lead:
+            raise ValueError(
+                f"cross_entropy with output={output!r} expects integer class "
+                f"labels of shape {lead}; got y of shape {y.shape}."
+            )
+        check_finite(y, "y")
+        if y.dtype.kind == "f":
+            if not np.all(y == np.round(y)):
+                raise ValueError("cross_entropy labels must be integers; y has "
+                                 "non-integer values.")
+        elif y.dtype.kind not in "biu":
+            raise ValueError(f"cross_entropy labels must be integers; got dtype {y.dtype}.")
+        if y.min() < 0 or y.max() >= O:
+            raise ValueError(
+                f"cross_entropy labels must lie in [0, {O}) (output_size={O}); "
+                f"got labels from {y.min()} to {y.max()}."
+            )
+        labels = y.T if seq else y
+        return np.ascontiguousarray(labels, dtype=np.int64).reshape(-1)
+    full = lead + (O,)
+    if y.shape == full:
+        pass
+    elif O == 1 and y.shape == lead:
+        y = y[..., None]
+    else:
+        alt = f" or {lead}" if O == 1 else ""
+        raise ValueError(
+            f"{loss} with output={output!r} expects y of shape {full}{alt}; "
+            f"got y of shape {y.shape}."
+        )
+    y = cast_finite(y, dtype, "y")
+    if loss == "binary_cross_entropy" and (y.min() < 0 or y.max() > 1):
+        raise ValueError(
+            f"binary_cross_entropy targets must lie in [0, 1]; got values "
+            f"from {y.min()} to {y.max()}."
+        )
+    rows = np.empty(((n_timesteps if seq else 1) * n_samples, O), dtype=dtype)
+    if seq:
+        time_major(y, 0, n_timesteps, rows.reshape(n_timesteps, n_samples, O))
+    else:
+        rows[...] = y
+    return rows

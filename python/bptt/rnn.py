@@ -20,6 +20,7 @@ from ._validation import (
     check_positive_int,
     check_sequences,
     check_state,
+    check_target,
     time_major,
 )
 
@@ -386,67 +387,6 @@ class RNN:
         return check_state(h0, n_samples, self.hidden_size, self.dtype,
                            pair=self.cell == "lstm")
 
-    def _check_target(self, y, loss, output, n_samples, n_timesteps):
-        """Return the target as rows matching the flattened time-major outputs.
-
-        float targets: (N, O) with N = T * n (sequence) or n (last);
-        cross-entropy labels: int64 (N,).
-        """
-        O = self.output_size
-        if y is None:
-            raise ValueError("y must not be None: loss_and_grad needs targets.")
-        y = as_numeric_array(y, "y")
-        seq = output == "sequence"
-        lead = (n_samples, n_timesteps) if seq else (n_samples,)
-        if y.ndim >= 1 and y.shape[0] != n_samples:
-            raise ValueError(
-                f"Found input variables with inconsistent numbers of samples: "
-                f"[{n_samples}, {y.shape[0]}] (X and y)."
-            )
-        if loss == "cross_entropy":
-            if y.shape != lead:
-                raise ValueError(
-                    f"cross_entropy with output={output!r} expects integer class "
-                    f"labels of shape {lead}; got y of shape {y.shape}."
-                )
-            check_finite(y, "y")
-            if y.dtype.kind == "f":
-                if not np.all(y == np.round(y)):
-                    raise ValueError("cross_entropy labels must be integers; y has "
-                                     "non-integer values.")
-            elif y.dtype.kind not in "biu":
-                raise ValueError(f"cross_entropy labels must be integers; got dtype {y.dtype}.")
-            if y.min() < 0 or y.max() >= O:
-                raise ValueError(
-                    f"cross_entropy labels must lie in [0, {O}) (output_size={O}); "
-                    f"got labels from {y.min()} to {y.max()}."
-                )
-            labels = y.T if seq else y
-            return np.ascontiguousarray(labels, dtype=np.int64).reshape(-1)
-        full = lead + (O,)
-        if y.shape == full:
-            pass
-        elif O == 1 and y.shape == lead:
-            y = y[..., None]
-        else:
-            alt = f" or {lead}" if O == 1 else ""
-            raise ValueError(
-                f"{loss} with output={output!r} expects y of shape {full}{alt}; "
-                f"got y of shape {y.shape}."
-            )
-        y = cast_finite(y, self.dtype, "y")
-        if loss == "binary_cross_entropy" and (y.min() < 0 or y.max() > 1):
-            raise ValueError(
-                f"binary_cross_entropy targets must lie in [0, 1]; got values "
-                f"from {y.min()} to {y.max()}."
-            )
-        rows = np.empty(((n_timesteps if seq else 1) * n_samples, O), dtype=self.dtype)
-        if seq:
-            time_major(y, 0, n_timesteps, rows.reshape(n_timesteps, n_samples, O))
-        else:
-            rows[...] = y
-        return rows
-
     # ------------------------------------------------------------------ maths
     def forward(self, X, h0=None):
         """Run the network over sequences, keeping no per-step cache.
@@ -614,7 +554,7 @@ class RNN:
         truncate = check_positive_int("truncate", truncate, allow_none=True)
         X = check_sequences(X, self.input_size, self.dtype)
         n, T, _ = X.shape
-        target = self._check_target(y, loss, output, n, T)
+        target = check_target(y, loss, output, n, T, self.output_size, self.dtype)
         state0 = self._check_state(h0, n)
         if not self._holds_blas(n, T):
             return self._bptt(X, target, loss, output, truncate or 0, state0)
@@ -639,7 +579,7 @@ class RNN:
     def _bptt(self, X, target, loss, output, truncate, state0, n_threads=1):
         """Forward over every timestep, then BPTT chunk by chunk from the end.
 
-        X is batch-first and validated, target as from _check_target.
+        X is batch-first and validated, target as from check_target.
         Returns the loss, the gradients and the state after the last step.
         """
         n, T, I = X.shape
