@@ -247,3 +247,38 @@ def test_training_step_reports_the_final_state_of_forward(cell, monkeypatch):
     for got, want in zip(as_list(state), as_list(expected), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-13)
     assert (value, set(grads)) == (net.loss_and_grad(X, np.zeros((3, 12)))[0], set(net.params))
+
+
+# --- configuration (issue 13): RNN describes itself; persistence and the
+# estimators build networks from that description
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_config_round_trip(cell):
+    import json
+
+    net = bptt.RNN(3, 4, 2, cell=cell, nonlinearity="relu", output_activation="sigmoid",
+                   init="xavier", dtype="float32", backend="numpy", random_state=0)
+    config = net.get_config()
+    assert json.loads(json.dumps(config)) == config
+    assert config == {"input_size": 3, "hidden_size": 4, "output_size": 2, "cell": cell,
+                      "nonlinearity": "relu", "output_activation": "sigmoid",
+                      "init": "xavier", "dtype": "float32", "backend": "numpy"}
+    again = bptt.RNN.from_config(config, params=net.params)
+    assert repr(again) == repr(net) and again.get_config() == config
+    for name, value in net.params.items():
+        assert np.array_equal(again.params[name], value)
+        assert again.params[name] is not value
+    fresh = bptt.RNN.from_config(config, random_state=0)
+    assert all(np.array_equal(fresh.params[k], v) for k, v in net.params.items())
+
+
+def test_from_config_rejects_bad_configs():
+    config = bptt.RNN(3, 4, 2, random_state=0).get_config()
+    with pytest.raises(TypeError, match=r"unknown keys \['random_state'\]"):
+        bptt.RNN.from_config({**config, "random_state": 1})
+    with pytest.raises(TypeError, match="config must be a mapping"):
+        bptt.RNN.from_config(3)
+    with pytest.raises(ValueError, match="cell must be one of"):
+        bptt.RNN.from_config({**config, "cell": "peephole"})
+    with pytest.raises(ValueError, match="W_hh"):
+        bptt.RNN.from_config(config, params={**bptt.RNN(3, 4, 2).params,
+                                             "W_hh": np.zeros((5, 5))})

@@ -40,6 +40,7 @@ from sklearn.utils.validation import (
     column_or_1d,
 )
 
+from . import persistence
 from .optimizers import OPTIMIZERS
 from .rnn import RNN
 
@@ -49,21 +50,6 @@ except ImportError:  # pragma: no cover - depends on the environment
     tqdm = None
 
 __all__ = ["RNNRegressor", "RNNClassifier"]
-
-
-def _net_spec(net):
-    """The constructor arguments that rebuild ``net`` (without its weights)."""
-    return {
-        "input_size": net.input_size,
-        "hidden_size": net.hidden_size,
-        "output_size": net.output_size,
-        "cell": net.cell,
-        "nonlinearity": net.nonlinearity,
-        "output_activation": net.output_activation,
-        "init": net.init,
-        "dtype": np.dtype(net.dtype).name,
-        "backend": net.backend,
-    }
 
 
 def _unique_labels(labels, name):
@@ -79,13 +65,6 @@ def _unique_labels(labels, name):
             f"{name} mixes class labels of types {types} that cannot be ordered "
             f"together; use labels of one kind (all numbers or all strings)."
         ) from None
-
-
-def _build_net(spec, params):
-    """Rebuild a network from :func:`_net_spec` and its parameter arrays."""
-    net = RNN(**spec, random_state=0)
-    net.params = params
-    return net
 
 
 # A fit whose last epoch's training loss is more than this many times its
@@ -620,9 +599,7 @@ class _BaseRNN(BaseEstimator, metaclass=ABCMeta):
         path : str
             The path written.
         """
-        from .persistence import save
-
-        return save(self, path)
+        return persistence.save(self, path)
 
 
 _PARAMETERS_DOC = """
@@ -723,6 +700,7 @@ def _sequences_doc(text):
                         "series\n            (n_samples, n_timesteps).")
 
 
+@persistence.register
 class RNNRegressor(RegressorMixin, _BaseRNN):
     # The docstring is assembled below from the shared parameter list.
 
@@ -879,6 +857,7 @@ class RNNRegressor(RegressorMixin, _BaseRNN):
         return tags
 
 
+@persistence.register
 class RNNClassifier(ClassifierMixin, _BaseRNN):
     # The docstring is assembled below from the shared parameter list.
 

@@ -28,6 +28,11 @@ import stat
 import zipfile
 
 import numpy as np
+from sklearn.utils.validation import check_is_fitted
+
+from ._cells import CELLS
+from ._validation import check_choice, check_positive_int
+from .rnn import RNN, param_shapes
 
 FORMAT = "bptt-estimator"
 VERSION = 1
@@ -42,10 +47,27 @@ _NPY_READERS = {(1, 0): np.lib.format.read_array_header_1_0,
                 (2, 0): np.lib.format.read_array_header_2_0}
 
 
-def _estimator_classes():
-    from .estimators import RNNClassifier, RNNRegressor
+# The estimator classes save writes and load rebuilds, by name, filled by
+# bptt.estimators (which sits above this module and calls it for save).
+ESTIMATORS = {}
 
-    return {"RNNRegressor": RNNRegressor, "RNNClassifier": RNNClassifier}
+
+def register(estimator_type):
+    """Class decorator: let :func:`save` and :func:`load` take ``estimator_type``.
+
+    Parameters
+    ----------
+    estimator_type : type
+        An estimator class (``RNNRegressor``, ``RNNClassifier``), stored
+        under its name, the name a file records.
+
+    Returns
+    -------
+    estimator_type : type
+        Unchanged.
+    """
+    ESTIMATORS[estimator_type.__name__] = estimator_type
+    return estimator_type
 
 
 def _float_or_none(x):
@@ -115,14 +137,9 @@ def save(estimator, path):
     IsADirectoryError
         When ``path`` is a directory (or ends with a path separator).
     """
-    from sklearn.utils.validation import check_is_fitted
-
-    from .estimators import _net_spec
-
-    classes = _estimator_classes()
     name = type(estimator).__name__
-    if classes.get(name) is not type(estimator):
-        raise TypeError(f"save supports RNNRegressor and RNNClassifier; got {name}.")
+    if ESTIMATORS.get(name) is not type(estimator):
+        raise TypeError(f"save supports {' and '.join(ESTIMATORS)}; got {name}.")
     check_is_fitted(estimator)
     params = estimator.get_params(deep=False)
     if not (params["random_state"] is None or isinstance(params["random_state"], numbers.Integral)):
@@ -136,7 +153,7 @@ def save(estimator, path):
         "version": VERSION,
         "estimator": name,
         "params": params,
-        "net": _net_spec(estimator.net_),
+        "net": estimator.net_.get_config(),
         "fitted": {},
     }
     fitted = meta["fitted"]
@@ -207,15 +224,13 @@ def load(path):
     >>> np.array_equal(again.predict(X), reg.predict(X))
     True
     """
-    from .estimators import _build_net
-
     with _open_regular(path) as f:
         meta, arrays = _guarded(path, _read_archive, path, f)
     digest = meta.pop("sha256", None)
     if digest != _guarded(path, _digest, meta, arrays):
         raise _reject(path, "its checksum does not match its contents (the file was "
                             "modified after it was saved).")
-    return _rebuild(path, meta, arrays, _build_net)
+    return _rebuild(path, meta, arrays)
 
 
 def _guarded(path, func, *args):
@@ -352,9 +367,6 @@ def _check_net_shapes(spec, params):
     the network ``spec`` declares: checked before that network is built, as
     building it allocates and initialises weights of the declared size (a
     6.7 kB file declaring hidden_size=4000 cost 780 MB and 10 s)."""
-    from .rnn import CELLS, param_shapes
-    from ._validation import check_choice, check_positive_int
-
     if not isinstance(spec, dict):
         raise ValueError(f"the network description is {type(spec).__name__}, not a mapping")
     expected = param_shapes(
@@ -369,9 +381,8 @@ def _check_net_shapes(spec, params):
                          f"declared network ({sizes}) has {expected}")
 
 
-def _rebuild(path, meta, arrays, build_net):
-    classes = _estimator_classes()
-    cls = classes.get(meta.get("estimator"))
+def _rebuild(path, meta, arrays):
+    cls = ESTIMATORS.get(meta.get("estimator"))
     if cls is None:
         raise _reject(path, f"unknown estimator {meta.get('estimator')!r}.")
     try:
@@ -395,7 +406,7 @@ def _rebuild(path, meta, arrays, build_net):
             if meta.get("classes_kind") == "object-str":
                 labels = labels.astype(object)
             estimator.classes_ = labels
-        estimator.net_ = build_net(meta["net"], params)
+        estimator.net_ = RNN.from_config(meta["net"], params=params, random_state=0)
         output_size, activation, _ = estimator._output_layer()
         net = estimator.net_
         if (net.input_size != estimator.n_features_in_ or net.output_size != output_size

@@ -61,6 +61,9 @@ TRAIN_ONE_CHUNK_BYTES = 1 << 22
 # took 3% of its step (rnn XL 113-117 -> 108-115 ms kept). Larger buffers
 # are freed: there the memory held between calls matters more.
 KEEP_WORKSPACE_BYTES = 1 << 26
+# what RNN.get_config describes: the constructor's arguments but the seed
+_CONFIG_KEYS = ("input_size", "hidden_size", "output_size", "cell", "nonlinearity",
+                "output_activation", "init", "dtype", "backend")
 
 def _rng(random_state):
     if isinstance(random_state, np.random.Generator):
@@ -295,6 +298,57 @@ class RNN:
         self._check_size()
         self._params = Params(self._param_shapes(), self.dtype,
                               self._initial_params(_rng(random_state)))
+
+    def get_config(self):
+        """The constructor arguments that rebuild this network, weights aside.
+
+        Returns
+        -------
+        config : dict
+            ``input_size``, ``hidden_size``, ``output_size``, ``cell``,
+            ``nonlinearity``, ``output_activation``, ``init``, ``dtype`` (its
+            name, "float32" or "float64") and ``backend``: plain Python
+            values (JSON-serialisable). ``RNN.from_config(config)`` builds a
+            network of the same shapes and settings; ``random_state`` is not
+            part of it (the weights are in :attr:`params`).
+        """
+        config = {name: getattr(self, name) for name in _CONFIG_KEYS}
+        config["dtype"] = np.dtype(self.dtype).name
+        return config
+
+    @classmethod
+    def from_config(cls, config, *, params=None, random_state=None):
+        """Build a network from :meth:`get_config`'s description.
+
+        Parameters
+        ----------
+        config : mapping of str to object
+            Constructor arguments, as :meth:`get_config` returns them (every
+            key but ``input_size``, ``hidden_size``, ``output_size`` may be
+            left out for its default).
+        params : mapping of str to array-like, optional
+            Weights to replace the initial ones (see :attr:`params`; same
+            keys and shapes, validated as an assignment to it is).
+        random_state : int, numpy Generator or None, default=None
+            Seeds the initial weights.
+
+        Returns
+        -------
+        net : RNN
+        """
+        try:
+            keys = set(config)
+        except TypeError:
+            raise TypeError(f"config must be a mapping of str to values; got "
+                            f"{type(config).__name__}.") from None
+        unknown = keys - set(_CONFIG_KEYS)
+        if unknown:
+            raise TypeError(f"config has the unknown keys {sorted(unknown)}; expected "
+                            f"some of {list(_CONFIG_KEYS)}.")
+        net = cls(**config, random_state=random_state)
+        if params is not None:
+            net.params = params
+        return net
 
     def _check_size(self):
         """Raise MemoryError, before allocating, for a network whose
