@@ -150,16 +150,16 @@ cdef void backward_part(void* args, int part, int n_parts) noexcept nogil:
         backward_part_of(<CellArgs*>args, part, n_parts, <float>0)
 
 
-def elman_forward(const floating[:, :, ::1] X not None,      # IN  (T, B, I)
-                  const floating[:, ::1] W_xh not None,      # IN  (H, I)
-                  const floating[:, ::1] W_hh not None,      # IN  (H, H)
-                  const floating[::1] b_h not None,          # IN  (H,)
-                  const floating[:, ::1] h0 not None,        # IN  (B, H)
+def elman_forward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
+                  const floating[:, ::1] W_xh not None,  # IN  (H, I)
+                  const floating[:, ::1] W_hh not None,  # IN  (H, H)
+                  const floating[::1] b_h not None,      # IN  (H,)
+                  const floating[:, ::1] h0 not None,    # IN  (B, H)
                   bint relu,
-                  floating[:, :, ::1] H not None,            # OUT (T, B, H)
-                  int n_threads=1,                  # threads splitting the batch
-                  int slabs=1,                      # batch slabs (_cellparts.pxd)
-                  int slab_steps=0):                # cache timesteps per slab (0: T)
+                  floating[:, :, ::1] H not None,        # OUT (T, B, H)
+                  int n_threads=1,                       # threads splitting the batch
+                  int slabs=1,                           # batch slabs (_cellparts.pxd)
+                  int slab_steps=0):                     # cache timesteps per slab (0: T)
     """Run the recurrence over all timesteps and keep every hidden state.
 
     With ``slabs`` > 1, X (slabs*T, B, I), H likewise and h0 (slabs*B, H):
@@ -192,23 +192,23 @@ def elman_forward(const floating[:, :, ::1] X not None,      # IN  (T, B, I)
                    forward_part, n_threads)
 
 
-def elman_backward(const floating[:, :, ::1] X not None,     # IN  (T, B, I)
-                   const floating[:, ::1] W_xh not None,     # IN  (H, I), for dX
-                   const floating[:, ::1] W_hh not None,     # IN  (H, H)
-                   const floating[:, ::1] h0 not None,       # IN  (B, H)
-                   const floating[:, :, ::1] H not None,     # IN  (T, B, H) from elman_forward
-                   floating[:, :, ::1] dH not None,          # IN dL/dH, WORK: becomes dA
+def elman_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
+                   const floating[:, ::1] W_xh not None,  # IN  (H, I), for dX
+                   const floating[:, ::1] W_hh not None,  # IN  (H, H)
+                   const floating[:, ::1] h0 not None,    # IN  (B, H)
+                   const floating[:, :, ::1] H not None,  # IN  (T, B, H) from elman_forward
+                   floating[:, :, ::1] dH not None,       # IN dL/dH, WORK: becomes dA
                    bint relu,
-                   int truncate,                    # window length, 0: full BPTT
-                   floating[:, ::1] dW_xh not None,          # OUT (H, I)
-                   floating[:, ::1] dW_hh not None,          # OUT (H, H)
-                   floating[::1] db_h not None,              # OUT (H,)
-                   floating[:, ::1] dh0 not None,            # OUT (B, H)
-                   bint accumulate=False,           # add into dW_xh, dW_hh, db_h
-                   floating[:, :, ::1] dX=None,     # OUT (T, B, I), optional
-                   int n_threads=1,                 # threads splitting the work
-                   int slabs=1,                    # batch slabs, as elman_forward
-                   int slab_steps=0):               # cache timesteps per slab (0: T)
+                   int truncate,                          # window length, 0: full BPTT
+                   floating[:, ::1] dW_xh not None,       # OUT (H, I)
+                   floating[:, ::1] dW_hh not None,       # OUT (H, H)
+                   floating[::1] db_h not None,           # OUT (H,)
+                   floating[:, ::1] dh0 not None,         # OUT (B, H)
+                   bint accumulate=False,                 # add into dW_xh, dW_hh, db_h
+                   floating[:, :, ::1] dX=None,           # OUT (T, B, I), optional
+                   int n_threads=1,                       # threads splitting the work
+                   int slabs=1,                           # batch slabs, as elman_forward
+                   int slab_steps=0):                     # cache timesteps per slab (0: T)
     """Backpropagate through time; see the module docstring for the maths.
 
     With ``accumulate`` the weight gradients are added to what dW_xh, dW_hh

@@ -293,19 +293,19 @@ cdef void gru_gradient_part(void* args, int part, int n_parts) noexcept nogil:
         gru_gradient_part_of(<CellArgs*>args, part, n_parts, <float>0)
 
 
-def gru_forward(const floating[:, :, ::1] X not None,       # IN  (T, B, I)
-                const floating[:, ::1] W_xh not None,       # IN  (3H, I)
-                const floating[:, ::1] W_hh not None,       # IN  (3H, H)
-                const floating[::1] b_h not None,           # IN  (3H,)
-                const floating[::1] b_hn not None,          # IN  (H,)
-                const floating[:, ::1] h0 not None,         # IN  (B, H)
-                floating[:, :, ::1] G not None,             # OUT (T, B, 3H) gate outputs
-                floating[:, :, ::1] HN not None,            # OUT (T, B, H) W_hn h + b_hn
-                floating[:, :, ::1] H not None,             # OUT (T, B, H) hidden states
-                floating[:, ::1] Gh not None,               # WORK (B, 3H)
-                int n_threads=1,                 # threads splitting the batch
-                int slabs=1,                    # batch slabs (_cellparts.pxd)
-                int slab_steps=0):               # cache timesteps per slab (0: T)
+def gru_forward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
+                const floating[:, ::1] W_xh not None,  # IN  (3H, I)
+                const floating[:, ::1] W_hh not None,  # IN  (3H, H)
+                const floating[::1] b_h not None,      # IN  (3H,)
+                const floating[::1] b_hn not None,     # IN  (H,)
+                const floating[:, ::1] h0 not None,    # IN  (B, H)
+                floating[:, :, ::1] G not None,        # OUT (T, B, 3H) gate outputs
+                floating[:, :, ::1] HN not None,       # OUT (T, B, H) W_hn h + b_hn
+                floating[:, :, ::1] H not None,        # OUT (T, B, H) hidden states
+                floating[:, ::1] Gh not None,          # WORK (B, 3H)
+                int n_threads=1,                       # threads splitting the batch
+                int slabs=1,                           # batch slabs (_cellparts.pxd)
+                int slab_steps=0):                     # cache timesteps per slab (0: T)
     """Run the recurrence over all timesteps and keep what backward needs.
 
     With ``slabs`` > 1 the (T, B, .) arrays are (slabs*T, B, .) and the state
@@ -340,25 +340,25 @@ def gru_forward(const floating[:, :, ::1] X not None,       # IN  (T, B, I)
                    forward_part, n_threads)
 
 
-def gru_backward(const floating[:, :, ::1] X not None,      # IN  (T, B, I)
-                 const floating[:, ::1] W_xh not None,      # IN  (3H, I), for dX
-                 const floating[:, ::1] W_hh not None,      # IN  (3H, H)
-                 const floating[:, ::1] h0 not None,        # IN  (B, H)
-                 floating[:, :, ::1] G not None,            # IN gate outputs, WORK: becomes dGh
-                 floating[:, :, ::1] HN not None,           # IN W_hn h + b_hn, WORK: becomes dA_n
-                 const floating[:, :, ::1] H not None,      # IN  (T, B, H) hidden states
-                 floating[:, :, ::1] dH not None,           # IN dL/dH, WORK: gets the carries
-                 int truncate,                     # window length, 0: full BPTT
-                 floating[:, ::1] dW_xh not None,           # OUT (3H, I)
-                 floating[:, ::1] dW_hh not None,           # OUT (3H, H)
-                 floating[::1] db_h not None,               # OUT (3H,)
-                 floating[::1] db_hn not None,              # OUT (H,)
-                 floating[:, ::1] dh0 not None,             # OUT (B, H)
-                 bint accumulate=False,            # add into dW_xh, dW_hh, db_h, db_hn
-                 floating[:, :, ::1] dX=None,      # OUT (T, B, I), optional
-                 int n_threads=1,                # threads splitting the work
-                 int slabs=1,                   # batch slabs, as gru_forward
-                 int slab_steps=0):              # cache timesteps per slab (0: T)
+def gru_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
+                 const floating[:, ::1] W_xh not None,  # IN  (3H, I), for dX
+                 const floating[:, ::1] W_hh not None,  # IN  (3H, H)
+                 const floating[:, ::1] h0 not None,    # IN  (B, H)
+                 floating[:, :, ::1] G not None,        # IN gate outputs, WORK: becomes dGh
+                 floating[:, :, ::1] HN not None,       # IN W_hn h + b_hn, WORK: becomes dA_n
+                 const floating[:, :, ::1] H not None,  # IN  (T, B, H) hidden states
+                 floating[:, :, ::1] dH not None,       # IN dL/dH, WORK: gets the carries
+                 int truncate,                          # window length, 0: full BPTT
+                 floating[:, ::1] dW_xh not None,       # OUT (3H, I)
+                 floating[:, ::1] dW_hh not None,       # OUT (3H, H)
+                 floating[::1] db_h not None,           # OUT (3H,)
+                 floating[::1] db_hn not None,          # OUT (H,)
+                 floating[:, ::1] dh0 not None,         # OUT (B, H)
+                 bint accumulate=False,                 # add into dW_xh, dW_hh, db_h, db_hn
+                 floating[:, :, ::1] dX=None,           # OUT (T, B, I), optional
+                 int n_threads=1,                       # threads splitting the work
+                 int slabs=1,                           # batch slabs, as gru_forward
+                 int slab_steps=0):                     # cache timesteps per slab (0: T)
     """Backpropagate through time; see the module docstring for the maths.
 
     With ``accumulate`` the weight gradients are added to what the outputs

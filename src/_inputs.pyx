@@ -69,11 +69,11 @@ cdef void copy_slab(void* args, int slab, int n_slabs) noexcept nogil:
         copy_slab_of(<CopyArgs*>args, slab, <float>0)
 
 
-def time_major(const floating[:, :, ::1] X not None,     # IN  (n, T, F) batch-first
+def time_major(const floating[:, :, ::1] X not None,  # IN  (n, T, F) batch-first
                Py_ssize_t start, Py_ssize_t stop,
-               floating[:, :, ::1] out not None,  # OUT (slabs * (stop - start), n / slabs, F)
-               int slabs=1,                     # batch slabs (src/_cellparts.pxd)
-               int n_threads=1):                # threads copying the slabs
+               floating[:, :, ::1] out not None,      # OUT (slabs * (stop - start), n / slabs, F)
+               int slabs=1,                           # batch slabs (src/_cellparts.pxd)
+               int n_threads=1):                      # threads copying the slabs
     """out[t - start, b] = X[b, t] for start <= t < stop.
 
     With ``slabs`` > 1, out[k * (stop - start) + t - start, b] = X[k * n/slabs

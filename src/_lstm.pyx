@@ -210,18 +210,18 @@ cdef void backward_part(void* args, int part, int n_parts) noexcept nogil:
         backward_part_of(<CellArgs*>args, part, n_parts, <float>0)
 
 
-def lstm_forward(const floating[:, :, ::1] X not None,      # IN  (T, B, I)
-                 const floating[:, ::1] W_xh not None,      # IN  (4H, I)
-                 const floating[:, ::1] W_hh not None,      # IN  (4H, H)
-                 const floating[::1] b_h not None,          # IN  (4H,)
-                 const floating[:, ::1] h0 not None,        # IN  (B, H)
-                 const floating[:, ::1] c0 not None,        # IN  (B, H)
-                 floating[:, :, ::1] G not None,            # OUT (T, B, 4H) gate outputs
-                 floating[:, :, ::1] C not None,            # OUT (T, B, H) cell states
-                 floating[:, :, ::1] H not None,            # OUT (T, B, H) hidden states
-                 int n_threads=1,                # threads splitting the batch
-                 int slabs=1,                   # batch slabs (_cellparts.pxd)
-                 int slab_steps=0):              # cache timesteps per slab (0: T)
+def lstm_forward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
+                 const floating[:, ::1] W_xh not None,  # IN  (4H, I)
+                 const floating[:, ::1] W_hh not None,  # IN  (4H, H)
+                 const floating[::1] b_h not None,      # IN  (4H,)
+                 const floating[:, ::1] h0 not None,    # IN  (B, H)
+                 const floating[:, ::1] c0 not None,    # IN  (B, H)
+                 floating[:, :, ::1] G not None,        # OUT (T, B, 4H) gate outputs
+                 floating[:, :, ::1] C not None,        # OUT (T, B, H) cell states
+                 floating[:, :, ::1] H not None,        # OUT (T, B, H) hidden states
+                 int n_threads=1,                       # threads splitting the batch
+                 int slabs=1,                           # batch slabs (_cellparts.pxd)
+                 int slab_steps=0):                     # cache timesteps per slab (0: T)
     """Run the recurrence over all timesteps and keep what backward needs.
 
     With ``slabs`` > 1 the (T, B, .) arrays are (slabs*T, B, .) and the state
@@ -255,26 +255,26 @@ def lstm_forward(const floating[:, :, ::1] X not None,      # IN  (T, B, I)
                    forward_part, n_threads)
 
 
-def lstm_backward(const floating[:, :, ::1] X not None,     # IN  (T, B, I)
-                  const floating[:, ::1] W_xh not None,     # IN  (4H, I), for dX
-                  const floating[:, ::1] W_hh not None,     # IN  (4H, H)
-                  const floating[:, ::1] h0 not None,       # IN  (B, H)
-                  const floating[:, ::1] c0 not None,       # IN  (B, H)
-                  floating[:, :, ::1] G not None,           # IN gate outputs, WORK: becomes dG
-                  const floating[:, :, ::1] C not None,     # IN  (T, B, H) cell states
-                  const floating[:, :, ::1] H not None,     # IN  (T, B, H) hidden states
-                  floating[:, :, ::1] dH not None,          # IN dL/dH, WORK: gets the carries
-                  int truncate,                    # window length, 0: full BPTT
-                  floating[:, ::1] dW_xh not None,          # OUT (4H, I)
-                  floating[:, ::1] dW_hh not None,          # OUT (4H, H)
-                  floating[::1] db_h not None,              # OUT (4H,)
-                  floating[:, ::1] dh0 not None,            # OUT (B, H)
+def lstm_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
+                  const floating[:, ::1] W_xh not None,  # IN  (4H, I), for dX
+                  const floating[:, ::1] W_hh not None,  # IN  (4H, H)
+                  const floating[:, ::1] h0 not None,    # IN  (B, H)
+                  const floating[:, ::1] c0 not None,    # IN  (B, H)
+                  floating[:, :, ::1] G not None,        # IN gate outputs, WORK: becomes dG
+                  const floating[:, :, ::1] C not None,  # IN  (T, B, H) cell states
+                  const floating[:, :, ::1] H not None,  # IN  (T, B, H) hidden states
+                  floating[:, :, ::1] dH not None,       # IN dL/dH, WORK: gets the carries
+                  int truncate,                          # window length, 0: full BPTT
+                  floating[:, ::1] dW_xh not None,       # OUT (4H, I)
+                  floating[:, ::1] dW_hh not None,       # OUT (4H, H)
+                  floating[::1] db_h not None,           # OUT (4H,)
+                  floating[:, ::1] dh0 not None,         # OUT (B, H)
                   floating[:, ::1] dc0 not None,  # IN dL/dC[T-1] from later steps, OUT (B, H)
-                  bint accumulate=False,           # add into dW_xh, dW_hh, db_h
-                  floating[:, :, ::1] dX=None,     # OUT (T, B, I), optional
-                  int n_threads=1,               # threads splitting the work
-                  int slabs=1,                  # batch slabs, as lstm_forward
-                  int slab_steps=0):             # cache timesteps per slab (0: T)
+                  bint accumulate=False,                 # add into dW_xh, dW_hh, db_h
+                  floating[:, :, ::1] dX=None,           # OUT (T, B, I), optional
+                  int n_threads=1,                       # threads splitting the work
+                  int slabs=1,                           # batch slabs, as lstm_forward
+                  int slab_steps=0):                     # cache timesteps per slab (0: T)
     """Backpropagate through time; see the module docstring for the maths.
 
     dc0 carries the cell-state gradient: it enters as dL/dC[T-1] from later

@@ -37,9 +37,9 @@ cdef inline floating sqrt_(floating x) noexcept nogil:
         return sqrt(x)
 
 
-def sgd_step(const floating[::1] param not None,   # IN  (n,)
-             const floating[::1] grad not None,    # IN  (n,)
-             floating[::1] new not None,           # OUT (n,)
+def sgd_step(const floating[::1] param not None,  # IN  (n,)
+             const floating[::1] grad not None,   # IN  (n,)
+             floating[::1] new not None,          # OUT (n,)
              double learning_rate, double scale):
     """new = param - learning_rate * (scale * grad). Returns True when every
     new value is finite."""
@@ -56,10 +56,10 @@ def sgd_step(const floating[::1] param not None,   # IN  (n,)
     return ok
 
 
-def momentum_step(const floating[::1] param not None,   # IN  (n,)
-                  const floating[::1] grad not None,    # IN  (n,)
-                  floating[::1] velocity not None,      # IN/OUT (n,)
-                  floating[::1] new not None,           # OUT (n,)
+def momentum_step(const floating[::1] param not None,  # IN  (n,)
+                  const floating[::1] grad not None,   # IN  (n,)
+                  floating[::1] velocity not None,     # IN/OUT (n,)
+                  floating[::1] new not None,          # OUT (n,)
                   double learning_rate, double momentum, double scale):
     """velocity = momentum * velocity - learning_rate * (scale * grad) ;
     new = param + velocity. Returns True when every new value is finite."""
@@ -79,11 +79,11 @@ def momentum_step(const floating[::1] param not None,   # IN  (n,)
     return ok
 
 
-def adam_step(const floating[::1] param not None,   # IN  (n,)
-              const floating[::1] grad not None,    # IN  (n,)
-              floating[::1] m not None,             # IN/OUT (n,) first moment
-              floating[::1] v not None,             # IN/OUT (n,) second moment
-              floating[::1] new not None,           # OUT (n,)
+def adam_step(const floating[::1] param not None,  # IN  (n,)
+              const floating[::1] grad not None,   # IN  (n,)
+              floating[::1] m not None,            # IN/OUT (n,) first moment
+              floating[::1] v not None,            # IN/OUT (n,) second moment
+              floating[::1] new not None,          # OUT (n,)
               double lr_t, double beta_1, double beta_2, double epsilon,
               double scale):
     """m = beta_1 m + (1 - beta_1) g ; v = beta_2 v + (1 - beta_2) g^2 with

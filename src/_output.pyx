@@ -222,23 +222,23 @@ cdef void layer_part(void* args, int part, int n_parts) noexcept nogil:
         layer_part_of(<Args*>args, part, n_parts, <float>0)
 
 
-def output_layer(const floating[:, ::1] Hs not None,      # IN  (N, H)
-                 const floating[:, ::1] W_oh not None,    # IN  (O, H)
-                 const floating[::1] b_o not None,        # IN  (O,)
+def output_layer(const floating[:, ::1] Hs not None,    # IN  (N, H)
+                 const floating[:, ::1] W_oh not None,  # IN  (O, H)
+                 const floating[::1] b_o not None,      # IN  (O,)
                  int activation,
-                 int loss,                       # 0 mse, 1 cross_entropy, 2 binary_cross_entropy
-                 target,                         # IN  (N, O) floats, or (N,) int64 labels
-                 double denominator,             # elements (CE: rows) the mean runs over
-                 floating[:, ::1] Z not None,             # OUT (N, O)
-                 floating[:, ::1] Y not None,             # OUT (N, O)
-                 floating[:, ::1] dZ not None,            # OUT (N, O)
-                 floating[:, ::1] dW_oh not None,         # OUT (O, H)
-                 floating[::1] db_o not None,             # OUT (O,)
-                 floating[:, ::1] dHs not None,           # OUT (N, H)
-                 bint accumulate=False,          # add into dW_oh, db_o
-                 int n_threads=1,                # threads splitting the rows
-                 int parts=0,                    # > 0: that many equal row parts
-                 Py_ssize_t part_stride=0):      # > 0: Hs/target rows between parts
+                 int loss,  # 0 mse, 1 cross_entropy, 2 binary_cross_entropy
+                 target,                                # IN  (N, O) floats, or (N,) int64 labels
+                 double denominator,                    # elements (CE: rows) the mean runs over
+                 floating[:, ::1] Z not None,           # OUT (N, O)
+                 floating[:, ::1] Y not None,           # OUT (N, O)
+                 floating[:, ::1] dZ not None,          # OUT (N, O)
+                 floating[:, ::1] dW_oh not None,       # OUT (O, H)
+                 floating[::1] db_o not None,           # OUT (O,)
+                 floating[:, ::1] dHs not None,         # OUT (N, H)
+                 bint accumulate=False,                 # add into dW_oh, db_o
+                 int n_threads=1,                       # threads splitting the rows
+                 int parts=0,                           # > 0: that many equal row parts
+                 Py_ssize_t part_stride=0):             # > 0: Hs/target rows between parts
     """Forward, loss and backward of the output layer over N rows.
 
     Z = Hs @ W_oh.T + b_o ; Y = phi(Z) ; the loss summed over these rows /
