@@ -6,11 +6,11 @@ batch over threads change the summation order, which perturbs training as
 another random_state does. So every task below runs to a stable end point
 (enough epochs; a last phase at a tenth of the learning rate where the run
 is noisy at the full rate; the LSTM trains until it has learned), and its
-threshold was set from the spread of the score over
-random_state 0-9, the baseline and avx2 builds and 1 and 2 threads, with a
-wide margin to the worst run and far from what an untrained model scores
-(``python benchmarks/learning_margins.py`` measures both; the figures are in
-the comments of TASKS). .ci/run runs this file once under each ``BPTT_SIMD``
+threshold was set from the spread of the score over random_state 0-9, the
+baseline and avx2 builds and 1 and 2 threads, with a wide margin to the
+worst run and far from what an untrained model scores (``python
+benchmarks/learning_margins.py`` measures both; the figures are in the
+comments of TASKS). .ci/run runs this file once under each ``BPTT_SIMD``
 value the CPU supports.
 """
 
