@@ -5,6 +5,9 @@
 # picks float or double by is_double.
 from cython cimport floating
 
+from libc.limits cimport INT_MAX
+
+from _checks cimport ANY, check_shape
 from _parallel cimport bptt_parallel, bptt_part_fn
 from _rowops cimport backproject_rows, project_rows, weight_gradients_part
 
@@ -194,3 +197,47 @@ cdef inline int check_cache(int slabs, int T, int slab_steps,
             f"slabs={slabs}; got {cache_rows}."
         )
     return steps
+
+
+cdef inline int check_cell(int gates, int slabs, int slab_steps, const Py_ssize_t* X,
+                           const Py_ssize_t* W_xh, const Py_ssize_t* W_hh,
+                           const Py_ssize_t* h0, Py_ssize_t cache_rows,
+                           int* cache_steps) except -1:
+    """The shapes every cell kernel's arguments share (_checks.pxd): X
+    (slabs*T, B, I), W_xh (G*H, I), W_hh (G*H, H), h0 (slabs*B, H), cache
+    arrays of cache_rows timesteps (check_cache), H = W_hh.shape[1] and G =
+    ``gates``. Returns one slab's T and sets ``cache_steps``; raises
+    ValueError on the first that disagrees."""
+    cdef Py_ssize_t H = W_hh[1]
+    check_shape("W_hh", W_hh, 2, gates * H, H)
+    check_shape("W_xh", W_xh, 2, gates * H, X[2])
+    # the kernels count rows (T*B), gate rows and inputs in int
+    if X[0] * X[1] > INT_MAX or gates * H > INT_MAX or X[2] > INT_MAX:
+        raise ValueError(f"arrays of {X[0]} x {X[1]} rows, {gates * H} gate rows and "
+                         f"{X[2]} inputs are too large for the kernels (int sizes).")
+    T = check_slabs(slabs, X[0], X[1], h0[0])
+    check_shape("h0", h0, 2, slabs * X[1], H)
+    cache_steps[0] = check_cache(slabs, T, slab_steps, cache_rows)
+    return T
+
+
+cdef inline int check_gradients(const Py_ssize_t* W_xh, const Py_ssize_t* W_hh,
+                                const Py_ssize_t* dW_xh, const Py_ssize_t* dW_hh,
+                                const Py_ssize_t* db_h) except -1:
+    """The weight gradients have their weights' shapes (_checks.pxd)."""
+    check_shape("dW_xh", dW_xh, 2, W_xh[0], W_xh[1])
+    check_shape("dW_hh", dW_hh, 2, W_hh[0], W_hh[1])
+    check_shape("db_h", db_h, 1, W_hh[0])
+    return 0
+
+
+cdef inline int check_cache_arrays(int gates, str second, Py_ssize_t B, Py_ssize_t H,
+                                   const Py_ssize_t* G, const Py_ssize_t* S,
+                                   const Py_ssize_t* Hs) except -1:
+    """A gated cell's cache arrays (_checks.pxd): the hidden states Hs (.,
+    B, H), the gate activations G (., B, gates*H) and the cell's second state
+    array ``second`` (LSTM: C, GRU: HN) (., B, H), all with Hs's timesteps
+    (which check_cell checked against the chunk)."""
+    check_shape("H", Hs, 3, ANY, B, H)
+    check_shape("G", G, 3, Hs[0], B, gates * H)
+    return check_shape(second, S, 3, Hs[0], B, H)

@@ -34,8 +34,9 @@ from _activations cimport one_minus, tanh_
 from _fpmode cimport flush_enter, flush_leave, fp_mode
 from _packed cimport pack_weights, recurrent_product
 from _parallel cimport balanced_parts, bptt_parallel, import_threadpool
-from _cellparts cimport (CellArgs, check_cache, check_slabs, gradient_part, gradient_scratch,
-                        project_part, run_phases)
+from _cellparts cimport (CellArgs, check_cell, check_gradients, gradient_part,
+                        gradient_scratch, project_part, run_phases)
+from _checks cimport ANY, check_shape
 from _rowops cimport add_gradient_parts, gradient_size, part_start
 from _stepping cimport (P_B_H, P_W_HH, P_W_HH_PACKED, P_W_XH,
                        P_W_XH_PACKED)
@@ -150,16 +151,16 @@ cdef void backward_part(void* args, int part, int n_parts) noexcept nogil:
         backward_part_of(<CellArgs*>args, part, n_parts, <float>0)
 
 
-def elman_forward(const floating[:, :, ::1] X,      # IN  (T, B, I)
-                  const floating[:, ::1] W_xh,      # IN  (H, I)
-                  const floating[:, ::1] W_hh,      # IN  (H, H)
-                  const floating[::1] b_h,          # IN  (H,)
-                  const floating[:, ::1] h0,        # IN  (B, H)
+def elman_forward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
+                  const floating[:, ::1] W_xh not None,  # IN  (H, I)
+                  const floating[:, ::1] W_hh not None,  # IN  (H, H)
+                  const floating[::1] b_h not None,      # IN  (H,)
+                  const floating[:, ::1] h0 not None,    # IN  (B, H)
                   bint relu,
-                  floating[:, :, ::1] H,            # OUT (T, B, H)
-                  int n_threads=1,                  # threads splitting the batch
-                  int slabs=1,                      # batch slabs (_cellparts.pxd)
-                  int slab_steps=0):                # cache timesteps per slab (0: T)
+                  floating[:, :, ::1] H not None,        # OUT (T, B, H)
+                  int n_threads=1,                       # threads splitting the batch
+                  int slabs=1,                           # batch slabs (_cellparts.pxd)
+                  int slab_steps=0):                     # cache timesteps per slab (0: T)
     """Run the recurrence over all timesteps and keep every hidden state.
 
     With ``slabs`` > 1, X (slabs*T, B, I), H likewise and h0 (slabs*B, H):
@@ -168,11 +169,13 @@ def elman_forward(const floating[:, :, ::1] X,      # IN  (T, B, I)
     cdef CellArgs a
     cdef const floating* W_hh_packed
     cdef const floating* W_xh_packed
+    memset(&a, 0, sizeof(a))
+    a.T = check_cell(1, slabs, slab_steps, X.shape, W_xh.shape, W_hh.shape, h0.shape,
+                     H.shape[0], &a.cache_steps)
+    check_shape("b_h", b_h.shape, 1, W_hh.shape[0])
+    check_shape("H", H.shape, 3, ANY, X.shape[1], W_hh.shape[1])
     if X.shape[0] == 0 or X.shape[1] == 0:
         return
-    memset(&a, 0, sizeof(a))
-    a.T = check_slabs(slabs, X.shape[0], X.shape[1], h0.shape[0])
-    a.cache_steps = check_cache(slabs, a.T, slab_steps, H.shape[0])
     # both weights packed once, for the projection and for every step
     packed = pack_weights(W_hh, True, &W_hh_packed)
     packed_xh = pack_weights(W_xh, True, &W_xh_packed)
@@ -190,23 +193,23 @@ def elman_forward(const floating[:, :, ::1] X,      # IN  (T, B, I)
                    forward_part, n_threads)
 
 
-def elman_backward(const floating[:, :, ::1] X,     # IN  (T, B, I)
-                   const floating[:, ::1] W_xh,     # IN  (H, I), for dX
-                   const floating[:, ::1] W_hh,     # IN  (H, H)
-                   const floating[:, ::1] h0,       # IN  (B, H)
-                   const floating[:, :, ::1] H,     # IN  (T, B, H) from elman_forward
-                   floating[:, :, ::1] dH,          # IN dL/dH, WORK: becomes dA
+def elman_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
+                   const floating[:, ::1] W_xh not None,  # IN  (H, I), for dX
+                   const floating[:, ::1] W_hh not None,  # IN  (H, H)
+                   const floating[:, ::1] h0 not None,    # IN  (B, H)
+                   const floating[:, :, ::1] H not None,  # IN  (T, B, H) from elman_forward
+                   floating[:, :, ::1] dH not None,       # IN dL/dH, WORK: becomes dA
                    bint relu,
-                   int truncate,                    # window length, 0: full BPTT
-                   floating[:, ::1] dW_xh,          # OUT (H, I)
-                   floating[:, ::1] dW_hh,          # OUT (H, H)
-                   floating[::1] db_h,              # OUT (H,)
-                   floating[:, ::1] dh0,            # OUT (B, H)
-                   bint accumulate=False,           # add into dW_xh, dW_hh, db_h
-                   floating[:, :, ::1] dX=None,     # OUT (T, B, I), optional
-                   int n_threads=1,                 # threads splitting the work
-                   int slabs=1,                    # batch slabs, as elman_forward
-                   int slab_steps=0):               # cache timesteps per slab (0: T)
+                   int truncate,                          # window length, 0: full BPTT
+                   floating[:, ::1] dW_xh not None,       # OUT (H, I)
+                   floating[:, ::1] dW_hh not None,       # OUT (H, H)
+                   floating[::1] db_h not None,           # OUT (H,)
+                   floating[:, ::1] dh0 not None,         # OUT (B, H)
+                   bint accumulate=False,                 # add into dW_xh, dW_hh, db_h
+                   floating[:, :, ::1] dX=None,           # OUT (T, B, I), optional
+                   int n_threads=1,                       # threads splitting the work
+                   int slabs=1,                           # batch slabs, as elman_forward
+                   int slab_steps=0):                     # cache timesteps per slab (0: T)
     """Backpropagate through time; see the module docstring for the maths.
 
     With ``accumulate`` the weight gradients are added to what dW_xh, dW_hh
@@ -218,11 +221,17 @@ def elman_backward(const floating[:, :, ::1] X,     # IN  (T, B, I)
     cdef CellArgs a
     cdef const floating* W_hh_packed
     cdef int gradient_parts
+    memset(&a, 0, sizeof(a))
+    a.T = check_cell(1, slabs, slab_steps, X.shape, W_xh.shape, W_hh.shape, h0.shape,
+                     H.shape[0], &a.cache_steps)
+    check_shape("H", H.shape, 3, ANY, X.shape[1], W_hh.shape[1])
+    check_shape("dH", dH.shape, 3, X.shape[0], X.shape[1], W_hh.shape[1])
+    check_gradients(W_xh.shape, W_hh.shape, dW_xh.shape, dW_hh.shape, db_h.shape)
+    check_shape("dh0", dh0.shape, 2, h0.shape[0], h0.shape[1])
+    if dX is not None:
+        check_shape("dX", dX.shape, 3, X.shape[0], X.shape[1], X.shape[2])
     if X.shape[0] == 0 or X.shape[1] == 0:
         return
-    memset(&a, 0, sizeof(a))
-    a.T = check_slabs(slabs, X.shape[0], X.shape[1], h0.shape[0])
-    a.cache_steps = check_cache(slabs, a.T, slab_steps, H.shape[0])
     gradient_parts = slabs if slabs > 1 else balanced_parts(n_threads, a.T)
     packed = pack_weights(W_hh, False, &W_hh_packed)
     a.X, a.W_xh, a.W_hh, a.W_hh_packed = &X[0, 0, 0], &W_xh[0, 0], &W_hh[0, 0], W_hh_packed
@@ -252,6 +261,7 @@ def elman_backward(const floating[:, :, ::1] X,     # IN  (T, B, I)
 # ---------------------------------------------------------------- streaming
 
 STEP_WORK = (1,)  # the pre-activations A (B, H)
+STEP_GATES, STEP_STATES, STEP_EXTRA = 1, 1, 0  # gate blocks; (h,); no extra params
 
 
 cdef void cell_step(const floating* x, floating** p, floating** s, floating** w,

@@ -43,7 +43,9 @@ from _packed cimport pack_weights, recurrent_product
 from _parallel cimport balanced_parts, bptt_parallel, import_threadpool
 from _stepping cimport (P_B_H, P_EXTRA, P_W_HH, P_W_HH_PACKED, P_W_XH,
                        P_W_XH_PACKED)
-from _cellparts cimport CellArgs, check_cache, check_slabs, gradient_scratch, project_part, run_phases
+from _cellparts cimport (CellArgs, check_cache_arrays, check_cell, check_gradients,
+                        gradient_scratch, project_part, run_phases)
+from _checks cimport check_shape
 from _rowops cimport add_gradient_parts, add_parts, column_sums, gradient_size, part_start
 
 cimport numpy as cnp
@@ -292,19 +294,19 @@ cdef void gru_gradient_part(void* args, int part, int n_parts) noexcept nogil:
         gru_gradient_part_of(<CellArgs*>args, part, n_parts, <float>0)
 
 
-def gru_forward(const floating[:, :, ::1] X,       # IN  (T, B, I)
-                const floating[:, ::1] W_xh,       # IN  (3H, I)
-                const floating[:, ::1] W_hh,       # IN  (3H, H)
-                const floating[::1] b_h,           # IN  (3H,)
-                const floating[::1] b_hn,          # IN  (H,)
-                const floating[:, ::1] h0,         # IN  (B, H)
-                floating[:, :, ::1] G,             # OUT (T, B, 3H) gate outputs
-                floating[:, :, ::1] HN,            # OUT (T, B, H) W_hn h + b_hn
-                floating[:, :, ::1] H,             # OUT (T, B, H) hidden states
-                floating[:, ::1] Gh,               # WORK (B, 3H)
-                int n_threads=1,                 # threads splitting the batch
-                int slabs=1,                    # batch slabs (_cellparts.pxd)
-                int slab_steps=0):               # cache timesteps per slab (0: T)
+def gru_forward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
+                const floating[:, ::1] W_xh not None,  # IN  (3H, I)
+                const floating[:, ::1] W_hh not None,  # IN  (3H, H)
+                const floating[::1] b_h not None,      # IN  (3H,)
+                const floating[::1] b_hn not None,     # IN  (H,)
+                const floating[:, ::1] h0 not None,    # IN  (B, H)
+                floating[:, :, ::1] G not None,        # OUT (T, B, 3H) gate outputs
+                floating[:, :, ::1] HN not None,       # OUT (T, B, H) W_hn h + b_hn
+                floating[:, :, ::1] H not None,        # OUT (T, B, H) hidden states
+                floating[:, ::1] Gh not None,          # WORK (B, 3H)
+                int n_threads=1,                       # threads splitting the batch
+                int slabs=1,                           # batch slabs (_cellparts.pxd)
+                int slab_steps=0):                     # cache timesteps per slab (0: T)
     """Run the recurrence over all timesteps and keep what backward needs.
 
     With ``slabs`` > 1 the (T, B, .) arrays are (slabs*T, B, .) and the state
@@ -313,11 +315,15 @@ def gru_forward(const floating[:, :, ::1] X,       # IN  (T, B, I)
     cdef CellArgs a
     cdef const floating* W_hh_packed
     cdef const floating* W_xh_packed
+    memset(&a, 0, sizeof(a))
+    a.T = check_cell(3, slabs, slab_steps, X.shape, W_xh.shape, W_hh.shape, h0.shape,
+                     H.shape[0], &a.cache_steps)
+    check_shape("b_h", b_h.shape, 1, W_hh.shape[0])
+    check_shape("b_hn", b_hn.shape, 1, W_hh.shape[1])
+    check_cache_arrays(3, "HN", X.shape[1], W_hh.shape[1], G.shape, HN.shape, H.shape)
+    check_shape("Gh", Gh.shape, 2, h0.shape[0], W_hh.shape[0])
     if X.shape[0] == 0 or X.shape[1] == 0 or W_hh.shape[1] == 0:
         return
-    memset(&a, 0, sizeof(a))
-    a.T = check_slabs(slabs, X.shape[0], X.shape[1], h0.shape[0])
-    a.cache_steps = check_cache(slabs, a.T, slab_steps, H.shape[0])
     # both weights packed once, for the projection and for every step
     packed = pack_weights(W_hh, True, &W_hh_packed)
     packed_xh = pack_weights(W_xh, True, &W_xh_packed)
@@ -335,25 +341,25 @@ def gru_forward(const floating[:, :, ::1] X,       # IN  (T, B, I)
                    forward_part, n_threads)
 
 
-def gru_backward(const floating[:, :, ::1] X,      # IN  (T, B, I)
-                 const floating[:, ::1] W_xh,      # IN  (3H, I), for dX
-                 const floating[:, ::1] W_hh,      # IN  (3H, H)
-                 const floating[:, ::1] h0,        # IN  (B, H)
-                 floating[:, :, ::1] G,            # IN gate outputs, WORK: becomes dGh
-                 floating[:, :, ::1] HN,           # IN W_hn h + b_hn, WORK: becomes dA_n
-                 const floating[:, :, ::1] H,      # IN  (T, B, H) hidden states
-                 floating[:, :, ::1] dH,           # IN dL/dH, WORK: gets the carries
-                 int truncate,                     # window length, 0: full BPTT
-                 floating[:, ::1] dW_xh,           # OUT (3H, I)
-                 floating[:, ::1] dW_hh,           # OUT (3H, H)
-                 floating[::1] db_h,               # OUT (3H,)
-                 floating[::1] db_hn,              # OUT (H,)
-                 floating[:, ::1] dh0,             # OUT (B, H)
-                 bint accumulate=False,            # add into dW_xh, dW_hh, db_h, db_hn
-                 floating[:, :, ::1] dX=None,      # OUT (T, B, I), optional
-                 int n_threads=1,                # threads splitting the work
-                 int slabs=1,                   # batch slabs, as gru_forward
-                 int slab_steps=0):              # cache timesteps per slab (0: T)
+def gru_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
+                 const floating[:, ::1] W_xh not None,  # IN  (3H, I), for dX
+                 const floating[:, ::1] W_hh not None,  # IN  (3H, H)
+                 const floating[:, ::1] h0 not None,    # IN  (B, H)
+                 floating[:, :, ::1] G not None,        # IN gate outputs, WORK: becomes dGh
+                 floating[:, :, ::1] HN not None,       # IN W_hn h + b_hn, WORK: becomes dA_n
+                 const floating[:, :, ::1] H not None,  # IN  (T, B, H) hidden states
+                 floating[:, :, ::1] dH not None,       # IN dL/dH, WORK: gets the carries
+                 int truncate,                          # window length, 0: full BPTT
+                 floating[:, ::1] dW_xh not None,       # OUT (3H, I)
+                 floating[:, ::1] dW_hh not None,       # OUT (3H, H)
+                 floating[::1] db_h not None,           # OUT (3H,)
+                 floating[::1] db_hn not None,          # OUT (H,)
+                 floating[:, ::1] dh0 not None,         # OUT (B, H)
+                 bint accumulate=False,                 # add into dW_xh, dW_hh, db_h, db_hn
+                 floating[:, :, ::1] dX=None,           # OUT (T, B, I), optional
+                 int n_threads=1,                       # threads splitting the work
+                 int slabs=1,                           # batch slabs, as gru_forward
+                 int slab_steps=0):                     # cache timesteps per slab (0: T)
     """Backpropagate through time; see the module docstring for the maths.
 
     With ``accumulate`` the weight gradients are added to what the outputs
@@ -366,11 +372,18 @@ def gru_backward(const floating[:, :, ::1] X,      # IN  (T, B, I)
     cdef const floating* W_hh_packed
     cdef int gradient_parts
     cdef Py_ssize_t block
+    memset(&a, 0, sizeof(a))
+    a.T = check_cell(3, slabs, slab_steps, X.shape, W_xh.shape, W_hh.shape, h0.shape,
+                     H.shape[0], &a.cache_steps)
+    check_cache_arrays(3, "HN", X.shape[1], W_hh.shape[1], G.shape, HN.shape, H.shape)
+    check_shape("dH", dH.shape, 3, X.shape[0], X.shape[1], W_hh.shape[1])
+    check_gradients(W_xh.shape, W_hh.shape, dW_xh.shape, dW_hh.shape, db_h.shape)
+    check_shape("db_hn", db_hn.shape, 1, W_hh.shape[1])
+    check_shape("dh0", dh0.shape, 2, h0.shape[0], h0.shape[1])
+    if dX is not None:
+        check_shape("dX", dX.shape, 3, X.shape[0], X.shape[1], X.shape[2])
     if X.shape[0] == 0 or X.shape[1] == 0 or W_hh.shape[1] == 0:
         return
-    memset(&a, 0, sizeof(a))
-    a.T = check_slabs(slabs, X.shape[0], X.shape[1], h0.shape[0])
-    a.cache_steps = check_cache(slabs, a.T, slab_steps, H.shape[0])
     gradient_parts = slabs if slabs > 1 else balanced_parts(n_threads, a.T)
     packed = pack_weights(W_hh, False, &W_hh_packed)
     a.X, a.W_xh, a.W_hh, a.W_hh_packed = &X[0, 0, 0], &W_xh[0, 0], &W_hh[0, 0], W_hh_packed
@@ -401,6 +414,7 @@ def gru_backward(const floating[:, :, ::1] X,      # IN  (T, B, I)
 # ---------------------------------------------------------------- streaming
 
 STEP_WORK = (3, 3, 1)  # input pre-activations A, hidden products Gh, HN
+STEP_GATES, STEP_STATES, STEP_EXTRA = 3, 1, 1  # gate blocks; (h,); b_hn
 
 
 cdef void cell_step(const floating* x, floating** p, floating** s, floating** w,

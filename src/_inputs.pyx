@@ -17,12 +17,13 @@ from cython cimport floating
 from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memcpy
 
+from _checks cimport check_shape
 from _parallel cimport bptt_parallel, import_threadpool
 
 import_threadpool()
 
 
-def all_finite(const floating[::1] x):
+def all_finite(const floating[::1] x not None):
     """True when the 1-D contiguous array x holds no NaN and no infinity."""
     cdef Py_ssize_t i, n = x.shape[0]
     cdef uint32_t word32, bad32 = 0
@@ -68,11 +69,11 @@ cdef void copy_slab(void* args, int slab, int n_slabs) noexcept nogil:
         copy_slab_of(<CopyArgs*>args, slab, <float>0)
 
 
-def time_major(const floating[:, :, ::1] X,     # IN  (n, T, F) batch-first
+def time_major(const floating[:, :, ::1] X not None,  # IN  (n, T, F) batch-first
                Py_ssize_t start, Py_ssize_t stop,
-               floating[:, :, ::1] out,         # OUT (slabs * (stop - start), n / slabs, F)
-               int slabs=1,                     # batch slabs (src/_cellparts.pxd)
-               int n_threads=1):                # threads copying the slabs
+               floating[:, :, ::1] out not None,      # OUT (slabs * (stop - start), n / slabs, F)
+               int slabs=1,                           # batch slabs (src/_cellparts.pxd)
+               int n_threads=1):                      # threads copying the slabs
     """out[t - start, b] = X[b, t] for start <= t < stop.
 
     With ``slabs`` > 1, out[k * (stop - start) + t - start, b] = X[k * n/slabs
@@ -84,12 +85,9 @@ def time_major(const floating[:, :, ::1] X,     # IN  (n, T, F) batch-first
     cdef int slab
     if slabs < 1 or n % slabs:
         raise ValueError(f"slabs must divide n_samples={n}; got slabs={slabs}.")
-    if (slabs * steps > out.shape[0] or out.shape[1] != n // slabs
-            or out.shape[2] != F):
-        raise ValueError(f"out must have shape ({slabs * steps}, {n // slabs}, {F}) at "
-                         f"least; got ({out.shape[0]}, {out.shape[1]}, {out.shape[2]}).")
     if not 0 <= start <= stop <= X.shape[1]:
         raise ValueError(f"need 0 <= start <= stop <= {X.shape[1]}; got {start}, {stop}.")
+    check_shape("out", out.shape, 3, slabs * steps, n // slabs, F, True)
     if n == 0 or F == 0 or stop == start:
         return
     a.X, a.out, a.is_double = &X[0, 0, 0], &out[0, 0, 0], floating is double

@@ -39,8 +39,10 @@ from _packed cimport pack_weights, recurrent_product
 from _parallel cimport balanced_parts, bptt_parallel, import_threadpool
 from _stepping cimport (P_B_H, P_W_HH, P_W_HH_PACKED, P_W_XH,
                        P_W_XH_PACKED)
-from _cellparts cimport (CellArgs, check_cache, check_slabs, gradient_part, gradient_scratch,
+from _cellparts cimport (CellArgs, check_cache_arrays, check_cell,
+                        check_gradients, gradient_part, gradient_scratch,
                         project_part, run_phases)
+from _checks cimport check_shape
 from _rowops cimport add_gradient_parts, gradient_size, part_start
 
 cimport numpy as cnp
@@ -209,18 +211,18 @@ cdef void backward_part(void* args, int part, int n_parts) noexcept nogil:
         backward_part_of(<CellArgs*>args, part, n_parts, <float>0)
 
 
-def lstm_forward(const floating[:, :, ::1] X,      # IN  (T, B, I)
-                 const floating[:, ::1] W_xh,      # IN  (4H, I)
-                 const floating[:, ::1] W_hh,      # IN  (4H, H)
-                 const floating[::1] b_h,          # IN  (4H,)
-                 const floating[:, ::1] h0,        # IN  (B, H)
-                 const floating[:, ::1] c0,        # IN  (B, H)
-                 floating[:, :, ::1] G,            # OUT (T, B, 4H) gate outputs
-                 floating[:, :, ::1] C,            # OUT (T, B, H) cell states
-                 floating[:, :, ::1] H,            # OUT (T, B, H) hidden states
-                 int n_threads=1,                # threads splitting the batch
-                 int slabs=1,                   # batch slabs (_cellparts.pxd)
-                 int slab_steps=0):              # cache timesteps per slab (0: T)
+def lstm_forward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
+                 const floating[:, ::1] W_xh not None,  # IN  (4H, I)
+                 const floating[:, ::1] W_hh not None,  # IN  (4H, H)
+                 const floating[::1] b_h not None,      # IN  (4H,)
+                 const floating[:, ::1] h0 not None,    # IN  (B, H)
+                 const floating[:, ::1] c0 not None,    # IN  (B, H)
+                 floating[:, :, ::1] G not None,        # OUT (T, B, 4H) gate outputs
+                 floating[:, :, ::1] C not None,        # OUT (T, B, H) cell states
+                 floating[:, :, ::1] H not None,        # OUT (T, B, H) hidden states
+                 int n_threads=1,                       # threads splitting the batch
+                 int slabs=1,                           # batch slabs (_cellparts.pxd)
+                 int slab_steps=0):                     # cache timesteps per slab (0: T)
     """Run the recurrence over all timesteps and keep what backward needs.
 
     With ``slabs`` > 1 the (T, B, .) arrays are (slabs*T, B, .) and the state
@@ -229,11 +231,14 @@ def lstm_forward(const floating[:, :, ::1] X,      # IN  (T, B, I)
     cdef CellArgs a
     cdef const floating* W_hh_packed
     cdef const floating* W_xh_packed
+    memset(&a, 0, sizeof(a))
+    a.T = check_cell(4, slabs, slab_steps, X.shape, W_xh.shape, W_hh.shape, h0.shape,
+                     H.shape[0], &a.cache_steps)
+    check_shape("b_h", b_h.shape, 1, W_hh.shape[0])
+    check_shape("c0", c0.shape, 2, h0.shape[0], h0.shape[1])
+    check_cache_arrays(4, "C", X.shape[1], W_hh.shape[1], G.shape, C.shape, H.shape)
     if X.shape[0] == 0 or X.shape[1] == 0 or W_hh.shape[1] == 0:
         return
-    memset(&a, 0, sizeof(a))
-    a.T = check_slabs(slabs, X.shape[0], X.shape[1], h0.shape[0])
-    a.cache_steps = check_cache(slabs, a.T, slab_steps, H.shape[0])
     # both weights packed once, for the projection and for every step
     packed = pack_weights(W_hh, True, &W_hh_packed)
     packed_xh = pack_weights(W_xh, True, &W_xh_packed)
@@ -251,26 +256,26 @@ def lstm_forward(const floating[:, :, ::1] X,      # IN  (T, B, I)
                    forward_part, n_threads)
 
 
-def lstm_backward(const floating[:, :, ::1] X,     # IN  (T, B, I)
-                  const floating[:, ::1] W_xh,     # IN  (4H, I), for dX
-                  const floating[:, ::1] W_hh,     # IN  (4H, H)
-                  const floating[:, ::1] h0,       # IN  (B, H)
-                  const floating[:, ::1] c0,       # IN  (B, H)
-                  floating[:, :, ::1] G,           # IN gate outputs, WORK: becomes dG
-                  const floating[:, :, ::1] C,     # IN  (T, B, H) cell states
-                  const floating[:, :, ::1] H,     # IN  (T, B, H) hidden states
-                  floating[:, :, ::1] dH,          # IN dL/dH, WORK: gets the carries
-                  int truncate,                    # window length, 0: full BPTT
-                  floating[:, ::1] dW_xh,          # OUT (4H, I)
-                  floating[:, ::1] dW_hh,          # OUT (4H, H)
-                  floating[::1] db_h,              # OUT (4H,)
-                  floating[:, ::1] dh0,            # OUT (B, H)
-                  floating[:, ::1] dc0,            # IN dL/dC[T-1] from later steps, OUT (B, H)
-                  bint accumulate=False,           # add into dW_xh, dW_hh, db_h
-                  floating[:, :, ::1] dX=None,     # OUT (T, B, I), optional
-                  int n_threads=1,               # threads splitting the work
-                  int slabs=1,                  # batch slabs, as lstm_forward
-                  int slab_steps=0):             # cache timesteps per slab (0: T)
+def lstm_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
+                  const floating[:, ::1] W_xh not None,  # IN  (4H, I), for dX
+                  const floating[:, ::1] W_hh not None,  # IN  (4H, H)
+                  const floating[:, ::1] h0 not None,    # IN  (B, H)
+                  const floating[:, ::1] c0 not None,    # IN  (B, H)
+                  floating[:, :, ::1] G not None,        # IN gate outputs, WORK: becomes dG
+                  const floating[:, :, ::1] C not None,  # IN  (T, B, H) cell states
+                  const floating[:, :, ::1] H not None,  # IN  (T, B, H) hidden states
+                  floating[:, :, ::1] dH not None,       # IN dL/dH, WORK: gets the carries
+                  int truncate,                          # window length, 0: full BPTT
+                  floating[:, ::1] dW_xh not None,       # OUT (4H, I)
+                  floating[:, ::1] dW_hh not None,       # OUT (4H, H)
+                  floating[::1] db_h not None,           # OUT (4H,)
+                  floating[:, ::1] dh0 not None,         # OUT (B, H)
+                  floating[:, ::1] dc0 not None,  # IN dL/dC[T-1] from later steps, OUT (B, H)
+                  bint accumulate=False,                 # add into dW_xh, dW_hh, db_h
+                  floating[:, :, ::1] dX=None,           # OUT (T, B, I), optional
+                  int n_threads=1,                       # threads splitting the work
+                  int slabs=1,                           # batch slabs, as lstm_forward
+                  int slab_steps=0):                     # cache timesteps per slab (0: T)
     """Backpropagate through time; see the module docstring for the maths.
 
     dc0 carries the cell-state gradient: it enters as dL/dC[T-1] from later
@@ -283,11 +288,19 @@ def lstm_backward(const floating[:, :, ::1] X,     # IN  (T, B, I)
     cdef CellArgs a
     cdef const floating* W_hh_packed
     cdef int gradient_parts
+    memset(&a, 0, sizeof(a))
+    a.T = check_cell(4, slabs, slab_steps, X.shape, W_xh.shape, W_hh.shape, h0.shape,
+                     H.shape[0], &a.cache_steps)
+    check_shape("c0", c0.shape, 2, h0.shape[0], h0.shape[1])
+    check_cache_arrays(4, "C", X.shape[1], W_hh.shape[1], G.shape, C.shape, H.shape)
+    check_shape("dH", dH.shape, 3, X.shape[0], X.shape[1], W_hh.shape[1])
+    check_gradients(W_xh.shape, W_hh.shape, dW_xh.shape, dW_hh.shape, db_h.shape)
+    check_shape("dh0", dh0.shape, 2, h0.shape[0], h0.shape[1])
+    check_shape("dc0", dc0.shape, 2, h0.shape[0], h0.shape[1])
+    if dX is not None:
+        check_shape("dX", dX.shape, 3, X.shape[0], X.shape[1], X.shape[2])
     if X.shape[0] == 0 or X.shape[1] == 0 or W_hh.shape[1] == 0:
         return
-    memset(&a, 0, sizeof(a))
-    a.T = check_slabs(slabs, X.shape[0], X.shape[1], h0.shape[0])
-    a.cache_steps = check_cache(slabs, a.T, slab_steps, H.shape[0])
     gradient_parts = slabs if slabs > 1 else balanced_parts(n_threads, a.T)
     packed = pack_weights(W_hh, False, &W_hh_packed)
     a.X, a.W_xh, a.W_hh, a.W_hh_packed = &X[0, 0, 0], &W_xh[0, 0], &W_hh[0, 0], W_hh_packed
@@ -317,6 +330,7 @@ def lstm_backward(const floating[:, :, ::1] X,     # IN  (T, B, I)
 # ---------------------------------------------------------------- streaming
 
 STEP_WORK = (4,)  # the gate pre-activations (B, 4H)
+STEP_GATES, STEP_STATES, STEP_EXTRA = 4, 2, 0  # gate blocks; (h, c); no extra params
 
 
 cdef void cell_step(const floating* x, floating** p, floating** s, floating** w,

@@ -17,6 +17,7 @@ overwritten. ``scale`` multiplies the gradient first (gradient clipping).
 """
 from cython cimport floating
 
+from _checks cimport check_shape
 from _fpmode cimport flush_enter, flush_leave, fp_mode
 
 cdef extern from "math.h" nogil:
@@ -37,24 +38,17 @@ cdef inline floating sqrt_(floating x) noexcept nogil:
         return sqrt(x)
 
 
-cdef int _check_size(Py_ssize_t n, Py_ssize_t size, str name) except -1:
-    """Raise unless an array of a step has the parameter's n elements."""
-    if size != n:
-        raise ValueError(f"{name} has {size} elements; the parameter has {n}.")
-    return 0
-
-
-def sgd_step(const floating[::1] param,   # IN  (n,)
-             const floating[::1] grad,    # IN  (n,)
-             floating[::1] new,           # OUT (n,)
+def sgd_step(const floating[::1] param not None,  # IN  (n,)
+             const floating[::1] grad not None,   # IN  (n,)
+             floating[::1] new not None,          # OUT (n,)
              double learning_rate, double scale):
     """new = param - learning_rate * (scale * grad). Returns True when every
     new value is finite."""
     cdef Py_ssize_t i, n = param.shape[0]
     cdef floating lr = learning_rate, s = scale, g
     cdef bint ok = True
-    _check_size(n, grad.shape[0], "grad")
-    _check_size(n, new.shape[0], "new")
+    check_shape("grad", grad.shape, 1, n)
+    check_shape("new", new.shape, 1, n)
     cdef fp_mode saved
     with nogil:
         saved = flush_enter()  # subnormals flushed (_fpmode.pxd)
@@ -66,19 +60,19 @@ def sgd_step(const floating[::1] param,   # IN  (n,)
     return ok
 
 
-def momentum_step(const floating[::1] param,   # IN  (n,)
-                  const floating[::1] grad,    # IN  (n,)
-                  floating[::1] velocity,      # IN/OUT (n,)
-                  floating[::1] new,           # OUT (n,)
+def momentum_step(const floating[::1] param not None,  # IN  (n,)
+                  const floating[::1] grad not None,   # IN  (n,)
+                  floating[::1] velocity not None,     # IN/OUT (n,)
+                  floating[::1] new not None,          # OUT (n,)
                   double learning_rate, double momentum, double scale):
     """velocity = momentum * velocity - learning_rate * (scale * grad) ;
     new = param + velocity. Returns True when every new value is finite."""
     cdef Py_ssize_t i, n = param.shape[0]
     cdef floating lr = learning_rate, mu = momentum, s = scale, g, u
     cdef bint ok = True
-    _check_size(n, grad.shape[0], "grad")
-    _check_size(n, velocity.shape[0], "velocity")
-    _check_size(n, new.shape[0], "new")
+    check_shape("grad", grad.shape, 1, n)
+    check_shape("velocity", velocity.shape, 1, n)
+    check_shape("new", new.shape, 1, n)
     cdef fp_mode saved
     with nogil:
         saved = flush_enter()  # subnormals flushed (_fpmode.pxd)
@@ -92,11 +86,11 @@ def momentum_step(const floating[::1] param,   # IN  (n,)
     return ok
 
 
-def adam_step(const floating[::1] param,   # IN  (n,)
-              const floating[::1] grad,    # IN  (n,)
-              floating[::1] m,             # IN/OUT (n,) first moment
-              floating[::1] v,             # IN/OUT (n,) second moment
-              floating[::1] new,           # OUT (n,)
+def adam_step(const floating[::1] param not None,  # IN  (n,)
+              const floating[::1] grad not None,   # IN  (n,)
+              floating[::1] m not None,            # IN/OUT (n,) first moment
+              floating[::1] v not None,            # IN/OUT (n,) second moment
+              floating[::1] new not None,          # OUT (n,)
               double lr_t, double beta_1, double beta_2, double epsilon,
               double scale):
     """m = beta_1 m + (1 - beta_1) g ; v = beta_2 v + (1 - beta_2) g^2 with
@@ -106,10 +100,10 @@ def adam_step(const floating[::1] param,   # IN  (n,)
     cdef floating b1 = beta_1, b2 = beta_2, c1 = 1 - beta_1, c2 = 1 - beta_2
     cdef floating lr = lr_t, eps = epsilon, s = scale, g, mi, vi
     cdef bint ok = True
-    _check_size(n, grad.shape[0], "grad")
-    _check_size(n, m.shape[0], "m")
-    _check_size(n, v.shape[0], "v")
-    _check_size(n, new.shape[0], "new")
+    check_shape("grad", grad.shape, 1, n)
+    check_shape("m", m.shape, 1, n)
+    check_shape("v", v.shape, 1, n)
+    check_shape("new", new.shape, 1, n)
     cdef fp_mode saved
     with nogil:
         saved = flush_enter()  # subnormals flushed (_fpmode.pxd)

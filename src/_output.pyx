@@ -25,6 +25,7 @@ cdef extern from "lossrows.h" nogil:
     double bptt_mse_rows_d(const double* y, const double* t, double* dz, long size,
                            double scale)
 from _blas cimport gemm
+from _checks cimport ANY, check_code, check_positive, check_shape
 from _fpmode cimport flush_enter, flush_leave, fp_mode
 from _outlayer cimport IDENTITY, SIGMOID, SOFTMAX, output_rows
 from _parallel cimport balanced_parts, bptt_parallel, import_threadpool
@@ -43,14 +44,51 @@ cdef enum:
     BINARY_CROSS_ENTROPY = 2
 
 
-def output_forward(const floating[:, ::1] Hs,    # IN  (N, H)
-                   const floating[:, ::1] W_oh,  # IN  (O, H)
-                   const floating[::1] b_o,      # IN  (O,)
+cdef int check_output_shapes(const Py_ssize_t* Hs, const Py_ssize_t* W_oh,
+                             const Py_ssize_t* b_o, int activation) except -1:
+    """The arguments both entry points share (_checks.pxd): W_oh (O, H) with
+    O >= 1 (softmax and the cross-entropy read a row's first logit), b_o (O,)
+    and a known activation code."""
+    check_shape("W_oh", W_oh, 2, ANY, Hs[1])
+    check_positive("output_size (the rows of W_oh)", W_oh[0])
+    check_shape("b_o", b_o, 1, W_oh[0])
+    return check_code("activation", activation, 3)
+
+
+cdef int check_labels(const int64_t[::1] labels, int O, int N, int n_parts,
+                      Py_ssize_t part_stride) except -1:
+    """Raise ValueError unless every label output_layer reads (the rows of
+    its parts, as layer_part_of finds them) lies in [0, O): a label indexes
+    the row's logits and gradients."""
+    cdef int part, r0, r1
+    cdef Py_ssize_t r, start, bad = -1
+    with nogil:
+        for part in range(n_parts):
+            r0, r1 = part_start(N, part, n_parts), part_start(N, part + 1, n_parts)
+            start = part * part_stride if part_stride > 0 else r0
+            for r in range(start, start + r1 - r0):
+                if labels[r] < 0 or labels[r] >= O:
+                    bad = r
+                    break
+            if bad >= 0:
+                break
+    if bad >= 0:
+        raise ValueError(f"cross_entropy labels must lie in [0, {O}); target[{bad}] is "
+                         f"{labels[bad]}.")
+    return 0
+
+
+def output_forward(const floating[:, ::1] Hs not None,    # IN  (N, H)
+                   const floating[:, ::1] W_oh not None,  # IN  (O, H)
+                   const floating[::1] b_o not None,      # IN  (O,)
                    int activation,
-                   floating[:, ::1] Z,           # OUT (N, O)
-                   floating[:, ::1] Y):          # OUT (N, O)
+                   floating[:, ::1] Z not None,           # OUT (N, O)
+                   floating[:, ::1] Y not None):          # OUT (N, O)
     """Z = Hs @ W_oh.T + b_o ; Y = phi(Z)."""
     cdef int N = Hs.shape[0], n_hidden = Hs.shape[1], O = W_oh.shape[0]
+    check_output_shapes(Hs.shape, W_oh.shape, b_o.shape, activation)
+    check_shape("Z", Z.shape, 2, N, O)
+    check_shape("Y", Y.shape, 2, N, O)
     if N == 0:
         return
     cdef fp_mode saved
@@ -188,23 +226,23 @@ cdef void layer_part(void* args, int part, int n_parts) noexcept nogil:
         layer_part_of(<Args*>args, part, n_parts, <float>0)
 
 
-def output_layer(const floating[:, ::1] Hs,      # IN  (N, H)
-                 const floating[:, ::1] W_oh,    # IN  (O, H)
-                 const floating[::1] b_o,        # IN  (O,)
+def output_layer(const floating[:, ::1] Hs not None,    # IN  (N, H)
+                 const floating[:, ::1] W_oh not None,  # IN  (O, H)
+                 const floating[::1] b_o not None,      # IN  (O,)
                  int activation,
-                 int loss,                       # 0 mse, 1 cross_entropy, 2 binary_cross_entropy
-                 target,                         # IN  (N, O) floats, or (N,) int64 labels
-                 double denominator,             # elements (CE: rows) the mean runs over
-                 floating[:, ::1] Z,             # OUT (N, O)
-                 floating[:, ::1] Y,             # OUT (N, O)
-                 floating[:, ::1] dZ,            # OUT (N, O)
-                 floating[:, ::1] dW_oh,         # OUT (O, H)
-                 floating[::1] db_o,             # OUT (O,)
-                 floating[:, ::1] dHs,           # OUT (N, H)
-                 bint accumulate=False,          # add into dW_oh, db_o
-                 int n_threads=1,                # threads splitting the rows
-                 int parts=0,                    # > 0: that many equal row parts
-                 Py_ssize_t part_stride=0):      # > 0: Hs/target rows between parts
+                 int loss,  # 0 mse, 1 cross_entropy, 2 binary_cross_entropy
+                 target,                                # IN  (N, O) floats, or (N,) int64 labels
+                 double denominator,                    # elements (CE: rows) the mean runs over
+                 floating[:, ::1] Z not None,           # OUT (N, O)
+                 floating[:, ::1] Y not None,           # OUT (N, O)
+                 floating[:, ::1] dZ not None,          # OUT (N, O)
+                 floating[:, ::1] dW_oh not None,       # OUT (O, H)
+                 floating[::1] db_o not None,           # OUT (O,)
+                 floating[:, ::1] dHs not None,         # OUT (N, H)
+                 bint accumulate=False,                 # add into dW_oh, db_o
+                 int n_threads=1,                       # threads splitting the rows
+                 int parts=0,                           # > 0: that many equal row parts
+                 Py_ssize_t part_stride=0):             # > 0: Hs/target rows between parts
     """Forward, loss and backward of the output layer over N rows.
 
     Z = Hs @ W_oh.T + b_o ; Y = phi(Z) ; the loss summed over these rows /
@@ -222,29 +260,44 @@ def output_layer(const floating[:, ::1] Hs,      # IN  (N, H)
     # thread reads the hidden states it wrote and writes the dL/dH it reads next
     cdef int n_parts = parts if 1 < parts <= N else balanced_parts(n_threads, N)
     cdef int part, r, j
+    cdef Py_ssize_t needed = N  # rows of Hs and of the target read
     cdef Args a
     cdef const floating[:, ::1] target_rows
     cdef const int64_t[::1] labels
     cdef floating* block
     cdef double total = 0
-    if N == 0:
-        return 0.0
-    if part_stride > 0:
-        if parts < 1 or N % parts or (parts - 1) * part_stride + N // parts > Hs.shape[0]:
+    check_output_shapes(Hs.shape, W_oh.shape, b_o.shape, activation)
+    check_code("loss", loss, 3)
+    check_shape("Z", Z.shape, 2, N, O)
+    check_shape("Y", Y.shape, 2, N, O)
+    check_shape("dZ", dZ.shape, 2, N, O)
+    check_shape("dW_oh", dW_oh.shape, 2, O, n_hidden)
+    check_shape("db_o", db_o.shape, 1, O)
+    check_shape("dHs", dHs.shape, 2, N, n_hidden)
+    if part_stride < 0:
+        raise ValueError(f"part_stride must be >= 0; got {part_stride}.")
+    if part_stride > 0 and N > 0:
+        needed = (parts - 1) * part_stride + N // parts if parts >= 1 else -1
+        if parts < 1 or N % parts or needed > Hs.shape[0]:
             raise ValueError(
                 f"part_stride={part_stride} needs parts >= 1 dividing N={N} and Hs of at "
                 f"least (parts - 1) * part_stride + N / parts rows; got parts={parts}, "
                 f"{Hs.shape[0]} rows."
             )
-        if len(target) < (parts - 1) * part_stride + N // parts:
-            raise ValueError(f"target has {len(target)} rows; part_stride={part_stride} "
-                             f"needs {(parts - 1) * part_stride + N // parts}.")
+    if target is None:
+        raise TypeError("target must be an array; got None.")
     if loss == CROSS_ENTROPY:
         labels = target
-        a.labels, a.target = &labels[0], NULL
+        check_shape("target (labels)", labels.shape, 1, needed, ANY, ANY, True)
+        check_labels(labels, O, N, n_parts if n_parts == parts else 1,
+                     part_stride if n_parts == parts else 0)
+        a.labels, a.target = &labels[0] if N > 0 else NULL, NULL
     else:
         target_rows = target
-        a.labels, a.target = NULL, &target_rows[0, 0]
+        check_shape("target", target_rows.shape, 2, needed, O, ANY, True)
+        a.labels, a.target = NULL, &target_rows[0, 0] if N > 0 else NULL
+    if N == 0:
+        return 0.0
     scratch = np.empty(n_parts * (n_hidden + 1) * O,
                        dtype=np.float64 if floating is double else np.float32)
     losses = np.empty(n_parts, dtype=np.float64)

@@ -4,6 +4,9 @@
 #
 #   STEP_WORK : tuple of int
 #       The work buffers one step needs, as multiples of H columns.
+#   STEP_GATES, STEP_STATES, STEP_EXTRA : int
+#       Gate blocks of W_xh / W_hh / b_h, state arrays ((h,) or (h, c)) and
+#       extra (H,) parameters after b_o (GRU: b_hn): what Stepper checks.
 #   cdef void cell_step(const floating* x, floating** p, floating** s,
 #                       floating** w, int B, int I, int H, bint relu) noexcept nogil
 #       One timestep of the cell on x (B, I): reads the parameters p (indexed
@@ -12,6 +15,7 @@
 #
 # The stepper adds the output layer, input checks and the GIL policy, and
 # allocates every buffer once, so a step allocates nothing.
+from _checks cimport ANY, check_array, check_code, check_positive
 from _fpmode cimport flush_enter, flush_leave, fp_mode
 from _outlayer cimport output_rows
 from _stepping cimport (MAX_POINTERS, P_B_O, P_W_HH, P_W_OH, P_W_XH, P_W_XH_PACKED,
@@ -57,11 +61,34 @@ cdef class Stepper:
     def __init__(self, tuple params, tuple state0, bint relu, int activation, coerce):
         cdef const float* unused_s
         cdef const double* unused_d
-        dtype = params[P_W_HH].dtype
-        B, n_hidden = state0[0].shape
+        # the raw pointers below trust these shapes (_checks.pxd)
+        if len(params) != 5 + STEP_EXTRA or len(state0) != STEP_STATES:
+            raise ValueError(f"this cell's Stepper takes {5 + STEP_EXTRA} parameter arrays "
+                             f"and {STEP_STATES} state arrays; got {len(params)} and "
+                             f"{len(state0)}.")
+        dtype = np.asarray(params[P_W_HH]).dtype
+        if dtype != np.float32 and dtype != np.float64:
+            raise ValueError(f"the parameters must be float32 or float64; W_hh has dtype "
+                             f"{dtype}.")
+        check_code("activation", activation, 3)
         copies = [np.array(a, dtype=dtype, order="C", copy=True) for a in params]
         self._state = tuple(np.array(a, dtype=dtype, order="C", copy=True) for a in state0)
+        check_array("h0", self._state[0], 2, ANY, ANY)
+        B, n_hidden = self._state[0].shape
+        check_positive("the number of samples", B)
+        check_positive("the hidden size", n_hidden)
+        if STEP_STATES > 1:
+            check_array("c0", self._state[1], 2, B, n_hidden)
+        check_array("W_hh", copies[P_W_HH], 2, STEP_GATES * n_hidden, n_hidden)
+        check_array("W_xh", copies[P_W_XH], 2, STEP_GATES * n_hidden, ANY)
+        check_positive("the input size (W_xh columns)", copies[P_W_XH].shape[1])
+        check_array("b_h", copies[P_B_H], 1, STEP_GATES * n_hidden)
+        check_array("W_oh", copies[P_W_OH], 2, ANY, n_hidden)
         O = copies[P_W_OH].shape[0]
+        check_positive("the output size (W_oh rows)", O)
+        check_array("b_o", copies[P_B_O], 1, O)
+        for i in range(5, len(copies)):
+            check_array(f"params[{i}]", copies[i], 1, n_hidden)
         self.y = np.empty((B, O), dtype=dtype)
         z = np.empty((B, O), dtype=dtype)
         work = [np.empty((B, m * n_hidden), dtype=dtype) for m in STEP_WORK]
@@ -102,7 +129,13 @@ cdef class Stepper:
     def reset(self, h0):
         """Set the state to ``h0`` (same form and shapes as ``state``)."""
         values = (h0,) if len(self._state) == 1 else tuple(h0)
-        for a, value in zip(self._state, values, strict=True):
+        if len(values) != len(self._state):
+            raise ValueError(f"reset takes {len(self._state)} state arrays (h, c); got "
+                             f"{len(values)}.")
+        # exact shapes: a broadcast would set every sample from one row
+        for a, value, name in zip(self._state, values, ("h0", "c0")):
+            check_array(name, np.asarray(value), 2, self.B, self.n_hidden)
+        for a, value in zip(self._state, values):
             a[...] = value
 
     def step(self, x):

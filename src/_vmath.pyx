@@ -10,17 +10,19 @@ and the packed recurrent product against a matmul.
 from cython cimport floating
 
 from _activations cimport exp_, tanh_, sigmoid_
+from _checks cimport check_shape
 from _packed cimport bptt_gemm_packed_d, bptt_gemm_packed_s, pack_matrix, packed_size
 
 import numpy as np
 
 
-def apply(str name, const floating[::1] x, floating[::1] out):
+def apply(str name, const floating[::1] x not None, floating[::1] out not None):
     """out = name(x) for name in {"exp", "tanh", "sigmoid"}."""
     cdef Py_ssize_t i, n = x.shape[0]
     if name not in ("exp", "tanh", "sigmoid"):
         raise ValueError(f"name must be 'exp', 'tanh' or 'sigmoid'; got {name!r}")
     cdef int which = ("exp", "tanh", "sigmoid").index(name)
+    check_shape("out", out.shape, 1, n)
     with nogil:
         if which == 0:
             for i in range(n):
@@ -70,16 +72,19 @@ def cpu_variants():
     return tuple(variants)
 
 
-def packed_product(const floating[:, ::1] A, const floating[:, ::1] W, bint transpose,
-                   floating beta, floating[:, ::1] C):
+def packed_product(const floating[:, ::1] A not None, const floating[:, ::1] W not None,
+                   bint transpose, floating beta, floating[:, ::1] C not None):
     """C = A @ op(W) + beta * C through packedgemm.h (pack W, then multiply),
     op(W) = W.T when ``transpose``. Packs in every build (the kernels pack
     only where BPTT_PACK_RECURRENT says), so every build's micro-kernel gets
     tested."""
     cdef int m = A.shape[0], k = A.shape[1]
     cdef int n = W.shape[0] if transpose else W.shape[1]
-    if (W.shape[1] if transpose else W.shape[0]) != k or C.shape[0] != m or C.shape[1] != n:
-        raise ValueError("shapes do not match")
+    if transpose:
+        check_shape("W", W.shape, 2, n, k)
+    else:
+        check_shape("W", W.shape, 2, k, n)
+    check_shape("C", C.shape, 2, m, n)
     cdef floating[::1] bp = np.empty(packed_size(W, transpose),
                                      dtype=np.float32 if floating is float else np.float64)
     if m == 0 or n == 0 or k == 0:

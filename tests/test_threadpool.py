@@ -28,11 +28,13 @@ def test_every_part_runs_once(n_parts, n_threads):
 def test_awake_workers_take_parts():
     """A spinning worker claims parts. The scheduler may first place it on the
     caller's CPU, where it cannot run while the caller computes, so the test
-    gives it a few seconds of calls to be moved."""
+    keeps calling until it has been moved. The deadline only turns a worker
+    that never runs into a failure: on a loaded machine it can take seconds,
+    and an idle one needs a few calls."""
     import time
     before = pool.worker_parts()
     owners = set()
-    deadline = time.monotonic() + 5.0
+    deadline = time.monotonic() + 120.0
     while time.monotonic() < deadline:
         # parts of tens to hundreds of µs, long enough for a spinning worker
         _, owner = pool.run_record(2, 2, 200000)
@@ -147,26 +149,51 @@ def test_forked_child_starts_its_own_workers():
     assert result == b"1"
 
 
-def test_threads_used_at_the_m_size():
+def test_threads_used_at_the_m_size(monkeypatch):
     """The M size splits over two threads when two are allowed, and runs on
-    one when BLAS is limited to one (the caller's threadpoolctl limit)."""
+    one when BLAS is limited to one (the caller's threadpoolctl limit): the
+    budget each call plans with is the limit in force when it starts."""
     from threadpoolctl import threadpool_limits
     net = bptt.RNN(32, 64, 8, dtype="float32", random_state=0)
-    with threadpool_limits(limits=2, user_api="blas"):
-        assert net._plan_threads(2, 32) == 2
-    with threadpool_limits(limits=1, user_api="blas"):
-        assert net._plan_threads(1, 32) == 1
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((32, 20, 32)).astype(np.float32)
+    y = rng.standard_normal((32, 20, 8)).astype(np.float32)
+    planned = []
+    plan = net._plan_threads
+
+    def record(budget, n_samples):
+        planned.append((budget, plan(budget, n_samples)))
+        return planned[-1][1]
+
+    monkeypatch.setattr(net, "_plan_threads", record)
+    for limit in (2, 1, 2):
+        planned.clear()
+        with threadpool_limits(limits=limit, user_api="blas"):
+            before = pool.worker_parts()
+            net.loss_and_grad(X, y)
+            net.forward(X)
+            if limit == 1:  # no part ran on a worker
+                assert pool.worker_parts() == before
+        assert planned == [(limit, limit)] * 2, (limit, planned)
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2 if hasattr(os, "sched_getaffinity")
                     else (os.cpu_count() or 1) < 2, reason="needs two CPUs")
 def test_handoff_between_caller_and_worker():
-    """handoff_ns bounces a cache line between the caller and a worker: a
-    round trip takes tens to thousands of ns; -1 only when no worker joined
-    (none awake yet: the first call starts them)."""
-    results = [pool.handoff_ns(2000) for _ in range(5)]
-    assert all(r == -1 or 10 < r < 1e6 for r in results), results
-    assert any(r > 0 for r in results), results
+    """handoff_ns bounces a cache line between the caller and a worker and
+    returns the mean round trip in ns (benchmarks/modes.py reports it; how
+    long it takes depends on the machine and its load, so it is not checked
+    here), or -1 when no worker joined within its 50 ms (none awake yet: the
+    first call starts them; or, on a loaded machine, none got a core in
+    time). Calls are repeated until a worker joins; the deadline only turns
+    one that never does into a failure."""
+    import time
+    results = []
+    deadline = time.monotonic() + 120.0
+    while time.monotonic() < deadline and not any(r > 0 for r in results):
+        results.append(pool.handoff_ns(2000))
+    assert all(r == -1 or r > 0 for r in results), results
+    assert results[-1] > 0, results
     with pytest.raises(ValueError, match="rounds must be >= 1; got 0"):
         pool.handoff_ns(0)
 

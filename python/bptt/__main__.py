@@ -91,16 +91,37 @@ def demo(args):
     return 0
 
 
+def _int_in(low, high=None):
+    """An argparse type: an integer in [low, high]. A bad value is a usage
+    error (status 2, with the usage line), not a traceback from the model."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer; got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            wanted = f">= {low}" if high is None else f"in [{low}, {high}]"
+            raise argparse.ArgumentTypeError(f"must be an integer {wanted}; got {value}")
+        return value
+    parse.__name__ = "integer"
+    return parse
+
+
 def main(argv=None):
     """Entry point of ``python -m bptt`` and of the ``bptt`` console script."""
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="bptt", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"bptt {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="train a classifier and a regressor, print scores")
-    p.add_argument("--epochs", type=int, default=40, help="max epochs per model (40)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (0)")
-    p.add_argument("--verbose", type=int, default=1,
+    p.add_argument("--epochs", type=_int_in(1), default=40,
+                   help="max epochs per model, >= 1 (40)")
+    p.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0,
+                   help="random seed, 0 to 2**32 - 1 (0)")
+    p.add_argument("--verbose", type=_int_in(0, 2), default=1,
                    help="0 silent, 1 progress bar (tqdm) or lines, 2 a line per epoch")
-    p.add_argument("--blas-threads", type=int, default=1,
+    p.add_argument("--blas-threads", type=_int_in(0), default=1,
                    help="BLAS threads during training (1); 0 leaves BLAS alone")
     args = parser.parse_args(argv)
     if args.command == "demo":

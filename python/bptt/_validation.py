@@ -42,6 +42,21 @@ def check_positive_int(name, value, allow_none=False):
 COMPILED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+def check_timesteps(X, owner):
+    """Raise when the sequences in ``X`` have no timestep.
+
+    One message for every form of X: the second axis is time in a 3-D X
+    (n_samples, n_timesteps, n_features) and in a 2-D one, which the
+    estimators read as univariate series (n_samples, n_timesteps).
+    """
+    if X.shape[1] == 0:
+        raise ValueError(
+            f"Found array with 0 timestep(s) (shape={X.shape}) while a minimum of 1 "
+            f"is required by {owner}: every sequence needs a timestep (the second "
+            f"axis of X is time)."
+        )
+
+
 def _compiled_inputs():
     """bptt._inputs of the build this CPU runs, or None when not built."""
     return compiled_helpers("inputs")  # cached: looked up once
@@ -183,11 +198,7 @@ def check_sequences(X, input_size, dtype, name="X", owner="RNN"):
             f"Found array with 0 sample(s) (shape={X.shape}) while a minimum of 1 "
             f"is required."
         )
-    if T == 0:
-        raise ValueError(
-            f"Found array with 0 timestep(s) (shape={X.shape}) while a minimum of 1 "
-            f"is required."
-        )
+    check_timesteps(X, owner)
     if features != input_size:
         raise ValueError(
             f"{name} has {features} features, but {owner} is expecting "

@@ -41,6 +41,7 @@ from sklearn.utils.validation import (
 )
 
 from . import persistence
+from ._validation import check_timesteps
 from .optimizers import OPTIMIZERS
 from .rnn import RNN
 
@@ -198,21 +199,19 @@ class _BaseRNN(BaseEstimator, metaclass=ABCMeta):
         A 2-D X is read as univariate series (n_samples, n_timesteps).
         """
         name = type(self).__name__
+        # ensure_min_features=0: a 2-D X's second axis is time, which
+        # check_timesteps reports for every ndim with the same message
         X = check_array(X, allow_nd=True, dtype=np.dtype(self.dtype).type,
-                        input_name="X", estimator=self)
-        if X.ndim == 2:
-            X = X[:, :, np.newaxis]
-        elif X.ndim != 3:
+                        ensure_min_features=0, input_name="X", estimator=self)
+        if X.ndim not in (2, 3):
             raise ValueError(
                 f"Expected X of shape (n_samples, n_timesteps, n_features), or "
                 f"(n_samples, n_timesteps) for univariate series; got a {X.ndim}D "
                 f"array of shape {X.shape}."
             )
-        if X.shape[1] == 0:
-            raise ValueError(
-                f"Found array with 0 timestep(s) (shape={X.shape}) while a minimum "
-                f"of 1 is required by {name}."
-            )
+        check_timesteps(X, name)
+        if X.ndim == 2:
+            X = X[:, :, np.newaxis]
         if X.shape[2] == 0:
             raise ValueError(
                 f"Found array with 0 feature(s) (shape={X.shape}) while a minimum "

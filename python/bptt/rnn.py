@@ -87,11 +87,13 @@ def _copy_state(state):
 
 
 def _slab_state(state, n):
-    """A state (or tuple of states) of shape (slabs, n/slabs, H) as (n, H): a
-    copy of the cache's rows unless slabs is 1."""
+    """A state (or tuple of states) of shape (slabs, n/slabs, H) as a
+    C-contiguous (n, H), as the kernels take it: a view of the cache's rows
+    when slabs is 1, else a copy. (A reshape alone is a strided view when the
+    slabs hold one sample each: each row is then a timestep of its own slab.)"""
     if isinstance(state, tuple):
-        return tuple(a.reshape(n, -1) for a in state)
-    return state.reshape(n, -1)
+        return tuple(np.ascontiguousarray(a.reshape(n, -1)) for a in state)
+    return np.ascontiguousarray(state.reshape(n, -1))
 
 
 def _check_loss(value):
