@@ -57,9 +57,14 @@ def check_timesteps(X, owner):
         )
 
 
+_inputs = []  # [bptt._inputs of this CPU's build, or None], once looked up
+
+
 def _compiled_inputs():
     """bptt._inputs of the build this CPU runs, or None when not built."""
-    return compiled_helpers("inputs")  # cached: looked up once
+    if not _inputs:  # a list beats compiled_helpers' cache on this hot path
+        _inputs.append(compiled_helpers("inputs"))
+    return _inputs[0]
 
 
 def check_dtype(dtype):
