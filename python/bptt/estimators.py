@@ -693,7 +693,35 @@ _ATTRIBUTES_DOC = """
 """
 
 
+# What fit's docstrings say of how training ends, the same for both estimators.
+_FIT_OUTCOMES = """Raises
+------
+FloatingPointError
+    When the loss or the weights become non-finite; the message names
+    the epoch and the estimator keeps its last finite weights (with
+    ``early_stopping``, those of its best validation score).
+KeyboardInterrupt
+    Passed on (Ctrl-C is honoured between minibatches, and inside
+    one between chunks of its timesteps). The estimator keeps the
+    weights of its last complete update, never part of one (with
+    ``early_stopping``, those of its best validation score), and can
+    predict or be fitted again.
+
+Warns
+-----
+ConvergenceWarning
+    When ``max_epochs`` ran out while the loss still improved; or
+    when training diverged: the last epoch's mean training loss ended
+    more than 10 times above the lowest seen, the initial weights'
+    (measured on the first minibatch) included. The estimator then
+    keeps the weights of that lowest loss (with ``early_stopping``,
+    those of its best validation score), not the diverged ones, and
+    the warning says which. ``partial_fit`` does not check this."""
+
+
 def _sequences_doc(text):
+    outcomes = "\n".join(("        " + line).rstrip() for line in _FIT_OUTCOMES.split("\n"))
+    text = text.replace("        FIT_OUTCOMES", outcomes)
     return text.replace("SEQUENCES", "X : array-like of shape (n_samples, n_timesteps, n_features)\n"
                         "            Sequences, batch-first; a 2-D X is read as univariate "
                         "series\n            (n_samples, n_timesteps).")
@@ -752,29 +780,7 @@ class RNNRegressor(RegressorMixin, _BaseRNN):
         self : RNNRegressor
             The fitted estimator.
 
-        Raises
-        ------
-        FloatingPointError
-            When the loss or the weights become non-finite; the message names
-            the epoch and the estimator keeps its last finite weights (with
-            ``early_stopping``, those of its best validation score).
-        KeyboardInterrupt
-            Passed on (Ctrl-C is honoured between minibatches, and inside
-            one between chunks of its timesteps). The estimator keeps the
-            weights of its last complete update, never part of one (with
-            ``early_stopping``, those of its best validation score), and can
-            predict or be fitted again.
-
-        Warns
-        -----
-        ConvergenceWarning
-            When ``max_epochs`` ran out while the loss still improved; or
-            when training diverged: the last epoch's mean training loss ended
-            more than 10 times above the lowest seen, the initial weights'
-            (measured on the first minibatch) included. The estimator then
-            keeps the weights of that lowest loss (with ``early_stopping``,
-            those of its best validation score), not the diverged ones, and
-            the warning says which. ``partial_fit`` does not check this.
+        FIT_OUTCOMES
         """
         return self._fit(X, y, incremental=False)
 
@@ -916,29 +922,7 @@ class RNNClassifier(ClassifierMixin, _BaseRNN):
         self : RNNClassifier
             The fitted estimator.
 
-        Raises
-        ------
-        FloatingPointError
-            When the loss or the weights become non-finite; the message names
-            the epoch and the estimator keeps its last finite weights (with
-            ``early_stopping``, those of its best validation score).
-        KeyboardInterrupt
-            Passed on (Ctrl-C is honoured between minibatches, and inside
-            one between chunks of its timesteps). The estimator keeps the
-            weights of its last complete update, never part of one (with
-            ``early_stopping``, those of its best validation score), and can
-            predict or be fitted again.
-
-        Warns
-        -----
-        ConvergenceWarning
-            When ``max_epochs`` ran out while the loss still improved; or
-            when training diverged: the last epoch's mean training loss ended
-            more than 10 times above the lowest seen, the initial weights'
-            (measured on the first minibatch) included. The estimator then
-            keeps the weights of that lowest loss (with ``early_stopping``,
-            those of its best validation score), not the diverged ones, and
-            the warning says which. ``partial_fit`` does not check this.
+        FIT_OUTCOMES
         """
         return self._fit(X, y, incremental=False)
 
