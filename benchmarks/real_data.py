@@ -489,6 +489,9 @@ def header_lines(args, config, kernels):
         f"{platform.python_version()}, NumPy {np.__version__}",
         "load average at start: " + (" ".join(f"{x:.2f}" for x in load) if load else "?"),
     ]
+    if load and load[0] > (os.cpu_count() or 1):
+        lines.append(f"WARNING: load average {load[0]:.1f} > {os.cpu_count()} CPUs: other "
+                     f"processes share the cores, training times are inflated")
     for k in kernels:
         lines.append("BLAS: " + ", ".join(f"{key}={k[key]}" for key in
                                           ("internal_api", "version", "architecture",
