@@ -1,0 +1,689 @@
+"""Real-data benchmark: bptt's estimators on UCR/UEA archive data and sunspots.
+
+The measuring instrument for the training defaults (issue 15). For every
+classification data set, in one run:
+
+- bptt: ``RNNClassifier`` with ONE fixed configuration (``CONFIG`` below, or
+  ``--config``), the same for every data set, never tuned per data set;
+- bptt with its plain defaults (``RNNClassifier(random_state=seed)``);
+- 1-NN Euclidean distance, 1-NN DTW (full window, NumPy; skipped with a note
+  when it would exceed ``--dtw-budget`` cells), scikit-learn's
+  ``MLPClassifier`` on the flattened series;
+- the published FCN and ResNet accuracies (``PUBLISHED``: Fawaz et al. 2019).
+
+Every model sees the same input: each channel standardised over all
+timesteps of the training series (``bptt.SequenceScaler``, in a Pipeline
+with the estimator). bptt and the MLP run for every random_state in
+``--seeds`` (default 0-4): mean, std and min (the worst seed) of the test
+accuracy, and the training time per fit. A forecasting table follows: the
+yearly sunspots series (statsmodels), one-step-ahead RMSE over its last 60
+years, ``RNNRegressor`` on sliding windows against ``AutoReg(9)``.
+
+Needs sktime and statsmodels for their bundled data (``pip install sktime
+statsmodels``, or the ``bench-real`` extra); neither is a dependency of bptt.
+The data sets used here ship inside sktime's wheel: nothing is downloaded.
+
+Recommended command::
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/real_data.py --out real.md
+
+Options::
+
+    --datasets A,B,...   GunPoint, ItalyPowerDemand, BasicMotions, JapaneseVowels,
+                         sunspots (default: these five); ArrowHead, OSULeaf
+                         (bundled, never tuned on); "all" for every one
+    --seeds 0,1,2,3,4    random states of bptt and the MLP (or a range: 0-4)
+    --config JSON        keyword arguments merged over CONFIG, e.g.
+                         '{"hidden_size": 32}'; '{}' keeps CONFIG
+    --quick              smoke run: seed 0 only, at most 20 epochs, MLP 200 iterations
+    --dtw-budget CELLS   skip 1-NN DTW above n_test*n_train*T^2 cells (default 1e9)
+    --threads N          thread budget (threadpoolctl; bptt follows the BLAS count)
+    --out FILE           also write the Markdown report to FILE
+    --json FILE          save every per-seed figure (accuracy, n_iter_, final
+                         loss, fit seconds, stop reason)
+
+Variable-length series (JapaneseVowels): bptt does not take ragged input
+yet (issue 14), so ``to_fixed_length`` pads every series to the longest one
+by repeating its last timestep, and every model (1-NN too) sees the padded
+arrays; a note is printed. When ragged input lands, set ``RAGGED_INPUT =
+True``: the lists of (T_i, C) arrays then go to the bptt pipelines as they
+are (the baselines keep the padded arrays).
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.neural_network import MLPClassifier, MLPRegressor
+from sklearn.pipeline import Pipeline
+
+import bptt
+from bptt import RNNClassifier, RNNRegressor, SequenceScaler
+from bptt.rnn import compiled_variant
+
+# The one configuration used for every data set (classification and the
+# forecasting row): today's defaults plus these. Only parameters that exist
+# in bptt today; the default tuning of issue 15 changes them by measurement.
+CONFIG = {
+    "cell": "gru",
+    "hidden_size": 64,
+    "dtype": "float32",
+    "max_epochs": 300,
+    # Today's stop (training loss not better by tol=1e-4 for n_iter_no_change
+    # epochs, as MLPClassifier's) fires in the first plateau: 10 epochs of
+    # patience stop GunPoint near ln 2, and 100 still stop some seeds there.
+    # Patience = max_epochs switches it off (every fit runs max_epochs).
+    # early_stopping=True (validation accuracy, best weights restored) was
+    # worse in a trial (seeds 0-1, validation_fraction=0.2, patience 50:
+    # GunPoint 0.66, BasicMotions 0.70): the validation split of these small
+    # training sets is a few series and its accuracy saturates at once.
+    "n_iter_no_change": 300,
+}
+
+# Published accuracies, mean over 10 runs (std in brackets in the source):
+# H. Ismail Fawaz, G. Forestier, J. Weber, L. Idoumghar, P.-A. Muller,
+# "Deep learning for time series classification: a review", Data Mining and
+# Knowledge Discovery 33, 917-963 (2019); the figures are the authors' result
+# files, github.com/hfawaz/dl-4-tsc, results/results-uea-avg-std.csv (UCR
+# 2015 archive) and results/results-mts-avg-std.csv (Baydogan's MTS archive,
+# whose JapaneseVowels has the same 270/370 split). BasicMotions is in
+# neither archive of that paper: None = not published there.
+PUBLISHED = {
+    "GunPoint": {"FCN": 1.000, "ResNet": 0.991},
+    "ItalyPowerDemand": {"FCN": 0.961, "ResNet": 0.963},
+    "BasicMotions": {"FCN": None, "ResNet": None},
+    "JapaneseVowels": {"FCN": 0.993, "ResNet": 0.992},
+    "ArrowHead": {"FCN": 0.843, "ResNet": 0.845},
+    "OSULeaf": {"FCN": 0.977, "ResNet": 0.979},
+}
+PUBLISHED_CITATION = ("Fawaz et al. 2019, Deep learning for time series classification: "
+                      "a review, DMKD 33:917-963 (mean of 10 runs; "
+                      "github.com/hfawaz/dl-4-tsc results/)")
+
+CLASSIFICATION = ("GunPoint", "ItalyPowerDemand", "BasicMotions", "JapaneseVowels")
+EXTRA = ("ArrowHead", "OSULeaf")  # bundled with sktime, never used for tuning
+FORECASTING = ("sunspots",)
+DEFAULT_DATASETS = CLASSIFICATION + FORECASTING
+
+# bptt takes ragged input (a list of (T_i, C) arrays) once issue 14 lands.
+RAGGED_INPUT = False
+
+SUNSPOTS_TEST_YEARS = 60
+SUNSPOTS_WINDOW = 20  # years of history per window: about two solar cycles
+SUNSPOTS_AR_LAGS = 9
+
+ENV_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS",
+            "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+# ---------------------------------------------------------------- data
+def _sktime_loader(name):
+    # The loaders of the data sets that ship inside sktime's wheel read
+    # sktime/datasets/data/<name>; load_UCR_UEA_dataset would download others.
+    from sktime.datasets import (
+        load_arrow_head,
+        load_basic_motions,
+        load_gunpoint,
+        load_italy_power_demand,
+        load_japanese_vowels,
+        load_osuleaf,
+    )
+    return {"GunPoint": load_gunpoint, "ItalyPowerDemand": load_italy_power_demand,
+            "BasicMotions": load_basic_motions, "JapaneseVowels": load_japanese_vowels,
+            "ArrowHead": load_arrow_head, "OSULeaf": load_osuleaf}[name]
+
+
+def _nested_to_list(X):
+    """sktime's nested DataFrame (a pd.Series per cell) -> list of (T_i, C)."""
+    out = []
+    for i in range(len(X)):
+        cols = [np.asarray(X.iloc[i, c], dtype=np.float64) for c in range(X.shape[1])]
+        out.append(np.stack(cols, axis=1))
+    return out
+
+
+def load_classification(name):
+    """Train and test split of a bundled UCR/UEA data set.
+
+    Returns
+    -------
+    X_train, X_test : ndarray of shape (n, T, C), or list of (T_i, C) arrays
+        when the series have different lengths.
+    y_train, y_test : ndarray of str of shape (n,)
+    """
+    loader = _sktime_loader(name)
+    parts = []
+    for split in ("train", "test"):
+        try:
+            X, y = loader(split=split, return_type="numpy3D")
+            X = np.ascontiguousarray(np.transpose(X, (0, 2, 1)))  # (n, C, T) -> (n, T, C)
+        except Exception:  # unequal lengths cannot be numpy3D
+            X, y = loader(split=split)
+            X = _nested_to_list(X)
+            if len({x.shape[0] for x in X}) == 1:
+                X = np.stack(X)
+        parts.append((X, np.asarray(y)))
+    (X_train, y_train), (X_test, y_test) = parts
+    return X_train, y_train, X_test, y_test
+
+
+def to_fixed_length(X, length):
+    """Pad each (T_i, C) series to ``length`` timesteps by repeating its last
+    timestep (a stand-in for ragged input, issue 14)."""
+    if not isinstance(X, list):
+        return X
+    out = np.empty((len(X), length, X[0].shape[1]))
+    for i, x in enumerate(X):
+        t = min(length, x.shape[0])
+        out[i, :t] = x[:t]
+        out[i, t:] = x[t - 1]
+    return out
+
+
+def describe(X):
+    if isinstance(X, list):
+        lengths = [x.shape[0] for x in X]
+        return f"{len(X)} x T {min(lengths)}-{max(lengths)} x {X[0].shape[1]}"
+    return f"{X.shape[0]} x T {X.shape[1]} x {X.shape[2]}"
+
+
+def load_sunspots():
+    """Yearly sunspot numbers 1700-2008 (statsmodels): years, values."""
+    import statsmodels.api as sm
+    data = sm.datasets.sunspots.load_pandas().data
+    return data["YEAR"].to_numpy().astype(int), data["SUNACTIVITY"].to_numpy(float)
+
+
+# ---------------------------------------------------------------- DTW
+def dtw_distances(A, B, max_elems=4_000_000):
+    """Squared full-window DTW distance between every series of A and of B.
+
+    Parameters
+    ----------
+    A : ndarray of shape (n_a, T_a, C)
+    B : ndarray of shape (n_b, T_b, C)
+        The pointwise cost is the squared Euclidean distance over channels
+        (dependent multivariate DTW).
+    max_elems : int
+        Size of the cost block held at once (rows of A per block).
+
+    Returns
+    -------
+    D : ndarray of shape (n_a, n_b)
+
+    Notes
+    -----
+    Row by row over A's timesteps, every pair at once. Within a row, with
+    a_j = c_j + min(D[i-1, j-1], D[i-1, j]) and S_j = c_0 + ... + c_j, the
+    recurrence D[i, j] = min(a_j, D[i, j-1] + c_j) unrolls to
+    D[i, j] = S_j + min_{k<=j} (a_k - S_k): a cumulative sum and a cumulative
+    minimum, so no Python loop over j.
+    """
+    n_a, T_a, C = A.shape
+    n_b, T_b, _ = B.shape
+    out = np.empty((n_a, n_b))
+    rows = max(1, max_elems // (n_b * T_b * C))
+    for s in range(0, n_a, rows):
+        a = A[s:s + rows]
+        prev = None
+        for i in range(T_a):
+            diff = a[:, None, None, i, :] - B[None, :, :, :]
+            cost = np.einsum("rbtc,rbtc->rbt", diff, diff)
+            S = np.cumsum(cost, axis=2)
+            if prev is None:
+                prev = S
+                continue
+            up_left = np.empty_like(prev)
+            up_left[..., 0] = np.inf
+            up_left[..., 1:] = prev[..., :-1]
+            a_j = cost + np.minimum(prev, up_left)
+            prev = S + np.minimum.accumulate(a_j - S, axis=2)
+        out[s:s + a.shape[0]] = prev[..., -1]
+    return out
+
+
+def one_nn_dtw(X_train, y_train, X_test, y_test):
+    D = dtw_distances(X_test, X_train)
+    return float(np.mean(y_train[np.argmin(D, axis=1)] == y_test))
+
+
+# ---------------------------------------------------------------- models
+def flatten(X):
+    return X.reshape(X.shape[0], -1)
+
+
+def _fit_timed(model, X, y):
+    """Fit; return seconds and whether a ConvergenceWarning was raised."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        t0 = time.perf_counter()
+        model.fit(X, y)
+        seconds = time.perf_counter() - t0
+    hit_max = any(issubclass(w.category, ConvergenceWarning) for w in caught)
+    return seconds, hit_max
+
+
+def run_bptt(estimator_cls, params, X_train, y_train, X_test, y_test, seed,
+             score=None):
+    """One bptt fit in a Pipeline with SequenceScaler; its figures."""
+    pipe = Pipeline([("scale", SequenceScaler()),
+                     ("rnn", estimator_cls(**params, random_state=seed))])
+    seconds, hit_max = _fit_timed(pipe, X_train, y_train)
+    est = pipe[-1]
+    value = score(pipe) if score is not None else float(pipe.score(X_test, y_test))
+    return {"score": value, "seconds": seconds, "n_iter": int(est.n_iter_),
+            "final_loss": float(est.loss_curve_[-1]),
+            "best_loss": float(min(est.loss_curve_)),
+            "stopped": "max_epochs" if hit_max else "tol"}
+
+
+def summary(values, worst=min):
+    a = np.asarray(values, dtype=float)
+    return {"mean": float(a.mean()), "std": float(a.std()), "worst": float(worst(a)),
+            "n": int(a.size)}
+
+
+def fmt_summary(s, digits=3):
+    if s is None:
+        return "—"
+    if s["n"] == 1:
+        return f"{s['mean']:.{digits}f}"
+    return f"{s['mean']:.{digits}f}±{s['std']:.{digits}f} [{s['worst']:.{digits}f}]"
+
+
+def fmt_value(v, digits=3):
+    if v is None:
+        return "—"
+    if isinstance(v, str):
+        return v
+    return f"{v:.{digits}f}"
+
+
+def classification_row(name, args, config, log):
+    X_train, y_train, X_test, y_test = load_classification(name)
+    notes = []
+    shape = f"train {describe(X_train)}, test {describe(X_test)}"
+    log(f"{name}: {shape}, {len(np.unique(y_train))} classes")
+    ragged = isinstance(X_train, list) or isinstance(X_test, list)
+    if ragged:
+        length = max(x.shape[0] for x in list(X_train) + list(X_test))
+        note = (f"{name}: variable length; bptt does not take ragged input yet "
+                f"(issue 14): every series padded to T={length} by repeating its "
+                f"last timestep, for every model")
+        if RAGGED_INPUT:
+            note = (f"{name}: variable length; bptt gets the ragged series, the "
+                    f"baselines the series padded to T={length} (last timestep repeated)")
+        log("NOTE " + note)
+        notes.append(note)
+        Xtr_fixed, Xte_fixed = to_fixed_length(X_train, length), to_fixed_length(X_test, length)
+    else:
+        Xtr_fixed, Xte_fixed = X_train, X_test
+    Xtr_bptt, Xte_bptt = (X_train, X_test) if (ragged and RAGGED_INPUT) else (Xtr_fixed,
+                                                                              Xte_fixed)
+
+    row = {"name": name, "kind": "classification", "shape": shape, "notes": notes,
+           "n_classes": int(len(np.unique(y_train)))}
+    for label, params in (("config", config), ("defaults", {})):
+        runs = []
+        for seed in args.seeds:
+            p = dict(params)
+            if args.quick:
+                p["max_epochs"] = min(p.get("max_epochs", 100), 20)
+            r = run_bptt(RNNClassifier, p, Xtr_bptt, y_train, Xte_bptt, y_test, seed)
+            r["seed"] = seed
+            log(f"  bptt {label:8s} seed {seed}: acc {r['score']:.3f}, "
+                f"{r['n_iter']} epochs ({r['stopped']}), loss {r['final_loss']:.4f}, "
+                f"{r['seconds']:.1f}s")
+            runs.append(r)
+        row[label] = runs
+
+    # Baselines on the same standardised input.
+    scaler = SequenceScaler().fit(Xtr_fixed)
+    Ztr, Zte = scaler.transform(Xtr_fixed), scaler.transform(Xte_fixed)
+    t0 = time.perf_counter()
+    knn = KNeighborsClassifier(n_neighbors=1).fit(flatten(Ztr), y_train)
+    row["ed"] = float(knn.score(flatten(Zte), y_test))
+    log(f"  1-NN ED: {row['ed']:.3f} ({time.perf_counter() - t0:.1f}s)")
+
+    cells = Zte.shape[0] * Ztr.shape[0] * Zte.shape[1] * Ztr.shape[1]
+    if cells > args.dtw_budget:
+        row["dtw"] = None
+        note = (f"{name}: 1-NN DTW skipped ({cells:.2g} cells > --dtw-budget "
+                f"{args.dtw_budget:.2g})")
+        notes.append(note)
+        log("NOTE " + note)
+    else:
+        t0 = time.perf_counter()
+        row["dtw"] = one_nn_dtw(Ztr, y_train, Zte, y_test)
+        row["dtw_seconds"] = time.perf_counter() - t0
+        log(f"  1-NN DTW: {row['dtw']:.3f} ({row['dtw_seconds']:.1f}s)")
+
+    mlp = []
+    for seed in args.seeds:
+        model = MLPClassifier(max_iter=200 if args.quick else 1000, random_state=seed)
+        seconds, _ = _fit_timed(model, flatten(Ztr), y_train)
+        mlp.append({"seed": seed, "score": float(model.score(flatten(Zte), y_test)),
+                    "seconds": seconds, "n_iter": int(model.n_iter_)})
+    row["mlp"] = mlp
+    log(f"  MLP: {fmt_summary(summary([m['score'] for m in mlp]))}")
+    row["published"] = PUBLISHED.get(name, {"FCN": None, "ResNet": None})
+    return row
+
+
+def forecasting_row(args, config, log):
+    from statsmodels.tsa.ar_model import AutoReg
+
+    years, s = load_sunspots()
+    n_test, W = SUNSPOTS_TEST_YEARS, SUNSPOTS_WINDOW
+    n_train = s.size - n_test
+    train = s[:n_train]
+    log(f"sunspots: {years[0]}-{years[-1]}, train {years[0]}-{years[n_train - 1]}, "
+        f"test {years[n_train]}-{years[-1]} ({n_test} one-step forecasts), window {W}")
+    targets = s[n_train:]
+
+    def windows(lo, hi):
+        """Windows of the W values before t, for t in [lo, hi)."""
+        X = np.stack([s[t - W:t] for t in range(lo, hi)])
+        return X[:, :, None], s[lo:hi]
+
+    X_train, y_train = windows(W, n_train)  # targets inside the training part only
+    X_test, _ = windows(n_train, s.size)
+    # Targets scaled with the training part's statistics, like the inputs.
+    mu, sd = train.mean(), train.std()
+
+    def rmse(pred):
+        return float(np.sqrt(np.mean((pred - targets) ** 2)))
+
+    row = {"name": "sunspots", "kind": "forecasting", "notes": [],
+           "shape": f"{s.size} years, {X_train.shape[0]} training windows of {W}"}
+    for label, params in (("config", config), ("defaults", {})):
+        runs = []
+        for seed in args.seeds:
+            p = dict(params)
+            if args.quick:
+                p["max_epochs"] = min(p.get("max_epochs", 100), 20)
+
+            def score(pipe):
+                return rmse(pipe.predict(X_test) * sd + mu)
+
+            r = run_bptt(RNNRegressor, p, X_train, (y_train - mu) / sd, None, None,
+                         seed, score=score)
+            r["seed"] = seed
+            log(f"  bptt {label:8s} seed {seed}: RMSE {r['score']:.2f}, {r['n_iter']} "
+                f"epochs ({r['stopped']}), loss {r['final_loss']:.4f}, {r['seconds']:.1f}s")
+            runs.append(r)
+        row[label] = runs
+
+    ar = AutoReg(train, lags=SUNSPOTS_AR_LAGS, trend="c").fit()
+    const, coefs = ar.params[0], ar.params[1:]
+    # one step ahead from the true past values, parameters fixed on training
+    pred = np.array([const + coefs @ s[t - 1:t - 1 - SUNSPOTS_AR_LAGS:-1]  # lags 1..p
+                     for t in range(n_train, s.size)])
+    row["autoreg"] = rmse(pred)
+    row["persistence"] = rmse(s[n_train - 1:-1])
+    log(f"  AutoReg({SUNSPOTS_AR_LAGS}): RMSE {row['autoreg']:.2f}; persistence "
+        f"(next = last) {row['persistence']:.2f}")
+    mlp = []
+    for seed in args.seeds:
+        model = MLPRegressor(max_iter=200 if args.quick else 2000, random_state=seed)
+        seconds, _ = _fit_timed(model, (flatten(X_train) - mu) / sd, (y_train - mu) / sd)
+        mlp.append({"seed": seed, "seconds": seconds, "n_iter": int(model.n_iter_),
+                    "score": rmse(model.predict((flatten(X_test) - mu) / sd) * sd + mu)})
+    row["mlp"] = mlp
+    log(f"  MLP: {fmt_summary(summary([m['score'] for m in mlp], max), 2)}")
+    return row
+
+
+# ---------------------------------------------------------------- report
+def blas_kernels():
+    from threadpoolctl import threadpool_info
+    rows = []
+    for lib in threadpool_info():
+        rows.append({k: lib.get(k) for k in ("user_api", "internal_api", "version",
+                                             "architecture", "num_threads", "filepath")
+                     if lib.get(k) is not None})
+    return rows
+
+
+def git_commit():
+    try:
+        here = os.path.dirname(os.path.abspath(__file__))
+        return subprocess.run(["git", "-C", here, "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _default_summary():
+    p = RNNClassifier().get_params()
+    return {k: p[k] for k in ("cell", "hidden_size", "dtype", "max_epochs", "batch_size",
+                              "learning_rate", "tol", "n_iter_no_change", "early_stopping")}
+
+
+def header_lines(args, config, kernels):
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    lines = [
+        f"bptt {bptt.__version__} (git {git_commit() or '?'}), compiled kernels: "
+        f"{compiled_variant()}; {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"machine: {cpu_model()}, {os.cpu_count()} logical CPUs; Python "
+        f"{platform.python_version()}, NumPy {np.__version__}",
+        "load average at start: " + (" ".join(f"{x:.2f}" for x in load) if load else "?"),
+    ]
+    if load and load[0] > (os.cpu_count() or 1):
+        lines.append(f"WARNING: load average {load[0]:.1f} > {os.cpu_count()} CPUs: other "
+                     f"processes share the cores, training times are inflated")
+    for k in kernels:
+        lines.append("BLAS: " + ", ".join(f"{key}={k[key]}" for key in
+                                          ("internal_api", "version", "architecture",
+                                           "num_threads") if key in k))
+    env = [f"{v}={os.environ[v]}" for v in ENV_VARS if v in os.environ]
+    lines.append("environment: " + (" ".join(env) if env else "(none of "
+                                    + ", ".join(ENV_VARS) + " set)"))
+    lines.append(f"seeds: {','.join(map(str, args.seeds))}"
+                 + ("; --quick (at most 20 epochs)" if args.quick else ""))
+    lines.append("bptt config: " + json.dumps(config, sort_keys=True)
+                 + "; bptt defaults: RNNClassifier() / RNNRegressor() ("
+                 + ", ".join(f"{k}={v!r}" for k, v in _default_summary().items()) + ")")
+    return lines
+
+
+def tables(rows, args):
+    out = []
+    cls = [r for r in rows if r["kind"] == "classification"]
+    if cls:
+        out += ["Test accuracy: mean±std [min] over the seeds; 1-NN is deterministic; "
+                "FCN/ResNet published (" + PUBLISHED_CITATION + "); train s = "
+                "seconds per bptt config fit (defaults in brackets).", "",
+                "| data set | bptt config | bptt defaults | 1-NN ED | 1-NN DTW | MLP "
+                "| FCN | ResNet | train s |",
+                "|---|---|---|---:|---:|---|---:|---:|---:|"]
+        for r in cls:
+            cfg = summary([x["score"] for x in r["config"]])
+            dft = summary([x["score"] for x in r["defaults"]])
+            mlp = summary([x["score"] for x in r["mlp"]])
+            t_cfg = np.mean([x["seconds"] for x in r["config"]])
+            t_dft = np.mean([x["seconds"] for x in r["defaults"]])
+            out.append(f"| {r['name']} | {fmt_summary(cfg)} | {fmt_summary(dft)} | "
+                       f"{fmt_value(r['ed'])} | {fmt_value(r['dtw'])} | "
+                       f"{fmt_summary(mlp)} | {fmt_value(r['published']['FCN'])} | "
+                       f"{fmt_value(r['published']['ResNet'])} | "
+                       f"{t_cfg:.1f} ({t_dft:.1f}) |")
+        out.append("")
+    fc = [r for r in rows if r["kind"] == "forecasting"]
+    for r in fc:
+        cfg = summary([x["score"] for x in r["config"]], max)
+        dft = summary([x["score"] for x in r["defaults"]], max)
+        mlp = summary([x["score"] for x in r["mlp"]], max)
+        t_cfg = np.mean([x["seconds"] for x in r["config"]])
+        t_dft = np.mean([x["seconds"] for x in r["defaults"]])
+        out += [f"Forecasting: one-step-ahead RMSE over the last {SUNSPOTS_TEST_YEARS} "
+                f"years (lower is better), mean±std [worst]; bptt and MLP on windows "
+                f"of the {SUNSPOTS_WINDOW} previous years, AutoReg({SUNSPOTS_AR_LAGS}) "
+                f"fitted on the training part (statsmodels).", "",
+                f"| data set | bptt config | bptt defaults | AutoReg({SUNSPOTS_AR_LAGS}) | "
+                f"persistence | MLP | train s |",
+                "|---|---|---|---:|---:|---|---:|",
+                f"| {r['name']} | {fmt_summary(cfg, 2)} | {fmt_summary(dft, 2)} | "
+                f"{r['autoreg']:.2f} | {r['persistence']:.2f} | {fmt_summary(mlp, 2)} | "
+                f"{t_cfg:.1f} ({t_dft:.1f}) |", ""]
+    # Where training stops: the input to the default tuning.
+    out += ["Where bptt's training stops: epochs run (n_iter_) and final training "
+            "loss, mean [min-max] over the seeds; stop = seeds stopped by the "
+            "tol / n_iter_no_change rule vs. by max_epochs.", "",
+            "| data set | model | epochs | final loss | best loss | stop (tol/max) | fit s |",
+            "|---|---|---|---|---|---|---:|"]
+    for r in rows:
+        for label in ("config", "defaults"):
+            runs = r[label]
+            it = [x["n_iter"] for x in runs]
+            fl = [x["final_loss"] for x in runs]
+            bl = [x["best_loss"] for x in runs]
+            n_tol = sum(x["stopped"] == "tol" for x in runs)
+            out.append(
+                f"| {r['name']} | {label} | {np.mean(it):.0f} [{min(it)}-{max(it)}] | "
+                f"{np.mean(fl):.4f} [{min(fl):.4f}-{max(fl):.4f}] | {np.mean(bl):.4f} | "
+                f"{n_tol}/{len(runs) - n_tol} | {np.mean([x['seconds'] for x in runs]):.1f} |")
+    out.append("")
+    notes = [n for r in rows for n in r["notes"]]
+    if notes:
+        out += ["Notes:", ""] + [f"- {n}" for n in notes] + [""]
+    return out
+
+
+# ---------------------------------------------------------------- main
+def _seeds(text):
+    seeds = []
+    for part in text.split(","):
+        part = part.strip()
+        if "-" in part:
+            lo, hi = part.split("-")
+            seeds += list(range(int(lo), int(hi) + 1))
+        elif part:
+            seeds.append(int(part))
+    return seeds
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--datasets", default=",".join(DEFAULT_DATASETS),
+                    help=f"comma-separated, or 'all' (default: {','.join(DEFAULT_DATASETS)}; "
+                         f"also {','.join(EXTRA)}, never tuned on)")
+    ap.add_argument("--seeds", default="0-4",
+                    help="random states of bptt and the MLP: 0,1,2 or 0-4 (default 0-4)")
+    ap.add_argument("--config", default=None,
+                    help="JSON dict of estimator parameters merged over CONFIG")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: first seed only, at most 20 epochs")
+    ap.add_argument("--dtw-budget", type=float, default=1e9,
+                    help="skip 1-NN DTW above n_test*n_train*T^2 cells (default 1e9)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="thread budget (threadpoolctl); bptt follows the BLAS count")
+    ap.add_argument("--out", default=None, help="also write the Markdown report here")
+    ap.add_argument("--json", default=None, help="save every per-seed figure here")
+    args = ap.parse_args(argv)
+    known = {n.lower(): n for n in CLASSIFICATION + EXTRA + FORECASTING}
+    if args.datasets.strip().lower() == "all":
+        args.datasets = list(CLASSIFICATION + EXTRA + FORECASTING)
+    else:
+        names = [d.strip() for d in args.datasets.split(",") if d.strip()]
+        bad = [d for d in names if d.lower() not in known]
+        if bad:
+            ap.error(f"unknown data set(s) {', '.join(bad)}; choose from "
+                     f"{', '.join(known.values())} or 'all'")
+        args.datasets = [known[d.lower()] for d in names]
+    try:
+        args.seeds = _seeds(args.seeds)
+    except ValueError:
+        ap.error(f"--seeds takes integers or ranges such as 0-4; got {args.seeds!r}")
+    if not args.seeds:
+        ap.error("--seeds is empty")
+    if args.quick:
+        args.seeds = args.seeds[:1]
+    args.extra_config = {}
+    if args.config is not None:
+        try:
+            args.extra_config = json.loads(args.config)
+        except json.JSONDecodeError as exc:
+            ap.error(f"--config must be a JSON object: {exc}")
+        if not isinstance(args.extra_config, dict):
+            ap.error(f"--config must be a JSON object; got {args.config!r}")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    config = {**CONFIG, **args.extra_config}
+    for key in config:  # fail before a long run, not in its middle
+        if key not in RNNClassifier().get_params() or key == "random_state":
+            raise SystemExit(f"--config: {key!r} is not an RNNClassifier parameter "
+                             f"(random_state comes from --seeds)")
+    from threadpoolctl import threadpool_limits
+
+    # Load bptt's kernels (and so SciPy's OpenBLAS) before asking threadpoolctl.
+    RNNClassifier(max_epochs=1).fit(np.zeros((4, 3, 1)), [0, 1, 0, 1])
+    limiter = threadpool_limits(limits=args.threads) if args.threads else None
+
+    def log(msg):
+        print(msg, file=sys.stderr, flush=True)
+
+    head = header_lines(args, config, blas_kernels())
+    for line in head:
+        log(line)
+    started = time.perf_counter()
+    rows = []
+    try:
+        for name in args.datasets:
+            t0 = time.perf_counter()
+            if name in FORECASTING:
+                row = forecasting_row(args, config, log)
+            else:
+                row = classification_row(name, args, config, log)
+            row["wall_seconds"] = time.perf_counter() - t0
+            log(f"  ({row['wall_seconds']:.0f}s for {name})")
+            rows.append(row)
+    finally:
+        if limiter is not None:
+            limiter.restore_original_limits()
+    wall = time.perf_counter() - started
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    report = ["# bptt real-data benchmark", ""] + [f"- {h}" for h in head]
+    report += [f"- total wall time {wall:.0f}s; load average at end: "
+               + (" ".join(f"{x:.2f}" for x in load) if load else "?"),
+               f"- command: python benchmarks/real_data.py {' '.join(argv or sys.argv[1:])}",
+               ""]
+    report += tables(rows, args)
+    text = "\n".join(report)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"header": head, "config": config, "wall_seconds": wall,
+                       "published_citation": PUBLISHED_CITATION, "rows": rows}, f,
+                      indent=1, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
