@@ -70,6 +70,9 @@ import bptt
 from bptt import RNNClassifier, RNNRegressor, SequenceScaler
 from bptt.rnn import compiled_variant
 
+# the header helpers of the peer comparison, beside this script
+from compare import blas_kernels, cpu_model, git_commit
+
 # The one configuration used for every data set (classification and the
 # forecasting row): today's defaults plus these. Only parameters that exist
 # in bptt today; the default tuning of issue 15 changes them by measurement.
@@ -444,36 +447,6 @@ def forecasting_row(args, config, log):
 
 
 # ---------------------------------------------------------------- report
-def blas_kernels():
-    from threadpoolctl import threadpool_info
-    rows = []
-    for lib in threadpool_info():
-        rows.append({k: lib.get(k) for k in ("user_api", "internal_api", "version",
-                                             "architecture", "num_threads", "filepath")
-                     if lib.get(k) is not None})
-    return rows
-
-
-def git_commit():
-    try:
-        here = os.path.dirname(os.path.abspath(__file__))
-        return subprocess.run(["git", "-C", here, "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def _default_summary():
     p = RNNClassifier().get_params()
     return {k: p[k] for k in ("cell", "hidden_size", "dtype", "max_epochs", "batch_size",
