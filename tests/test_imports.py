@@ -20,7 +20,8 @@ import bptt
 
 PACKAGE = "bptt"
 PACKAGE_DIR = Path(bptt.__file__).resolve().parent
-SRC_DIR = PACKAGE_DIR.parent.parent / "src"
+# the repository's src/, beside tests/ (the package may be installed elsewhere)
+SRC_DIR = Path(__file__).resolve().parents[1] / "src"
 
 # Bottom to top. A new module gets a floor here (the test fails until it has
 # one); a module may import only from floors below its own.
