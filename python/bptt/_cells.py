@@ -1,14 +1,28 @@
-"""Recurrent cells: how :class:`bptt.RNN` drives each cell's kernels.
+"""Recurrent cells: what each cell is (its :class:`CellSpec` in :data:`CELLS`)
+and how :class:`bptt.RNN` drives its kernels.
 
-A cell object knows its parameter layout and calls the forward and BPTT
-kernels of one backend (the compiled ``bptt._<cell>`` module or its NumPy
-twin ``bptt.reference.<cell>``, which share function names and
+Words (timestep, chunk, slab, part, ...) are used as docs/glossary.md
+defines them.
+
+:data:`CELLS` is the registry: one :class:`CellSpec` per cell, the one
+place that says what a cell is (its public name, kernel modules, gates,
+state, extra parameters, initial biases and PyTorch counterpart). The
+network (``bptt.rnn``), PyTorch interop (``bptt.interop``), persistence and
+the estimators' parameter constraints read it; nothing else names a cell.
+Adding a cell takes a kernel module (``src/_<kernel>.pyx``), its NumPy twin
+(``bptt/reference/<kernel>.py``), a driver class here and its entry in
+:data:`CELLS` (see the README's "How it works").
+
+A driver (a subclass of :class:`CellKernels`) calls the forward and BPTT
+kernels of one backend (the compiled ``bptt._<kernel>`` module or its NumPy
+twin ``bptt.reference.<kernel>``, which share function names and
 signatures). Everything is time-major: X (T, B, I), H (T, B, H).
 
-The interface every cell implements:
+The interface every driver implements:
 
-``gates``
-    Rows of W_xh / W_hh per hidden unit (1 Elman, 4 LSTM, 3 GRU).
+``spec`` and ``gates``
+    Its :class:`CellSpec`, and the spec's gate count: rows of W_xh / W_hh
+    per hidden unit (1 Elman, 4 LSTM, 3 GRU).
 ``allocate(T, B, H, dtype) -> cache``
     The arrays BPTT must keep, a tuple of arrays with time as the first
     axis (Elman: (H,); gated cells add their gate activations), so
@@ -35,37 +49,215 @@ The interface every cell implements:
     chunk's dstate_next, is BPTT over the whole sequence (with slabs,
     dstate_next enters at the last step of every slab).
 ``stepper(p, state0, activation) -> Stepper or None``
-    The compiled streaming stepper of the cell's kernels (``RNN.stream``,
-    src/_stepper.pxi); None for the NumPy backend, which
-    :class:`CellStepper` streams through its forward kernel.
-
-Optional class attributes, read by :class:`bptt.RNN`:
-
-``extra_params``
-    ``{name: shape}`` of parameters beyond W_xh, W_hh, b_h ("H" stands for
-    hidden_size), initialised to zeros.
-``initial_bias(H)``
-    The initial b_h (zeros when absent).
+    (inherited from :class:`CellKernels`) The compiled streaming stepper of
+    the cell's kernels (``RNN.stream``, src/_stepper.pxi); None for the
+    NumPy backend, which :class:`CellStepper` streams through its forward
+    kernel.
 
 Stacked layers feed ``dX`` of layer l+1 into ``dH`` of layer l; a reversed
 direction runs the same kernels on X[::-1].
 """
 
+import dataclasses
 import functools
+import types
 
 import numpy as np
 
+from ._kernels import _KERNEL_MODULES, load_kernels
 from ._validation import check_state, coerce_step_input
 
+# The parameters every cell has, in the order RNN.params lists them: the
+# cell's extra parameters come after b_h.
+BASE_PARAMS = ("W_xh", "W_hh", "b_h")
+OUTPUT_PARAMS = ("W_oh", "b_o")
 
-class ElmanCell:
-    """h_t = f(W_xh x_t + W_hh h_{t-1} + b_h), f = tanh or relu."""
 
-    gates = 1
+@dataclasses.dataclass(frozen=True)
+class CellSpec:
+    """What a recurrent cell is: everything bptt knows of it, said once.
 
-    def __init__(self, kernels, nonlinearity):
+    Parameters
+    ----------
+    name : str
+        The public name, ``RNN(cell=name)``.
+    kernel : str
+        Its kernel modules' name: ``bptt._<kernel>`` compiled from
+        ``src/_<kernel>.pyx``, and its NumPy twin ``bptt.reference.<kernel>``.
+    driver : type
+        The :class:`CellKernels` subclass that calls those kernels.
+    gates : tuple of str
+        The gate blocks of W_xh, W_hh and b_h, in row order (H rows each);
+        one entry for a cell without gates.
+    state : tuple of str, default=("h",)
+        The state's arrays, each (n, H): ``("h",)`` (the state is an array)
+        or ``("h", "c")`` (a tuple; ``h0`` is passed the same way).
+    extra_params : mapping of str to (tuple, float), default={}
+        Parameters beyond W_xh, W_hh, b_h: ``{name: (shape, initial value)}``,
+        "H" in a shape standing for hidden_size (GRU: ``b_hn`` (H,), 0).
+        The compiled stepper takes them in this order after b_o.
+    initial_bias : mapping of str to float, default={}
+        Initial values of b_h's gate blocks other than 0 (LSTM: forget gate 1).
+    nonlinearity : bool, default=False
+        Whether the cell uses ``RNN(nonlinearity=...)`` (tanh or relu).
+    torch_module : str or None, default=None
+        Its ``torch.nn`` counterpart ("RNN", "LSTM", "GRU"), whose
+        ``weight_ih_l0``, ``weight_hh_l0``, ``bias_ih_l0`` and
+        ``bias_hh_l0`` are W_xh, W_hh and b_h with PyTorch's two biases
+        folded, ``b_h = bias_ih + bias_hh``; None when there is none.
+    torch_bias_apart : mapping of str to str, default={}
+        The gate blocks of ``bias_hh_l0`` that do not fold into b_h but are
+        an extra parameter of their own (GRU: ``{"n": "b_hn"}``, which the
+        reset gate multiplies); b_h's block then holds ``bias_ih`` alone.
+    """
+
+    name: str
+    kernel: str
+    driver: type
+    gates: tuple
+    state: tuple = ("h",)
+    extra_params: dict = dataclasses.field(default_factory=dict)
+    initial_bias: dict = dataclasses.field(default_factory=dict)
+    nonlinearity: bool = False
+    torch_module: str = None
+    torch_bias_apart: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        # read-only views: a spec is shared by every network of the cell
+        for name in ("extra_params", "initial_bias", "torch_bias_apart"):
+            object.__setattr__(self, name, types.MappingProxyType(dict(getattr(self, name))))
+        object.__setattr__(self, "gates", tuple(self.gates))
+        object.__setattr__(self, "state", tuple(self.state))
+
+    @property
+    def n_gates(self):
+        """G: gate blocks, rows of W_xh / W_hh per hidden unit."""
+        return len(self.gates)
+
+    @property
+    def has_cell_state(self):
+        """Whether the state is a tuple (h, c) rather than one array h."""
+        return len(self.state) > 1
+
+    def module(self, backend):
+        """The dotted name of the kernel module of ``backend`` ("cython",
+        "numpy"); the compiled one without its SIMD suffix."""
+        return _KERNEL_MODULES[backend].format(self.kernel)
+
+    @property
+    def param_names(self):
+        """Every parameter's name, in :attr:`bptt.RNN.params` order."""
+        return (*BASE_PARAMS, *self.extra_params, *OUTPUT_PARAMS)
+
+    def param_shapes(self, input_size, hidden_size, output_size):
+        """``{name: shape}`` of every parameter of a network of these sizes."""
+        G, H = self.n_gates, hidden_size
+        shapes = {"W_xh": (G * H, input_size), "W_hh": (G * H, H), "b_h": (G * H,)}
+        for name, (shape, _) in self.extra_params.items():
+            shapes[name] = tuple(H if d == "H" else d for d in shape)
+        shapes["W_oh"] = (output_size, H)
+        shapes["b_o"] = (output_size,)
+        return shapes
+
+    def gate_rows(self, gate, hidden_size):
+        """The rows of gate block ``gate`` in W_xh, W_hh and b_h, a slice."""
+        k = self.gates.index(gate)
+        return slice(k * hidden_size, (k + 1) * hidden_size)
+
+    def initial_b_h(self, hidden_size):
+        """The initial b_h (G*H,), float64: :attr:`initial_bias`, else 0."""
+        b_h = np.zeros(self.n_gates * hidden_size)
+        for gate, value in self.initial_bias.items():
+            b_h[self.gate_rows(gate, hidden_size)] = value
+        return b_h
+
+    def initial_extra(self, hidden_size):
+        """The initial extra parameters, ``{name: float64 array}``."""
+        shapes = self.param_shapes(1, hidden_size, 1)
+        return {name: np.full(shapes[name], value)
+                for name, (_, value) in self.extra_params.items()}
+
+    def state_arrays(self, state):
+        """A state of this cell's form (h, or a tuple (h, c)) as a tuple of
+        arrays."""
+        return tuple(state) if self.has_cell_state else (state,)
+
+    def state_of(self, arrays):
+        """The inverse of :meth:`state_arrays`."""
+        return tuple(arrays) if self.has_cell_state else arrays[0]
+
+    @property
+    def stepper_params(self):
+        """The parameters the compiled Stepper takes, in order
+        (src/_stepper.pxi): W_xh, W_hh, b_h, W_oh, b_o, then the extras."""
+        return (*BASE_PARAMS, *OUTPUT_PARAMS, *self.extra_params)
+
+    def bind(self, backend, nonlinearity):
+        """This cell's driver over its kernels of ``backend``."""
+        return self.driver(self, load_kernels(backend, self.kernel), nonlinearity)
+
+
+def register(spec):
+    """Add ``spec`` to :data:`CELLS` after checking that it is consistent.
+
+    Parameters
+    ----------
+    spec : CellSpec
+
+    Returns
+    -------
+    spec : CellSpec
+        Unchanged.
+    """
+    if not isinstance(spec, CellSpec):
+        raise TypeError(f"register takes a CellSpec; got {type(spec).__name__}.")
+    problems = []
+    if spec.name in CELLS:
+        problems.append(f"the name {spec.name!r} is taken")
+    if not spec.gates or len(set(spec.gates)) != len(spec.gates):
+        problems.append(f"gates must be distinct names, at least one; got {spec.gates}")
+    if spec.state not in (("h",), ("h", "c")):
+        problems.append(f"state must be ('h',) or ('h', 'c'); got {spec.state}")
+    clash = set(spec.extra_params) & {*BASE_PARAMS, *OUTPUT_PARAMS}
+    if clash:
+        problems.append(f"extra_params reuse the names {sorted(clash)}")
+    unknown = set(spec.initial_bias) | set(spec.torch_bias_apart)
+    if unknown - set(spec.gates):
+        problems.append(f"initial_bias / torch_bias_apart name gates {sorted(unknown)}, "
+                        f"not all among {spec.gates}")
+    if spec.torch_module is not None:
+        for gate, name in spec.torch_bias_apart.items():
+            if spec.extra_params.get(name, ((None,), None))[0] != ("H",):
+                problems.append(f"torch_bias_apart[{gate!r}] = {name!r} must be an extra "
+                                f"parameter of shape ('H',)")
+        held = set(spec.extra_params) - set(spec.torch_bias_apart.values())
+        if held:
+            problems.append(f"torch_module is set, but PyTorch has no place for the extra "
+                            f"parameters {sorted(held)}")
+    if not (isinstance(spec.driver, type) and issubclass(spec.driver, CellKernels)):
+        problems.append(f"driver must be a CellKernels subclass; got {spec.driver!r}")
+    if problems:
+        raise ValueError(f"cannot register cell {spec.name!r}: " + "; ".join(problems) + ".")
+    CELLS[spec.name] = spec
+    return spec
+
+
+class CellKernels:
+    """The base of the cells' drivers: the spec, the kernel module and the
+    nonlinearity; the compiled stepper."""
+
+    def __init__(self, spec, kernels, nonlinearity):
+        self.spec = spec
+        self.gates = spec.n_gates
         self.kernels = kernels
-        self.relu = nonlinearity == "relu"
+        self.relu = spec.nonlinearity and nonlinearity == "relu"
+
+    def stepper(self, p, state0, activation):
+        return _compiled_stepper(self, p, state0, activation)
+
+
+class ElmanCell(CellKernels):
+    """h_t = f(W_xh x_t + W_hh h_{t-1} + b_h), f = tanh or relu."""
 
     def allocate(self, T, B, n_hidden, dtype):
         return (np.empty((T, B, n_hidden), dtype=dtype),)
@@ -80,9 +272,6 @@ class ElmanCell:
         self.kernels.elman_forward(X, p["W_xh"], p["W_hh"], p["b_h"], state0, self.relu,
                                    cache[0], n_threads, slabs, slab_steps)
 
-    def stepper(self, p, state0, activation):
-        return _compiled_stepper(self, p, (state0,), self.relu, activation)
-
     def backward(self, X, p, state0, cache, dH, dstate_next, truncate, grads,
                  accumulate=False, n_threads=1, dX=None, slabs=1, slab_steps=0):
         if dstate_next is not None:
@@ -96,25 +285,12 @@ class ElmanCell:
         return dh0
 
 
-class LSTMCell:
+class LSTMCell(CellKernels):
     """Gates i, f, g, o (PyTorch's order) stacked in W_xh, W_hh, b_h (4H rows).
 
     i, f, o = sigmoid(.), g = tanh(.) of W_xh x_t + W_hh h_{t-1} + b_h;
     c_t = f*c_{t-1} + i*g ; h_t = o*tanh(c_t). The state is (h, c).
     """
-
-    gates = 4
-
-    def __init__(self, kernels, nonlinearity):
-        self.kernels = kernels
-
-    @staticmethod
-    def initial_bias(n_hidden):
-        """Forget-gate bias 1, the others 0 (Gers et al. 2000; Jozefowicz et
-        al. 2015): the cell starts out remembering."""
-        b_h = np.zeros(4 * n_hidden)
-        b_h[n_hidden:2 * n_hidden] = 1.0
-        return b_h
 
     def allocate(self, T, B, n_hidden, dtype):
         # gate outputs G, cell states C, hidden states H
@@ -133,9 +309,6 @@ class LSTMCell:
         G, C, H = cache
         self.kernels.lstm_forward(X, p["W_xh"], p["W_hh"], p["b_h"], h0, c0, G, C, H,
                                   n_threads, slabs, slab_steps)
-
-    def stepper(self, p, state0, activation):
-        return _compiled_stepper(self, p, state0, False, activation)
 
     def backward(self, X, p, state0, cache, dH, dstate_next, truncate, grads,
                  accumulate=False, n_threads=1, dX=None, slabs=1, slab_steps=0):
@@ -156,7 +329,7 @@ class LSTMCell:
         return dh0, dc0
 
 
-class GRUCell:
+class GRUCell(CellKernels):
     """Gates r, z, n (PyTorch's order) stacked in W_xh, W_hh, b_h (3H rows).
 
     r, z = sigmoid(.) of W_x x_t + W_h h_{t-1} + b_h (their rows);
@@ -164,12 +337,6 @@ class GRUCell:
     h_t = (1 - z)*n + z*h_{t-1}. b_hn (H,) is a parameter of its own because
     r multiplies it.
     """
-
-    gates = 3
-    extra_params = {"b_hn": ("H",)}
-
-    def __init__(self, kernels, nonlinearity):
-        self.kernels = kernels
 
     def allocate(self, T, B, n_hidden, dtype):
         # gate outputs G, W_hn h + b_hn per step HN, hidden states H
@@ -188,9 +355,6 @@ class GRUCell:
         Gh = np.empty((state0.shape[0], G.shape[2]), dtype=X.dtype)
         self.kernels.gru_forward(X, p["W_xh"], p["W_hh"], p["b_h"], p["b_hn"], state0,
                                  G, HN, H, Gh, n_threads, slabs, slab_steps)
-
-    def stepper(self, p, state0, activation):
-        return _compiled_stepper(self, p, (state0,), False, activation, ("b_hn",))
 
     def backward(self, X, p, state0, cache, dH, dstate_next, truncate, grads,
                  accumulate=False, n_threads=1, dX=None, slabs=1, slab_steps=0):
@@ -216,23 +380,25 @@ def _last_steps(dH, slabs):
     return dH.reshape(slabs, -1, *dH.shape[1:])[:, -1]
 
 
-def _compiled_stepper(cell, p, state0, relu, activation, extra=()):
+def _compiled_stepper(cell, p, state0, activation):
     """The cell kernels' compiled Stepper (src/_stepper.pxi), or None when
     they have none (the NumPy backend); its ``reset`` validates."""
     if not hasattr(cell.kernels, "Stepper"):
         return None
-    params = tuple(p[name] for name in ("W_xh", "W_hh", "b_h", "W_oh", "b_o", *extra))
-    stepper = _checked(cell.kernels.Stepper)(params, state0, relu, activation,
+    spec = cell.spec
+    params = tuple(p[name] for name in spec.stepper_params)
+    arrays = spec.state_arrays(state0)
+    stepper = _checked(cell.kernels.Stepper)(params, arrays, cell.relu, activation,
                                              coerce_step_input)
-    stepper._state_form = _state_form(state0)
+    stepper._state_form = _state_form(spec, arrays)
     return stepper
 
 
-def _state_form(state0):
-    """check_state's arguments after h0 for states like ``state0`` (a tuple
-    of (n, H) arrays, two for the LSTM)."""
-    n, n_hidden = state0[0].shape
-    return n, n_hidden, state0[0].dtype.type, len(state0) == 2
+def _state_form(spec, arrays):
+    """check_state's arguments after h0 for states of ``spec``'s cell shaped
+    like ``arrays`` (its state as a tuple of (n, H) arrays)."""
+    n, n_hidden = arrays[0].shape
+    return n, n_hidden, arrays[0].dtype.type, spec.has_cell_state
 
 
 class _CheckedReset:
@@ -260,49 +426,58 @@ class CellStepper:
     """
 
     def __init__(self, cell, out, p, state0, activation):
-        n, n_hidden = (state0[0] if isinstance(state0, tuple) else state0).shape
+        self._spec = cell.spec
+        # the state's arrays, (h,) or (h, c), updated in place
+        self._arrays = tuple(a.copy() for a in self._spec.state_arrays(state0))
+        n, n_hidden = self._arrays[0].shape
         self._cell, self._out, self._activation = cell, out, activation
         self._p = {name: value.copy() for name, value in p.items()}  # a snapshot
         dtype = self._p["W_hh"].dtype
         self._n_in = self._p["W_xh"].shape[1]
         self._cache = cell.allocate(1, n, n_hidden, dtype)
-        self._state = self._copy(state0)
         self._x = np.empty((1, n, self._n_in), dtype=dtype)
         self._z = np.empty((n, self._p["W_oh"].shape[0]), dtype=dtype)
         self.y = np.empty_like(self._z)
 
-    @staticmethod
-    def _copy(state):
-        return tuple(a.copy() for a in state) if isinstance(state, tuple) else state.copy()
-
     @property
     def state(self):
         """A copy of the current state (h, or (h, c))."""
-        return self._copy(self._state)
+        return self._spec.state_of([a.copy() for a in self._arrays])
 
     def reset(self, h0):
         """Set the state (same form and shape as ``state``), validated as
         forward's h0 is."""
-        state = check_state(h0, *_state_form(
-            self._state if isinstance(self._state, tuple) else (self._state,)))
+        state = check_state(h0, *_state_form(self._spec, self._arrays))
         self._set_state(state)
 
     def _set_state(self, state):
-        if isinstance(self._state, tuple):
-            for a, b in zip(self._state, state, strict=True):
-                a[...] = b
-        else:
-            self._state[...] = state
+        for a, b in zip(self._arrays, self._spec.state_arrays(state), strict=True):
+            a[...] = b
 
     def step(self, x):
         """Advance one timestep: x (n, I) (or (I,) for n = 1) -> y (n, O)."""
         n = self._x.shape[1]
         self._x[0] = coerce_step_input(x, n, self._n_in, self._x.dtype)
-        self._cell.forward(self._x, self._p, self._state, self._cache)
+        self._cell.forward(self._x, self._p, self._spec.state_of(self._arrays), self._cache)
         self._set_state(self._cell.state_after(self._cache, 0))
         self._out.output_forward(self._cell.hidden(self._cache)[0], self._p["W_oh"],
                                  self._p["b_o"], self._activation, self._z, self.y)
         return self.y
 
 
-CELLS = {"rnn": ElmanCell, "lstm": LSTMCell, "gru": GRUCell}
+# The registry: public name -> CellSpec. register() adds to it.
+CELLS = {}
+
+register(CellSpec(
+    name="rnn", kernel="elman", driver=ElmanCell, gates=("h",), nonlinearity=True,
+    torch_module="RNN"))
+register(CellSpec(
+    name="lstm", kernel="lstm", driver=LSTMCell, gates=("i", "f", "g", "o"),
+    state=("h", "c"),
+    # the forget gate starts at 1 (Gers et al. 2000; Jozefowicz et al.
+    # 2015): the cell starts out remembering
+    initial_bias={"f": 1.0}, torch_module="LSTM"))
+register(CellSpec(
+    name="gru", kernel="gru", driver=GRUCell, gates=("r", "z", "n"),
+    extra_params={"b_hn": (("H",), 0.0)}, torch_module="GRU",
+    torch_bias_apart={"n": "b_hn"}))

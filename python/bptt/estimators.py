@@ -41,6 +41,7 @@ from sklearn.utils.validation import (
 )
 
 from . import persistence
+from ._cells import CELLS
 from ._validation import check_timesteps
 from .optimizers import OPTIMIZERS
 from .rnn import RNN
@@ -97,7 +98,8 @@ class _BaseRNN(BaseEstimator, metaclass=ABCMeta):
 
     _parameter_constraints: dict = {
         "hidden_size": [Interval(Integral, 1, None, closed="left")],
-        "cell": [StrOptions({"rnn", "lstm", "gru"})],
+        # a live view of the registry: a cell registered later is accepted
+        "cell": [StrOptions(CELLS.keys())],
         "nonlinearity": [StrOptions({"tanh", "relu"})],
         "init": [StrOptions({"orthogonal", "xavier", "identity", "uniform"})],
         "output": [StrOptions({"last", "sequence"})],

@@ -4,7 +4,9 @@
 (documented there) delegate here. This module reaches the network only
 through the object or class it is given, so it sits below :mod:`bptt.rnn`,
 which imports it; it never imports torch (tensors are taken through their
-``detach``/``cpu`` methods).
+``detach``/``cpu`` methods). What PyTorch calls each cell and how its two
+biases fold into bptt's are in the cell's :class:`~bptt._cells.CellSpec`
+(``torch_module``, ``torch_bias_apart``).
 """
 
 import numpy as np
@@ -28,11 +30,13 @@ def to_torch_state_dict(net, *, rnn_prefix="", output_prefix=""):
         ``weight_ih_l0`` (G*H, I), ``weight_hh_l0`` (G*H, H), ``bias_ih_l0``
         and ``bias_hh_l0`` (G*H,), ``weight`` (O, H), ``bias`` (O,).
     """
+    spec = _torch_spec(net.cell)
     p = net.params
     H = net.hidden_size
+    # bias_ih takes all of b_h; bias_hh is zero but for the blocks kept apart
     bias_hh = np.zeros_like(p["b_h"])
-    if net.cell == "gru":
-        bias_hh[2 * H:] = p["b_hn"]
+    for gate, name in spec.torch_bias_apart.items():
+        bias_hh[spec.gate_rows(gate, H)] = p[name]
     return {
         f"{rnn_prefix}weight_ih_l0": p["W_xh"].copy(),
         f"{rnn_prefix}weight_hh_l0": p["W_hh"].copy(),
@@ -41,6 +45,19 @@ def to_torch_state_dict(net, *, rnn_prefix="", output_prefix=""):
         f"{output_prefix}weight": p["W_oh"].copy(),
         f"{output_prefix}bias": p["b_o"].copy(),
     }
+
+
+def _torch_spec(cell):
+    """The CellSpec of ``cell``, refused when PyTorch has no such module."""
+    spec = CELLS[cell]
+    if spec.torch_module is None:
+        raise ValueError(f"cell={cell!r} has no PyTorch counterpart; the cells that "
+                         f"have one are {_torch_cells()}.")
+    return spec
+
+
+def _torch_cells():
+    return [name for name, spec in CELLS.items() if spec.torch_module is not None]
 
 
 def from_torch_state_dict(network_type, state_dict, *, cell=None, nonlinearity="tanh",
@@ -80,7 +97,8 @@ def from_torch_state_dict(network_type, state_dict, *, cell=None, nonlinearity="
     if unexpected:
         raise ValueError(
             f"unexpected keys in state_dict: {unexpected}. Only a one-layer, "
-            f"unidirectional RNN/LSTM/GRU without projections plus a Linear "
+            f"unidirectional {'/'.join(dict.fromkeys(CELLS[c].torch_module for c in _torch_cells()))} "
+            f"without projections plus a Linear "
             f"output layer is supported, with keys {sorted(names.values())}."
         )
     missing = [names[k] for k in ("weight_ih", "weight_hh", "weight")
@@ -103,19 +121,28 @@ def from_torch_state_dict(network_type, state_dict, *, cell=None, nonlinearity="
             f"shape {arrays[short].shape}."
         )
 
+    if cell is not None:
+        check_choice("cell", cell, CELLS)
+        _torch_spec(cell)
     w_hh = arrays["weight_hh"]
+    gate_counts = ", ".join(f"{CELLS[c].n_gates} ({c})" for c in _torch_cells())
     if w_hh.ndim != 2 or w_hh.shape[1] == 0 or w_hh.shape[0] % w_hh.shape[1]:
-        fail("weight_hh", "(G * hidden_size, hidden_size) with G = 1, 4 or 3")
+        fail("weight_hh", f"(G * hidden_size, hidden_size) with G = {gate_counts}")
     H = w_hh.shape[1]
-    gates = {CELLS[name].gates: name for name in CELLS}
     G = w_hh.shape[0] // H
     if cell is None:
-        if G not in gates:
-            fail("weight_hh", "(G * hidden_size, hidden_size) with G = 1 (rnn), "
-                 "4 (lstm) or 3 (gru)")
-        cell = gates[G]
-    check_choice("cell", cell, CELLS)
-    G = CELLS[cell].gates
+        # the shapes name the cell only when one cell has G gates; two cells
+        # with as many gates (an LSTM and a peephole LSTM) need cell=
+        candidates = [c for c in _torch_cells() if CELLS[c].n_gates == G]
+        if not candidates:
+            fail("weight_hh", f"(G * hidden_size, hidden_size) with G = {gate_counts}")
+        if len(candidates) > 1:
+            raise ValueError(
+                f"state_dict[{names['weight_hh']!r}] has {G} gate blocks, as the cells "
+                f"{candidates} have: pass cell= to say which it is.")
+        cell = candidates[0]
+    spec = CELLS[cell]
+    G = spec.n_gates
     if w_hh.shape != (G * H, H):
         fail("weight_hh", f"({G} * hidden_size, hidden_size) for cell={cell!r}")
     w_ih = arrays["weight_ih"]
@@ -135,13 +162,14 @@ def from_torch_state_dict(network_type, state_dict, *, cell=None, nonlinearity="
     bias_hh = arrays.get("bias_hh", zeros)
     params = {"W_xh": w_ih, "W_hh": w_hh, "W_oh": w_o,
               "b_o": arrays.get("bias", np.zeros(O, dtype=w_o.dtype))}
-    if cell == "gru":
-        # r, z: both biases add up; n: only the input-side one, b_hn apart
-        params["b_h"] = np.concatenate([bias_ih[:2 * H] + bias_hh[:2 * H],
-                                        bias_ih[2 * H:]])
-        params["b_hn"] = bias_hh[2 * H:]
-    else:
-        params["b_h"] = bias_ih + bias_hh
+    # the two biases add up, but for the blocks of bias_hh kept apart (the
+    # GRU's n block: b_hn), where b_h holds bias_ih alone
+    b_h = bias_ih + bias_hh
+    for gate, name in spec.torch_bias_apart.items():
+        rows = spec.gate_rows(gate, H)
+        b_h[rows] = bias_ih[rows]
+        params[name] = bias_hh[rows]
+    params["b_h"] = b_h
     net = network_type(w_ih.shape[1], H, O, cell=cell, nonlinearity=nonlinearity,
               output_activation=output_activation, init="identity",
               dtype=dtype, backend=backend, random_state=0)

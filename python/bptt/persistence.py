@@ -40,8 +40,9 @@ VERSION = 1
 _FITTED_INTS = ("n_features_in_", "n_iter_", "n_outputs_")
 _FITTED_FLOAT_LISTS = ("loss_curve_", "validation_scores_")
 _FITTED_FLOATS = ("best_loss_", "best_validation_score_")
-# save writes meta, classes and at most 6 parameters; more entries than this
-# are not a bptt file, whatever they hold
+# save writes meta, classes and the parameters of one cell (6 at most for
+# bptt's own cells); more entries than this are not a bptt file, whatever
+# they hold (_max_entries raises it for a registered cell with more)
 _MAX_ENTRIES = 16
 _NPY_READERS = {(1, 0): np.lib.format.read_array_header_1_0,
                 (2, 0): np.lib.format.read_array_header_2_0}
@@ -290,9 +291,10 @@ def _read_archive(path, f):
         raise _reject(path, f"it cannot be read as a NumPy .npz archive ({exc}).") from None
     with archive:
         infos = archive.infolist()
-        if len(infos) > _MAX_ENTRIES:
+        most = _max_entries()
+        if len(infos) > most:
             raise _reject(path, f"it holds {len(infos)} entries; a bptt file holds at "
-                                f"most {_MAX_ENTRIES}.")
+                                f"most {most}.")
         entries = {}
         for info in infos:
             name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
@@ -333,6 +335,11 @@ def _read_archive(path, f):
                                     f"and {dtype}.")
             arrays[key] = arr
     return meta, arrays
+
+
+def _max_entries():
+    """The most entries a file of any registered cell holds (or _MAX_ENTRIES)."""
+    return max(_MAX_ENTRIES, 2 + max(len(spec.param_names) for spec in CELLS.values()))
 
 
 def _read_npy(path, archive, info):

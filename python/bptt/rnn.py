@@ -108,13 +108,7 @@ def param_shapes(cell, input_size, hidden_size, output_size):
     """The parameters' shapes, ``{name: shape}``, of a network of this
     configuration (see :class:`RNN`); bptt.load checks stored arrays
     against them before building the network."""
-    G, H = CELLS[cell].gates, hidden_size
-    shapes = {"W_xh": (G * H, input_size), "W_hh": (G * H, H), "b_h": (G * H,)}
-    for name, shape in getattr(CELLS[cell], "extra_params", {}).items():
-        shapes[name] = tuple(H if d == "H" else d for d in shape)
-    shapes["W_oh"] = (output_size, H)
-    shapes["b_o"] = (output_size,)
-    return shapes
+    return CELLS[cell].param_shapes(input_size, hidden_size, output_size)
 
 
 def physical_memory():
@@ -373,20 +367,16 @@ class RNN:
             )
 
     def _bind_kernels(self):
-        self._cell = CELLS[self.cell](
-            load_kernels(self.backend, self._cell_kernel_name()), self.nonlinearity)
+        self._cell = CELLS[self.cell].bind(self.backend, self.nonlinearity)
         self._out = load_kernels(self.backend, "output")
-
-    def _cell_kernel_name(self):
-        # the kernel modules are bptt._elman, bptt._lstm, bptt._gru
-        return {"rnn": "elman"}.get(self.cell, self.cell)
 
     # ------------------------------------------------------------------ params
     def _param_shapes(self):
         return param_shapes(self.cell, self.input_size, self.hidden_size, self.output_size)
 
     def _initial_params(self, rng):
-        G, H, I, O = CELLS[self.cell].gates, self.hidden_size, self.input_size, self.output_size
+        spec = CELLS[self.cell]
+        G, H, I, O = spec.n_gates, self.hidden_size, self.input_size, self.output_size
 
         def glorot(rows, cols):
             bound = np.sqrt(6.0 / (rows + cols))
@@ -406,13 +396,9 @@ class RNN:
         values = {
             "W_xh": glorot(G * H, I),
             "W_hh": np.vstack([recurrent_block() for _ in range(G)]),
-            "b_h": np.zeros(G * H),
+            "b_h": spec.initial_b_h(H),
+            **spec.initial_extra(H),
         }
-        initial_bias = getattr(CELLS[self.cell], "initial_bias", None)
-        if initial_bias is not None:
-            values["b_h"] = initial_bias(H)
-        for name in getattr(CELLS[self.cell], "extra_params", {}):
-            values[name] = np.zeros(H)
         values["W_oh"] = glorot(O, H)
         values["b_o"] = np.zeros(O)
         return values
@@ -440,7 +426,7 @@ class RNN:
     def _check_state(self, h0, n_samples):
         """h0 of forward, loss_and_grad and stream (see check_state)."""
         return check_state(h0, n_samples, self.hidden_size, self.dtype,
-                           pair=self.cell == "lstm")
+                           pair=CELLS[self.cell].has_cell_state)
 
     # ------------------------------------------------------------------ maths
     def forward(self, X, h0=None):
