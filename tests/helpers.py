@@ -9,6 +9,10 @@ at each window start.
 import numpy as np
 
 import bptt
+from bptt._cells import CELLS
+
+# every cell's public name, from the registry: parametrize tests over it
+CELL_NAMES = tuple(CELLS)
 
 # (output_activation, loss) pairs the contract allows
 ACTIVATION_LOSSES = [
@@ -115,10 +119,9 @@ def make_data(rng, n, T, I, O, loss, output):
 
 
 def make_state(rng, cell, n, H, scale=0.5):
-    """A random initial state of the cell's form (a tuple for lstm)."""
-    if cell == "lstm":
-        return (rng.normal(0, scale, (n, H)), rng.normal(0, scale, (n, H)))
-    return rng.normal(0, scale, (n, H))
+    """A random initial state of the cell's form (a tuple (h, c) for lstm)."""
+    spec = CELLS[cell]
+    return spec.state_of([rng.normal(0, scale, (n, H)) for _ in spec.state])
 
 
 def loss_value(Y, y, loss, output):
