@@ -17,6 +17,7 @@ from helpers import (
     numerical_param_grads,
     randomize_params,
 )
+from helpers import CELL_NAMES
 
 GATED = ["lstm", "gru"]
 GATES = {"lstm": 4, "gru": 3}
@@ -352,7 +353,7 @@ def test_initialisation(cell, dtype, init):
 
 # ------------------------------------------------------------------ state dicts
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("cell", CELL_NAMES)
 def test_state_dict_round_trip_is_exact(cell, dtype):
     net = make_net(cell, 3, 4, 2, dtype=dtype, act="sigmoid")
     sd = net.to_torch_state_dict()

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 import bptt
+from helpers import CELL_NAMES
 
-CELLS = ["rnn", "lstm", "gru"]
+CELLS = list(CELL_NAMES)
 
 
 @pytest.fixture(params=CELLS)

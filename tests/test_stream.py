@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import bptt
+from helpers import CELL_NAMES
 
 
 CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("lstm", "tanh"), ("gru", "tanh")]
@@ -63,7 +64,7 @@ def test_stream_is_a_snapshot_of_the_parameters():
     np.testing.assert_array_equal(stream.step(np.ones(1)), y_before)
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("cell", CELL_NAMES)
 @pytest.mark.parametrize("backend", ["cython", "numpy"])
 def test_bad_step_input(backend, cell):
     stream = bptt.RNN(2, 4, 1, cell=cell, backend=backend).stream(n_samples=2)
@@ -83,7 +84,7 @@ def test_bad_step_input(backend, cell):
         bptt.RNN(2, 4, 1).stream(n_samples=0)
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("cell", CELL_NAMES)
 def test_steps_allocate_nothing(cell):
     net = bptt.RNN(1, 64, 1, cell=cell, dtype="float32", random_state=0)
     stream = net.stream()

@@ -7,7 +7,9 @@ from threadpoolctl import threadpool_limits
 import bptt
 from bptt import _threads
 from bptt import rnn as rnn_module
+from bptt._cells import CELLS
 from helpers import make_problem
+from helpers import CELL_NAMES
 
 
 def _assert_close(a, b, tol):
@@ -20,7 +22,7 @@ def _assert_close(a, b, tol):
         np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("cell", CELL_NAMES)
 @pytest.mark.parametrize("n", [2, 3, 7, 16])
 @pytest.mark.parametrize("truncate", [None, 3])
 @pytest.mark.parametrize("dtype,tol", [("float64", 1e-12), ("float32", 1e-5)])
@@ -47,7 +49,7 @@ def test_threaded_kernels_match_serial(monkeypatch, cell, n, truncate, dtype, to
 def _kernel_problem(cell, T, B, I, H, seed=0):
     """Random inputs, parameters, states and dL/dH for one cell's kernels."""
     rng = np.random.default_rng(seed)
-    G = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
+    G = CELLS[cell].n_gates
     p = {"X": rng.standard_normal((T, B, I)),
          "W_xh": rng.standard_normal((G * H, I)),
          "W_hh": 0.5 * rng.standard_normal((G * H, H)),
@@ -65,7 +67,7 @@ def _run_kernels(cell, p, threads, truncate, accumulate, slabs=1, backend="cytho
     (NaN outside the chunk) and the kernels get them from the last chunk's
     first timestep on, as training passes its later chunks."""
     from bptt.rnn import load_kernels
-    k = load_kernels(backend, {"rnn": "elman"}.get(cell, cell))
+    k = load_kernels(backend, CELLS[cell].kernel)
     X, W_xh, W_hh, b_h, h0 = p["X"], p["W_xh"], p["W_hh"], p["b_h"], p["h0"]
     T, B, _ = X.shape
     n_hidden = W_hh.shape[1]
@@ -110,7 +112,7 @@ def _run_kernels(cell, p, threads, truncate, accumulate, slabs=1, backend="cytho
     return fwd + grads + [db_hn, dh0, dX, G, HN]
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("cell", CELL_NAMES)
 @pytest.mark.parametrize("truncate", [0, 2])
 @pytest.mark.parametrize("accumulate", [False, True])
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-13), (np.float32, 1e-5)])
@@ -137,7 +139,7 @@ def _slab_problem(cell, slabs, T, B, dtype):
     return {k: v.astype(dtype) for k, v in p.items()}
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("cell", CELL_NAMES)
 @pytest.mark.parametrize("slabs", [2, 3])
 @pytest.mark.parametrize("truncate", [0, 2])
 @pytest.mark.parametrize("accumulate", [False, True])
@@ -164,7 +166,7 @@ def test_slab_kernels_match_reference(cell, slabs, truncate, accumulate, dtype, 
             np.testing.assert_allclose(b, a, rtol=tol, atol=tol)
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("cell", CELL_NAMES)
 @pytest.mark.parametrize("truncate", [0, 2])
 def test_reference_slabs_are_independent_sequences(cell, truncate):
     """The slab layout means what it says: the reference on slabs equals
@@ -211,7 +213,7 @@ def test_slabs_that_do_not_split_are_refused(backend):
                         np.empty((7, 3, 4)), 1, 2, 5)
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("cell", CELL_NAMES)
 @pytest.mark.parametrize("loss,output", [("mse", "sequence"), ("mse", "last"),
                                          ("cross_entropy", "sequence"),
                                          ("cross_entropy", "last"),
