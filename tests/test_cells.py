@@ -103,7 +103,7 @@ def test_initial_values_come_from_the_entry(cell):
 def _peephole_spec(**changes):
     """A stand-in for a second 4-gate cell: the LSTM's kernels under another
     name (a peephole LSTM would bring kernels of its own)."""
-    fields = dict(name="lstm_twin", kernel="lstm", driver=LSTMCell,
+    fields = dict(name="lstm_twin", kernel="lstm", binding=LSTMCell,
                   gates=("i", "f", "g", "o"), state=("h", "c"), initial_bias={"f": 1.0},
                   torch_module="LSTM")
     fields.update(changes)
@@ -133,7 +133,7 @@ def registered():
     (dict(extra_params={"W_hh": (("H",), 0.0)}), "reuse"),
     (dict(extra_params={"w_peep": (("H", 3), 0.0)}), "PyTorch has no place"),
     (dict(torch_bias_apart={"g": "b_x"}), "torch_bias_apart"),
-    (dict(driver=object), "driver"),
+    (dict(binding=object), "binding"),
 ])
 def test_register_refuses_an_inconsistent_entry(changes, message):
     with pytest.raises(ValueError, match=message):
@@ -193,7 +193,7 @@ def test_estimators_and_persistence_take_a_registered_cell(registered, tmp_path)
 def test_persistence_counts_a_cells_extra_parameters(registered, tmp_path):
     # more parameters than bptt's own cells have still load
     extra = {f"b_{k}": (("H",), 0.0) for k in range(12)}
-    spec = registered(CellSpec(name="gru_many", kernel="gru", driver=GRUCell,
+    spec = registered(CellSpec(name="gru_many", kernel="gru", binding=GRUCell,
                                gates=("r", "z", "n"),
                                extra_params={"b_hn": (("H",), 0.0), **extra}))
     assert len(spec.param_names) + 2 > 16

@@ -10,15 +10,15 @@ state, extra parameters, initial biases and PyTorch counterpart). The
 network (``bptt.rnn``), PyTorch interop (``bptt.interop``), persistence and
 the estimators' parameter constraints read it; nothing else names a cell.
 Adding a cell takes a kernel module (``src/_<kernel>.pyx``), its NumPy twin
-(``bptt/reference/<kernel>.py``), a driver class here and its entry in
+(``bptt/reference/<kernel>.py``), a binding class here and its entry in
 :data:`CELLS` (see the README's "How it works").
 
-A driver (a subclass of :class:`CellKernels`) calls the forward and BPTT
+A binding (a subclass of :class:`CellBinding`) calls the forward and BPTT
 kernels of one backend (the compiled ``bptt._<kernel>`` module or its NumPy
 twin ``bptt.reference.<kernel>``, which share function names and
 signatures). Everything is time-major: X (T, B, I), H (T, B, H).
 
-The interface every driver implements:
+The interface every binding implements:
 
 ``spec`` and ``gates``
     Its :class:`CellSpec`, and the spec's gate count: rows of W_xh / W_hh
@@ -36,20 +36,20 @@ The interface every driver implements:
     arrays may hold ``slab_steps`` timesteps per slab, of which this chunk
     is the first X.shape[0] / slabs (pass ``a[s:]`` of each).
 ``hidden(cache) -> H`` and ``state_after(cache, t) -> state``
-    The hidden states (T, B, H), and the state after step t in the
+    The hidden states (T, B, H), and the state after timestep t in the
     contract's form (h, or (h, c)) as views into the cache.
 ``backward(X, p, state0, cache, dH, dstate_next, truncate, grads, accumulate, n_threads, dX, slabs, slab_steps)``
     dH (T, B, H) is dL/dH from above; it and the gate activations of the
     cache are consumed as workspace;
-    ``dstate_next`` (or None) is dL/dstate after the last step, flowing in
+    ``dstate_next`` (or None) is dL/dstate after the last timestep, flowing in
     from later timesteps. Writes (or with ``accumulate`` adds) the cell's
     gradients into ``grads`` and returns dL/dstate0 (for the LSTM a tuple
     (dh0, dc0)). Running it chunk by
     chunk from the end, passing each chunk's dstate0 on as the previous
     chunk's dstate_next, is BPTT over the whole sequence (with slabs,
-    dstate_next enters at the last step of every slab).
+    dstate_next enters at the last timestep of every slab).
 ``stepper(p, state0, activation) -> Stepper or None``
-    (inherited from :class:`CellKernels`) The compiled streaming stepper of
+    (inherited from :class:`CellBinding`) The compiled streaming stepper of
     the cell's kernels (``RNN.stream``, src/_stepper.pxi); None for the
     NumPy backend, which :class:`CellStepper` streams through its forward
     kernel.
@@ -84,8 +84,8 @@ class CellSpec:
     kernel : str
         Its kernel modules' name: ``bptt._<kernel>`` compiled from
         ``src/_<kernel>.pyx``, and its NumPy twin ``bptt.reference.<kernel>``.
-    driver : type
-        The :class:`CellKernels` subclass that calls those kernels.
+    binding : type
+        The :class:`CellBinding` subclass that calls those kernels.
     gates : tuple of str
         The gate blocks of W_xh, W_hh and b_h, in row order (H rows each);
         one entry for a cell without gates.
@@ -113,7 +113,7 @@ class CellSpec:
 
     name: str
     kernel: str
-    driver: type
+    binding: type
     gates: tuple
     state: tuple = ("h",)
     extra_params: dict = dataclasses.field(default_factory=dict)
@@ -193,8 +193,8 @@ class CellSpec:
         return (*BASE_PARAMS, *OUTPUT_PARAMS, *self.extra_params)
 
     def bind(self, backend, nonlinearity):
-        """This cell's driver over its kernels of ``backend``."""
-        return self.driver(self, load_kernels(backend, self.kernel), nonlinearity)
+        """This cell's binding to its kernels of ``backend``."""
+        return self.binding(self, load_kernels(backend, self.kernel), nonlinearity)
 
 
 def register(spec):
@@ -234,16 +234,16 @@ def register(spec):
         if held:
             problems.append(f"torch_module is set, but PyTorch has no place for the extra "
                             f"parameters {sorted(held)}")
-    if not (isinstance(spec.driver, type) and issubclass(spec.driver, CellKernels)):
-        problems.append(f"driver must be a CellKernels subclass; got {spec.driver!r}")
+    if not (isinstance(spec.binding, type) and issubclass(spec.binding, CellBinding)):
+        problems.append(f"binding must be a CellBinding subclass; got {spec.binding!r}")
     if problems:
         raise ValueError(f"cannot register cell {spec.name!r}: " + "; ".join(problems) + ".")
     CELLS[spec.name] = spec
     return spec
 
 
-class CellKernels:
-    """The base of the cells' drivers: the spec, the kernel module and the
+class CellBinding:
+    """The base of the cells' bindings: the spec, the kernel module and the
     nonlinearity; the compiled stepper."""
 
     def __init__(self, spec, kernels, nonlinearity):
@@ -256,7 +256,7 @@ class CellKernels:
         return _compiled_stepper(self, p, state0, activation)
 
 
-class ElmanCell(CellKernels):
+class ElmanCell(CellBinding):
     """h_t = f(W_xh x_t + W_hh h_{t-1} + b_h), f = tanh or relu."""
 
     def allocate(self, T, B, n_hidden, dtype):
@@ -285,7 +285,7 @@ class ElmanCell(CellKernels):
         return dh0
 
 
-class LSTMCell(CellKernels):
+class LSTMCell(CellBinding):
     """Gates i, f, g, o (PyTorch's order) stacked in W_xh, W_hh, b_h (4H rows).
 
     i, f, o = sigmoid(.), g = tanh(.) of W_xh x_t + W_hh h_{t-1} + b_h;
@@ -314,7 +314,7 @@ class LSTMCell(CellKernels):
                  accumulate=False, n_threads=1, dX=None, slabs=1, slab_steps=0):
         h0, c0 = state0
         G, C, H = cache
-        # dc0 enters as dL/dc after the last step and leaves as dL/dc0
+        # dc0 enters as dL/dc after the last timestep and leaves as dL/dc0
         dh0 = np.empty_like(h0)
         if dstate_next is None:
             dc0 = np.zeros_like(c0)
@@ -329,7 +329,7 @@ class LSTMCell(CellKernels):
         return dh0, dc0
 
 
-class GRUCell(CellKernels):
+class GRUCell(CellBinding):
     """Gates r, z, n (PyTorch's order) stacked in W_xh, W_hh, b_h (3H rows).
 
     r, z = sigmoid(.) of W_x x_t + W_h h_{t-1} + b_h (their rows);
@@ -339,7 +339,7 @@ class GRUCell(CellKernels):
     """
 
     def allocate(self, T, B, n_hidden, dtype):
-        # gate outputs G, W_hn h + b_hn per step HN, hidden states H
+        # gate outputs G, W_hn h + b_hn per timestep HN, hidden states H
         return (np.empty((T, B, 3 * n_hidden), dtype=dtype),
                 np.empty((T, B, n_hidden), dtype=dtype),
                 np.empty((T, B, n_hidden), dtype=dtype))
@@ -418,9 +418,10 @@ def _checked(stepper_type):
 
 
 class CellStepper:
-    """Streaming inference through a cell's forward kernel, one step at a time.
+    """Streaming inference through a cell's forward kernel, one stream step
+    (one timestep of every stream) at a time.
 
-    :meth:`bptt.RNN.stream` for the NumPy backend: every buffer (a one-step
+    :meth:`bptt.RNN.stream` for the NumPy backend: every buffer (a one-timestep
     cache, the time-major input, the outputs) is allocated here once, and each
     ``step`` runs the cell's forward kernel on T = 1 and the output layer.
     """
@@ -469,15 +470,15 @@ class CellStepper:
 CELLS = {}
 
 register(CellSpec(
-    name="rnn", kernel="elman", driver=ElmanCell, gates=("h",), nonlinearity=True,
+    name="rnn", kernel="elman", binding=ElmanCell, gates=("h",), nonlinearity=True,
     torch_module="RNN"))
 register(CellSpec(
-    name="lstm", kernel="lstm", driver=LSTMCell, gates=("i", "f", "g", "o"),
+    name="lstm", kernel="lstm", binding=LSTMCell, gates=("i", "f", "g", "o"),
     state=("h", "c"),
     # the forget gate starts at 1 (Gers et al. 2000; Jozefowicz et al.
     # 2015): the cell starts out remembering
     initial_bias={"f": 1.0}, torch_module="LSTM"))
 register(CellSpec(
-    name="gru", kernel="gru", driver=GRUCell, gates=("r", "z", "n"),
+    name="gru", kernel="gru", binding=GRUCell, gates=("r", "z", "n"),
     extra_params={"b_hn": (("H",), 0.0)}, torch_module="GRU",
     torch_bias_apart={"n": "b_hn"}))
