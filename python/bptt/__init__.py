@@ -7,6 +7,10 @@ are scikit-learn estimators that train it; :func:`load` reads what their
 ``save`` wrote. :class:`SequenceScaler` standardises sequences of any length
 for them; :func:`gradcheck` checks a network's gradients against finite
 differences.
+
+The words of the docs and docstrings (timestep, stream step, optimizer
+update; window, chunk, part, slab, ...) are defined once, in
+docs/glossary.md.
 """
 
 __version__ = "0.1.0"

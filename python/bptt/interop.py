@@ -6,7 +6,8 @@ through the object or class it is given, so it sits below :mod:`bptt.rnn`,
 which imports it; it never imports torch (tensors are taken through their
 ``detach``/``cpu`` methods). What PyTorch calls each cell and how its two
 biases fold into bptt's are in the cell's :class:`~bptt._cells.CellSpec`
-(``torch_module``, ``torch_bias_apart``).
+(``torch_module``, ``torch_bias_apart``). Words as docs/glossary.md
+defines them.
 """
 
 import numpy as np

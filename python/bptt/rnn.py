@@ -1,4 +1,9 @@
-"""The network: :class:`RNN`, a recurrent layer plus an output layer."""
+"""The network: :class:`RNN`, a recurrent layer plus an output layer.
+
+What each cell is comes from its entry in ``bptt._cells.CELLS``; words
+(timestep, chunk, window, slab, part) are used as docs/glossary.md defines
+them.
+"""
 
 from contextlib import nullcontext
 import numbers
@@ -538,11 +543,11 @@ class RNN:
         """forward() of timesteps start..stop-1 into Yt, through the cache buffers."""
         n, H, O = X.shape[0], self.hidden_size, self.output_size
         steps = stop - start
-        part = tuple(a[:steps] for a in cache)
-        self._cell.forward(time_major(X, start, stop, Xc), self._params, state, part,
+        chunk_cache = tuple(a[:steps] for a in cache)
+        self._cell.forward(time_major(X, start, stop, Xc), self._params, state, chunk_cache,
                            n_threads)
         rows = steps * n
-        self._out.output_forward(self._cell.hidden(part).reshape(rows, H),
+        self._out.output_forward(self._cell.hidden(chunk_cache).reshape(rows, H),
                                  self._params["W_oh"], self._params["b_o"], act, Z[:rows],
                                  Yt[start:stop].reshape(rows, O))
 
