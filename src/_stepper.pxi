@@ -6,7 +6,10 @@
 #       The work buffers one step needs, as multiples of H columns.
 #   STEP_GATES, STEP_STATES, STEP_EXTRA : int
 #       Gate blocks of W_xh / W_hh / b_h, state arrays ((h,) or (h, c)) and
-#       extra (H,) parameters after b_o (GRU: b_hn): what Stepper checks.
+#       extra (H,) parameters after b_o (GRU: b_hn; MAX_EXTRA at most, at
+#       p[P_EXTRA], p[P_EXTRA + 1], ...): what Stepper checks. They are the
+#       cell's CellSpec (bptt/_cells.py) in the kernel; tests/test_cells.py
+#       checks that the two agree.
 #   cdef void cell_step(const floating* x, floating** p, floating** s,
 #                       floating** w, int B, int I, int H, bint relu) noexcept nogil
 #       One timestep of the cell on x (B, I): reads the parameters p (indexed
@@ -18,8 +21,8 @@
 from _checks cimport ANY, check_array, check_code, check_positive
 from _fpmode cimport flush_enter, flush_leave, fp_mode
 from _outlayer cimport output_rows
-from _stepping cimport (MAX_POINTERS, P_B_O, P_W_HH, P_W_OH, P_W_XH, P_W_XH_PACKED,
-                       all_finite, data_of)
+from _stepping cimport (MAX_EXTRA, MAX_POINTERS, MAX_STATES, P_B_O, P_W_HH, P_W_OH,
+                       P_W_XH, P_W_XH_PACKED, all_finite, data_of)
 
 cdef class Stepper:
     """Step-by-step inference for streams; see :meth:`bptt.RNN.stream`.
@@ -51,7 +54,7 @@ cdef class Stepper:
     cdef readonly object y       # (B, O) outputs of the last step
     cdef tuple _state            # (h,) or (h, c), each (B, H)
     cdef void* p[MAX_POINTERS]
-    cdef void* s[2]
+    cdef void* s[MAX_STATES]
     cdef void* w[MAX_POINTERS]
     cdef void* z
     cdef void* y_data
@@ -61,6 +64,13 @@ cdef class Stepper:
     def __init__(self, tuple params, tuple state0, bint relu, int activation, coerce):
         cdef const float* unused_s
         cdef const double* unused_d
+        if (STEP_EXTRA > MAX_EXTRA or STEP_STATES > MAX_STATES
+                or len(STEP_WORK) > MAX_POINTERS):
+            # a cell's constants that the pointer arrays cannot hold
+            raise ValueError(f"this cell's Stepper needs {STEP_EXTRA} extra parameters, "
+                             f"{STEP_STATES} state arrays and {len(STEP_WORK)} work "
+                             f"buffers; it holds at most {MAX_EXTRA}, {MAX_STATES} and "
+                             f"{MAX_POINTERS} (src/_stepping.pxd).")
         # the raw pointers below trust these shapes (_checks.pxd)
         if len(params) != 5 + STEP_EXTRA or len(state0) != STEP_STATES:
             raise ValueError(f"this cell's Stepper takes {5 + STEP_EXTRA} parameter arrays "

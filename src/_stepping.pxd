@@ -10,8 +10,10 @@ cdef enum:
     P_B_O = 4
     P_W_XH_PACKED = 5   # pack_weights(W_xh, transpose=True), or NULL
     P_W_HH_PACKED = 6   # pack_weights(W_hh, transpose=True), or NULL
-    P_EXTRA = 7         # the cell's own parameters (GRU: b_hn)
-    MAX_POINTERS = 8
+    P_EXTRA = 7         # the cell's own parameters (GRU: b_hn), MAX_EXTRA at most
+    MAX_EXTRA = 4
+    MAX_POINTERS = 11   # P_EXTRA + MAX_EXTRA; also the most work buffers (STEP_WORK)
+    MAX_STATES = 2      # (h,) or (h, c)
 
 
 cdef inline bint all_finite(const floating* x, Py_ssize_t size) noexcept nogil:

@@ -328,3 +328,11 @@ def test_estimator_docs_list_every_cell():
     rows = _table_rows((ROOT / "docs/estimators.md").read_text(), "| parameter |")
     listed = re.findall(r'"(\w+)"', rows["cell"][1])
     assert listed == list(CELL_NAMES)
+
+
+def test_docstrings_list_every_cell():
+    listed = "{" + ", ".join(f'"{name}"' for name in CELL_NAMES) + "}"
+    assert f"cell : {listed}, default=" in bptt.RNN.__doc__
+    assert f"cell : {listed} or None" in bptt.RNN.from_torch_state_dict.__doc__
+    for estimator in (bptt.RNNRegressor, bptt.RNNClassifier):
+        assert f"cell : {listed}, default=" in estimator.__doc__
