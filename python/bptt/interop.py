@@ -96,10 +96,10 @@ def from_torch_state_dict(network_type, state_dict, *, cell=None, nonlinearity="
         ) from None
     unexpected = sorted(set(keys) - set(names.values()))
     if unexpected:
+        modules = "/".join(dict.fromkeys(CELLS[c].torch_module for c in _torch_cells()))
         raise ValueError(
             f"unexpected keys in state_dict: {unexpected}. Only a one-layer, "
-            f"unidirectional {'/'.join(dict.fromkeys(CELLS[c].torch_module for c in _torch_cells()))} "
-            f"without projections plus a Linear "
+            f"unidirectional {modules} without projections plus a Linear "
             f"output layer is supported, with keys {sorted(names.values())}."
         )
     missing = [names[k] for k in ("weight_ih", "weight_hh", "weight")
