@@ -13,6 +13,9 @@ from bptt._cells import CELLS
 
 # every cell's public name, from the registry: parametrize tests over it
 CELL_NAMES = tuple(CELLS)
+# (cell, nonlinearity) pairs: both nonlinearities for a cell that takes one
+CELL_NONLINEARITIES = [(cell, f) for cell in CELL_NAMES
+                       for f in (("tanh", "relu") if CELLS[cell].nonlinearity else ("tanh",))]
 
 # (output_activation, loss) pairs the contract allows
 ACTIVATION_LOSSES = [

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 import bptt
-from helpers import CELL_NAMES
+from helpers import CELL_NAMES, CELL_NONLINEARITIES
 
 
-CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("lstm", "tanh"), ("gru", "tanh")]
+CELLS = CELL_NONLINEARITIES
 
 
 @pytest.mark.parametrize("backend", ["cython", "numpy"])

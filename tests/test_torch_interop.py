@@ -7,6 +7,7 @@ import pytest
 
 import bptt
 from helpers import LOSS_ACTIVATIONS, assert_grads_close, make_data, make_state
+from helpers import CELL_NONLINEARITIES
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -14,7 +15,7 @@ F = torch.nn.functional
 # with the compiled kernels in test_gated.py, so only the latter meets torch)
 torch.set_num_threads(1)
 
-CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("lstm", "tanh"), ("gru", "tanh")]
+CELLS = CELL_NONLINEARITIES
 
 
 def torch_modules(net):
