@@ -9,6 +9,12 @@ at each window start.
 import numpy as np
 
 import bptt
+from bptt import _cells
+
+# the cells, as RNN(cell=...) names them
+CELLS = ("rnn", "lstm", "gru")
+# rows of W_xh / W_hh per hidden unit
+GATES = {cell: _cells.CELLS[cell].gates for cell in CELLS}
 
 # (output_activation, loss) pairs the contract allows
 ACTIVATION_LOSSES = [
@@ -85,16 +91,6 @@ def detached_loss_and_grad(net, X, y, *, loss, output, truncate, states):
     return total, grads
 
 
-# (loss, output_activation) pairs the contract allows
-LOSS_ACTIVATIONS = [
-    ("mse", "identity"),
-    ("mse", "sigmoid"),
-    ("mse", "softmax"),
-    ("binary_cross_entropy", "sigmoid"),
-    ("cross_entropy", "softmax"),
-]
-
-
 def randomize_params(net, rng, scale=0.5):
     """Replace every parameter (biases included) with N(0, scale^2) values."""
     for name, value in net.params.items():
@@ -103,15 +99,26 @@ def randomize_params(net, rng, scale=0.5):
 
 def make_data(rng, n, T, I, O, loss, output):
     """Inputs X (n, T, I) and targets y of the form the loss expects."""
-    X = rng.normal(size=(n, T, I))
-    lead = (n, T) if output == "sequence" else (n,)
-    if loss == "cross_entropy":
-        y = rng.integers(0, O, size=lead)
-    elif loss == "binary_cross_entropy":
-        y = rng.uniform(size=lead + (O,))
-    else:
-        y = rng.normal(size=lead + (O,))
-    return X, y
+    X = rng.standard_normal((n, T, I))
+    return X, make_target(rng, loss, output, n, T, O)
+
+
+def make_net(cell, I, H, O, *, backend="cython", dtype="float64", act="identity",
+             seed=0):
+    """A network whose every parameter is random (randomize_params)."""
+    net = bptt.RNN(I, H, O, cell=cell, output_activation=act, backend=backend,
+                   dtype=dtype, random_state=seed)
+    randomize_params(net, np.random.default_rng(seed + 100))
+    return net
+
+
+def twin(net, backend, dtype=None):
+    """A network of another backend / dtype with the same parameters."""
+    other = bptt.RNN(net.input_size, net.hidden_size, net.output_size, cell=net.cell,
+                     output_activation=net.output_activation, backend=backend,
+                     dtype=dtype or np.dtype(net.dtype).name)
+    other.params = {k: v for k, v in net.params.items()}
+    return other
 
 
 def make_state(rng, cell, n, H, scale=0.5):
@@ -119,6 +126,11 @@ def make_state(rng, cell, n, H, scale=0.5):
     if cell == "lstm":
         return (rng.normal(0, scale, (n, H)), rng.normal(0, scale, (n, H)))
     return rng.normal(0, scale, (n, H))
+
+
+def as_list(state):
+    """A state as a list of arrays: [h], or [h, c] for the LSTM."""
+    return list(state) if isinstance(state, tuple) else [state]
 
 
 def loss_value(Y, y, loss, output):

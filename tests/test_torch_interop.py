@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 import bptt
-from helpers import LOSS_ACTIVATIONS, assert_grads_close, make_data, make_state
+from helpers import ACTIVATION_LOSSES, assert_grads_close, make_data, make_state
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 # small problems: threads only add overhead (the NumPy reference is compared
-# with the compiled kernels in test_gated.py, so only the latter meets torch)
+# with the compiled kernels in test_lstm.py and test_gru.py, so only the latter meets torch)
 torch.set_num_threads(1)
 
 CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("lstm", "tanh"), ("gru", "tanh")]
@@ -102,7 +102,7 @@ def make_net(cell, nonlinearity, I, H, O, act, backend="cython", seed=0):
 @pytest.mark.parametrize("h0", [False, True], ids=["h0=None", "h0"])
 @pytest.mark.parametrize("truncate", [None, 3])
 @pytest.mark.parametrize("output", ["sequence", "last"])
-@pytest.mark.parametrize("loss,act", LOSS_ACTIVATIONS)
+@pytest.mark.parametrize("act,loss", ACTIVATION_LOSSES)
 @pytest.mark.parametrize("cell,nonlinearity", CELLS)
 def test_outputs_and_gradients_match_torch(cell, nonlinearity, loss, act, output,
                                            truncate, h0):
