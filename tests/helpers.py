@@ -10,11 +10,15 @@ import numpy as np
 
 import bptt
 from bptt import _cells
+from bptt._kernels import load_kernels
 
 # the cells, as RNN(cell=...) names them
 CELLS = ("rnn", "lstm", "gru")
 # rows of W_xh / W_hh per hidden unit
 GATES = {cell: _cells.CELLS[cell].gates for cell in CELLS}
+# (cell, nonlinearity) of every recurrence: the Elman cell's two, the gated cells'
+CELL_NONLINEARITIES = [(cell, nl) for cell in CELLS
+                       for nl in (("tanh", "relu") if cell == "rnn" else ("tanh",))]
 
 # (output_activation, loss) pairs the contract allows
 ACTIVATION_LOSSES = [
@@ -24,6 +28,11 @@ ACTIVATION_LOSSES = [
     ("sigmoid", "binary_cross_entropy"),
     ("softmax", "cross_entropy"),
 ]
+
+
+def cell_kernels(backend, cell):
+    """The kernel module of a cell ("rnn" runs bptt._elman / reference.elman)."""
+    return load_kernels(backend, {"rnn": "elman"}.get(cell, cell))
 
 
 def make_target(rng, loss, output, n, T, O):

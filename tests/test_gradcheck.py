@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import bptt
-from helpers import ACTIVATION_LOSSES, detached_loss, make_problem, make_state
+from helpers import ACTIVATION_LOSSES, CELLS, detached_loss, make_problem, make_state
 
 gradcheck_module = importlib.import_module("bptt.gradcheck")
 
@@ -23,7 +23,7 @@ def _problem(cell, activation="identity", loss="mse", output="sequence", seed=1,
 @pytest.mark.parametrize("truncate", [None, 2])
 @pytest.mark.parametrize("output", ["sequence", "last"])
 @pytest.mark.parametrize("activation,loss", ACTIVATION_LOSSES)
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("cell", CELLS)
 def test_passes_on_the_real_gradients(cell, activation, loss, output, truncate):
     net, X, y = _problem(cell, activation, loss, output)
     report = bptt.gradcheck(net, X, y, loss=loss, output=output, truncate=truncate,
@@ -37,7 +37,7 @@ def test_passes_on_the_real_gradients(cell, activation, loss, output, truncate):
         assert len(check.indices) == min(6, net.params[name].size)
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("cell", CELLS)
 def test_with_h0_relu_and_the_numpy_backend(cell):
     net, X, y = _problem(cell, nonlinearity="relu", init="identity", backend="numpy")
     h0 = make_state(np.random.default_rng(3), cell, 2, 3)

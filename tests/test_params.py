@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 
 import bptt
-
-CELLS = ["rnn", "lstm", "gru"]
+from helpers import CELLS
 
 
 @pytest.fixture(params=CELLS)

@@ -6,9 +6,8 @@ cell interface handing it one time-major batch with no layout arguments."""
 import numpy as np
 import pytest
 
-from bptt.rnn import load_kernels
-from helpers import (CELLS, GATES, assert_grads_close, detached_loss, make_data, make_net,
-                     make_state, numerical_param_grads)
+from helpers import (CELLS, GATES, assert_grads_close, cell_kernels, detached_loss, make_data,
+                     make_net, make_state, numerical_param_grads)
 
 
 @pytest.mark.parametrize("truncate", [None, 2, 3])
@@ -29,7 +28,7 @@ def test_reference_gradient_matches_finite_differences(cell, truncate):
 def reference_bptt(cell, p, X, state0, R, dstate_next, truncate):
     """The reference kernels' forward and backward with L = sum(R * H) plus
     dstate_next . (the state after the last step): every output by name."""
-    k = load_kernels("numpy", {"rnn": "elman"}.get(cell, cell))
+    k = cell_kernels("numpy", cell)
     T, B, _ = X.shape
     H = p["W_hh"].shape[1]
     out = {name: np.empty_like(p[name]) for name in p}

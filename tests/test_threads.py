@@ -7,7 +7,7 @@ from threadpoolctl import threadpool_limits
 import bptt
 from bptt import _threads
 from bptt import rnn as rnn_module
-from helpers import make_problem
+from helpers import CELLS, GATES, cell_kernels, make_problem
 
 
 def _assert_close(a, b, tol):
@@ -20,7 +20,7 @@ def _assert_close(a, b, tol):
         np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("n", [2, 3, 7, 16])
 @pytest.mark.parametrize("truncate", [None, 3])
 @pytest.mark.parametrize("dtype,tol", [("float64", 1e-12), ("float32", 1e-5)])
@@ -47,7 +47,7 @@ def test_threaded_kernels_match_serial(monkeypatch, cell, n, truncate, dtype, to
 def _kernel_problem(cell, T, B, I, H, seed=0):
     """Random inputs, parameters, states and dL/dH for one cell's kernels."""
     rng = np.random.default_rng(seed)
-    G = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
+    G = GATES[cell]
     p = {"X": rng.standard_normal((T, B, I)),
          "W_xh": rng.standard_normal((G * H, I)),
          "W_hh": 0.5 * rng.standard_normal((G * H, H)),
@@ -70,9 +70,7 @@ def _run_kernels(cell, p, truncate, accumulate, layout=None):
     arrays hold that many timesteps per slab (NaN outside the chunk) and the
     kernels get them from the last chunk's first timestep on, as training
     passes its later chunks."""
-    from bptt.rnn import load_kernels
-    k = load_kernels("numpy" if layout is None else "cython",
-                     {"rnn": "elman"}.get(cell, cell))
+    k = cell_kernels("numpy" if layout is None else "cython", cell)
     layout = layout or ()
     slabs, slab_steps = (layout[1:] if layout else (1, 0))
     X, W_xh, W_hh, b_h, h0 = p["X"], p["W_xh"], p["W_hh"], p["b_h"], p["h0"]
@@ -158,7 +156,7 @@ def _assert_outputs_close(got, expected, rtol, atol):
                                    err_msg=name)
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("truncate", [0, 2])
 @pytest.mark.parametrize("accumulate", [False, True])
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
@@ -185,7 +183,7 @@ def _slab_problem(cell, slabs, T, B, dtype):
     return {k: v.astype(dtype) for k, v in p.items()}
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("slabs", [2, 3])
 @pytest.mark.parametrize("truncate", [0, 2])
 @pytest.mark.parametrize("accumulate", [False, True])
@@ -228,7 +226,7 @@ def test_slabs_that_do_not_split_are_refused():
                         np.empty((7, 3, 4)), 1, 2, 5)
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("loss,output", [("mse", "sequence"), ("mse", "last"),
                                          ("cross_entropy", "sequence"),
                                          ("cross_entropy", "last"),

@@ -12,6 +12,7 @@ from bptt.rnn import compiled_variant
 # every build of the kernels this CPU runs: the baseline and, on x86-64, the
 # AVX2 + FMA and AVX-512 twins
 from bptt import _vmath
+from helpers import CELLS
 
 VARIANTS = ["_vmath"]
 for _variant in _vmath.cpu_variants()[1:]:
@@ -63,7 +64,7 @@ def test_unknown_function_name(vmath):
         vmath.apply("log", x, x.copy())
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("cell", CELLS)
 def test_kernel_builds_agree(cell):
     """Every build computes the same training step (the AVX2 and AVX-512
     builds through their packed recurrent products and weight gradients, the

@@ -8,9 +8,10 @@ import pytest
 
 import bptt
 from bptt import rnn as rnn_module
+from helpers import CELLS
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("cell", CELLS)
 def test_results_do_not_alias_the_reused_buffers(cell):
     net = bptt.RNN(3, 6, 2, cell=cell, random_state=0)
     rng = np.random.default_rng(0)
