@@ -174,18 +174,23 @@ def detached_loss(net, X, y, loss, output, truncate=None, h0=None):
     return f
 
 
+def central_difference(f, x, idx, eps=1e-6):
+    """d f() / d x[idx] by central differences; f must read the array x,
+    which is perturbed in place and restored."""
+    old = x[idx]
+    x[idx] = old + eps
+    up = f()
+    x[idx] = old - eps
+    down = f()
+    x[idx] = old
+    return (up - down) / (2 * eps)
+
+
 def numerical_gradient(f, x, eps=1e-6):
-    """Central differences of the scalar f() with respect to the array x,
-    which f must read (x is perturbed in place and restored)."""
+    """Central differences of the scalar f() with respect to every entry of x."""
     grad = np.zeros(x.shape)
     for idx in np.ndindex(x.shape):
-        old = x[idx]
-        x[idx] = old + eps
-        up = f()
-        x[idx] = old - eps
-        down = f()
-        x[idx] = old
-        grad[idx] = (up - down) / (2 * eps)
+        grad[idx] = central_difference(f, x, idx, eps)
     return grad
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import bptt
-from helpers import ACTIVATION_LOSSES, CELLS, detached_loss, make_problem, make_state
+from helpers import (ACTIVATION_LOSSES, CELLS, central_difference, detached_loss, make_problem,
+                     make_state)
 
 gradcheck_module = importlib.import_module("bptt.gradcheck")
 
@@ -56,17 +57,11 @@ def test_numeric_values_are_the_independent_finite_differences(truncate):
                             random_state=1)
     reference = copy.deepcopy(net)
     f = detached_loss(reference, X, y, "mse", "sequence", truncate=truncate, h0=h0)
-    eps = 1e-6
     for name, check in report.params.items():
         param = reference.params[name]
         for idx, numeric in zip(check.indices, check.numeric):
-            old = param[idx]
-            param[idx] = old + eps
-            up = f()
-            param[idx] = old - eps
-            down = f()
-            param[idx] = old
-            assert numeric == pytest.approx((up - down) / (2 * eps), rel=1e-6, abs=1e-9)
+            assert numeric == pytest.approx(central_difference(f, param, idx, 1e-6),
+                                            rel=1e-6, abs=1e-9)
         _, grads = net.loss_and_grad(X, y, truncate=truncate, h0=h0)
         np.testing.assert_array_equal(check.analytic, [grads[name][i] for i in check.indices])
 

@@ -7,6 +7,20 @@ arguments, same in-place outputs, one equation per line. It is the
 ``backend="numpy"`` of :class:`bptt.RNN` and the twin every parity test
 compares the compiled path against.
 
+Every ``<cell>_backward`` shares these conventions:
+
+- ``dH`` is dL/dH from the layer above; dL/dstate after the last step,
+  when later timesteps send one, enters added into ``dH[-1]`` (and for the
+  LSTM as ``dc0``), so a long sequence can be processed in chunks of
+  timesteps from the end: pass the chunk's first state as the initial state,
+  add the later chunk's dh0 into dH[-1] (its dc0 in as dc0) and accumulate.
+- ``truncate`` = k > 0 drops every gradient from step t to step t-1 at a
+  window start (t % k == 0, t > 0): truncated BPTT, h_{t-1} detached.
+- ``accumulate`` adds into the weight gradients instead of writing them.
+- ``dh_out`` (and the LSTM's ``dc_out``), (T, B, H) or None, receives at
+  [t] the total dL/dh_t (dL/dc_t): from the output at t, from later steps of
+  its window and, at the last step, from dstate_next.
+
 The arguments the compiled kernels add at the end to partition their work
 (``n_threads``, the batch ``slabs`` and ``slab_steps`` of the cells, the
 row ``parts`` and ``part_stride`` of the output layer; src/_cellparts.pxd)

@@ -89,12 +89,9 @@ def elman_backward(X, W_xh, W_hh, h0, H, dH, relu, truncate,
     dh0 : ndarray of shape (B, H)             # OUT dL/dh0
     accumulate : bool                         # add into dW_xh, dW_hh, db_h
     dX : ndarray of shape (T, B, I) or None   # OUT dL/dX, skipped when None
-    dh_out : ndarray of shape (T, B, H) or None
-        OUT dL/dh_t, the total gradient reaching each hidden state (dH[t]
-        plus what flows back from later steps of its window); skipped when None.
+    dh_out : ndarray of shape (T, B, H) or None   # OUT total dL/dh_t, skipped when None
 
-    A long sequence can be processed in chunks of timesteps from the end:
-    add the later chunk's dh0 into dH[-1] and accumulate.
+    Chunks, truncation, accumulate and dh_out: bptt/reference/__init__.py.
     """
     T, B, _ = X.shape
     n_hidden = H.shape[2]

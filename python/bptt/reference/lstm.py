@@ -94,13 +94,9 @@ def lstm_backward(X, W_xh, W_hh, h0, c0, G, C, H, dH, truncate,
                                               #   for a whole sequence); OUT dL/dc0
     accumulate : bool                         # add into dW_xh, dW_hh, db_h
     dX : ndarray of shape (T, B, I) or None   # OUT dL/dX, skipped when None
-    dh_out, dc_out : ndarray of shape (T, B, H) or None
-        OUT dL/dh_t and dL/dc_t, the total gradients reaching each state (from
-        the output at t and from later steps of its window); skipped when None.
+    dh_out, dc_out : ndarray of shape (T, B, H) or None   # OUT total dL/dh_t, dL/dc_t
 
-    A long sequence can be processed in chunks of timesteps from the end:
-    pass the chunk's first state as (h0, c0), add the later chunk's dh0
-    into dH[-1], pass its dc0 in as dc0, and accumulate.
+    Chunks, truncation, accumulate and dh_out: bptt/reference/__init__.py.
     """
     T = X.shape[0]
     n_hidden = H.shape[2]
