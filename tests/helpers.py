@@ -6,10 +6,12 @@ other; truncated BPTT is checked against losses whose state is held fixed
 at each window start.
 """
 
+import importlib.util
+
 import numpy as np
 
 import bptt
-from bptt import _cells
+from bptt import _cells, _vmath
 from bptt._kernels import load_kernels
 
 # the cells, as RNN(cell=...) names them
@@ -19,6 +21,11 @@ GATES = {cell: _cells.CELLS[cell].gates for cell in CELLS}
 # (cell, nonlinearity) of every recurrence: the Elman cell's two, the gated cells'
 CELL_NONLINEARITIES = [(cell, nl) for cell in CELLS
                        for nl in (("tanh", "relu") if cell == "rnn" else ("tanh",))]
+
+# the builds of the compiled kernels this CPU runs, narrowest first:
+# "baseline" and, on x86-64, "avx2" and "avx512" where they are built
+BUILDS = ["baseline"] + [variant for variant in _vmath.cpu_variants()[1:]
+                         if importlib.util.find_spec(f"bptt._vmath_{variant}")]
 
 # (output_activation, loss) pairs the contract allows
 ACTIVATION_LOSSES = [
