@@ -207,7 +207,7 @@ def test_long_float32_last_output_parity(cell):
     1000 steps, whose gradient sinks into the subnormal range for the Elman
     and GRU cells (checked below for the Elman cell). Compiled float32
     against the float64 reference, at the long-sequence tolerance of
-    test_elman_parity."""
+    test_elman.py."""
     n, T, I, H = 8, 1000, 1, 32
     X = np.random.default_rng(0).standard_normal((n, T, I))
     y = X[:, -1, 0]
