@@ -5,7 +5,9 @@ cell interface handing it one time-major batch with no layout arguments."""
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
+from bptt import _threads
 from helpers import (CELLS, GATES, assert_grads_close, cell_kernels, detached_loss, make_data,
                      make_net, make_state, numerical_param_grads)
 
@@ -142,3 +144,21 @@ def test_cell_interface_gives_the_reference_one_batch(cell):
         np.testing.assert_array_equal(b[:4], a)
     with pytest.raises(ValueError, match="the NumPy reference runs one slab; got slabs=2"):
         net._cell.forward(X, net.params, state0, exact, 2, 2)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_numpy_backend_trains_in_one_slab_under_threads(monkeypatch, cell):
+    """With threads to split the batch over, the compiled path lays it out in
+    slabs; the NumPy backend still runs the reference on the one batch, and
+    its step is the serial one."""
+    net = make_net(cell, 3, 4, 2, backend="numpy")
+    rng = np.random.default_rng(1)
+    X, y = make_data(rng, 6, 5, 3, 2, "mse", "sequence")
+    serial = net.loss_and_grad(X, y, truncate=2)
+    monkeypatch.setattr(_threads, "MIN_WORK_PER_THREAD", 1)
+    with threadpool_limits(limits=2, user_api="blas"):
+        assert net._plan_threads(2, 6) == 2
+        value, grads = net.loss_and_grad(X, y, truncate=2)
+    assert [key[4] for key in net._workspace] == [1]  # one slab
+    assert value == pytest.approx(serial[0], rel=1e-12)
+    assert_grads_close(grads, serial[1], rtol=1e-12, atol=1e-14)

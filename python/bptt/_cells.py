@@ -3,7 +3,8 @@
 A cell object knows its parameter layout and calls the forward and BPTT
 kernels of one backend (the compiled ``bptt._<cell>`` module or its NumPy
 twin ``bptt.reference.<cell>``, which share function names and
-signatures). Everything is time-major: X (T, B, I), H (T, B, H).
+signatures but for the compiled kernels' trailing layout arguments, which
+only they get: :func:`_layout`). Everything is time-major: X (T, B, I), H (T, B, H).
 
 The interface every cell implements:
 
@@ -237,14 +238,14 @@ class ReferenceOutput:
     (``n_threads``, ``parts``, ``part_stride``: with ``part_stride`` its N rows
     are dHs's, read from the front of longer Hs and target arrays); the
     reference takes N rows of each. With one part the layout is only that
-    cut, which this makes; every other function is the reference's own.
+    cut, which this makes; output_forward is the reference's own.
     """
 
     def __init__(self, kernels):
         self._kernels = kernels
 
-    def __getattr__(self, name):
-        return getattr(self._kernels, name)
+    def output_forward(self, Hs, W_oh, b_o, activation, Z, Y):
+        self._kernels.output_forward(Hs, W_oh, b_o, activation, Z, Y)
 
     def output_layer(self, Hs, W_oh, b_o, activation, loss, target, denominator, Z, Y,
                      dZ, dW_oh, db_o, dHs, accumulate=False, n_threads=1, parts=0,
