@@ -131,8 +131,8 @@ def make_net(cell, I, H, O, *, backend="cython", dtype="float64", act="identity"
 def twin(net, backend, dtype=None):
     """A network of another backend / dtype with the same parameters."""
     other = bptt.RNN(net.input_size, net.hidden_size, net.output_size, cell=net.cell,
-                     output_activation=net.output_activation, backend=backend,
-                     dtype=dtype or np.dtype(net.dtype).name)
+                     nonlinearity=net.nonlinearity, output_activation=net.output_activation,
+                     backend=backend, dtype=dtype or np.dtype(net.dtype).name)
     other.params = {k: v for k, v in net.params.items()}
     return other
 

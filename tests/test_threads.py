@@ -7,7 +7,7 @@ from threadpoolctl import threadpool_limits
 import bptt
 from bptt import _threads
 from bptt import rnn as rnn_module
-from helpers import CELLS, GATES, cell_kernels, make_problem
+from helpers import CELLS, GATES, cell_kernels, make_problem, twin
 
 
 def _assert_close(a, b, tol):
@@ -25,11 +25,14 @@ def _assert_close(a, b, tol):
 @pytest.mark.parametrize("truncate", [None, 3])
 @pytest.mark.parametrize("dtype,tol", [("float64", 1e-12), ("float32", 1e-5)])
 def test_threaded_kernels_match_serial(monkeypatch, cell, n, truncate, dtype, tol):
+    """The compiled path on 2 to 4 threads gives the NumPy reference's
+    result (of the same dtype)."""
     net, X, y = make_problem(0, n=n, T=9, I=3, H=5, O=2, cell=cell)
     net32 = bptt.RNN(3, 5, 2, cell=cell, dtype=dtype, random_state=0)
     net32.params = net.params
-    serial = net32.loss_and_grad(X, y, truncate=truncate)
-    Y_serial, h_serial = net32.forward(X)
+    ref = twin(net32, "numpy")
+    serial = ref.loss_and_grad(X, y, truncate=truncate)
+    Y_serial, h_serial = ref.forward(X)
     monkeypatch.setattr(_threads, "MIN_WORK_PER_THREAD", 1)
     for threads in (2, 3, 4):
         with threadpool_limits(limits=threads, user_api="blas"):
@@ -236,8 +239,8 @@ def test_slabs_that_do_not_split_are_refused():
 def test_slab_training_step_matches_serial(monkeypatch, cell, loss, output, truncate,
                                            chunk_rows):
     """loss_and_grad on 2 threads, which lays the batch out in one slab per
-    thread, gives the serial loss, gradients and final state for every loss
-    and output, in one chunk of timesteps or in several."""
+    thread, gives the NumPy reference's loss, gradients and final state for
+    every loss and output, in one chunk of timesteps or in several."""
     activation = {"mse": "identity", "cross_entropy": "softmax",
                   "binary_cross_entropy": "sigmoid"}[loss]
     net = bptt.RNN(3, 5, 4, cell=cell, output_activation=activation, dtype="float64",
@@ -253,7 +256,7 @@ def test_slab_training_step_matches_serial(monkeypatch, cell, loss, output, trun
     h0 = rng.standard_normal((n, 5))
     h0 = (h0, rng.standard_normal((n, 5))) if cell == "lstm" else h0
     args = dict(loss=loss, output=output, truncate=truncate, h0=h0)
-    serial = net._loss_grad_state(X, y, **args)
+    serial = twin(net, "numpy")._loss_grad_state(X, y, **args)
     if chunk_rows:
         monkeypatch.setattr(rnn_module, "TRAIN_ONE_CHUNK_BYTES", 0)
         monkeypatch.setattr(rnn_module, "TRAIN_CHUNK_ROWS", chunk_rows)
@@ -265,7 +268,7 @@ def test_slab_training_step_matches_serial(monkeypatch, cell, loss, output, trun
     assert any(key[4] == 2 for key in net._workspace)  # the slab layout ran
     assert value == pytest.approx(serial[0], rel=1e-12)
     for name in grads:
-        np.testing.assert_allclose(grads[name], serial[1][name], rtol=1e-11, atol=1e-12)
+        np.testing.assert_allclose(grads[name], serial[1][name], rtol=1e-10, atol=1e-12)
     _assert_close(state, serial[2], 1e-12)
 
 
