@@ -27,7 +27,7 @@ side), dGh = dL/dGh (the hidden side); they differ only in the n block::
     dz_a   = dH[t] * (H[t-1] - n) * z * (1 - z)     dA_z = dGh_z
     dr_a   = dn_a * HN[t] * r * (1 - r)             dA_r = dGh_r
     dGh_n  = dn_a * r
-    dH[t-1] += dH[t] * z + dGh[t] @ W_hh            one GEMM per step; dH[t] is then dL/dh_t
+    dH[t-1] += dH[t] * z + dGh[t] @ W_hh            one GEMM per step
     dW_xh  = dA.T @ X ; dW_hh = dGh[1:].T @ H[:-1] + dGh[0].T @ h0
     db_h   = sum dA ; db_hn = sum dGh_n ; dX = dA @ W_xh
 
