@@ -6,16 +6,26 @@ other; truncated BPTT is checked against losses whose state is held fixed
 at each window start.
 """
 
+import importlib.util
+
 import numpy as np
 
 import bptt
-from bptt._cells import CELLS
+from bptt import _cells, _vmath
+from bptt._kernels import load_kernels
 
-# every cell's public name, from the registry: parametrize tests over it
-CELL_NAMES = tuple(CELLS)
-# (cell, nonlinearity) pairs: both nonlinearities for a cell that takes one
-CELL_NONLINEARITIES = [(cell, f) for cell in CELL_NAMES
-                       for f in (("tanh", "relu") if CELLS[cell].nonlinearity else ("tanh",))]
+# the cells, as RNN(cell=...) names them, from the registry: parametrize over it
+CELLS = tuple(_cells.CELLS)
+# rows of W_xh / W_hh per hidden unit
+GATES = {cell: _cells.CELLS[cell].gates for cell in CELLS}
+# (cell, nonlinearity) of every recurrence: the Elman cell's two, the gated cells'
+CELL_NONLINEARITIES = [(cell, nl) for cell in CELLS
+                       for nl in (("tanh", "relu") if _cells.CELLS[cell].nonlinearity else ("tanh",))]
+
+# the builds of the compiled kernels this CPU runs, narrowest first:
+# "baseline" and, on x86-64, "avx2" and "avx512" where they are built
+BUILDS = ["baseline"] + [variant for variant in _vmath.cpu_variants()[1:]
+                         if importlib.util.find_spec(f"bptt._vmath_{variant}")]
 
 # (output_activation, loss) pairs the contract allows
 ACTIVATION_LOSSES = [
@@ -25,6 +35,11 @@ ACTIVATION_LOSSES = [
     ("sigmoid", "binary_cross_entropy"),
     ("softmax", "cross_entropy"),
 ]
+
+
+def cell_kernels(backend, cell):
+    """The kernel module of a cell ("rnn" runs bptt._elman / reference.elman)."""
+    return load_kernels(backend, {"rnn": "elman"}.get(cell, cell))
 
 
 def make_target(rng, loss, output, n, T, O):
@@ -92,16 +107,6 @@ def detached_loss_and_grad(net, X, y, *, loss, output, truncate, states):
     return total, grads
 
 
-# (loss, output_activation) pairs the contract allows
-LOSS_ACTIVATIONS = [
-    ("mse", "identity"),
-    ("mse", "sigmoid"),
-    ("mse", "softmax"),
-    ("binary_cross_entropy", "sigmoid"),
-    ("cross_entropy", "softmax"),
-]
-
-
 def randomize_params(net, rng, scale=0.5):
     """Replace every parameter (biases included) with N(0, scale^2) values."""
     for name, value in net.params.items():
@@ -110,21 +115,37 @@ def randomize_params(net, rng, scale=0.5):
 
 def make_data(rng, n, T, I, O, loss, output):
     """Inputs X (n, T, I) and targets y of the form the loss expects."""
-    X = rng.normal(size=(n, T, I))
-    lead = (n, T) if output == "sequence" else (n,)
-    if loss == "cross_entropy":
-        y = rng.integers(0, O, size=lead)
-    elif loss == "binary_cross_entropy":
-        y = rng.uniform(size=lead + (O,))
-    else:
-        y = rng.normal(size=lead + (O,))
-    return X, y
+    X = rng.standard_normal((n, T, I))
+    return X, make_target(rng, loss, output, n, T, O)
+
+
+def make_net(cell, I, H, O, *, backend="cython", dtype="float64", act="identity",
+             seed=0):
+    """A network whose every parameter is random (randomize_params)."""
+    net = bptt.RNN(I, H, O, cell=cell, output_activation=act, backend=backend,
+                   dtype=dtype, random_state=seed)
+    randomize_params(net, np.random.default_rng(seed + 100))
+    return net
+
+
+def twin(net, backend, dtype=None):
+    """A network of another backend / dtype with the same parameters."""
+    other = bptt.RNN(net.input_size, net.hidden_size, net.output_size, cell=net.cell,
+                     nonlinearity=net.nonlinearity, output_activation=net.output_activation,
+                     backend=backend, dtype=dtype or np.dtype(net.dtype).name)
+    other.params = {k: v for k, v in net.params.items()}
+    return other
 
 
 def make_state(rng, cell, n, H, scale=0.5):
     """A random initial state of the cell's form (a tuple (h, c) for lstm)."""
-    spec = CELLS[cell]
+    spec = _cells.CELLS[cell]
     return spec.state_of([rng.normal(0, scale, (n, H)) for _ in spec.state])
+
+
+def as_list(state):
+    """A state as a list of arrays: [h], or [h, c] for the LSTM."""
+    return list(state) if isinstance(state, tuple) else [state]
 
 
 def loss_value(Y, y, loss, output):
@@ -159,18 +180,23 @@ def detached_loss(net, X, y, loss, output, truncate=None, h0=None):
     return f
 
 
+def central_difference(f, x, idx, eps=1e-6):
+    """d f() / d x[idx] by central differences; f must read the array x,
+    which is perturbed in place and restored."""
+    old = x[idx]
+    x[idx] = old + eps
+    up = f()
+    x[idx] = old - eps
+    down = f()
+    x[idx] = old
+    return (up - down) / (2 * eps)
+
+
 def numerical_gradient(f, x, eps=1e-6):
-    """Central differences of the scalar f() with respect to the array x,
-    which f must read (x is perturbed in place and restored)."""
+    """Central differences of the scalar f() with respect to every entry of x."""
     grad = np.zeros(x.shape)
     for idx in np.ndindex(x.shape):
-        old = x[idx]
-        x[idx] = old + eps
-        up = f()
-        x[idx] = old - eps
-        down = f()
-        x[idx] = old
-        grad[idx] = (up - down) / (2 * eps)
+        grad[idx] = central_difference(f, x, idx, eps)
     return grad
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import bptt
-from helpers import CELL_NAMES
+from helpers import CELLS
 
 
 @pytest.fixture
@@ -259,7 +259,7 @@ def _error(call):
 
 
 @pytest.mark.parametrize("backend", ["cython", "numpy"])
-@pytest.mark.parametrize("cell", CELL_NAMES)
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_stream_reset_validates_like_forward_h0(backend, cell, dtype):
     net = bptt.RNN(3, 5, 2, cell=cell, dtype=dtype, backend=backend, random_state=0)

@@ -15,9 +15,8 @@ from threadpoolctl import threadpool_limits
 import bptt
 from bptt import _threads
 from bptt import rnn as rnn_module
-from helpers import make_problem
+from helpers import GATES, make_problem
 
-GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 I, O, T = 2, 2, 5
 BATCHES = [1, 2, 3, 4, 5, 6, 7, 8, 9, 17]
 BUDGETS = range(1, 9)

@@ -16,7 +16,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 import bptt
 from bptt._cells import CELLS, CellSpec, GRUCell, LSTMCell, register
 from bptt._kernels import compiled_helpers
-from helpers import CELL_NAMES, make_state
+from helpers import CELLS as CELL_NAMES, make_state  # CELLS here is the registry
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BACKENDS = ["numpy"] + (["cython"] if compiled_helpers("elman") is not None else [])

@@ -4,15 +4,14 @@ import numpy as np
 import pytest
 
 from bptt import rnn as rnn_module
-from helpers import ACTIVATION_LOSSES, make_problem
-from helpers import CELL_NAMES
+from helpers import ACTIVATION_LOSSES, CELLS, make_problem
 
 
 @pytest.mark.parametrize("backend", ["cython", "numpy"])
 @pytest.mark.parametrize("truncate", [None, 1, 3, 5])
 @pytest.mark.parametrize("output", ["sequence", "last"])
 @pytest.mark.parametrize("activation,loss", ACTIVATION_LOSSES)
-@pytest.mark.parametrize("cell", CELL_NAMES)
+@pytest.mark.parametrize("cell", CELLS)
 def test_chunked_bptt_equals_one_chunk(monkeypatch, cell, activation, loss, output,
                                        truncate, backend):
     net, X, y = make_problem(9, n=3, T=23, I=2, H=4, O=3, loss=loss, output=output,

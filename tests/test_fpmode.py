@@ -14,8 +14,7 @@ import bptt
 from bptt import _threadpool as pool
 from bptt.optimizers import OPTIMIZERS
 from bptt.rnn import load_kernels
-from helpers import assert_grads_close
-from helpers import CELL_NAMES
+from helpers import CELLS, assert_grads_close
 
 FLUSH = pool.flush_mode_bits()
 X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
@@ -109,7 +108,7 @@ def test_workers_run_flushed():
 
 @pytest.mark.parametrize("mode", list(CALLER_MODES))
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("cell", CELL_NAMES)
+@pytest.mark.parametrize("cell", CELLS)
 def test_kernel_calls_leave_the_callers_mode(cell, threads, mode):
     with threadpool_limits(limits=threads, user_api="blas"):
         calls = kernel_calls(cell, threads)
@@ -131,7 +130,7 @@ def test_kernel_calls_leave_the_callers_mode(cell, threads, mode):
 def test_numpy_keeps_subnormals_after_kernel_calls(threads):
     assert numpy_is_ieee()
     with threadpool_limits(limits=threads, user_api="blas"):
-        for cell in CELL_NAMES:
+        for cell in CELLS:
             for name, call in kernel_calls(cell, threads):
                 call()
                 assert numpy_is_ieee(), f"after {name}"
@@ -202,13 +201,13 @@ def test_subnormal_results_are_flushed_inside_the_kernel(dtype):
     np.testing.assert_allclose(fast, ref, rtol=0, atol=np.finfo(dtype).tiny)
 
 
-@pytest.mark.parametrize("cell", CELL_NAMES)
+@pytest.mark.parametrize("cell", CELLS)
 def test_long_float32_last_output_parity(cell):
     """The issue's case, shortened (n = 8, H = 32): the loss at the last of
     1000 steps, whose gradient sinks into the subnormal range for the Elman
     and GRU cells (checked below for the Elman cell). Compiled float32
     against the float64 reference, at the long-sequence tolerance of
-    test_elman_parity."""
+    test_elman.py."""
     n, T, I, H = 8, 1000, 1, 32
     X = np.random.default_rng(0).standard_normal((n, T, I))
     y = X[:, -1, 0]

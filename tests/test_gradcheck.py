@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import bptt
-from helpers import ACTIVATION_LOSSES, detached_loss, make_problem, make_state
-from helpers import CELL_NAMES
+from helpers import (ACTIVATION_LOSSES, CELLS, central_difference, detached_loss, make_problem,
+                     make_state)
 
 gradcheck_module = importlib.import_module("bptt.gradcheck")
 
@@ -24,7 +24,7 @@ def _problem(cell, activation="identity", loss="mse", output="sequence", seed=1,
 @pytest.mark.parametrize("truncate", [None, 2])
 @pytest.mark.parametrize("output", ["sequence", "last"])
 @pytest.mark.parametrize("activation,loss", ACTIVATION_LOSSES)
-@pytest.mark.parametrize("cell", CELL_NAMES)
+@pytest.mark.parametrize("cell", CELLS)
 def test_passes_on_the_real_gradients(cell, activation, loss, output, truncate):
     net, X, y = _problem(cell, activation, loss, output)
     report = bptt.gradcheck(net, X, y, loss=loss, output=output, truncate=truncate,
@@ -38,7 +38,7 @@ def test_passes_on_the_real_gradients(cell, activation, loss, output, truncate):
         assert len(check.indices) == min(6, net.params[name].size)
 
 
-@pytest.mark.parametrize("cell", CELL_NAMES)
+@pytest.mark.parametrize("cell", CELLS)
 def test_with_h0_relu_and_the_numpy_backend(cell):
     net, X, y = _problem(cell, nonlinearity="relu", init="identity", backend="numpy")
     h0 = make_state(np.random.default_rng(3), cell, 2, 3)
@@ -57,17 +57,11 @@ def test_numeric_values_are_the_independent_finite_differences(truncate):
                             random_state=1)
     reference = copy.deepcopy(net)
     f = detached_loss(reference, X, y, "mse", "sequence", truncate=truncate, h0=h0)
-    eps = 1e-6
     for name, check in report.params.items():
         param = reference.params[name]
         for idx, numeric in zip(check.indices, check.numeric):
-            old = param[idx]
-            param[idx] = old + eps
-            up = f()
-            param[idx] = old - eps
-            down = f()
-            param[idx] = old
-            assert numeric == pytest.approx((up - down) / (2 * eps), rel=1e-6, abs=1e-9)
+            assert numeric == pytest.approx(central_difference(f, param, idx, 1e-6),
+                                            rel=1e-6, abs=1e-9)
         _, grads = net.loss_and_grad(X, y, truncate=truncate, h0=h0)
         np.testing.assert_array_equal(check.analytic, [grads[name][i] for i in check.indices])
 

@@ -12,9 +12,7 @@ import numpy as np
 import pytest
 
 import bptt
-from helpers import CELL_NAMES
-
-CELLS = list(CELL_NAMES)
+from helpers import CELLS
 
 
 @pytest.fixture(params=CELLS)

@@ -20,15 +20,14 @@ from threadpoolctl import ThreadpoolController
 import bptt
 from bptt import _threads
 from bptt import rnn as rnn_module
-from helpers import ACTIVATION_LOSSES, make_target
-from helpers import CELL_NAMES
+from helpers import ACTIVATION_LOSSES, CELLS, make_target
 
 _controller = ThreadpoolController()
 
 
 @st.composite
 def problems(draw):
-    cell = draw(st.sampled_from(CELL_NAMES))
+    cell = draw(st.sampled_from(CELLS))
     activation, loss = draw(st.sampled_from(ACTIVATION_LOSSES))
     n, T = draw(st.integers(1, 9)), draw(st.integers(1, 8))
     I, H = draw(st.integers(1, 4)), draw(st.integers(1, 9))

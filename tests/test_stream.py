@@ -6,16 +6,13 @@ import numpy as np
 import pytest
 
 import bptt
-from helpers import CELL_NAMES, CELL_NONLINEARITIES
-
-
-CELLS = CELL_NONLINEARITIES
+from helpers import CELL_NONLINEARITIES, CELLS
 
 
 @pytest.mark.parametrize("backend", ["cython", "numpy"])
 @pytest.mark.parametrize("dtype,tol", [("float64", 1e-12), ("float32", 1e-5)])
 @pytest.mark.parametrize("activation", ["identity", "sigmoid", "softmax"])
-@pytest.mark.parametrize("cell,nonlinearity", CELLS)
+@pytest.mark.parametrize("cell,nonlinearity", CELL_NONLINEARITIES)
 @pytest.mark.parametrize("n", [1, 3])
 def test_stepping_equals_forward(n, cell, nonlinearity, activation, dtype, tol, backend):
     net = bptt.RNN(2, 5, 3, cell=cell, nonlinearity=nonlinearity,
@@ -64,7 +61,7 @@ def test_stream_is_a_snapshot_of_the_parameters():
     np.testing.assert_array_equal(stream.step(np.ones(1)), y_before)
 
 
-@pytest.mark.parametrize("cell", CELL_NAMES)
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("backend", ["cython", "numpy"])
 def test_bad_step_input(backend, cell):
     stream = bptt.RNN(2, 4, 1, cell=cell, backend=backend).stream(n_samples=2)
@@ -84,7 +81,7 @@ def test_bad_step_input(backend, cell):
         bptt.RNN(2, 4, 1).stream(n_samples=0)
 
 
-@pytest.mark.parametrize("cell", CELL_NAMES)
+@pytest.mark.parametrize("cell", CELLS)
 def test_steps_allocate_nothing(cell):
     net = bptt.RNN(1, 64, 1, cell=cell, dtype="float32", random_state=0)
     stream = net.stream()

@@ -10,8 +10,7 @@ import pytest
 
 import bptt
 from bptt import _threadpool as pool
-from helpers import make_problem
-from helpers import CELL_NAMES
+from helpers import CELLS, make_problem
 
 
 @pytest.mark.parametrize("n_parts", [1, 2, 3, 7, 64])
@@ -104,7 +103,7 @@ def test_concurrent_callers_get_their_own_results(monkeypatch):
     from bptt import _threads
     monkeypatch.setattr(_threads, "MIN_WORK_PER_THREAD", 1)
     nets = []
-    for cell in CELL_NAMES:
+    for cell in CELLS:
         net, X, y = make_problem(0, n=6, T=12, I=3, H=8, O=2, cell=cell)
         nets.append((net, X, y, net.loss_and_grad(X, y)))
     failures = []

@@ -6,17 +6,13 @@ import numpy as np
 import pytest
 
 import bptt
-from helpers import LOSS_ACTIVATIONS, assert_grads_close, make_data, make_state
-from helpers import CELL_NONLINEARITIES
+from helpers import ACTIVATION_LOSSES, CELL_NONLINEARITIES, assert_grads_close, make_data, make_state
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 # small problems: threads only add overhead (the NumPy reference is compared
-# with the compiled kernels in test_gated.py, so only the latter meets torch)
+# with the compiled kernels in test_lstm.py and test_gru.py, so only the latter meets torch)
 torch.set_num_threads(1)
-
-CELLS = CELL_NONLINEARITIES
-
 
 def torch_modules(net):
     """PyTorch modules (float64) holding the weights of a bptt network."""
@@ -103,8 +99,8 @@ def make_net(cell, nonlinearity, I, H, O, act, backend="cython", seed=0):
 @pytest.mark.parametrize("h0", [False, True], ids=["h0=None", "h0"])
 @pytest.mark.parametrize("truncate", [None, 3])
 @pytest.mark.parametrize("output", ["sequence", "last"])
-@pytest.mark.parametrize("loss,act", LOSS_ACTIVATIONS)
-@pytest.mark.parametrize("cell,nonlinearity", CELLS)
+@pytest.mark.parametrize("act,loss", ACTIVATION_LOSSES)
+@pytest.mark.parametrize("cell,nonlinearity", CELL_NONLINEARITIES)
 def test_outputs_and_gradients_match_torch(cell, nonlinearity, loss, act, output,
                                            truncate, h0):
     rng = np.random.default_rng(2)
@@ -133,7 +129,7 @@ def test_outputs_and_gradients_match_torch(cell, nonlinearity, loss, act, output
     assert_grads_close(grads, torch_grads(cell, rnn, linear), rtol=1e-8, atol=1e-10)
 
 
-@pytest.mark.parametrize("cell,nonlinearity", CELLS)
+@pytest.mark.parametrize("cell,nonlinearity", CELL_NONLINEARITIES)
 def test_torch_weights_load_into_bptt(cell, nonlinearity):
     """A PyTorch model (random PyTorch init, two biases) computes the same
     function after from_torch_state_dict, and comes back with the biases

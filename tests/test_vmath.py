@@ -7,20 +7,11 @@ from scipy.special import expit
 
 import importlib
 
-from bptt.rnn import compiled_variant
+from helpers import BUILDS, CELLS
 
 # every build of the kernels this CPU runs: the baseline and, on x86-64, the
 # AVX2 + FMA and AVX-512 twins
-from bptt import _vmath
-from helpers import CELL_NAMES
-
-VARIANTS = ["_vmath"]
-for _variant in _vmath.cpu_variants()[1:]:
-    try:
-        importlib.import_module(f"bptt._vmath_{_variant}")
-    except ImportError:
-        continue
-    VARIANTS.append(f"_vmath_{_variant}")
+VARIANTS = ["_vmath" if build == "baseline" else f"_vmath_{build}" for build in BUILDS]
 
 
 @pytest.fixture(params=VARIANTS)
@@ -64,7 +55,7 @@ def test_unknown_function_name(vmath):
         vmath.apply("log", x, x.copy())
 
 
-@pytest.mark.parametrize("cell", CELL_NAMES)
+@pytest.mark.parametrize("cell", CELLS)
 def test_kernel_builds_agree(cell):
     """Every build computes the same training step (the AVX2 and AVX-512
     builds through their packed recurrent products and weight gradients, the
@@ -90,39 +81,6 @@ def test_kernel_builds_agree(cell):
         for key in grads_a:
             np.testing.assert_allclose(grads_a[key], grads_b[key], rtol=1e-11,
                                        atol=1e-14, err_msg=f"{name} {key}")
-
-
-def test_variant_is_the_widest_the_cpu_runs(monkeypatch):
-    monkeypatch.delenv("BPTT_SIMD", raising=False)
-    compiled_variant.cache_clear()
-    try:
-        assert compiled_variant() == (VARIANTS[-1][len("_vmath_"):] or "baseline")
-    finally:
-        compiled_variant.cache_clear()
-
-
-@pytest.mark.parametrize("cap", ["baseline", "avx2", "avx512"])
-def test_simd_cap(monkeypatch, cap):
-    """BPTT_SIMD caps the build: the widest one at or below it that runs."""
-    from bptt.rnn import SIMD_VARIANTS
-    monkeypatch.setenv("BPTT_SIMD", cap.upper())
-    compiled_variant.cache_clear()
-    try:
-        runs = [v[len("_vmath_"):] or "baseline" for v in VARIANTS]
-        expected = [v for v in runs if SIMD_VARIANTS.index(v) <= SIMD_VARIANTS.index(cap)][-1]
-        assert compiled_variant() == expected
-    finally:
-        compiled_variant.cache_clear()
-
-
-def test_simd_cap_unknown(monkeypatch):
-    monkeypatch.setenv("BPTT_SIMD", "sse9")
-    compiled_variant.cache_clear()
-    try:
-        with pytest.raises(ValueError, match="BPTT_SIMD must be one of baseline, avx2, avx512.*'sse9'"):
-            compiled_variant()
-    finally:
-        compiled_variant.cache_clear()
 
 
 # rows around the micro-kernel's 6 and 8, columns around its 8/16/32-wide panels,

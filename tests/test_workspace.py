@@ -8,10 +8,10 @@ import pytest
 
 import bptt
 from bptt import rnn as rnn_module
-from helpers import CELL_NAMES
+from helpers import CELLS
 
 
-@pytest.mark.parametrize("cell", CELL_NAMES)
+@pytest.mark.parametrize("cell", CELLS)
 def test_results_do_not_alias_the_reused_buffers(cell):
     net = bptt.RNN(3, 6, 2, cell=cell, random_state=0)
     rng = np.random.default_rng(0)

@@ -16,7 +16,8 @@ Adding a cell takes a kernel module (``src/_<kernel>.pyx``), its NumPy twin
 A binding (a subclass of :class:`CellBinding`) calls the forward and BPTT
 kernels of one backend (the compiled ``bptt._<kernel>`` module or its NumPy
 twin ``bptt.reference.<kernel>``, which share function names and
-signatures). Everything is time-major: X (T, B, I), H (T, B, H).
+signatures but for the compiled kernels' trailing layout arguments, which
+only they get: :func:`_layout`). Everything is time-major: X (T, B, I), H (T, B, H).
 
 The interface every binding implements:
 
@@ -269,18 +270,19 @@ class ElmanCell(CellBinding):
         return cache[0][t]
 
     def forward(self, X, p, state0, cache, n_threads=1, slabs=1, slab_steps=0):
+        cache, layout = _layout(self.kernels, X, cache, n_threads, slabs, slab_steps)
         self.kernels.elman_forward(X, p["W_xh"], p["W_hh"], p["b_h"], state0, self.relu,
-                                   cache[0], n_threads, slabs, slab_steps)
+                                   cache[0], *layout)
 
     def backward(self, X, p, state0, cache, dH, dstate_next, truncate, grads,
                  accumulate=False, n_threads=1, dX=None, slabs=1, slab_steps=0):
         if dstate_next is not None:
             _last_steps(dH, slabs)[...] += _by_slab(dstate_next, slabs)
         dh0 = np.empty_like(state0)
+        cache, layout = _layout(self.kernels, X, cache, n_threads, slabs, slab_steps)
         self.kernels.elman_backward(
             X, p["W_xh"], p["W_hh"], state0, cache[0], dH, self.relu, truncate,
-            grads["W_xh"], grads["W_hh"], grads["b_h"], dh0, accumulate, dX, n_threads,
-            slabs, slab_steps,
+            grads["W_xh"], grads["W_hh"], grads["b_h"], dh0, accumulate, dX, *layout,
         )
         return dh0
 
@@ -306,13 +308,15 @@ class LSTMCell(CellBinding):
 
     def forward(self, X, p, state0, cache, n_threads=1, slabs=1, slab_steps=0):
         h0, c0 = state0
+        cache, layout = _layout(self.kernels, X, cache, n_threads, slabs, slab_steps)
         G, C, H = cache
         self.kernels.lstm_forward(X, p["W_xh"], p["W_hh"], p["b_h"], h0, c0, G, C, H,
-                                  n_threads, slabs, slab_steps)
+                                  *layout)
 
     def backward(self, X, p, state0, cache, dH, dstate_next, truncate, grads,
                  accumulate=False, n_threads=1, dX=None, slabs=1, slab_steps=0):
         h0, c0 = state0
+        cache, layout = _layout(self.kernels, X, cache, n_threads, slabs, slab_steps)
         G, C, H = cache
         # dc0 enters as dL/dc after the last timestep and leaves as dL/dc0
         dh0 = np.empty_like(h0)
@@ -323,8 +327,7 @@ class LSTMCell(CellBinding):
             dc0 = np.array(dstate_next[1], copy=True)
         self.kernels.lstm_backward(
             X, p["W_xh"], p["W_hh"], h0, c0, G, C, H, dH, truncate,
-            grads["W_xh"], grads["W_hh"], grads["b_h"], dh0, dc0, accumulate, dX,
-            n_threads, slabs, slab_steps,
+            grads["W_xh"], grads["W_hh"], grads["b_h"], dh0, dc0, accumulate, dX, *layout,
         )
         return dh0, dc0
 
@@ -351,13 +354,15 @@ class GRUCell(CellBinding):
         return cache[2][t]
 
     def forward(self, X, p, state0, cache, n_threads=1, slabs=1, slab_steps=0):
+        cache, layout = _layout(self.kernels, X, cache, n_threads, slabs, slab_steps)
         G, HN, H = cache
         Gh = np.empty((state0.shape[0], G.shape[2]), dtype=X.dtype)
         self.kernels.gru_forward(X, p["W_xh"], p["W_hh"], p["b_h"], p["b_hn"], state0,
-                                 G, HN, H, Gh, n_threads, slabs, slab_steps)
+                                 G, HN, H, Gh, *layout)
 
     def backward(self, X, p, state0, cache, dH, dstate_next, truncate, grads,
                  accumulate=False, n_threads=1, dX=None, slabs=1, slab_steps=0):
+        cache, layout = _layout(self.kernels, X, cache, n_threads, slabs, slab_steps)
         G, HN, H = cache
         if dstate_next is not None:
             _last_steps(dH, slabs)[...] += _by_slab(dstate_next, slabs)
@@ -365,9 +370,62 @@ class GRUCell(CellBinding):
         self.kernels.gru_backward(
             X, p["W_xh"], p["W_hh"], state0, G, HN, H, dH, truncate,
             grads["W_xh"], grads["W_hh"], grads["b_h"], grads["b_hn"], dh0, accumulate, dX,
-            n_threads, slabs, slab_steps,
+            *layout,
         )
         return dh0
+
+
+def _layout(kernels, X, cache, n_threads, slabs, slab_steps):
+    """The cache and the trailing layout arguments of a call to a cell's kernels.
+
+    How the work is partitioned (threads, batch slabs, cache timesteps per
+    slab; src/_cellparts.pxd) is the compiled kernels' business. The NumPy
+    reference is the plain maths over one time-major batch: it runs one slab,
+    gets the chunk's X.shape[0] timesteps of the cache and no layout arguments.
+    """
+    if not is_reference(kernels):
+        return cache, (n_threads, slabs, slab_steps)
+    if slabs != 1:
+        raise ValueError(f"the NumPy reference runs one slab; got slabs={slabs}.")
+    return tuple(a[:X.shape[0]] for a in cache), ()
+
+
+def is_reference(kernels):
+    """Whether a kernel module is the NumPy reference (bptt.reference.<name>)."""
+    return kernels.__name__.startswith("bptt.reference.")
+
+
+class ReferenceOutput:
+    """The NumPy output layer called as the compiled one is.
+
+    The compiled ``output_layer`` takes the layout of its rows last
+    (``n_threads``, ``parts``, ``part_stride``: with ``part_stride`` its N rows
+    are dHs's, read from the front of longer Hs and target arrays); the
+    reference takes N rows of each. With one part the layout is only that
+    cut, which this makes; output_forward is the reference's own.
+    """
+
+    def __init__(self, kernels):
+        self._kernels = kernels
+
+    def output_forward(self, Hs, W_oh, b_o, activation, Z, Y):
+        self._kernels.output_forward(Hs, W_oh, b_o, activation, Z, Y)
+
+    def output_layer(self, Hs, W_oh, b_o, activation, loss, target, denominator, Z, Y,
+                     dZ, dW_oh, db_o, dHs, accumulate=False, n_threads=1, parts=0,
+                     part_stride=0):
+        if parts > 1:
+            raise ValueError(f"the NumPy reference runs one part; got parts={parts}.")
+        N = dHs.shape[0]
+        return self._kernels.output_layer(Hs[:N], W_oh, b_o, activation, loss, target[:N],
+                                          denominator, Z, Y, dZ, dW_oh, db_o, dHs,
+                                          accumulate)
+
+
+def output_kernels(kernels):
+    """The output layer's kernel module as the driver calls it: the compiled
+    module itself, or the NumPy reference through :class:`ReferenceOutput`."""
+    return ReferenceOutput(kernels) if is_reference(kernels) else kernels
 
 
 def _by_slab(state, slabs):

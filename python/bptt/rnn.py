@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from ._cells import CELLS, CellStepper
+from ._cells import CELLS, CellStepper, output_kernels
 # re-exported: the variant and loader have been importable from here
 from ._kernels import SIMD_VARIANTS, compiled_helpers, compiled_variant, load_kernels  # noqa: F401
 from . import _threads, interop
@@ -373,7 +373,7 @@ class RNN:
 
     def _bind_kernels(self):
         self._cell = CELLS[self.cell].bind(self.backend, self.nonlinearity)
-        self._out = load_kernels(self.backend, "output")
+        self._out = output_kernels(load_kernels(self.backend, "output"))
 
     # ------------------------------------------------------------------ params
     def _param_shapes(self):
@@ -637,7 +637,7 @@ class RNN:
         # one slab of sequences per thread when the threads divide the batch:
         # each thread then works on its own rows from the first phase to the
         # last (src/_cellparts.pxd, "slabs")
-        slabs = n_threads if n_threads > 1 and n % n_threads == 0 else 1
+        slabs = n_threads if n_threads > 1 and n % n_threads == 0 and self.backend == "cython" else 1
         # dict.pop is atomic: a concurrent call on this network allocates its own
         key = (T, n, steps, rows_max, slabs, self.dtype)
         workspace = self.__dict__.pop("_workspace", {}).get(key)

@@ -12,7 +12,8 @@ Notation (time-major, as in the kernels)::
 
 Backward, given dH = dL/dH from the layer above::
 
-    dA[t]  = (dH[t] + dA[t+1] @ W_hh) * f'(H[t])
+    dh     = dH[t] + dA[t+1] @ W_hh     dL/dh_t, the output's and the next step's
+    dA[t]  = dh * f'(H[t])
     dW_xh  = sum_t dA[t].T @ X[t]       one GEMM
     dW_hh  = sum_t dA[t].T @ H[t-1]     one GEMM (plus dA[0].T @ h0)
     db_h   = sum_t,b dA[t]
@@ -27,8 +28,6 @@ loss with h_{t-1} detached.
 """
 
 import numpy as np
-
-from .slabs import slab_slices
 
 
 def activate(A, relu):
@@ -47,7 +46,7 @@ def activation_grad(H, relu):
     return 1 - H * H
 
 
-def elman_forward(X, W_xh, W_hh, b_h, h0, relu, H, n_threads=1, slabs=1, slab_steps=0):
+def elman_forward(X, W_xh, W_hh, b_h, h0, relu, H):
     """Run the recurrence over all timesteps and keep every hidden state.
 
     Parameters
@@ -59,20 +58,12 @@ def elman_forward(X, W_xh, W_hh, b_h, h0, relu, H, n_threads=1, slabs=1, slab_st
     h0 : ndarray of shape (B, H)              # IN
     relu : bool                               # f = relu if True else tanh
     H : ndarray of shape (T, B, H)            # OUT hidden states
-    n_threads : int                           # ignored: NumPy decides
-    slabs : int                               # batch slabs (reference/slabs.py)
-    slab_steps : int                          # cache timesteps per slab (0: T)
     """
-    if slabs > 1 or slab_steps:
-        for t, c, b in slab_slices(slabs, X, h0, H, slab_steps):
-            elman_forward(X[t], W_xh, W_hh, b_h, h0[b], relu, H[c])
-        return
-    T = X.shape[0]
     # A = X @ W_xh.T + b_h, all timesteps at once (A lives in H)
     np.matmul(X, W_xh.T, out=H)
     H += b_h
     h_prev = h0
-    for t in range(T):
+    for t in range(X.shape[0]):
         # A[t] += H[t-1] @ W_hh.T
         H[t] += h_prev @ W_hh.T
         # H[t] = f(A[t])
@@ -81,8 +72,7 @@ def elman_forward(X, W_xh, W_hh, b_h, h0, relu, H, n_threads=1, slabs=1, slab_st
 
 
 def elman_backward(X, W_xh, W_hh, h0, H, dH, relu, truncate,
-                   dW_xh, dW_hh, db_h, dh0, accumulate=False, dX=None, n_threads=1,
-                   slabs=1, slab_steps=0):
+                   dW_xh, dW_hh, db_h, dh0, accumulate=False, dX=None, dh_out=None):
     """Backpropagate through time.
 
     Parameters
@@ -99,44 +89,40 @@ def elman_backward(X, W_xh, W_hh, h0, H, dH, relu, truncate,
     dh0 : ndarray of shape (B, H)             # OUT dL/dh0
     accumulate : bool                         # add into dW_xh, dW_hh, db_h
     dX : ndarray of shape (T, B, I) or None   # OUT dL/dX, skipped when None
-    n_threads : int                           # ignored: NumPy decides
-    slabs, slab_steps : int                   # batch slabs, as elman_forward
+    dh_out : ndarray of shape (T, B, H) or None   # OUT total dL/dh_t, skipped when None
+
+    Chunks, truncation, accumulate and dh_out: bptt/reference/__init__.py.
     """
-    if slabs > 1 or slab_steps:
-        for s, (t, c, b) in enumerate(slab_slices(slabs, X, h0, H, slab_steps)):
-            elman_backward(X[t], W_xh, W_hh, h0[b], H[c], dH[t], relu, truncate,
-                           dW_xh, dW_hh, db_h, dh0[b], accumulate or s > 0,
-                           None if dX is None else dX[t])
-        return
     T, B, _ = X.shape
     n_hidden = H.shape[2]
     dA = dH
-    carry = np.zeros((B, n_hidden), dtype=H.dtype)
+    # dL/dH[t] from step t+1: dA[t+1] @ W_hh
+    dh_next = np.zeros((B, n_hidden), dtype=H.dtype)
     for t in range(T - 1, -1, -1):
         # backprop into h: dH[t] + dA[t+1] @ W_hh
-        dA[t] += carry
+        dA[t] += dh_next
+        if dh_out is not None:
+            dh_out[t] = dA[t]
         # backprop through f
         dA[t] *= activation_grad(H[t], relu)
-        # no gradient crosses a window boundary
+        # backprop into H[t-1]; no gradient crosses a window boundary
         if truncate and t > 0 and t % truncate == 0:
-            carry[...] = 0
+            dh_next = np.zeros_like(dh_next)
         else:
-            carry = dA[t] @ W_hh
-    dh0[...] = carry
-    dA2 = dA.reshape(T * B, n_hidden)
+            dh_next = dA[t] @ W_hh
+    dh0[...] = dh_next
     if not accumulate:
         dW_xh[...] = 0
         dW_hh[...] = 0
         db_h[...] = 0
+    dA2 = dA.reshape(T * B, n_hidden)
     # dW_xh += sum_t dA[t].T @ X[t]
     dW_xh += dA2.T @ X.reshape(T * B, -1)
     # dW_hh += dA[0].T @ h0 + sum_{t>0} dA[t].T @ H[t-1]
     dW_hh += dA[0].T @ h0
-    if T > 1:
-        dW_hh += dA[1:].reshape(-1, n_hidden).T @ H[:-1].reshape(-1, n_hidden)
+    dW_hh += dA[1:].reshape(-1, n_hidden).T @ H[:-1].reshape(-1, n_hidden)
     # db_h += sum_{t,b} dA[t]
     db_h += dA2.sum(axis=0)
     if dX is not None:
         # dX = dA @ W_xh
         np.matmul(dA, W_xh, out=dX)
-

@@ -41,16 +41,8 @@ carry into H[t-1] (both dH[t] * z and dGh[t] @ W_hh) is dropped.
 import numpy as np
 from scipy.special import expit
 
-from .slabs import slab_slices
 
-
-def gate_views(G_t, n_hidden):
-    """The three (B, H) gate blocks r, z, n of one step, as views."""
-    return G_t[:, :n_hidden], G_t[:, n_hidden:2 * n_hidden], G_t[:, 2 * n_hidden:]
-
-
-def gru_forward(X, W_xh, W_hh, b_h, b_hn, h0, G, HN, H, Gh, n_threads=1, slabs=1,
-                slab_steps=0):
+def gru_forward(X, W_xh, W_hh, b_h, b_hn, h0, G, HN, H, Gh):
     """Run the recurrence over all timesteps and keep what backward needs.
 
     Parameters
@@ -65,25 +57,16 @@ def gru_forward(X, W_xh, W_hh, b_h, b_hn, h0, G, HN, H, Gh, n_threads=1, slabs=1
     HN : ndarray of shape (T, B, H)           # OUT W_hn H[t-1] + b_hn
     H : ndarray of shape (T, B, H)            # OUT hidden states
     Gh : ndarray of shape (B, 3H)             # WORK
-    n_threads : int                           # ignored: NumPy decides
-    slabs : int                               # batch slabs (reference/slabs.py)
-    slab_steps : int                          # cache timesteps per slab (0: T)
     """
-    if slabs > 1 or slab_steps:
-        for t, c, b in slab_slices(slabs, X, h0, H, slab_steps):
-            gru_forward(X[t], W_xh, W_hh, b_h, b_hn, h0[b], G[c], HN[c], H[c], Gh[b])
-        return
-    T = X.shape[0]
-    n_hidden = H.shape[2]
     # A = X @ W_xh.T + b_h, all timesteps at once (A lives in G)
     np.matmul(X, W_xh.T, out=G)
     G += b_h
     h_prev = h0
-    for t in range(T):
+    for t in range(X.shape[0]):
         # Gh = H[t-1] @ W_hh.T, the hidden products of all three gates
         np.matmul(h_prev, W_hh.T, out=Gh)
-        r, z, n = gate_views(G[t], n_hidden)
-        gh_r, gh_z, gh_n = gate_views(Gh, n_hidden)
+        r, z, n = np.split(G[t], 3, axis=1)
+        gh_r, gh_z, gh_n = np.split(Gh, 3, axis=1)
         # r = sigmoid(A_r + Gh_r) ; z = sigmoid(A_z + Gh_z)
         r += gh_r
         expit(r, out=r)
@@ -100,8 +83,7 @@ def gru_forward(X, W_xh, W_hh, b_h, b_hn, h0, G, HN, H, Gh, n_threads=1, slabs=1
 
 
 def gru_backward(X, W_xh, W_hh, h0, G, HN, H, dH, truncate,
-                 dW_xh, dW_hh, db_h, db_hn, dh0, accumulate=False, dX=None,
-                 n_threads=1, slabs=1, slab_steps=0):
+                 dW_xh, dW_hh, db_h, db_hn, dh0, accumulate=False, dX=None, dh_out=None):
     """Backpropagate through time.
 
     Parameters
@@ -119,31 +101,28 @@ def gru_backward(X, W_xh, W_hh, h0, G, HN, H, dH, truncate,
     dh0 : ndarray of shape (B, H)             # OUT dL/dh0
     accumulate : bool                         # add into dW_xh, dW_hh, db_h, db_hn
     dX : ndarray of shape (T, B, I) or None   # OUT dL/dX, skipped when None
-    n_threads : int                           # ignored: NumPy decides
-    slabs, slab_steps : int                   # batch slabs, as gru_forward
+    dh_out : ndarray of shape (T, B, H) or None   # OUT total dL/dh_t, skipped when None
+
+    Chunks, truncation, accumulate and dh_out: bptt/reference/__init__.py.
     """
-    if slabs > 1 or slab_steps:
-        for s, (t, c, b) in enumerate(slab_slices(slabs, X, h0, H, slab_steps)):
-            gru_backward(X[t], W_xh, W_hh, h0[b], G[c], HN[c], H[c], dH[t], truncate,
-                         dW_xh, dW_hh, db_h, db_hn, dh0[b], accumulate or s > 0,
-                         None if dX is None else dX[t])
-        return
     T = X.shape[0]
     n_hidden = H.shape[2]
     n2 = 2 * n_hidden
     dGh, dAn = G, HN
     for t in range(T - 1, -1, -1):
-        r, z, n = (v.copy() for v in gate_views(G[t], n_hidden))
+        r, z, n = (v.copy() for v in np.split(G[t], 3, axis=1))
         hn = HN[t].copy()
         h_prev = H[t - 1] if t > 0 else h0
         # dH[t] already holds dL/dH[t] plus the carry from step t+1
         dh = dH[t]
+        if dh_out is not None:
+            dh_out[t] = dh
         # backprop through H[t] = (1 - z) * n + z * H[t-1] and the tanh of n
         dn_a = dh * (1 - z) * (1 - n * n)
         dz_a = dh * (h_prev - n) * z * (1 - z)
         # backprop through n's pre-activation A_n + r * HN[t]
         dr_a = dn_a * hn * r * (1 - r)
-        dgh_r, dgh_z, dgh_n = gate_views(dGh[t], n_hidden)
+        dgh_r, dgh_z, dgh_n = np.split(dGh[t], 3, axis=1)
         dgh_r[...] = dr_a
         dgh_z[...] = dz_a
         dgh_n[...] = dn_a * r
@@ -166,8 +145,7 @@ def gru_backward(X, W_xh, W_hh, h0, G, HN, H, dH, truncate,
     dW_xh[n2:] += dAn2.T @ X2
     # dW_hh (+)= dGh[0].T @ h0 + dGh[1:].T @ H[:-1]
     dW_hh += dGh[0].T @ h0
-    if T > 1:
-        dW_hh += dGh[1:].reshape(-1, 3 * n_hidden).T @ H[:-1].reshape(-1, n_hidden)
+    dW_hh += dGh[1:].reshape(-1, 3 * n_hidden).T @ H[:-1].reshape(-1, n_hidden)
     # db_h (+)= sum dA ; db_hn (+)= sum dGh_n
     db_h[:n2] += dGh2[:, :n2].sum(axis=0)
     db_h[n2:] += dAn2.sum(axis=0)

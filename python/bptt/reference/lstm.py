@@ -15,13 +15,13 @@ Notation (time-major, as in the kernels; PyTorch's gate order i, f, g, o)::
 
 Backward, given dH = dL/dH from the layer above; dc is the carried dL/dC::
 
-    dc     = dc + dH[t] * o * (1 - tanh(C[t])**2)
-    do     = dH[t] * tanh(C[t]) * o * (1 - o)
+    dh     = dH[t] + dG[t+1] @ W_hh          dL/dh_t
+    dc     = dc + dh * o * (1 - tanh(C[t])**2)   dL/dc_t
+    do     = dh * tanh(C[t]) * o * (1 - o)
     di     = dc * g * i * (1 - i)
     df     = dc * C[t-1] * f * (1 - f)
     dg     = dc * i * (1 - g**2)
     dc     = dc * f                          (carried to step t-1)
-    dH[t-1] += dG[t] @ W_hh                  one GEMM per step
     dW_xh  = dG.T @ X ; dW_hh = dG[1:].T @ H[:-1] + dG[0].T @ h0
     db_h   = sum_t,b dG ; dh0 = dG[0] @ W_hh ; dc0 = dc ; dX = dG @ W_xh
 
@@ -37,17 +37,8 @@ gradient of the loss with (h_{t-1}, c_{t-1}) detached.
 import numpy as np
 from scipy.special import expit
 
-from .slabs import slab_slices
 
-
-def gate_views(G_t, n_hidden):
-    """The four (B, H) gate blocks i, f, g, o of one step, as views."""
-    return (G_t[:, :n_hidden], G_t[:, n_hidden:2 * n_hidden],
-            G_t[:, 2 * n_hidden:3 * n_hidden], G_t[:, 3 * n_hidden:])
-
-
-def lstm_forward(X, W_xh, W_hh, b_h, h0, c0, G, C, H, n_threads=1, slabs=1,
-                 slab_steps=0):
+def lstm_forward(X, W_xh, W_hh, b_h, h0, c0, G, C, H):
     """Run the recurrence over all timesteps and keep what backward needs.
 
     Parameters
@@ -60,25 +51,16 @@ def lstm_forward(X, W_xh, W_hh, b_h, h0, c0, G, C, H, n_threads=1, slabs=1,
     G : ndarray of shape (T, B, 4H)           # OUT gate outputs i, f, g, o
     C : ndarray of shape (T, B, H)            # OUT cell states
     H : ndarray of shape (T, B, H)            # OUT hidden states
-    n_threads : int                           # ignored: NumPy decides
-    slabs : int                               # batch slabs (reference/slabs.py)
-    slab_steps : int                          # cache timesteps per slab (0: T)
     """
-    if slabs > 1 or slab_steps:
-        for t, c, b in slab_slices(slabs, X, h0, H, slab_steps):
-            lstm_forward(X[t], W_xh, W_hh, b_h, h0[b], c0[b], G[c], C[c], H[c])
-        return
-    T = X.shape[0]
-    n_hidden = H.shape[2]
     # A = X @ W_xh.T + b_h, all timesteps at once (A lives in G)
     np.matmul(X, W_xh.T, out=G)
     G += b_h
     h_prev, c_prev = h0, c0
-    for t in range(T):
+    for t in range(X.shape[0]):
         # A[t] += H[t-1] @ W_hh.T
         G[t] += h_prev @ W_hh.T
         # gate outputs, in place: i, f, o = sigmoid ; g = tanh
-        i, f, g, o = gate_views(G[t], n_hidden)
+        i, f, g, o = np.split(G[t], 4, axis=1)
         expit(i, out=i)
         expit(f, out=f)
         np.tanh(g, out=g)
@@ -92,7 +74,7 @@ def lstm_forward(X, W_xh, W_hh, b_h, h0, c0, G, C, H, n_threads=1, slabs=1,
 
 def lstm_backward(X, W_xh, W_hh, h0, c0, G, C, H, dH, truncate,
                   dW_xh, dW_hh, db_h, dh0, dc0, accumulate=False, dX=None,
-                  n_threads=1, slabs=1, slab_steps=0):
+                  dh_out=None, dc_out=None):
     """Backpropagate through time.
 
     Parameters
@@ -112,34 +94,29 @@ def lstm_backward(X, W_xh, W_hh, h0, c0, G, C, H, dH, truncate,
                                               #   for a whole sequence); OUT dL/dc0
     accumulate : bool                         # add into dW_xh, dW_hh, db_h
     dX : ndarray of shape (T, B, I) or None   # OUT dL/dX, skipped when None
-    n_threads : int                           # ignored: NumPy decides
-    slabs, slab_steps : int                   # batch slabs, as lstm_forward
+    dh_out, dc_out : ndarray of shape (T, B, H) or None   # OUT total dL/dh_t, dL/dc_t
 
-    A long sequence can be processed in chunks of timesteps from the end:
-    pass the chunk's first state as (h0, c0), add the later chunk's dh0
-    into dH[-1], pass its dc0 in as dc0, and accumulate.
+    Chunks, truncation, accumulate and dh_out: bptt/reference/__init__.py.
     """
-    if slabs > 1 or slab_steps:
-        for s, (t, c, b) in enumerate(slab_slices(slabs, X, h0, H, slab_steps)):
-            lstm_backward(X[t], W_xh, W_hh, h0[b], c0[b], G[c], C[c], H[c], dH[t],
-                          truncate, dW_xh, dW_hh, db_h, dh0[b], dc0[b],
-                          accumulate or s > 0, None if dX is None else dX[t])
-        return
     T = X.shape[0]
     n_hidden = H.shape[2]
     dG = G
     # the cell-state carry: dL/dC[t], starting from what later steps sent
     dc = dc0
     for t in range(T - 1, -1, -1):
-        i, f, g, o = (v.copy() for v in gate_views(G[t], n_hidden))
+        i, f, g, o = (v.copy() for v in np.split(G[t], 4, axis=1))
         c_prev = C[t - 1] if t > 0 else c0
         tanh_c = np.tanh(C[t])
         # dH[t] already holds dL/dH[t] plus dG[t+1] @ W_hh
         dh = dH[t]
         # backprop through H[t] = o * tanh(C[t]) into dc
         dc += dh * o * (1 - tanh_c * tanh_c)
+        if dh_out is not None:
+            dh_out[t] = dh
+        if dc_out is not None:
+            dc_out[t] = dc
         # backprop through the gates, derivatives from their outputs
-        di, df, dg, do = gate_views(dG[t], n_hidden)
+        di, df, dg, do = np.split(dG[t], 4, axis=1)
         di[...] = dc * g * i * (1 - i)
         df[...] = dc * c_prev * f * (1 - f)
         dg[...] = dc * i * (1 - g * g)
@@ -163,8 +140,7 @@ def lstm_backward(X, W_xh, W_hh, h0, c0, G, C, H, dH, truncate,
     dW_xh += dG2.T @ X.reshape(dG2.shape[0], -1)
     # dW_hh (+)= dG[0].T @ h0 + dG[1:].T @ H[:-1]
     dW_hh += dG[0].T @ h0
-    if T > 1:
-        dW_hh += dG[1:].reshape(-1, 4 * n_hidden).T @ H[:-1].reshape(-1, n_hidden)
+    dW_hh += dG[1:].reshape(-1, 4 * n_hidden).T @ H[:-1].reshape(-1, n_hidden)
     # db_h (+)= sum_{t,b} dG
     db_h += dG2.sum(axis=0)
     if dX is not None:

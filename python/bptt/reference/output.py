@@ -162,50 +162,23 @@ def output_backward(Hs, W_oh, dZ, dW_oh, db_o, dHs, accumulate=False):
 
 
 def output_layer(Hs, W_oh, b_o, activation, loss, target, denominator, Z, Y, dZ,
-                 dW_oh, db_o, dHs, accumulate=False, n_threads=1, parts=0, part_stride=0):
+                 dW_oh, db_o, dHs, accumulate=False):
     """Forward, loss and backward of the output layer over N rows.
 
     Parameters
     ----------
-    Hs : ndarray of shape (N, H)      # IN
-    W_oh : ndarray of shape (O, H)    # IN
-    b_o : ndarray of shape (O,)       # IN
-    activation : int                  # 0 identity, 1 sigmoid, 2 softmax
-    loss : int                        # 0 mse, 1 cross_entropy, 2 binary_cross_entropy
-    target : ndarray                  # IN (N, O) floats, or (N,) int64 labels
-    denominator : float               # elements (cross-entropy: rows) of the mean
-    Z, Y, dZ : ndarray of shape (N, O)  # OUT
-    dW_oh : ndarray of shape (O, H)   # OUT (added to with ``accumulate``)
-    db_o : ndarray of shape (O,)      # OUT (added to with ``accumulate``)
-    dHs : ndarray of shape (N, H)     # OUT
-    accumulate : bool
-    n_threads : int                   # ignored: the reference is serial
-    parts : int                       # row parts of the split; ignored likewise
-    part_stride : int                 # > 0: N is dHs's rows, and part p reads
-                                      #   N / parts rows of Hs and target from
-                                      #   row p * part_stride (the cells' slabs)
+    Hs, W_oh, b_o, activation          # IN, as output_forward
+    loss : int                         # 0 mse, 1 cross_entropy, 2 binary_cross_entropy
+    target : ndarray                   # IN (N, O) floats, or (N,) int64 labels
+    denominator : float                # elements (cross-entropy: rows) of the mean
+    Z, Y, dZ : ndarray of shape (N, O) # OUT
+    dW_oh, db_o, dHs, accumulate       # OUT, as output_backward
 
     Returns
     -------
     loss : float
         The loss summed over these rows / denominator.
     """
-    if part_stride > 0:
-        N = dHs.shape[0]
-        if parts < 1 or N % parts or (parts - 1) * part_stride + N // parts > Hs.shape[0]:
-            raise ValueError(
-                f"part_stride={part_stride} needs parts >= 1 dividing N={N} and Hs of at "
-                f"least (parts - 1) * part_stride + N / parts rows; got parts={parts}, "
-                f"{Hs.shape[0]} rows."
-            )
-        rows = N // parts
-        value = 0.0
-        for k in range(parts):
-            src, dst = slice(k * part_stride, k * part_stride + rows), slice(k * rows, (k + 1) * rows)
-            value += output_layer(Hs[src], W_oh, b_o, activation, loss, target[src],
-                                  denominator, Z[dst], Y[dst], dZ[dst], dW_oh, db_o, dHs[dst],
-                                  accumulate or k > 0)
-        return value
     output_forward(Hs, W_oh, b_o, activation, Z, Y)
     if loss == MSE:
         value = mse_grad(Y, target, activation, dZ, denominator)

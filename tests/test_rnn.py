@@ -5,7 +5,7 @@ import pytest
 
 import bptt
 from bptt import rnn as rnn_module
-from helpers import CELL_NAMES
+from helpers import CELLS
 
 
 def test_version_and_exports():
@@ -233,7 +233,7 @@ def test_repr_names_the_options():
     assert "relu" in r and "float32" in r and "cython" in r
 
 
-@pytest.mark.parametrize("cell", CELL_NAMES)
+@pytest.mark.parametrize("cell", CELLS)
 def test_training_step_reports_the_final_state_of_forward(cell, monkeypatch):
     # the estimators carry this state into the next truncation window
     net = bptt.RNN(2, 4, 1, cell=cell, random_state=0)
@@ -252,7 +252,7 @@ def test_training_step_reports_the_final_state_of_forward(cell, monkeypatch):
 
 # --- configuration (issue 13): RNN describes itself; persistence and the
 # estimators build networks from that description
-@pytest.mark.parametrize("cell", CELL_NAMES)
+@pytest.mark.parametrize("cell", CELLS)
 def test_config_round_trip(cell):
     import json
 
