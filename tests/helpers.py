@@ -17,7 +17,7 @@ from bptt._kernels import load_kernels
 # the cells, as RNN(cell=...) names them, from the registry: parametrize over it
 CELLS = tuple(_cells.CELLS)
 # rows of W_xh / W_hh per hidden unit
-GATES = {cell: _cells.CELLS[cell].gates for cell in CELLS}
+GATES = {cell: _cells.CELLS[cell].n_gates for cell in CELLS}
 # (cell, nonlinearity) of every recurrence: the Elman cell's two, the gated cells'
 CELL_NONLINEARITIES = [(cell, nl) for cell in CELLS
                        for nl in (("tanh", "relu") if _cells.CELLS[cell].nonlinearity else ("tanh",))]
