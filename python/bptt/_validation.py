@@ -316,7 +316,8 @@ def coerce_step_input(x, n_samples, input_size, dtype):
 
 
 def check_target(y, loss, output, n_samples, n_timesteps, output_size, dtype):
-    """Return the target as rows matching the flattened time-major outputs.
+    """Return the target as rows matching the flattened time-major outputs:
+    :func:`target_rows` of :func:`validate_target`.
 
     Parameters
     ----------
@@ -339,6 +340,20 @@ def check_target(y, loss, output, n_samples, n_timesteps, output_size, dtype):
     ndarray
         float targets: (N, O) of ``dtype``, with N = T * n (sequence, time
         major) or n (last); cross-entropy labels: int64 (N,).
+    """
+    return target_rows(validate_target(y, loss, output, n_samples, n_timesteps,
+                                       output_size, dtype), output)
+
+
+def validate_target(y, loss, output, n_samples, n_timesteps, output_size, dtype):
+    """Check the target as :func:`check_target` does, keeping it batch-first.
+
+    Returns
+    -------
+    ndarray
+        float targets of ``dtype``: (n, T, O) (sequence) or (n, O) (last);
+        cross-entropy labels: int64 (n, T) or (n,). A slice of its first
+        axis (a minibatch) goes to :func:`target_rows` as it is.
     """
     O = output_size
     if y is None:
@@ -369,8 +384,7 @@ def check_target(y, loss, output, n_samples, n_timesteps, output_size, dtype):
                 f"cross_entropy labels must lie in [0, {O}) (output_size={O}); "
                 f"got labels from {y.min()} to {y.max()}."
             )
-        labels = y.T if seq else y
-        return np.ascontiguousarray(labels, dtype=np.int64).reshape(-1)
+        return np.asarray(y, dtype=np.int64)
     full = lead + (O,)
     if y.shape == full:
         pass
@@ -388,9 +402,19 @@ def check_target(y, loss, output, n_samples, n_timesteps, output_size, dtype):
             f"binary_cross_entropy targets must lie in [0, 1]; got values "
             f"from {y.min()} to {y.max()}."
         )
-    rows = np.empty(((n_timesteps if seq else 1) * n_samples, O), dtype=dtype)
-    if seq:
-        time_major(y, 0, n_timesteps, rows.reshape(n_timesteps, n_samples, O))
-    else:
-        rows[...] = y
+    return y
+
+
+def target_rows(y, output):
+    """The rows of a target from :func:`validate_target` (or a slice of it)
+    in the order of the flattened time-major outputs: float (N, O), labels
+    int64 (N,), N = T * n (sequence) or n (last); only read by the driver."""
+    if y.dtype == np.int64:  # cross-entropy labels
+        labels = y.T if output == "sequence" else y
+        return np.ascontiguousarray(labels).reshape(-1)
+    if output != "sequence":
+        return np.array(y, order="C")
+    n, T, O = y.shape
+    rows = np.empty((T * n, O), dtype=y.dtype)
+    time_major(y, 0, T, rows.reshape(T, n, O))
     return rows

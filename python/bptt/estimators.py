@@ -333,7 +333,7 @@ class _BaseRNN(BaseEstimator, metaclass=ABCMeta):
             self._run_epochs(X, y_enc, X_val, y_val, incremental, early_stopping)
         finally:
             # fit is over: the buffers net_ kept between batches (up to
-            # rnn.KEEP_WORKSPACE_BYTES) are not needed for predicting.
+            # _bptt.KEEP_WORKSPACE_BYTES) are not needed for predicting.
             # partial_fit keeps them for its next call, often one batch.
             if not incremental:
                 self.net_.release_buffers()
@@ -356,6 +356,8 @@ class _BaseRNN(BaseEstimator, metaclass=ABCMeta):
         n_epochs = 1 if incremental else self.max_epochs
         rng = self._random_state
         lines, bar = self._progress(n_epochs, incremental)
+        data = self.net_._training_data(X, y, loss=self._output_layer()[2],
+                                        output=self.output)
         started = time.perf_counter()
         stopped = False
         best = None if incremental else _Best(self.net_.params)
@@ -368,7 +370,7 @@ class _BaseRNN(BaseEstimator, metaclass=ABCMeta):
                 for start in range(0, n_samples, batch_size):
                     idx = order[start:start + batch_size]
                     try:
-                        loss = self._train_batch(X[idx], y[idx])
+                        loss = self._train_batch(data, idx)
                     except FloatingPointError as exc:
                         self._diverged(self.n_iter_ + 1, exc, early_stopping)
                     if epoch == 0 and start == 0:
@@ -434,27 +436,26 @@ class _BaseRNN(BaseEstimator, metaclass=ABCMeta):
             f"{self.learning_rate}) or a smaller clip_norm (now {self.clip_norm})."
         )
 
-    def _train_batch(self, X, y):
-        """One batch: one update, or one per window of ``truncate`` steps.
+    def _train_batch(self, data, rows):
+        """One batch (samples ``rows`` of the training data): one update,
+        or one per window of ``truncate`` steps.
 
         Returns the batch's mean loss.
         """
-        net, loss_name, output = self.net_, self._output_layer()[2], self.output
-        T = X.shape[1]
+        T = data.n_timesteps
         k = self.truncate
         if k is None or k >= T:
-            loss, grads = net.loss_and_grad(X, y, loss=loss_name, output=output)
+            loss, grads, _ = data.loss_and_grad(rows)
             self._step(grads)
             return loss
         starts = range(0, T, k)
         state = None
-        if output == "last":
+        if self.output == "last":
             # Only the last window carries a loss: run the others forward to
             # carry the state, window by window (memory O(k)).
             for s in starts[:-1]:
-                _, state = net.forward(X[:, s:s + k], state)
-            loss, grads = net.loss_and_grad(X[:, starts[-1]:], y, loss=loss_name,
-                                            output="last", h0=state)
+                state = data.advance(rows, s, s + k, state)
+            loss, grads, _ = data.loss_and_grad(rows, starts[-1], None, state)
             self._step(grads)
             return loss
         total = 0.0
@@ -462,8 +463,7 @@ class _BaseRNN(BaseEstimator, metaclass=ABCMeta):
             e = min(T, s + k)
             # the next window starts from the state this window's loss was
             # computed with (the weights before this window's update)
-            loss, grads, state = net._loss_grad_state(X[:, s:e], y[:, s:e], loss_name,
-                                                      "sequence", None, state)
+            loss, grads, state = data.loss_and_grad(rows, s, e, state)
             self._step(grads)
             total += loss * (e - s)
         return total / T

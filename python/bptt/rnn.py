@@ -1,6 +1,5 @@
 """The network: :class:`RNN`, a recurrent layer plus an output layer."""
 
-from contextlib import nullcontext
 import numbers
 import os
 
@@ -9,8 +8,8 @@ import numpy as np
 from ._cells import CELLS, CellStepper
 # re-exported: the variant and loader have been importable from here
 from ._kernels import SIMD_VARIANTS, compiled_helpers, compiled_variant, load_kernels  # noqa: F401
-from . import _threads, interop
-from ._threads import plan_threads, serial_blas
+from . import _bptt, interop
+from ._bptt import LOSSES, OUTPUT_ACTIVATIONS
 from ._validation import (
     as_numeric_array,
     cast_finite,
@@ -20,47 +19,15 @@ from ._validation import (
     check_sequences,
     check_state,
     check_target,
-    time_major,
+    validate_target,
 )
 
 NONLINEARITIES = ("tanh", "relu")
-OUTPUT_ACTIVATIONS = {"identity": 0, "sigmoid": 1, "softmax": 2}
 INITS = ("orthogonal", "xavier", "identity", "uniform")
 BACKENDS = ("cython", "numpy")
-LOSSES = ("mse", "cross_entropy", "binary_cross_entropy")
 OUTPUTS = ("sequence", "last")
 # Each loss that is computed from the logits needs its matching output.
 LOSS_ACTIVATION = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid"}
-# forward() runs long sequences in chunks of timesteps holding about this many
-# hidden values, so inference memory does not grow with T.
-FORWARD_CHUNK_ELEMENTS = 1 << 18
-# loss_and_grad() keeps the cache BPTT needs for every timestep, but its
-# workspaces (the time-major input, dL/dH, the output layer's rows) cover one
-# chunk of timesteps: at least this many rows (timesteps x samples), so the
-# chunk GEMMs stay efficient, and at most about 1/10 of the sequence (the
-# gradients and the packed recurrent weights share the rest of the 1.3x
-# memory budget).
-TRAIN_CHUNK_ROWS = 1024
-# ... and at most this many rows, and rows of at most this many
-# multiply-adds (gates x hidden x (hidden + input) a row): Python raises
-# KeyboardInterrupt (Ctrl-C) only between kernel calls, so a chunk's time
-# bounds how long it waits. On the loaded 2-core machine a tenth of a
-# 40000-step sequence (32 samples, H=96) took 1-1.7 s a chunk, 2^14 rows
-# 0.05-0.28 s; an LSTM at H=512 (n=128, T=2000) waited up to 1.9 s for its
-# 2^14-row chunks. The S-XL benchmark sizes stay under both.
-TRAIN_CHUNK_MAX_ROWS = 1 << 14
-TRAIN_CHUNK_MAX_WORK = 1 << 32
-# ... unless the workspaces of the whole sequence are this small anyway: then
-# one chunk saves the driver's per-chunk calls (about 5% at the M size).
-TRAIN_ONE_CHUNK_BYTES = 1 << 22
-# loss_and_grad's buffers (cache and chunk workspaces) are kept for the next
-# call with the same shapes when they take at most this much: a fresh
-# allocation of a few MB comes from mmap and page-faults on first touch,
-# which doubled the GRU's M-size training step (glibc trims the heap top
-# after each call), and zeroing the fresh pages of the XL-size cache (52 MB)
-# took 3% of its step (rnn XL 113-117 -> 108-115 ms kept). Larger buffers
-# are freed: there the memory held between calls matters more.
-KEEP_WORKSPACE_BYTES = 1 << 26
 # what RNN.get_config describes: the constructor's arguments but the seed
 _CONFIG_KEYS = ("input_size", "hidden_size", "output_size", "cell", "nonlinearity",
                 "output_activation", "init", "dtype", "backend")
@@ -78,30 +45,6 @@ def _rng(random_state):
         f"random_state must be None, an int, a numpy Generator or RandomState; "
         f"got {random_state!r}."
     )
-
-
-def _copy_state(state):
-    if isinstance(state, tuple):
-        return tuple(a.copy() for a in state)
-    return state.copy()
-
-
-def _slab_state(state, n):
-    """A state (or tuple of states) of shape (slabs, n/slabs, H) as a
-    C-contiguous (n, H), as the kernels take it: a view of the cache's rows
-    when slabs is 1, else a copy. (A reshape alone is a strided view when the
-    slabs hold one sample each: each row is then a timestep of its own slab.)"""
-    if isinstance(state, tuple):
-        return tuple(np.ascontiguousarray(a.reshape(n, -1)) for a in state)
-    return np.ascontiguousarray(state.reshape(n, -1))
-
-
-def _check_loss(value):
-    if not np.isfinite(value):
-        raise FloatingPointError(
-            f"the loss is not finite ({value}): the parameters hold NaN/inf or "
-            f"the activations overflowed."
-        )
 
 
 def param_shapes(cell, input_size, hidden_size, output_size):
@@ -462,29 +405,7 @@ class RNN:
             (h_T, c_T). Pass it back as ``h0`` to continue the sequences.
         """
         X = check_sequences(X, self.input_size, self.dtype)
-        n, T, _ = X.shape
-        state = self._check_state(h0, n)
-        p = self._params
-        H, O = self.hidden_size, self.output_size
-        act = OUTPUT_ACTIVATIONS[self.output_activation]
-        chunk = max(1, min(T, FORWARD_CHUNK_ELEMENTS // (n * H * self._cell.gates)))
-        cache = self._cell.allocate(chunk, n, H, self.dtype)
-        Xc = np.empty((chunk, n, self.input_size), dtype=self.dtype)
-        Yt = np.empty((T, n, O), dtype=self.dtype)
-        Z = np.empty((chunk * n, O), dtype=self.dtype)
-        with serial_blas() if self._holds_blas(n, T) else nullcontext(1) as budget:
-            n_threads = self._plan_threads(budget, n)
-            for start in range(0, T, chunk):
-                stop = min(T, start + chunk)
-                self._forward_chunk(X, start, stop, Xc, cache, state, Z, Yt, act,
-                                    n_threads)
-                state = _copy_state(self._cell.state_after(cache, stop - start - 1))
-        if not np.isfinite(Yt).all():
-            raise FloatingPointError(
-                "forward produced non-finite outputs: the parameters hold NaN/inf "
-                "or the inputs are too large for the network's dtype."
-            )
-        return np.ascontiguousarray(Yt.transpose(1, 0, 2)), state
+        return _bptt.forward(self, X, self._check_state(h0, X.shape[0]))
 
     def stream(self, n_samples=1, h0=None):
         """Prepare step-by-step inference for live data (one timestep per call).
@@ -528,38 +449,6 @@ class RNN:
             stepper = CellStepper(self._cell, self._out, self._params, state, activation)
         return stepper
 
-    def _step_work(self, n_samples):
-        H, G = self.hidden_size, self._cell.gates
-        return n_samples * G * H * (H + self.input_size)
-
-    def _holds_blas(self, n_samples, n_timesteps):
-        """Whether a call holds BLAS at one thread (serial_blas) for its run.
-
-        True when the call splits its batch over threads, or when its GEMMs
-        are large enough for OpenBLAS to thread them: left to itself,
-        OpenBLAS's threads gain nothing at the M size and collapse it (1.4 ->
-        5.6 ms) when another process holds a core. Tiny calls leave BLAS
-        alone and skip the two calls that hold and restore it.
-        """
-        step = self._step_work(n_samples)
-        return ((n_samples > 1 and step >= 2 * _threads.MIN_WORK_PER_THREAD)
-                or step * n_timesteps >= _threads.BLAS_THREADED_WORK)
-
-    def _plan_threads(self, budget, n_samples):
-        return plan_threads(budget, n_samples, self._step_work(n_samples))
-
-    def _forward_chunk(self, X, start, stop, Xc, cache, state, Z, Yt, act, n_threads):
-        """forward() of timesteps start..stop-1 into Yt, through the cache buffers."""
-        n, H, O = X.shape[0], self.hidden_size, self.output_size
-        steps = stop - start
-        part = tuple(a[:steps] for a in cache)
-        self._cell.forward(time_major(X, start, stop, Xc), self._params, state, part,
-                           n_threads)
-        rows = steps * n
-        self._out.output_forward(self._cell.hidden(part).reshape(rows, H),
-                                 self._params["W_oh"], self._params["b_o"], act, Z[:rows],
-                                 Yt[start:stop].reshape(rows, O))
-
     def loss_and_grad(self, X, y, *, loss="mse", output="sequence", truncate=None,
                       h0=None):
         """Loss and its gradient with respect to every parameter (BPTT).
@@ -598,6 +487,15 @@ class RNN:
     def _loss_grad_state(self, X, y, loss, output, truncate, h0):
         """loss_and_grad, plus the state after the last step (for the
         estimators' truncated training, which carries it into the next window)."""
+        self._check_loss_output(loss, output)
+        truncate = check_positive_int("truncate", truncate, allow_none=True)
+        X = check_sequences(X, self.input_size, self.dtype)
+        n, T, _ = X.shape
+        target = check_target(y, loss, output, n, T, self.output_size, self.dtype)
+        state0 = self._check_state(h0, n)
+        return _bptt.loss_grad_state(self, X, target, loss, output, truncate or 0, state0)
+
+    def _check_loss_output(self, loss, output):
         check_choice("loss", loss, LOSSES)
         check_choice("output", output, OUTPUTS)
         needed = LOSS_ACTIVATION.get(loss)
@@ -606,147 +504,36 @@ class RNN:
                 f"loss={loss!r} needs output_activation={needed!r}; this network "
                 f"has output_activation={self.output_activation!r}."
             )
-        truncate = check_positive_int("truncate", truncate, allow_none=True)
+
+    def _training_data(self, X, y, *, loss="mse", output="sequence"):
+        """Training data for minibatch training, validated once (the
+        estimators' training API).
+
+        Parameters
+        ----------
+        X, y, loss, output
+            As for :meth:`loss_and_grad`.
+
+        Returns
+        -------
+        data : bptt._bptt.TrainingData
+            ``data.loss_and_grad(rows, start, stop, h0)`` gives the loss,
+            gradients and final state of the minibatch ``rows`` (an index
+            array) over timesteps start..stop-1, as :meth:`loss_and_grad` on
+            ``X[rows][:, start:stop]`` would, without checking them again;
+            ``data.advance(rows, start, stop, h0)`` the state after them.
+        """
+        self._check_loss_output(loss, output)
         X = check_sequences(X, self.input_size, self.dtype)
         n, T, _ = X.shape
-        target = check_target(y, loss, output, n, T, self.output_size, self.dtype)
-        state0 = self._check_state(h0, n)
-        if not self._holds_blas(n, T):
-            return self._bptt(X, target, loss, output, truncate or 0, state0)
-        with serial_blas() as budget:
-            return self._bptt(X, target, loss, output, truncate or 0, state0,
-                              self._plan_threads(budget, n))
-
-    def _chunk_steps(self, T, n, truncate):
-        """Timesteps per chunk of loss_and_grad's workspaces."""
-        workspace = T * n * (self.hidden_size + self.input_size + 3 * self.output_size)
-        if workspace * np.dtype(self.dtype).itemsize <= TRAIN_ONE_CHUNK_BYTES:
-            return T
-        row_work = self._cell.gates * self.hidden_size * (self.hidden_size + self.input_size)
-        rows = max(TRAIN_CHUNK_ROWS, min((T * n) // 10, TRAIN_CHUNK_MAX_ROWS,
-                                         TRAIN_CHUNK_MAX_WORK // row_work))
-        steps = min(T, max(1, -(-rows // n)))
-        if truncate and steps < T:
-            # chunk starts on window starts, so the kernels' t % truncate holds
-            steps = min(T, -(-steps // truncate) * truncate)
-        return steps
-
-    def _bptt(self, X, target, loss, output, truncate, state0, n_threads=1):
-        """Forward over every timestep, then BPTT chunk by chunk from the end.
-
-        X is batch-first and validated, target as from check_target.
-        Returns the loss, the gradients and the state after the last step.
-        """
-        n, T, I = X.shape
-        H, O = self.hidden_size, self.output_size
-        steps = self._chunk_steps(T, n, truncate)
-        starts = list(range(0, T, steps))
-        sequence = output == "sequence"
-        rows_max = steps * n if sequence else n
-        # one slab of sequences per thread when the threads divide the batch:
-        # each thread then works on its own rows from the first phase to the
-        # last (src/_cellparts.pxd, "slabs")
-        slabs = n_threads if n_threads > 1 and n % n_threads == 0 else 1
-        # dict.pop is atomic: a concurrent call on this network allocates its own
-        key = (T, n, steps, rows_max, slabs, self.dtype)
-        workspace = self.__dict__.pop("_workspace", {}).get(key)
-        if workspace is None:
-            workspace = (self._cell.allocate(slabs * T, n // slabs, H, self.dtype),
-                         np.empty((slabs * steps, n // slabs, I), dtype=self.dtype),
-                         *(np.empty((rows_max, O), dtype=self.dtype) for _ in range(3)),
-                         np.empty((slabs * steps, n // slabs, H), dtype=self.dtype))
-        value, grads, final_state = self._bptt_in(workspace, X, target, loss, sequence,
-                                                  truncate, state0, steps, starts,
-                                                  n_threads, slabs)
-        if sum(a.nbytes for a in (*workspace[0], *workspace[1:])) <= KEEP_WORKSPACE_BYTES:
-            self._workspace = {key: workspace}
-        return value, grads, final_state
-
-    def _loss_denominator(self, loss, sequence, n, T):
-        loss_rows = T * n if sequence else n
-        return loss_rows if loss == "cross_entropy" else loss_rows * self.output_size
-
-    def _bptt_in(self, workspace, X, target, loss, sequence, truncate, state0, steps,
-                 starts, n_threads, slabs):
-        """_bptt's work, in the buffers of ``workspace``, in ``slabs`` slabs of
-        n / slabs sequences: the cache arrays are (slabs*T, n/slabs, .), slab
-        k holding sequences k*n/slabs.. one timestep after another, the chunk
-        workspaces likewise (slabs*steps, n/slabs, .), and the output layer's
-        rows and target follow that order (src/_cellparts.pxd, "slabs"; one
-        slab is the plain time-major layout)."""
-        n, T, I = X.shape
-        H = self.hidden_size
-        cell, out, p = self._cell, self._out, self._params
-        act = OUTPUT_ACTIVATIONS[self.output_activation]
-        cache, Xc, Z, Y, dZ, dH = workspace
-        rows = n // slabs
-        # (slabs*T, rows, .) arrays seen as (T, slabs, rows, .): step t of
-        # every slab, in batch order once reshaped to (n, .)
-        by_step = tuple(a.reshape(slabs, T, rows, -1).swapaxes(0, 1) for a in cache)
-        state = state0
-        for s in starts:
-            e = min(T, s + steps)
-            cell.forward(time_major(X, s, e, Xc, slabs, n_threads), p, state,
-                         tuple(a[s:] for a in cache), n_threads, slabs, T)
-            state = _slab_state(cell.state_after(by_step, e - 1), n)
-        # a copy, so the caller does not keep the whole cache alive through it
-        final_state = _copy_state(state)
-
-        denominator = self._loss_denominator(loss, sequence, n, T)
-        loss_code = LOSSES.index(loss)
-        Hall = cell.hidden(cache).reshape(slabs * T * rows, H)
-        grads = {name: np.empty_like(value) for name, value in p.items()}
-        if sequence and slabs > 1:
-            # target rows (T*n, ...) time-major, in slab order
-            target = np.ascontiguousarray(
-                target.reshape(T, slabs, rows, -1).swapaxes(0, 1)
-            ).reshape(target.shape)
-        value = 0.0
-        carry = None
-        for i, s in enumerate(reversed(starts)):
-            e = min(T, s + steps)
-            dHc = dH[: slabs * (e - s)]
-            if sequence:
-                # slab k's rows of this chunk: k*T*rows + s*rows onwards
-                value += out.output_layer(
-                    Hall[s * rows:], p["W_oh"], p["b_o"], act, loss_code, target[s * rows:],
-                    denominator, Z[:n * (e - s)], Y[:n * (e - s)], dZ[:n * (e - s)],
-                    grads["W_oh"], grads["b_o"], dHc.reshape(-1, H), i > 0, n_threads,
-                    slabs, T * rows)
-            elif i == 0:
-                H_last = _slab_state(cell.hidden(by_step)[T - 1], n)
-                dH_last = np.empty_like(H_last)
-                value = out.output_layer(H_last, p["W_oh"], p["b_o"], act, loss_code, target,
-                                         denominator, Z, Y, dZ, grads["W_oh"], grads["b_o"],
-                                         dH_last, False, n_threads, slabs)
-                dH_by_slab = dHc.reshape(slabs, e - s, rows, H)
-                dH_by_slab[:, :-1] = 0
-                dH_by_slab[:, -1] = dH_last.reshape(slabs, rows, H)
-            elif carry is None:
-                # loss at the last step only, and truncation stopped its
-                # gradient: earlier timesteps contribute nothing
-                break
-            else:
-                dHc[...] = 0
-            if i == 0:
-                _check_loss(value)
-            chunk_state0 = (state0 if s == 0 else
-                            _slab_state(cell.state_after(by_step, s - 1), n))
-            # the last chunk forward is the first one backward: Xc still holds it
-            Xt = Xc[: slabs * (e - s)] if i == 0 else time_major(X, s, e, Xc, slabs,
-                                                                 n_threads)
-            carry = cell.backward(Xt, p, chunk_state0, tuple(a[s:] for a in cache), dHc,
-                                  carry, truncate, grads, i > 0, n_threads, None, slabs, T)
-            if truncate and s % truncate == 0:
-                carry = None  # no gradient crosses a window boundary
-        _check_loss(value)
-        return value, grads, final_state
+        target = validate_target(y, loss, output, n, T, self.output_size, self.dtype)
+        return _bptt.TrainingData(self, X, target, loss, output)
 
     def release_buffers(self):
         """Free the buffers :meth:`loss_and_grad` keeps for its next call.
 
         A training loop's calls with the same shapes reuse them (up to
-        ``bptt.rnn.KEEP_WORKSPACE_BYTES``, 64 MB); this frees them when
+        ``bptt._bptt.KEEP_WORKSPACE_BYTES``, 64 MB); this frees them when
         training is over. The estimators call it at the end of ``fit`` (not
         of ``partial_fit``, whose next call often is one more batch). Nothing
         else changes: the next call allocates anew.
