@@ -32,7 +32,7 @@ import numpy as np
 
 from . import _threads
 from ._threads import serial_blas
-from ._validation import target_rows, time_major
+from ._validation import check_state, coerce_step_input, target_rows, time_major
 
 OUTPUT_ACTIVATIONS = {"identity": 0, "sigmoid": 1, "softmax": 2}
 LOSSES = ("mse", "cross_entropy", "binary_cross_entropy")
@@ -354,18 +354,457 @@ class TrainingData:
         y = self.y[rows]
         if self.output == "sequence":
             y = y[:, start:stop]
-        target = target_rows(y, self.output)
         state0 = net._check_state(h0, X.shape[0]) if h0 is None else h0
+        if net._layered or self.output == "mean":
+            return net._layered_loss(Layout(np.full(X.shape[0], X.shape[1])), X, y,
+                                     self.loss, self.output, 0, state0)
+        target = target_rows(y, self.output)
         return loss_grad_state(net, X, target, self.loss, self.output, 0, state0)
 
     def advance(self, rows, start=0, stop=None, h0=None):
         """The state after timesteps start..stop-1 of a minibatch (forward only)."""
         X = self._slice(rows, start, stop)
         state0 = self.net._check_state(h0, X.shape[0]) if h0 is None else h0
+        if self.net._layered:
+            lay = Layout(np.full(X.shape[0], X.shape[1]))
+            return layered_forward(self.net, lay, lay.pack(X), state0)[1]
         return forward(self.net, X, state0)[1]
 
     def _slice(self, rows, start, stop):
+        if (start or stop is not None) and self.net.bidirectional:
+            raise ValueError(
+                "training window by window (truncate) carries the state forward in "
+                "time, which needs one direction; this network is bidirectional. "
+                "Use truncate=None, or RNN.loss_and_grad(..., truncate=k), which "
+                "cuts the gradient in both directions.")
         X = self.X[rows]
         if start or stop is not None:
             X = np.ascontiguousarray(X[:, start:stop])
         return X
+
+
+# ------------------------------------------------ layers, directions, ragged
+#
+# The general driver: a network is num_layers x D runs of its cell (D = 2
+# when bidirectional). Sequences of any lengths are laid out *packed*, as
+# PyTorch's packed sequences are: sorted by length (longest first), then
+# time-major with only the sequences still running at each timestep, so
+# timestep t holds rows offsets[t] .. offsets[t] + batch[t] - 1 and the
+# rows of all timesteps number the sum of the lengths. A *segment* is a run
+# of timesteps with the same batch: one C-contiguous (steps, batch, .)
+# block, which the cell kernels take as it is, so no arithmetic touches
+# padding. The backward direction runs the same kernels on each sequence
+# reversed within its own length: the same lengths, so the same layout,
+# with the rows permuted by ``Layout.rev`` (an involution). Layer l > 0
+# reads layer l-1's output [h_fwd(t), h_bwd(t)] (times the dropout mask
+# while training); backward, the dX of layer l's runs is layer l-1's dL/dH.
+
+
+class Layout:
+    """The packed layout of sequences of the given lengths (see above).
+
+    Attributes
+    ----------
+    n, T, rows : int
+        Sequences, the longest length, and the sum of the lengths.
+    lengths : ndarray of shape (n,)
+    order : ndarray of shape (n,)
+        Sorted position -> sample (longest first; stable).
+    sorted_lengths : ndarray of shape (n,)
+    segments : list of (t0, t1, batch, r0)
+        Timesteps t0..t1-1 running ``batch`` sequences, from row r0.
+    last_row : ndarray of shape (n,)
+        The row of each sorted sequence's last timestep.
+    rev : ndarray of shape (rows,)
+        Row (t, j) -> row (T_j - 1 - t, j).
+    uniform : bool
+        Every length is T (the layout is plain time-major (T, n, .)).
+    """
+
+    def __init__(self, lengths):
+        lengths = np.asarray(lengths, dtype=np.intp)
+        self.n = n = lengths.shape[0]
+        self.lengths = lengths
+        self.order = np.argsort(-lengths, kind="stable")
+        Ls = self.sorted_lengths = lengths[self.order]
+        self.T = T = int(Ls[0])
+        self.uniform = bool(Ls[-1] == T)
+        batch = np.searchsorted(-Ls, -np.arange(T), side="left")
+        self.offsets = offsets = np.concatenate([[0], np.cumsum(batch)])
+        self.rows = rows = int(offsets[-1])
+        starts = [0] + [t for t in range(1, T) if batch[t] != batch[t - 1]] + [T]
+        self.segments = [(t0, t1, int(batch[t0]), int(offsets[t0]))
+                         for t0, t1 in zip(starts[:-1], starts[1:])]
+        self.last_row = offsets[Ls - 1] + np.arange(n)
+        t_of_row = np.repeat(np.arange(T), batch)
+        self.j_of_row = j_of_row = np.arange(rows) - offsets[t_of_row]
+        self.t_of_row = t_of_row
+        self.rev = offsets[Ls[j_of_row] - 1 - t_of_row] + j_of_row
+
+    def pack(self, X):
+        """Batch-first (n, >= T, F) -> packed rows (rows, F) (a new array)."""
+        if self.uniform:  # the stable sort kept the order
+            out = np.empty((self.T, self.n, X.shape[2]), dtype=X.dtype)
+            return time_major(np.ascontiguousarray(X[:, :self.T]), 0, self.T, out).reshape(
+                self.rows, -1)
+        return X[self.order[self.j_of_row], self.t_of_row]
+
+    def unpack(self, rows, fill=0.0):
+        """Packed rows (rows, F) -> batch-first (n, T, F), ``fill`` in the padding."""
+        out = np.full((self.n, self.T, rows.shape[1]), fill, dtype=rows.dtype)
+        out[self.order[self.j_of_row], self.t_of_row] = rows
+        return out
+
+    def pieces(self, truncate, reverse):
+        """The backward pass's pieces of one run: (t0, t1, batch, r0,
+        kernel truncate, cut) from the first; ``cut`` is True (every row),
+        None, or a boolean mask of the piece's rows whose gradient must not
+        flow back past t0 (a window boundary of the absolute timeline)."""
+        k = truncate
+        if not k or k >= self.T:
+            return [(*s, 0, None) for s in self.segments]
+        Ls = self.sorted_lengths
+        # boundaries of run time tau: forward tau = m k; reversed, the
+        # absolute boundary m k of sequence j is tau = T_j - m k
+        phases = {0} if not reverse else set((Ls % k).tolist())
+        pieces = []
+        if len(phases) == 1:
+            phase = phases.pop()
+            for t0, t1, B, r0 in self.segments:
+                c = t0 + (phase - t0) % k
+                if c > t0 and c < t1:
+                    pieces.append((t0, c, B, r0, 0, None))
+                    t0, r0 = c, r0 + (c - t0) * B
+                if (t0 - phase) % k == 0:
+                    pieces.append((t0, t1, B, r0, k, True if t0 > 0 else None))
+                else:
+                    pieces.append((t0, t1, B, r0, 0, None))
+            return pieces
+        # sequences of different phases: a piece at every boundary of any
+        cuts = sorted({int(L - m * k) for L in set(Ls.tolist())
+                       for m in range(1, -(-int(L) // k)) if L - m * k > 0})
+        for t0, t1, B, r0 in self.segments:
+            bounds = [t0] + [c for c in cuts if t0 < c < t1] + [t1]
+            for a, b in zip(bounds[:-1], bounds[1:]):
+                cut = None
+                if a > 0:
+                    mask = (Ls[:B] - a) % k == 0
+                    cut = True if mask.all() else (mask if mask.any() else None)
+                pieces.append((a, b, B, r0 + (a - t0) * B, 0, cut))
+        return pieces
+
+
+def suffix(layer, direction):
+    """The parameter-name suffix of a layer and direction (DESIGN.md)."""
+    return ("" if layer == 0 else f"_l{layer}") + ("_reverse" if direction else "")
+
+
+def cell_param_names(cell):
+    """The names of a cell's own parameters (those of layer 0 forward)."""
+    return ("W_xh", "W_hh", "b_h", *getattr(cell, "extra_params", {}))
+
+
+def _run_params(net, p, layer, direction):
+    sfx = suffix(layer, direction)
+    return {name: p[name + sfx] for name in cell_param_names(net._cell)}
+
+
+def _rows_of(state, B):
+    """The first B rows of a state (or tuple of states)."""
+    if isinstance(state, tuple):
+        return tuple(a[:B] for a in state)
+    return state[:B]
+
+
+def _pad_rows(state, B):
+    """A state (or tuple) padded with zero rows to B rows."""
+    if isinstance(state, tuple):
+        return tuple(_pad_rows(a, B) for a in state)
+    if state.shape[0] == B:
+        return state
+    out = np.zeros((B, state.shape[1]), dtype=state.dtype)
+    out[:state.shape[0]] = state
+    return out
+
+
+def _zero_rows(state, mask):
+    if isinstance(state, tuple):
+        for a in state:
+            a[:mask.shape[0]][mask] = 0
+    else:
+        state[:mask.shape[0]][mask] = 0
+
+
+def _flat(cache, rows):
+    return tuple(a.reshape(rows, -1) for a in cache)
+
+
+def _run_forward(cell, lay, X, p, state0, cache, n_threads):
+    """One run of a cell over packed X (rows, F), segment by segment."""
+    state = state0
+    for t0, t1, B, r0 in lay.segments:
+        r1 = r0 + (t1 - t0) * B
+        part = tuple(a[r0:r1].reshape(t1 - t0, B, -1) for a in cache)
+        cell.forward(X[r0:r1].reshape(t1 - t0, B, -1), p, _rows_of(state, B), part,
+                     n_threads)
+        state = cell.state_after(part, t1 - t0 - 1)
+
+
+def _run_backward(cell, lay, pieces, X, p, state0, cache, dH, grads, n_threads, dX):
+    """BPTT of one run, piece by piece from the end; dH (rows, H) is consumed."""
+    flat = _flat(cache, lay.rows)
+    carry = None
+    for i, (t0, t1, B, r0, k, cut) in enumerate(reversed(pieces)):
+        r1 = r0 + (t1 - t0) * B
+
+        def block(a):
+            return a[r0:r1].reshape(t1 - t0, B, -1)
+
+        if t0 == 0:
+            s0 = _rows_of(state0, B)
+        else:
+            prev = int(lay.offsets[t0 - 1])
+            s0 = cell.state_after(flat, slice(prev, prev + B))
+        if carry is not None:
+            carry = _pad_rows(carry, B)
+        carry = cell.backward(block(X), p, s0, tuple(block(a) for a in cache), block(dH),
+                              carry, k, grads, i > 0, n_threads,
+                              None if dX is None else block(dX))
+        if cut is True:
+            carry = None
+        elif cut is not None:
+            _zero_rows(carry, cut)
+
+
+def draw_masks(net, rows, rng=None):
+    """Dropout masks (0 or 1 / (1 - dropout)) of the outputs of every layer
+    but the last, (rows, D*H) each, from the network's random state."""
+    if not net.dropout or net.num_layers == 1:
+        return None
+    rng = net._rng if rng is None else rng
+    keep = 1.0 - net.dropout
+    width = net._directions * net.hidden_size
+    return [(rng.random((rows, width)) < keep).astype(net.dtype) / np.array(keep, net.dtype)
+            for _ in range(net.num_layers - 1)]
+
+
+def _forward_layers(net, lay, X, states, masks, n_threads):
+    """Every run forward. Returns the runs [(X, cache)] by layer, the top
+    layer's output (rows, D*H) and the final states in sorted order."""
+    cell, H, D = net._cell, net.hidden_size, net._directions
+    p = net._params
+    runs, finals = [], []
+    inp = X
+    for layer in range(net.num_layers):
+        layer_runs, outs = [], []
+        for d in range(D):
+            Xd = inp if d == 0 else inp[lay.rev]
+            cache = cell.allocate(lay.rows, 1, H, net.dtype)
+            _run_forward(cell, lay, Xd, _run_params(net, p, layer, d),
+                         states[layer * D + d], cache, n_threads)
+            layer_runs.append((Xd, cache))
+            finals.append(cell.state_after(_flat(cache, lay.rows), lay.last_row))
+            Hd = cell.hidden(cache).reshape(lay.rows, H)
+            outs.append(Hd if d == 0 else Hd[lay.rev])
+        inp = outs[0] if D == 1 else np.concatenate(outs, axis=1)
+        if masks is not None and layer < net.num_layers - 1:
+            inp = inp * masks[layer]
+        runs.append(layer_runs)
+    return runs, inp, finals
+
+
+def _backward_layers(net, lay, runs, states, masks, dtop, truncate, n_threads):
+    """Every run backward from dL/d(top output) (rows, D*H); the gradients."""
+    cell, H, D = net._cell, net.hidden_size, net._directions
+    p = net._params
+    grads = {name: np.empty_like(value) for name, value in p.items()}
+    pieces = [lay.pieces(truncate, d == 1) for d in range(D)]
+    for layer in reversed(range(net.num_layers)):
+        dX_sum = None
+        for d in range(D):
+            Xd, cache = runs[layer][d]
+            if D == 1:
+                dH = dtop
+            elif d == 0:
+                dH = np.ascontiguousarray(dtop[:, :H])
+            else:
+                dH = dtop[lay.rev, H:]
+            dX = np.empty_like(Xd) if layer > 0 else None
+            sfx = suffix(layer, d)
+            g = {name: grads[name + sfx] for name in cell_param_names(cell)}
+            _run_backward(cell, lay, pieces[d], Xd, _run_params(net, p, layer, d),
+                          states[layer * D + d], cache, dH, g, n_threads, dX)
+            if dX is not None:
+                dX_sum = dX if d == 0 else dX_sum + dX[lay.rev]
+        if layer > 0:
+            dtop = dX_sum if masks is None else dX_sum * masks[layer - 1]
+    return grads
+
+
+def _sorted_states(net, lay, state0):
+    """The validated state0 (the contract's form) as one state per run, in
+    sorted order, C-contiguous."""
+    LD = net.num_layers * net._directions
+    parts = state0 if isinstance(state0, tuple) else (state0,)
+    if LD == 1:
+        parts = tuple(a[None] for a in parts)
+    runs = []
+    for r in range(LD):
+        s = tuple(np.ascontiguousarray(a[r][lay.order]) for a in parts)
+        runs.append(s if isinstance(state0, tuple) else s[0])
+    return runs
+
+
+def _unsorted_states(net, lay, finals):
+    """Final states by run (sorted order) in the contract's form."""
+    pair = isinstance(finals[0], tuple)
+    parts = [f if pair else (f,) for f in finals]
+    out = []
+    for k in range(len(parts[0])):
+        a = np.empty((len(parts), lay.n, net.hidden_size), dtype=net.dtype)
+        for r, f in enumerate(parts):
+            a[r][lay.order] = f[k]
+        out.append(a[0] if len(parts) == 1 else a)
+    return tuple(out) if pair else out[0]
+
+
+def _pool(lay, top, output, directions):
+    """The top output read by the output layer: (rows, .) for "sequence",
+    (n, .) in sorted order for "last" and "mean"."""
+    if output == "sequence":
+        return top
+    if output == "last":
+        # h_fwd at each sequence's last timestep, h_bwd at t = 0 (rows 0..n-1)
+        if directions == 1:
+            return top[lay.last_row]
+        H = top.shape[1] // 2
+        return np.concatenate([top[lay.last_row, :H], top[:lay.n, H:]], axis=1)
+    pooled = np.zeros((lay.n, top.shape[1]), dtype=top.dtype)
+    for t0, t1, B, r0 in lay.segments:
+        pooled[:B] += top[r0:r0 + (t1 - t0) * B].reshape(t1 - t0, B, -1).sum(axis=0)
+    pooled /= lay.sorted_lengths[:, None]
+    return pooled
+
+
+def _unpool(lay, dpooled, output, width, directions):
+    """dL/d(top output) (rows, width) from dL/d(what _pool returned)."""
+    if output == "sequence":
+        return dpooled
+    dtop = np.zeros((lay.rows, width), dtype=dpooled.dtype)
+    if output == "last":
+        H = width // directions
+        dtop[lay.last_row, :H] = dpooled[:, :H]
+        if directions == 2:
+            dtop[:lay.n, H:] += dpooled[:, H:]
+        return dtop
+    scaled = dpooled / lay.sorted_lengths[:, None]
+    for t0, t1, B, r0 in lay.segments:
+        dtop[r0:r0 + (t1 - t0) * B].reshape(t1 - t0, B, -1)[...] = scaled[:B]
+    return dtop
+
+
+def layered_forward(net, lay, X, state0):
+    """forward() through the general driver: X packed (rows, I). Returns
+    Y (rows, O) packed and the final state in the contract's form."""
+    with serial_blas() if holds_blas(net, lay.n, lay.T) else nullcontext(1) as budget:
+        n_threads = plan_threads(net, budget, lay.n)
+        _, top, finals = _forward_layers(net, lay, X, _sorted_states(net, lay, state0),
+                                         None, n_threads)
+        Z = np.empty((lay.rows, net.output_size), dtype=net.dtype)
+        Y = np.empty_like(Z)
+        net._out.output_forward(top, net._params["W_oh"], net._params["b_o"],
+                                OUTPUT_ACTIVATIONS[net.output_activation], Z, Y)
+    if not np.isfinite(Y).all():
+        raise FloatingPointError(
+            "forward produced non-finite outputs: the parameters hold NaN/inf "
+            "or the inputs are too large for the network's dtype."
+        )
+    return Y, _unsorted_states(net, lay, finals)
+
+
+def layered_loss_grad_state(net, lay, X, target, loss, output, truncate, state0,
+                            masks=None):
+    """loss_and_grad through the general driver.
+
+    X packed (rows, I); ``target`` float (rows, O) / int64 (rows,) labels in
+    packed order for "sequence", (n, O) / (n,) in sample order otherwise;
+    ``masks`` as :func:`draw_masks` returns them (None: no dropout).
+    Returns the loss, the gradients and the final state (contract's form).
+    """
+    with serial_blas() if holds_blas(net, lay.n, lay.T) else nullcontext(1) as budget:
+        n_threads = plan_threads(net, budget, lay.n)
+        states = _sorted_states(net, lay, state0)
+        runs, top, finals = _forward_layers(net, lay, X, states, masks, n_threads)
+        final_state = _unsorted_states(net, lay, finals)
+        Hs = np.ascontiguousarray(_pool(lay, top, output, net._directions))
+        if output != "sequence":
+            target = np.ascontiguousarray(target[lay.order])
+        N, O = Hs.shape[0], net.output_size
+        p = net._params
+        grads_out = {"W_oh": np.empty_like(p["W_oh"]), "b_o": np.empty_like(p["b_o"])}
+        Z, Y, dZ = (np.empty((N, O), dtype=net.dtype) for _ in range(3))
+        dHs = np.empty_like(Hs)
+        denominator = N if loss == "cross_entropy" else N * O
+        value = net._out.output_layer(
+            Hs, p["W_oh"], p["b_o"], OUTPUT_ACTIVATIONS[net.output_activation],
+            LOSSES.index(loss), target, denominator, Z, Y, dZ, grads_out["W_oh"],
+            grads_out["b_o"], dHs, False, n_threads)
+        check_loss(value)
+        dtop = _unpool(lay, dHs, output, top.shape[1], net._directions)
+        grads = _backward_layers(net, lay, runs, states, masks, dtop, truncate, n_threads)
+    grads.update(grads_out)
+    check_loss(value)
+    return value, grads, final_state
+
+
+class LayeredStepper:
+    """:meth:`bptt.RNN.stream` for a stack of unidirectional layers: each
+    ``step`` runs every layer's forward kernel on one timestep, then the
+    output layer; every buffer is allocated here once."""
+
+    def __init__(self, net, state0):
+        cell, H, L = net._cell, net.hidden_size, net.num_layers
+        self._cell, self._out = cell, net._out
+        self._act = OUTPUT_ACTIVATIONS[net.output_activation]
+        self._p = {name: value.copy() for name, value in net.params.items()}  # a snapshot
+        self._runs = [_run_params(net, self._p, layer, 0) for layer in range(L)]
+        self._pair = isinstance(state0, tuple)
+        n = (state0[0] if self._pair else state0).shape[1]
+        self._n, self._n_in, dtype = n, net.input_size, net.dtype
+        self._caches = [cell.allocate(1, n, H, dtype) for _ in range(L)]
+        self._state = copy_state(state0)
+        self._x = np.empty((1, n, net.input_size), dtype=dtype)
+        self._z = np.empty((n, net.output_size), dtype=dtype)
+        self.y = np.empty_like(self._z)
+
+    @property
+    def state(self):
+        """A copy of the current state, (num_layers, n, H) (a tuple (h, c)
+        for the LSTM)."""
+        return copy_state(self._state)
+
+    def reset(self, h0):
+        """Set the state (same form and shape as ``state``), validated as
+        forward's h0 is."""
+        shape = (self._state[0] if self._pair else self._state).shape
+        state = check_state(h0, shape[1], shape[2], self._x.dtype, self._pair, shape[0])
+        for a, b in zip(self._parts(self._state), self._parts(state)):
+            a[...] = b
+
+    def _parts(self, state):
+        return state if self._pair else (state,)
+
+    def step(self, x):
+        """Advance one timestep: x (n, I) (or (I,) for n = 1) -> y (n, O)."""
+        self._x[0] = coerce_step_input(x, self._n, self._n_in, self._x.dtype)
+        inp = self._x
+        for layer, (p, cache) in enumerate(zip(self._runs, self._caches)):
+            s0 = tuple(np.ascontiguousarray(a[layer]) for a in self._parts(self._state))
+            self._cell.forward(inp, p, s0 if self._pair else s0[0], cache)
+            after = self._cell.state_after(cache, 0)
+            for a, b in zip(self._parts(self._state), after if self._pair else (after,)):
+                a[layer] = b
+            inp = self._cell.hidden(cache)
+        self._out.output_forward(inp[0], self._p["W_oh"], self._p["b_o"], self._act,
+                                 self._z, self.y)
+        return self.y

@@ -217,7 +217,7 @@ def check_sequences(X, input_size, dtype, name="X", owner="RNN"):
     return cast_finite(X, dtype, name)
 
 
-def check_state(h0, n_samples, hidden_size, dtype, pair=False):
+def check_state(h0, n_samples, hidden_size, dtype, pair=False, runs=1):
     """Validate an initial state, as ``RNN.forward``'s ``h0`` and ``reset``.
 
     Parameters
@@ -228,33 +228,38 @@ def check_state(h0, n_samples, hidden_size, dtype, pair=False):
     n_samples, hidden_size : int
     dtype : numpy float type
     pair : bool, default=False
+    runs : int, default=1
+        num_layers * directions: above 1 the state arrays are (runs,
+        n_samples, hidden_size) (PyTorch's h_n layout).
 
     Returns
     -------
     state : ndarray of shape (n_samples, hidden_size), or a tuple of two
         New C-contiguous arrays of ``dtype``, finite after the cast.
     """
+    shape = (n_samples, hidden_size) if runs == 1 else (runs, n_samples, hidden_size)
     if h0 is None:
-        zeros = np.zeros((n_samples, hidden_size), dtype)
+        zeros = np.zeros(shape, dtype)
         return (zeros, zeros.copy()) if pair else zeros
     if not pair:
-        return _check_state_array(h0, "h0", n_samples, hidden_size, dtype)
+        return _check_state_array(h0, "h0", shape, dtype)
     if not isinstance(h0, (tuple, list)) or len(h0) != 2:
         raise ValueError(
             f"h0 for an lstm must be a tuple (h0, c0) of arrays of shape "
-            f"({n_samples}, {hidden_size}); got {type(h0).__name__}"
+            f"{shape}; got {type(h0).__name__}"
             f"{f' of length {len(h0)}' if isinstance(h0, (tuple, list)) else ''}."
         )
-    return tuple(_check_state_array(s, name, n_samples, hidden_size, dtype)
+    return tuple(_check_state_array(s, name, shape, dtype)
                  for s, name in zip(h0, ("h0", "c0")))
 
 
-def _check_state_array(h, name, n_samples, hidden_size, dtype):
+def _check_state_array(h, name, shape, dtype):
     h = as_numeric_array(h, name)
-    if h.shape != (n_samples, hidden_size):
+    if h.shape != shape:
+        what = ("(n_samples, hidden_size)" if len(shape) == 2 else
+                "(num_layers * directions, n_samples, hidden_size)")
         raise ValueError(
-            f"{name} must have shape (n_samples, hidden_size) = "
-            f"({n_samples}, {hidden_size}); got shape {h.shape}."
+            f"{name} must have shape {what} = {shape}; got shape {h.shape}."
         )
     return cast_finite(h, dtype, name, copy=True)
 

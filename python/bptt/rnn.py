@@ -25,12 +25,13 @@ from ._validation import (
 NONLINEARITIES = ("tanh", "relu")
 INITS = ("orthogonal", "xavier", "identity", "uniform")
 BACKENDS = ("cython", "numpy")
-OUTPUTS = ("sequence", "last")
+OUTPUTS = ("sequence", "last", "mean")
 # Each loss that is computed from the logits needs its matching output.
 LOSS_ACTIVATION = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid"}
 # what RNN.get_config describes: the constructor's arguments but the seed
 _CONFIG_KEYS = ("input_size", "hidden_size", "output_size", "cell", "nonlinearity",
-                "output_activation", "init", "dtype", "backend")
+                "output_activation", "init", "dtype", "backend", "num_layers",
+                "bidirectional", "dropout")
 
 def _rng(random_state):
     if isinstance(random_state, np.random.Generator):
@@ -47,16 +48,27 @@ def _rng(random_state):
     )
 
 
-def param_shapes(cell, input_size, hidden_size, output_size):
+def param_shapes(cell, input_size, hidden_size, output_size, num_layers=1,
+                 bidirectional=False):
     """The parameters' shapes, ``{name: shape}``, of a network of this
     configuration (see :class:`RNN`); bptt.load checks stored arrays
-    against them before building the network."""
+    against them before building the network. Layer 0's forward direction
+    comes first, then the output layer, then the other layers and
+    directions (the order of the initial draws)."""
     G, H = CELLS[cell].gates, hidden_size
-    shapes = {"W_xh": (G * H, input_size), "W_hh": (G * H, H), "b_h": (G * H,)}
-    for name, shape in getattr(CELLS[cell], "extra_params", {}).items():
-        shapes[name] = tuple(H if d == "H" else d for d in shape)
-    shapes["W_oh"] = (output_size, H)
-    shapes["b_o"] = (output_size,)
+    D = 2 if bidirectional else 1
+    shapes = {}
+    runs = [(layer, d) for layer in range(num_layers) for d in range(D)]
+    for layer, d in runs:
+        sfx = _bptt.suffix(layer, d)
+        shapes["W_xh" + sfx] = (G * H, input_size if layer == 0 else D * H)
+        shapes["W_hh" + sfx] = (G * H, H)
+        shapes["b_h" + sfx] = (G * H,)
+        for name, shape in getattr(CELLS[cell], "extra_params", {}).items():
+            shapes[name + sfx] = tuple(H if dim == "H" else dim for dim in shape)
+        if (layer, d) == (0, 0):
+            shapes["W_oh"] = (output_size, D * H)
+            shapes["b_o"] = (output_size,)
     return shapes
 
 
@@ -197,7 +209,18 @@ class RNN:
     backend : {"cython", "numpy"}, default="cython"
         The compiled kernels, or the NumPy reference they are tested against.
     random_state : int, numpy Generator or None, default=None
-        Seeds the initial weights; the same seed gives the same network.
+        Seeds the initial weights and then the dropout masks; the same seed
+        gives the same network and the same training.
+    num_layers : int, default=1
+        Stacked recurrent layers; layer l > 0 reads layer l-1's output.
+    bidirectional : bool, default=False
+        Each layer runs forward and backward in time (each sequence reversed
+        within its own length) and outputs [h_fwd(t), h_bwd(t)] (2H wide).
+    dropout : float in [0, 1), default=0.0
+        Dropout on the outputs of every layer but the last, while training
+        only (:meth:`loss_and_grad`, the estimators' fit), as PyTorch's
+        ``dropout``: each element is zeroed with this probability and the
+        rest scaled by 1 / (1 - dropout).
 
     Attributes
     ----------
@@ -228,7 +251,7 @@ class RNN:
     def __init__(self, input_size, hidden_size, output_size, *, cell="rnn",
                  nonlinearity="tanh", output_activation="identity",
                  init="orthogonal", dtype="float64", backend="cython",
-                 random_state=None):
+                 random_state=None, num_layers=1, bidirectional=False, dropout=0.0):
         self.input_size = check_positive_int("input_size", input_size)
         self.hidden_size = check_positive_int("hidden_size", hidden_size)
         self.output_size = check_positive_int("output_size", output_size)
@@ -239,10 +262,29 @@ class RNN:
         self.init = check_choice("init", init, INITS)
         self.dtype = check_dtype(dtype)
         self.backend = check_choice("backend", backend, BACKENDS)
+        self.num_layers = check_positive_int("num_layers", num_layers)
+        if not isinstance(bidirectional, (bool, np.bool_)):
+            raise TypeError(f"bidirectional must be True or False; got {bidirectional!r}.")
+        self.bidirectional = bool(bidirectional)
+        if (isinstance(dropout, (bool, np.bool_)) or not isinstance(dropout, numbers.Real)
+                or not 0 <= dropout < 1):
+            raise ValueError(f"dropout must be a number in [0, 1); got {dropout!r}.")
+        self.dropout = float(dropout)
         self._bind_kernels()
         self._check_size()
+        # the initial weights, then the dropout masks, from one stream
+        self._rng = _rng(random_state)
         self._params = Params(self._param_shapes(), self.dtype,
-                              self._initial_params(_rng(random_state)))
+                              self._initial_params(self._rng))
+
+    @property
+    def _directions(self):
+        return 2 if self.bidirectional else 1
+
+    @property
+    def _layered(self):
+        """Whether the network needs the general driver (layers x directions)."""
+        return self.num_layers > 1 or self.bidirectional
 
     def get_config(self):
         """The constructor arguments that rebuild this network, weights aside.
@@ -252,7 +294,8 @@ class RNN:
         config : dict
             ``input_size``, ``hidden_size``, ``output_size``, ``cell``,
             ``nonlinearity``, ``output_activation``, ``init``, ``dtype`` (its
-            name, "float32" or "float64") and ``backend``: plain Python
+            name, "float32" or "float64"), ``backend``, ``num_layers``,
+            ``bidirectional`` and ``dropout``: plain Python
             values (JSON-serialisable). ``RNN.from_config(config)`` builds a
             network of the same shapes and settings; ``random_state`` is not
             part of it (the weights are in :attr:`params`).
@@ -326,7 +369,8 @@ class RNN:
 
     # ------------------------------------------------------------------ params
     def _param_shapes(self):
-        return param_shapes(self.cell, self.input_size, self.hidden_size, self.output_size)
+        return param_shapes(self.cell, self.input_size, self.hidden_size, self.output_size,
+                            self.num_layers, self.bidirectional)
 
     def _initial_params(self, rng):
         G, H, I, O = CELLS[self.cell].gates, self.hidden_size, self.input_size, self.output_size
@@ -346,18 +390,23 @@ class RNN:
             bound = 1.0 / np.sqrt(H)
             return rng.uniform(-bound, bound, size=(H, H))
 
-        values = {
-            "W_xh": glorot(G * H, I),
-            "W_hh": np.vstack([recurrent_block() for _ in range(G)]),
-            "b_h": np.zeros(G * H),
-        }
+        D = self._directions
         initial_bias = getattr(CELLS[self.cell], "initial_bias", None)
-        if initial_bias is not None:
-            values["b_h"] = initial_bias(H)
-        for name in getattr(CELLS[self.cell], "extra_params", {}):
-            values[name] = np.zeros(H)
-        values["W_oh"] = glorot(O, H)
-        values["b_o"] = np.zeros(O)
+        values = {}
+        # layer 0 forward, the output layer, then the others: a one-layer
+        # network draws what it always drew
+        for name, shape in self._param_shapes().items():
+            base = name.split("_l")[0].removesuffix("_reverse")
+            if base == "W_xh":
+                values[name] = glorot(*shape)
+            elif base == "W_hh":
+                values[name] = np.vstack([recurrent_block() for _ in range(G)])
+            elif base == "b_h":
+                values[name] = np.zeros(G * H) if initial_bias is None else initial_bias(H)
+            elif base == "W_oh":
+                values[name] = glorot(O, D * H)
+            else:  # b_o and the cells' extra parameters
+                values[name] = np.zeros(shape)
         return values
 
     @property
@@ -383,7 +432,8 @@ class RNN:
     def _check_state(self, h0, n_samples):
         """h0 of forward, loss_and_grad and stream (see check_state)."""
         return check_state(h0, n_samples, self.hidden_size, self.dtype,
-                           pair=self.cell == "lstm")
+                           pair=self.cell == "lstm",
+                           runs=self.num_layers * self._directions)
 
     # ------------------------------------------------------------------ maths
     def forward(self, X, h0=None):
@@ -405,7 +455,12 @@ class RNN:
             (h_T, c_T). Pass it back as ``h0`` to continue the sequences.
         """
         X = check_sequences(X, self.input_size, self.dtype)
-        return _bptt.forward(self, X, self._check_state(h0, X.shape[0]))
+        state0 = self._check_state(h0, X.shape[0])
+        if not self._layered:
+            return _bptt.forward(self, X, state0)
+        lay = _bptt.Layout(np.full(X.shape[0], X.shape[1]))
+        Y, state = _bptt.layered_forward(self, lay, lay.pack(X), state0)
+        return lay.unpack(Y), state
 
     def stream(self, n_samples=1, h0=None):
         """Prepare step-by-step inference for live data (one timestep per call).
@@ -442,7 +497,14 @@ class RNN:
         (1, 1)
         """
         n_samples = check_positive_int("n_samples", n_samples)
+        if self.bidirectional:
+            raise ValueError(
+                "a bidirectional network cannot stream: its backward direction "
+                "needs each sequence's last timestep before its first output. "
+                "Run forward on whole sequences instead.")
         state = self._check_state(h0, n_samples)
+        if self.num_layers > 1:
+            return _bptt.LayeredStepper(self, state)
         activation = OUTPUT_ACTIVATIONS[self.output_activation]
         stepper = self._cell.stepper(self._params, state, activation)
         if stepper is None:  # the NumPy backend steps through its forward
@@ -491,9 +553,25 @@ class RNN:
         truncate = check_positive_int("truncate", truncate, allow_none=True)
         X = check_sequences(X, self.input_size, self.dtype)
         n, T, _ = X.shape
-        target = check_target(y, loss, output, n, T, self.output_size, self.dtype)
         state0 = self._check_state(h0, n)
-        return _bptt.loss_grad_state(self, X, target, loss, output, truncate or 0, state0)
+        if not (self._layered or output == "mean"):
+            target = check_target(y, loss, output, n, T, self.output_size, self.dtype)
+            return _bptt.loss_grad_state(self, X, target, loss, output, truncate or 0,
+                                         state0)
+        target = validate_target(y, loss, output, n, T, self.output_size, self.dtype)
+        return self._layered_loss(_bptt.Layout(np.full(n, T)), X, target, loss, output,
+                                  truncate or 0, state0)
+
+    def _layered_loss(self, lay, X, target, loss, output, truncate, state0):
+        """The general driver's loss, gradients and state on batch-first X
+        (padded) and target (validate_target's form), dropout masks drawn."""
+        if output == "sequence":
+            target = lay.pack(target if target.ndim == 3 else target[..., None])
+            if loss == "cross_entropy":
+                target = np.ascontiguousarray(target[:, 0])
+        masks = _bptt.draw_masks(self, lay.rows)
+        return _bptt.layered_loss_grad_state(self, lay, lay.pack(X), target, loss, output,
+                                             truncate, state0, masks)
 
     def _check_loss_output(self, loss, output):
         check_choice("loss", loss, LOSSES)
@@ -583,8 +661,8 @@ class RNN:
         state_dict : dict of str to ndarray
             New arrays of the network's dtype.
         """
-        return interop.to_torch_state_dict(self, rnn_prefix=rnn_prefix,
-                                           output_prefix=output_prefix)
+        return interop.to_torch_state_dict_layers(self, rnn_prefix=rnn_prefix,
+                                                  output_prefix=output_prefix)
 
     @classmethod
     def from_torch_state_dict(cls, state_dict, *, cell=None, nonlinearity="tanh",
@@ -628,7 +706,7 @@ class RNN:
         -------
         net : RNN
         """
-        return interop.from_torch_state_dict(
+        return interop.from_torch_state_dict_layers(
             cls, state_dict, cell=cell, nonlinearity=nonlinearity,
             output_activation=output_activation, dtype=dtype, backend=backend,
             rnn_prefix=rnn_prefix, output_prefix=output_prefix)
@@ -637,4 +715,7 @@ class RNN:
         return (f"RNN({self.input_size}, {self.hidden_size}, {self.output_size}, "
                 f"cell={self.cell!r}, nonlinearity={self.nonlinearity!r}, "
                 f"output_activation={self.output_activation!r}, init={self.init!r}, "
-                f"dtype={np.dtype(self.dtype).name!r}, backend={self.backend!r})")
+                f"dtype={np.dtype(self.dtype).name!r}, backend={self.backend!r}"
+                + (f", num_layers={self.num_layers}" if self.num_layers > 1 else "")
+                + (", bidirectional=True" if self.bidirectional else "")
+                + (f", dropout={self.dropout!r}" if self.dropout else "") + ")")
