@@ -449,11 +449,22 @@ class Layout:
                 self.rows, -1)
         return X[self.order[self.j_of_row], self.t_of_row]
 
-    def unpack(self, rows, fill=0.0):
-        """Packed rows (rows, F) -> batch-first (n, T, F), ``fill`` in the padding."""
-        out = np.full((self.n, self.T, rows.shape[1]), fill, dtype=rows.dtype)
+    def unpack(self, rows, fill=0.0, width=None):
+        """Packed rows (rows, F) -> batch-first (n, width or T, F), ``fill``
+        in the padding."""
+        out = np.full((self.n, width or self.T, rows.shape[1]), fill, dtype=rows.dtype)
         out[self.order[self.j_of_row], self.t_of_row] = rows
         return out
+
+    def in_form(self, rows, form, width):
+        """Packed per-timestep outputs in the form the input came in: an
+        array (n, T, F), NaN-padded (n, width, F), or a list of (T_i, F)."""
+        if form == "array":
+            return self.unpack(rows)
+        if form == "padded":
+            return self.unpack(rows, np.nan, width)
+        full = self.unpack(rows)
+        return [full[i, :L].copy() for i, L in enumerate(self.lengths)]
 
     def pieces(self, truncate, reverse):
         """The backward pass's pieces of one run: (t0, t1, batch, r0,

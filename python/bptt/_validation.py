@@ -423,3 +423,157 @@ def target_rows(y, output):
     rows = np.empty((T * n, O), dtype=y.dtype)
     time_major(y, 0, T, rows.reshape(T, n, O))
     return rows
+
+
+# ------------------------------------------------------------ ragged input
+def padding_lengths(X):
+    """The real timesteps of each sequence of a NaN-padded float array.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_timesteps, n_features)
+        Padded with NaN: the padding is whole trailing timesteps that are
+        all NaN, and every sequence keeps at least one real timestep.
+
+    Returns
+    -------
+    lengths : ndarray of int of shape (n_samples,)
+
+    Raises ValueError for infinity, for NaN anywhere but whole trailing
+    timesteps, and for a sequence with no real timestep.
+    """
+    if np.isinf(X).any():
+        raise ValueError("Input X contains infinity or a value too large for "
+                         f"{X.dtype!r}.")
+    nan = np.isnan(X)
+    padded = nan.all(axis=2)  # (n, T): timesteps that are all NaN
+    partial = nan.any(axis=2) & ~padded
+    if partial.any():
+        i, t = np.argwhere(partial)[0]
+        raise ValueError(
+            f"Input X contains NaN in some but not all features of timestep "
+            f"{t} of sequence {i}: NaN is only accepted as padding, whole "
+            f"trailing timesteps that are all NaN."
+        )
+    gap = padded[:, :-1] & ~padded[:, 1:]  # a NaN timestep before a real one
+    if gap.any():
+        i, t = np.argwhere(gap)[0]
+        raise ValueError(
+            f"Input X contains NaN at timestep {t} of sequence {i}, followed by "
+            f"real timesteps: NaN is only accepted as padding, whole trailing "
+            f"timesteps that are all NaN."
+        )
+    lengths = (~padded).sum(axis=1)
+    if (lengths == 0).any():
+        i = int(np.argmin(lengths))
+        raise ValueError(
+            f"Input X contains NaN in every timestep of sequence {i}: each "
+            f"sequence needs at least 1 real timestep."
+        )
+    return lengths
+
+
+def _is_ragged_list(X):
+    """A list (or tuple) of sequences rather than a nested array-like: its
+    elements are arrays, or their lengths differ."""
+    if not isinstance(X, (list, tuple)) or len(X) == 0:
+        return False
+    if any(isinstance(x, np.ndarray) for x in X):
+        return True
+    try:
+        return len({len(x) for x in X}) > 1
+    except TypeError:
+        return False
+
+
+def check_ragged(X, input_size, dtype, name="X", owner="RNN"):
+    """Validate sequences in any of the forms of DESIGN.md's ragged input.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_timesteps, n_features), a NaN-padded
+        such array, or a list of arrays (T_i, n_features) (or (T_i,) when
+        n_features is 1)
+    input_size : int
+    dtype : numpy float type
+
+    Returns
+    -------
+    X : ndarray of shape (n_samples, n_timesteps, input_size)
+        Of ``dtype``, batch-first, the padding (if any) zero.
+    lengths : ndarray of int of shape (n_samples,), or None
+        Each sequence's real timesteps; None for a plain array (all real).
+    form : {"array", "padded", "list"}
+        How the input came, so that outputs can go back in the same form.
+    """
+    if _is_ragged_list(X):
+        seqs = []
+        for i, seq in enumerate(X):
+            arr = as_numeric_array(seq, f"{name}[{i}]")
+            if arr.ndim == 1 and input_size == 1:
+                arr = arr[:, None]
+            if arr.ndim != 2 or arr.shape[1] != input_size:
+                raise ValueError(
+                    f"Each sequence of a list must have shape (n_timesteps, "
+                    f"{input_size}){' or (n_timesteps,)' if input_size == 1 else ''}; "
+                    f"got {name}[{i}] of shape {arr.shape} ({owner} is expecting "
+                    f"{input_size} features as input)."
+                )
+            if arr.shape[0] == 0:
+                raise ValueError(f"{name}[{i}] has 0 timesteps while a minimum of 1 is "
+                                 f"required by {owner}.")
+            seqs.append(cast_finite(arr, dtype, f"{name}[{i}]"))
+        lengths = np.array([len(a) for a in seqs])
+        out = np.zeros((len(seqs), int(lengths.max()), input_size), dtype=dtype)
+        for i, a in enumerate(seqs):
+            out[i, :len(a)] = a
+        return out, lengths, "list"
+    arr = as_numeric_array(X, name)
+    if arr.ndim == 3 and arr.dtype.kind == "f" and arr.size and np.isnan(arr).any():
+        lengths = padding_lengths(arr)
+        filled = np.where(np.isnan(arr), 0, arr)
+        return check_sequences(filled, input_size, dtype, name, owner), lengths, "padded"
+    return check_sequences(arr, input_size, dtype, name, owner), None, "array"
+
+
+def check_ragged_target(y, lengths, form, loss, output_size, dtype):
+    """Targets of ``output="sequence"`` for ragged X, in its form.
+
+    ``y`` is a list of (T_i, O) (or (T_i,)) arrays, or an array (n, T, O)
+    (or (n, T)) NaN-padded like X; T_i must be X's lengths. Returns
+    :func:`validate_target`'s batch-first form, the padding zero.
+    """
+    n, T = len(lengths), int(lengths.max())
+    if _is_ragged_list(y) or (form == "list" and isinstance(y, (list, tuple))):
+        if len(y) != n:
+            raise ValueError(f"Found input variables with inconsistent numbers of "
+                             f"samples: [{n}, {len(y)}] (X and y).")
+        arrays = [as_numeric_array(t, f"y[{i}]") for i, t in enumerate(y)]
+        for i, t in enumerate(arrays):
+            if t.ndim == 0 or t.shape[0] != lengths[i]:
+                raise ValueError(
+                    f"y[{i}] has {t.shape[0] if t.ndim else 0} timesteps but X[{i}] has "
+                    f"{lengths[i]}: a target of output='sequence' needs one row per "
+                    f"timestep.")
+        tail = arrays[0].shape[1:]
+        if any(t.shape[1:] != tail for t in arrays):
+            raise ValueError("Every target sequence must have the same shape after its "
+                             "first axis.")
+        pad = np.zeros((n, T) + tail, dtype=np.result_type(*arrays))
+        for i, t in enumerate(arrays):
+            pad[i, :len(t)] = t
+    else:
+        pad = as_numeric_array(y, "y")
+        if pad.ndim >= 2 and pad.shape[0] == n and pad.shape[1] >= T:
+            pad = pad[:, :T]
+            real = np.arange(T)[None, :] < lengths[:, None]
+            nan = np.isnan(pad) if pad.dtype.kind == "f" else np.zeros(pad.shape, bool)
+            nan_steps = nan.reshape(n, T, -1).any(axis=2)
+            if (nan_steps & real).any():
+                i, t = np.argwhere(nan_steps & real)[0]
+                raise ValueError(
+                    f"y contains NaN at timestep {t} of sequence {i}, a real timestep "
+                    f"of X (X[{i}] has {lengths[i]}): the targets' padding must match "
+                    f"X's.")
+            pad = np.where(nan, 0, pad) if nan.any() else pad
+    return validate_target(pad, loss, "sequence", n, T, output_size, dtype)

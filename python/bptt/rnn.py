@@ -16,6 +16,8 @@ from ._validation import (
     check_choice,
     check_dtype,
     check_positive_int,
+    check_ragged,
+    check_ragged_target,
     check_sequences,
     check_state,
     check_target,
@@ -454,13 +456,13 @@ class RNN:
             The hidden state after the last step; for "lstm" a tuple
             (h_T, c_T). Pass it back as ``h0`` to continue the sequences.
         """
-        X = check_sequences(X, self.input_size, self.dtype)
+        X, lengths, form = check_ragged(X, self.input_size, self.dtype)
         state0 = self._check_state(h0, X.shape[0])
-        if not self._layered:
+        if lengths is None and not self._layered:
             return _bptt.forward(self, X, state0)
-        lay = _bptt.Layout(np.full(X.shape[0], X.shape[1]))
+        lay = _bptt.Layout(np.full(X.shape[0], X.shape[1]) if lengths is None else lengths)
         Y, state = _bptt.layered_forward(self, lay, lay.pack(X), state0)
-        return lay.unpack(Y), state
+        return lay.in_form(Y, form, X.shape[1]), state
 
     def stream(self, n_samples=1, h0=None):
         """Prepare step-by-step inference for live data (one timestep per call).
@@ -551,9 +553,18 @@ class RNN:
         estimators' truncated training, which carries it into the next window)."""
         self._check_loss_output(loss, output)
         truncate = check_positive_int("truncate", truncate, allow_none=True)
-        X = check_sequences(X, self.input_size, self.dtype)
+        X, lengths, form = check_ragged(X, self.input_size, self.dtype)
         n, T, _ = X.shape
         state0 = self._check_state(h0, n)
+        if lengths is not None:
+            if output == "sequence":
+                target = check_ragged_target(y, lengths, form, loss, self.output_size,
+                                             self.dtype)
+            else:
+                target = validate_target(y, loss, output, n, T, self.output_size,
+                                         self.dtype)
+            return self._layered_loss(_bptt.Layout(lengths), X, target, loss, output,
+                                      truncate or 0, state0)
         if not (self._layered or output == "mean"):
             target = check_target(y, loss, output, n, T, self.output_size, self.dtype)
             return _bptt.loss_grad_state(self, X, target, loss, output, truncate or 0,
