@@ -261,7 +261,8 @@ def test_config_round_trip(cell):
     assert json.loads(json.dumps(config)) == config
     assert config == {"input_size": 3, "hidden_size": 4, "output_size": 2, "cell": cell,
                       "nonlinearity": "relu", "output_activation": "sigmoid",
-                      "init": "xavier", "dtype": "float32", "backend": "numpy"}
+                      "init": "xavier", "dtype": "float32", "backend": "numpy",
+                      "num_layers": 1, "bidirectional": False, "dropout": 0.0}
     again = bptt.RNN.from_config(config, params=net.params)
     assert repr(again) == repr(net) and again.get_config() == config
     for name, value in net.params.items():
