@@ -296,3 +296,36 @@ def test_bad_layer_arguments_and_states():
     Y, state = net.forward(X)
     assert Y.shape == (5, 4, 1) and state.shape == (4, 5, 3)
     net.forward(X, state)
+
+
+@pytest.mark.parametrize("output", ["last", "mean", "sequence"])
+def test_estimators_layers_directions_dropout(output, tmp_path):
+    import warnings
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 8, 2))
+    y = X[:, :, 0].cumsum(axis=1) if output == "sequence" else X[:, :, 0].mean(axis=1)
+    kw = dict(num_layers=2, bidirectional=True, dropout=0.1, output=output)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = bptt.RNNRegressor(hidden_size=8, max_epochs=40, random_state=0, **kw).fit(X, y)
+        again = bptt.RNNRegressor(hidden_size=8, max_epochs=40, random_state=0, **kw).fit(X, y)
+    assert est.net_.num_layers == 2 and est.net_.bidirectional and est.net_.dropout == 0.1
+    assert est.score(X, y) > 0.5
+    np.testing.assert_array_equal(est.predict(X), again.predict(X))  # bit for bit
+    loaded = bptt.load(est.save(tmp_path / "m"))
+    np.testing.assert_array_equal(loaded.predict(X), est.predict(X))
+    # the estimators' prediction is the readout the loss trained
+    if output != "sequence":
+        lay = _bptt.Layout(np.full(40, 8))
+        value = _bptt.layered_loss_grad_state(
+            est.net_, lay, lay.pack(X), y[:, None], "mse", output, 0,
+            est.net_._check_state(None, 40))[0]
+        assert value == pytest.approx(np.mean((est.predict(X) - y) ** 2), rel=1e-10)
+
+
+def test_estimator_truncate_needs_one_direction():
+    X = np.zeros((4, 6, 1))
+    with pytest.raises(ValueError, match="needs one direction"):
+        bptt.RNNRegressor(bidirectional=True, truncate=2, max_epochs=1).fit(X, np.zeros(4))
+    with pytest.raises(ValueError, match="output='mean' reads every timestep"):
+        bptt.RNNRegressor(output="mean", truncate=2, max_epochs=1).fit(X, np.zeros(4))

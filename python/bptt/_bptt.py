@@ -371,6 +371,10 @@ class TrainingData:
         return forward(self.net, X, state0)[1]
 
     def _slice(self, rows, start, stop):
+        if (start or stop is not None) and self.output == "mean":
+            raise ValueError(
+                "training window by window (truncate) needs output='last' or "
+                "'sequence': output='mean' reads every timestep of a sequence.")
         if (start or stop is not None) and self.net.bidirectional:
             raise ValueError(
                 "training window by window (truncate) carries the state forward in "
@@ -731,6 +735,28 @@ def layered_forward(net, lay, X, state0):
             "or the inputs are too large for the network's dtype."
         )
     return Y, _unsorted_states(net, lay, finals)
+
+
+def layered_readout(net, lay, X, state0, output):
+    """The output layer on the pooled top output ("last" or "mean"), (n, O)
+    in sample order; X packed (rows, I)."""
+    with serial_blas() if holds_blas(net, lay.n, lay.T) else nullcontext(1) as budget:
+        n_threads = plan_threads(net, budget, lay.n)
+        _, top, _ = _forward_layers(net, lay, X, _sorted_states(net, lay, state0), None,
+                                    n_threads)
+        Hs = np.ascontiguousarray(_pool(lay, top, output, net._directions))
+        Z = np.empty((lay.n, net.output_size), dtype=net.dtype)
+        Y = np.empty_like(Z)
+        net._out.output_forward(Hs, net._params["W_oh"], net._params["b_o"],
+                                OUTPUT_ACTIVATIONS[net.output_activation], Z, Y)
+    if not np.isfinite(Y).all():
+        raise FloatingPointError(
+            "forward produced non-finite outputs: the parameters hold NaN/inf "
+            "or the inputs are too large for the network's dtype."
+        )
+    out = np.empty_like(Y)
+    out[lay.order] = Y
+    return out
 
 
 def layered_loss_grad_state(net, lay, X, target, loss, output, truncate, state0,

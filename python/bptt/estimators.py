@@ -100,7 +100,10 @@ class _BaseRNN(BaseEstimator, metaclass=ABCMeta):
         "cell": [StrOptions({"rnn", "lstm", "gru"})],
         "nonlinearity": [StrOptions({"tanh", "relu"})],
         "init": [StrOptions({"orthogonal", "xavier", "identity", "uniform"})],
-        "output": [StrOptions({"last", "sequence"})],
+        "output": [StrOptions({"last", "sequence", "mean"})],
+        "num_layers": [Interval(Integral, 1, None, closed="left")],
+        "bidirectional": ["boolean"],
+        "dropout": [Interval(Real, 0, 1, closed="left")],
         "optimizer": [StrOptions(set(OPTIMIZERS))],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
         "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
@@ -149,6 +152,9 @@ class _BaseRNN(BaseEstimator, metaclass=ABCMeta):
         dtype="float64",
         random_state=None,
         verbose=0,
+        num_layers=1,
+        bidirectional=False,
+        dropout=0.0,
     ):
         self.hidden_size = hidden_size
         self.cell = cell
@@ -174,6 +180,9 @@ class _BaseRNN(BaseEstimator, metaclass=ABCMeta):
         self.dtype = dtype
         self.random_state = random_state
         self.verbose = verbose
+        self.num_layers = num_layers
+        self.bidirectional = bidirectional
+        self.dropout = dropout
 
     # ---------------------------------------------------------------- hooks
     @abstractmethod
@@ -258,6 +267,8 @@ class _BaseRNN(BaseEstimator, metaclass=ABCMeta):
             cell=self.cell, nonlinearity=self.nonlinearity,
             output_activation=activation, init=self.init, dtype=self.dtype,
             random_state=int(self._random_state.randint(np.iinfo(np.int32).max)),
+            num_layers=self.num_layers, bidirectional=self.bidirectional,
+            dropout=self.dropout,
         )
         self.n_iter_ = 0
         self.loss_curve_ = []
@@ -277,9 +288,11 @@ class _BaseRNN(BaseEstimator, metaclass=ABCMeta):
         output_size, activation, _ = self._output_layer()
         wanted = {"hidden_size": self.hidden_size, "cell": self.cell,
                   "nonlinearity": self.nonlinearity,
-                  "dtype": np.dtype(self.dtype).name}
+                  "dtype": np.dtype(self.dtype).name, "num_layers": self.num_layers,
+                  "bidirectional": bool(self.bidirectional)}
         have = {"hidden_size": net.hidden_size, "cell": net.cell,
-                "nonlinearity": net.nonlinearity, "dtype": np.dtype(net.dtype).name}
+                "nonlinearity": net.nonlinearity, "dtype": np.dtype(net.dtype).name,
+                "num_layers": net.num_layers, "bidirectional": net.bidirectional}
         changed = [f"{k} from {have[k]!r} to {wanted[k]!r}" for k in wanted
                    if wanted[k] != have[k]]
         if changed:
@@ -574,9 +587,9 @@ class _BaseRNN(BaseEstimator, metaclass=ABCMeta):
 
     # ---------------------------------------------------------------- predict
     def _forward(self, X):
-        """Network outputs for validated X: (n, O) for "last", else (n, T, O)."""
-        Y, _ = self.net_.forward(X)
-        return Y[:, -1] if self.output == "last" else Y
+        """Network outputs for validated X: (n, O) for "last" and "mean",
+        else (n, T, O)."""
+        return self.net_._readout(X, self.output)
 
     # ---------------------------------------------------------------- persistence
     def save(self, path):
@@ -613,10 +626,12 @@ _PARAMETERS_DOC = """
     init : {{"orthogonal", "xavier", "identity", "uniform"}}, default="orthogonal"
         Initialisation of the recurrent weights W_hh. "identity" with
         ``nonlinearity="relu"`` is the IRNN of Le et al. (2015).
-    output : {{"last", "sequence"}}, default="last"
+    output : {{"last", "sequence", "mean"}}, default="last"
         "last": many-to-one, one prediction per sequence from the last
-        timestep. "sequence": many-to-many, a prediction at every timestep;
-        y then has one target per timestep.
+        timestep (bidirectional: from the final state of each direction).
+        "mean": many-to-one from the mean of the top layer's output over
+        the sequence's timesteps. "sequence": many-to-many, a prediction at
+        every timestep; y then has one target per timestep.
     optimizer : {{"sgd", "momentum", "adam"}}, default="adam"
         "sgd" is plain gradient descent, "momentum" adds heavy-ball momentum,
         "adam" is Kingma and Ba's Adam.
@@ -673,6 +688,13 @@ _PARAMETERS_DOC = """
         score when there is one, the time per epoch): a tqdm progress bar when
         tqdm is installed, otherwise one line per epoch; 2 always prints one
         line per epoch.
+    num_layers : int, default=1
+        Stacked recurrent layers (``bptt.RNN``'s ``num_layers``).
+    bidirectional : bool, default=False
+        Each layer runs in both directions. Truncated training (``truncate``)
+        carries the state forward in time, so it needs one direction.
+    dropout : float in [0, 1), default=0.0
+        Dropout on the outputs of every layer but the last, while fitting.
 """
 
 _ATTRIBUTES_DOC = """
@@ -742,10 +764,10 @@ class RNNRegressor(RegressorMixin, _BaseRNN):
         y = check_array(y, ensure_2d=False, allow_nd=True,
                         dtype=np.dtype(self.dtype).type, input_name="y", estimator=self)
         check_consistent_length(X, y)
-        if self.output == "last":
+        if self.output != "sequence":
             if y.ndim not in (1, 2):
                 raise ValueError(
-                    f"With output='last', y must have shape (n_samples,) or "
+                    f"With output={self.output!r}, y must have shape (n_samples,) or "
                     f"(n_samples, n_outputs); got y of shape {y.shape}."
                 )
             n_outputs = 1 if y.ndim == 1 else y.shape[1]
@@ -867,7 +889,7 @@ class RNNClassifier(ClassifierMixin, _BaseRNN):
     # The docstring is assembled below from the shared parameter list.
 
     def _stratify_validation(self):
-        return self.output == "last"
+        return self.output != "sequence"
 
     def _output_layer(self):
         n_classes = len(self.classes_)
@@ -877,7 +899,7 @@ class RNNClassifier(ClassifierMixin, _BaseRNN):
 
     def _validate_targets(self, y, X, reset, classes=None):
         self._check_y_present(y)
-        if self.output == "last":
+        if self.output != "sequence":
             y = column_or_1d(y, warn=True)
             check_consistent_length(X, y)
         else:

@@ -584,6 +584,25 @@ class RNN:
         return _bptt.layered_loss_grad_state(self, lay, lay.pack(X), target, loss, output,
                                              truncate, state0, masks)
 
+    def _readout(self, X, output="sequence", h0=None):
+        """What the output layer gives for the loss of ``output``: forward's
+        Y for "sequence" (in X's form); (n_samples, output_size) for "last"
+        (the output layer on each sequence's final state of each direction,
+        [h_fwd at its last timestep, h_bwd at t = 0]) and "mean" (on the mean
+        of the top layer's output over each sequence's timesteps). The
+        estimators predict with it."""
+        check_choice("output", output, OUTPUTS)
+        X, lengths, form = check_ragged(X, self.input_size, self.dtype)
+        state0 = self._check_state(h0, X.shape[0])
+        if lengths is None and not self._layered and output != "mean":
+            Y = _bptt.forward(self, X, state0)[0]
+            return Y[:, -1] if output == "last" else Y
+        lay = _bptt.Layout(np.full(X.shape[0], X.shape[1]) if lengths is None else lengths)
+        if output == "sequence":
+            return lay.in_form(_bptt.layered_forward(self, lay, lay.pack(X), state0)[0],
+                               form, X.shape[1])
+        return _bptt.layered_readout(self, lay, lay.pack(X), state0, output)
+
     def _check_loss_output(self, loss, output):
         check_choice("loss", loss, LOSSES)
         check_choice("output", output, OUTPUTS)
