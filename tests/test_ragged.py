@@ -130,3 +130,39 @@ def test_univariate_list():
     net = bptt.RNN(1, 3, 1, random_state=0)
     Y, _ = net.forward([np.arange(3.0), np.arange(5.0)])
     assert [y.shape for y in Y] == [(3, 1), (5, 1)]
+
+
+@pytest.mark.parametrize("output", ["last", "mean"])
+@pytest.mark.parametrize("kw", [{}, {"num_layers": 2, "bidirectional": True}])
+def test_estimators_take_ragged_X(output, kw):
+    import warnings
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(3, 12, size=60)
+    X = [rng.standard_normal((L, 2)) for L in lengths]
+    y = np.array([x[:, 0].sum() for x in X])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = bptt.RNNRegressor(hidden_size=8, max_epochs=60, random_state=0, output=output,
+                                **kw).fit(X, y)
+        est.partial_fit(_padded(X, 14), y)
+    pred = est.predict(X)
+    assert pred.shape == (60,) and est.score(X, y) > 0.5
+    np.testing.assert_allclose(est.predict(_padded(X, 13)), pred, rtol=1e-12)
+    np.testing.assert_allclose(est.predict([X[5]]), pred[5:6], rtol=1e-12)
+    labels = (y > 0).astype(int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf = bptt.RNNClassifier(hidden_size=8, max_epochs=30, random_state=0, output=output,
+                                 **kw).fit(X, labels)
+    assert clf.predict_proba(X).shape == (60, 2) and clf.score(X, labels) > 0.6
+
+
+def test_estimators_ragged_errors():
+    X = [np.zeros((3, 1)), np.zeros((5, 1))]
+    with pytest.raises(ValueError, match="output='last' or 'mean'"):
+        bptt.RNNRegressor(output="sequence").fit(X, [np.zeros(3), np.zeros(5)])
+    with pytest.raises(ValueError, match="truncate=None for ragged X"):
+        bptt.RNNRegressor(truncate=2, max_epochs=1).fit(X, np.zeros(2))
+    est = bptt.RNNRegressor(max_epochs=1).fit(X, np.zeros(2))
+    with pytest.raises(ValueError, match="features"):
+        est.predict([np.zeros((3, 2)), np.zeros((2, 2))])

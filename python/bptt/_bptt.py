@@ -324,9 +324,10 @@ class TrainingData:
     n_samples, n_timesteps : int
     """
 
-    def __init__(self, net, X, y, loss, output):
+    def __init__(self, net, X, y, loss, output, lengths=None):
         self.net, self.X, self.y, self.loss, self.output = net, X, y, loss, output
         self.n_samples, self.n_timesteps = X.shape[:2]
+        self.lengths = lengths  # None: every sequence has n_timesteps
 
     def loss_and_grad(self, rows, start=0, stop=None, h0=None):
         """Loss, gradients and final state on a minibatch.
@@ -355,6 +356,13 @@ class TrainingData:
         if self.output == "sequence":
             y = y[:, start:stop]
         state0 = net._check_state(h0, X.shape[0]) if h0 is None else h0
+        if self.lengths is not None:
+            lengths = self.lengths[rows]
+            T = int(lengths.max())
+            lay = Layout(lengths)
+            return net._layered_loss(lay, np.ascontiguousarray(X[:, :T]),
+                                     y[:, :T] if self.output == "sequence" else y,
+                                     self.loss, self.output, 0, state0)
         if net._layered or self.output == "mean":
             return net._layered_loss(Layout(np.full(X.shape[0], X.shape[1])), X, y,
                                      self.loss, self.output, 0, state0)
@@ -371,6 +379,11 @@ class TrainingData:
         return forward(self.net, X, state0)[1]
 
     def _slice(self, rows, start, stop):
+        if (start or stop is not None) and self.lengths is not None:
+            raise ValueError(
+                "training window by window (truncate) carries the state forward "
+                "through timesteps every sequence of the batch has; these sequences "
+                "have lengths of their own. Use truncate=None for ragged X.")
         if (start or stop is not None) and self.output == "mean":
             raise ValueError(
                 "training window by window (truncate) needs output='last' or "

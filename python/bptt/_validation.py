@@ -494,7 +494,8 @@ def check_ragged(X, input_size, dtype, name="X", owner="RNN"):
     X : array-like of shape (n_samples, n_timesteps, n_features), a NaN-padded
         such array, or a list of arrays (T_i, n_features) (or (T_i,) when
         n_features is 1)
-    input_size : int
+    input_size : int or None
+        The features expected; None takes them from X.
     dtype : numpy float type
 
     Returns
@@ -510,6 +511,8 @@ def check_ragged(X, input_size, dtype, name="X", owner="RNN"):
         seqs = []
         for i, seq in enumerate(X):
             arr = as_numeric_array(seq, f"{name}[{i}]")
+            if input_size is None:
+                input_size = 1 if arr.ndim == 1 else (arr.shape[-1] if arr.ndim else 0)
             if arr.ndim == 1 and input_size == 1:
                 arr = arr[:, None]
             if arr.ndim != 2 or arr.shape[1] != input_size:
@@ -532,8 +535,20 @@ def check_ragged(X, input_size, dtype, name="X", owner="RNN"):
     if arr.ndim == 3 and arr.dtype.kind == "f" and arr.size and np.isnan(arr).any():
         lengths = padding_lengths(arr)
         filled = np.where(np.isnan(arr), 0, arr)
-        return check_sequences(filled, input_size, dtype, name, owner), lengths, "padded"
+        return (check_sequences(filled, input_size or arr.shape[2], dtype, name, owner),
+                lengths, "padded")
+    if input_size is None and arr.ndim == 3:
+        input_size = arr.shape[2]
     return check_sequences(arr, input_size, dtype, name, owner), None, "array"
+
+
+def is_ragged(X):
+    """Whether X is ragged input: a list of sequences of their own lengths,
+    or a float array holding NaN (which must then be trailing padding)."""
+    if _is_ragged_list(X):
+        return True
+    return (isinstance(X, np.ndarray) and X.dtype.kind == "f" and X.ndim in (2, 3)
+            and X.size > 0 and bool(np.isnan(X).any()))
 
 
 def check_ragged_target(y, lengths, form, loss, output_size, dtype):

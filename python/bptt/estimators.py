@@ -41,7 +41,7 @@ from sklearn.utils.validation import (
 )
 
 from . import persistence
-from ._validation import check_timesteps
+from ._validation import check_ragged, check_timesteps, is_ragged
 from .optimizers import OPTIMIZERS
 from .rnn import RNN
 
@@ -206,8 +206,12 @@ class _BaseRNN(BaseEstimator, metaclass=ABCMeta):
         """Return X as a batch-first 3-D array of the estimator's dtype.
 
         A 2-D X is read as univariate series (n_samples, n_timesteps).
+        Ragged X (a list of (T_i, F) / (T_i,) arrays, or NaN-padded) comes
+        back NaN-padded, the form the network and the training API take.
         """
         name = type(self).__name__
+        if is_ragged(X):
+            return self._validate_ragged_X(X, reset, name)
         # ensure_min_features=0: a 2-D X's second axis is time, which
         # check_timesteps reports for every ndim with the same message
         X = check_array(X, allow_nd=True, dtype=np.dtype(self.dtype).type,
@@ -233,6 +237,24 @@ class _BaseRNN(BaseEstimator, metaclass=ABCMeta):
                 f"X has {X.shape[2]} features, but {name} is expecting "
                 f"{self.n_features_in_} features as input."
             )
+        return X
+
+    def _validate_ragged_X(self, X, reset, name):
+        if self.output == "sequence":
+            raise ValueError(
+                f"{name} takes ragged X (a list of sequences, or NaN padding) with "
+                f"output='last' or 'mean'; per-timestep targets of ragged sequences "
+                f"are not supported by the estimators yet (bptt.RNN.loss_and_grad "
+                f"takes them).")
+        if isinstance(X, np.ndarray) and X.ndim == 2:
+            X = X[:, :, np.newaxis]
+        X, lengths, _ = check_ragged(X, None if reset else self.n_features_in_,
+                                     np.dtype(self.dtype).type, owner=name)
+        if reset:
+            self.n_features_in_ = X.shape[2]
+        if lengths is not None:
+            # a new array of check_ragged's (the caller's X is never written)
+            X[np.arange(X.shape[1])[None, :] >= lengths[:, None]] = np.nan
         return X
 
     def _check_y_present(self, y):

@@ -620,7 +620,8 @@ class RNN:
         Parameters
         ----------
         X, y, loss, output
-            As for :meth:`loss_and_grad`.
+            As for :meth:`loss_and_grad` (ragged X included: a minibatch then
+            runs at its own sequences' lengths).
 
         Returns
         -------
@@ -632,10 +633,14 @@ class RNN:
             ``data.advance(rows, start, stop, h0)`` the state after them.
         """
         self._check_loss_output(loss, output)
-        X = check_sequences(X, self.input_size, self.dtype)
+        X, lengths, form = check_ragged(X, self.input_size, self.dtype)
         n, T, _ = X.shape
-        target = validate_target(y, loss, output, n, T, self.output_size, self.dtype)
-        return _bptt.TrainingData(self, X, target, loss, output)
+        if lengths is not None and output == "sequence":
+            target = check_ragged_target(y, lengths, form, loss, self.output_size,
+                                         self.dtype)
+        else:
+            target = validate_target(y, loss, output, n, T, self.output_size, self.dtype)
+        return _bptt.TrainingData(self, X, target, loss, output, lengths)
 
     def release_buffers(self):
         """Free the buffers :meth:`loss_and_grad` keeps for its next call.
