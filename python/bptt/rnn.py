@@ -1,4 +1,4 @@
-"""The network: :class:`RNN`, a recurrent layer plus an output layer."""
+"""The network: :class:`RNN`, stacked recurrent layers (one or two directions) plus an output layer."""
 
 import numbers
 import os
@@ -230,7 +230,10 @@ class RNN:
         ``W_xh`` (G*H, I), ``W_hh`` (G*H, H), ``b_h`` (G*H,), ``W_oh`` (O, H),
         ``b_o`` (O,), where G is 1 for rnn, 4 for lstm (gate blocks i, f, g,
         o), 3 for gru (gate blocks r, z, n; plus ``b_hn`` (H,)). Arrays can
-        be replaced by arrays of the same shape.
+        be replaced by arrays of the same shape. Layer l >= 1 adds the
+        suffix ``_l{l}`` (its ``W_xh`` is (G*H, D*H)), the backward direction
+        ``_reverse`` after it; ``W_oh`` is (O, D*H), D = 2 when
+        bidirectional (docs/layers.md).
 
     Examples
     --------
@@ -444,17 +447,24 @@ class RNN:
         Parameters
         ----------
         X : array-like of shape (n_samples, n_timesteps, input_size)
+            Or ragged: a list of (T_i, input_size) arrays ((T_i,) when
+            input_size is 1), or an array padded with NaN in whole trailing
+            timesteps (docs/layers.md).
         h0 : ndarray of shape (n_samples, hidden_size), optional
             Initial hidden state (zeros when None); for "lstm" a tuple
-            (h0, c0) of such arrays.
+            (h0, c0) of such arrays. With several layers or two directions
+            (num_layers * D, n_samples, hidden_size), PyTorch's layout.
 
         Returns
         -------
         Y : ndarray of shape (n_samples, n_timesteps, output_size)
-            Outputs after ``output_activation`` at every timestep.
+            Outputs after ``output_activation`` at every timestep; for ragged
+            X in X's form (a list of (T_i, output_size), or NaN-padded).
         state : ndarray of shape (n_samples, hidden_size)
-            The hidden state after the last step; for "lstm" a tuple
-            (h_T, c_T). Pass it back as ``h0`` to continue the sequences.
+            The hidden state after the last step (each sequence's own last
+            step); for "lstm" a tuple (h_T, c_T); (num_layers * D,
+            n_samples, hidden_size) as h0. Pass it back as ``h0`` to
+            continue the sequences.
         """
         X, lengths, form = check_ragged(X, self.input_size, self.dtype)
         state0 = self._check_state(h0, X.shape[0])
@@ -520,22 +530,29 @@ class RNN:
         Parameters
         ----------
         X : array-like of shape (n_samples, n_timesteps, input_size)
+            Or ragged, as for :meth:`forward`.
         y : array-like
             ``output="sequence"``: (n_samples, n_timesteps, output_size), or
             (n_samples, n_timesteps) when output_size is 1 or for
-            cross-entropy labels. ``output="last"``: (n_samples, output_size),
-            or (n_samples,).
+            cross-entropy labels (for ragged X in X's form: a list of
+            (T_i, ...) arrays, or NaN-padded like X). ``output="last"`` and
+            ``"mean"``: (n_samples, output_size), or (n_samples,).
         loss : {"mse", "cross_entropy", "binary_cross_entropy"}, default="mse"
             Mean squared error over every element; cross-entropy of the softmax
             output against integer labels, averaged over samples (and
             timesteps); binary cross-entropy of the sigmoid output, averaged
             over every element.
-        output : {"sequence", "last"}, default="sequence"
-            Loss at every timestep (many-to-many) or at the last (many-to-one).
+        output : {"sequence", "last", "mean"}, default="sequence"
+            Loss at every timestep (many-to-many), at the last (many-to-one;
+            bidirectional: the output layer on [h_fwd at each sequence's
+            last timestep, h_bwd at t = 0]), or on the mean of the top
+            layer's output over each sequence's timesteps (many-to-one).
+            The loss averages over real elements only.
         truncate : int or None, default=None
             Truncated BPTT: the sequence is cut into windows [0, k), [k, 2k),
             ...; the state flows forward across window boundaries but no
-            gradient flows back across them. None is full BPTT.
+            gradient flows back across them (in both directions, on the
+            absolute timeline). None is full BPTT.
         h0 : ndarray of shape (n_samples, hidden_size), optional
             Initial state, as in :meth:`forward`.
 
@@ -543,7 +560,8 @@ class RNN:
         -------
         loss : float
         grads : dict of str to ndarray
-            dloss/dparam, same keys and shapes as :attr:`params`.
+            dloss/dparam, same keys and shapes as :attr:`params`; with
+            dropout, exact for the masks drawn in this call.
         """
         value, grads, _ = self._loss_grad_state(X, y, loss, output, truncate, h0)
         return value, grads
