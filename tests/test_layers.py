@@ -97,9 +97,9 @@ def test_finite_differences_numpy_backend(cell, output, truncate):
     X, y = _problem(net, 2, 5, output)
     lay = _bptt.Layout(np.full(2, 5))
     masks = _bptt.draw_masks(net, lay.rows)
-    target = lay.pack(y) if output == "sequence" else y
+    target = y
     state0 = net._check_state(None, 2)
-    Xp = lay.pack(X)
+    Xp = X
     # truncated BPTT is the gradient with the state detached at window
     # boundaries: finite differences of the windows' losses run with the
     # states they received held fixed would need those states; check the
@@ -228,7 +228,7 @@ def test_dropout_reproducible_and_training_only():
     lay = _bptt.Layout(np.full(4, 6))
     masks = _bptt.draw_masks(net, lay.rows, rng)
     value, grads, _ = _bptt.layered_loss_grad_state(
-        net, lay, lay.pack(X), lay.pack(y), "mse", "sequence", 0,
+        net, lay, X, y, "mse", "sequence", 0,
         net._check_state(None, 4), masks)
     v2, g2 = net.loss_and_grad(X, y)
     assert value == v2  # the masks drawn are those of the network's random state
@@ -318,7 +318,7 @@ def test_estimators_layers_directions_dropout(output, tmp_path):
     if output != "sequence":
         lay = _bptt.Layout(np.full(40, 8))
         value = _bptt.layered_loss_grad_state(
-            est.net_, lay, lay.pack(X), y[:, None], "mse", output, 0,
+            est.net_, lay, X, y[:, None], "mse", output, 0,
             est.net_._check_state(None, 40))[0]
         assert value == pytest.approx(np.mean((est.predict(X) - y) ** 2), rel=1e-10)
 
@@ -329,3 +329,17 @@ def test_estimator_truncate_needs_one_direction():
         bptt.RNNRegressor(bidirectional=True, truncate=2, max_epochs=1).fit(X, np.zeros(4))
     with pytest.raises(ValueError, match="output='mean' reads every timestep"):
         bptt.RNNRegressor(output="mean", truncate=2, max_epochs=1).fit(X, np.zeros(4))
+
+
+def test_buffers_kept_and_released():
+    net = bptt.RNN(2, 3, 1, num_layers=2, bidirectional=True, random_state=0)
+    X = np.random.default_rng(0).standard_normal((3, 5, 2))
+    first = net.loss_and_grad(X, np.zeros((3, 5)))
+    assert net._buffers  # kept for the next call of the same shapes
+    again = net.loss_and_grad(X, np.zeros((3, 5)))
+    assert first[0] == again[0]
+    for name in first[1]:
+        np.testing.assert_array_equal(first[1][name], again[1][name])
+    assert "_buffers" not in pickle.loads(pickle.dumps(net)).__dict__
+    net.release_buffers()
+    assert "_buffers" not in net.__dict__

@@ -375,7 +375,7 @@ class TrainingData:
         state0 = self.net._check_state(h0, X.shape[0]) if h0 is None else h0
         if self.net._layered:
             lay = Layout(np.full(X.shape[0], X.shape[1]))
-            return layered_forward(self.net, lay, lay.pack(X), state0)[1]
+            return layered_forward(self.net, lay, X, state0)[1]
         return forward(self.net, X, state0)[1]
 
     def _slice(self, rows, start, stop):
@@ -415,6 +415,37 @@ class TrainingData:
 # with the rows permuted by ``Layout.rev`` (an involution). Layer l > 0
 # reads layer l-1's output [h_fwd(t), h_bwd(t)] (times the dropout mask
 # while training); backward, the dX of layer l's runs is layer l-1's dL/dH.
+
+
+class Buffers:
+    """The general driver's arrays, kept on the network for its next call
+    with the same shapes (up to KEEP_WORKSPACE_BYTES in all), as _bptt's
+    workspace is: fresh arrays of a few hundred kB each come from fresh
+    pages, whose first touch made a 2-layer bidirectional M-size step
+    several times slower than its kernels. ``get(key, make)`` returns the
+    array kept under ``key`` (which names its shape) or ``make()``."""
+
+    def __init__(self, net):
+        self.net = net
+        # dict.pop is atomic: a concurrent call on this network makes its own
+        self.kept = net.__dict__.pop("_buffers", {})
+        self.used = {}
+
+    def get(self, key, make):
+        arr = self.kept.pop(key, None)
+        if arr is None:
+            arr = make()
+        self.used[key] = arr
+        return arr
+
+    def empty(self, tag, shape, dtype):
+        return self.get((tag, shape, np.dtype(dtype).str),
+                        lambda: np.empty(shape, dtype=dtype))
+
+    def keep(self):
+        arrays = [a for v in self.used.values() for a in (v if isinstance(v, tuple) else (v,))]
+        if sum(a.nbytes for a in arrays) <= KEEP_WORKSPACE_BYTES:
+            self.net._buffers = self.used
 
 
 class Layout:
@@ -458,13 +489,19 @@ class Layout:
         self.t_of_row = t_of_row
         self.rev = offsets[Ls[j_of_row] - 1 - t_of_row] + j_of_row
 
-    def pack(self, X):
-        """Batch-first (n, >= T, F) -> packed rows (rows, F) (a new array)."""
+    def pack(self, X, out=None):
+        """Batch-first (n, >= T, F) -> packed rows (rows, F), into ``out``
+        (rows, F) when given, else a new array."""
+        if out is None:
+            out = np.empty((self.rows, X.shape[2]), dtype=X.dtype)
         if self.uniform:  # the stable sort kept the order
-            out = np.empty((self.T, self.n, X.shape[2]), dtype=X.dtype)
-            return time_major(np.ascontiguousarray(X[:, :self.T]), 0, self.T, out).reshape(
-                self.rows, -1)
-        return X[self.order[self.j_of_row], self.t_of_row]
+            time_major(np.ascontiguousarray(X[:, :self.T]), 0, self.T,
+                       out.reshape(self.T, self.n, -1))
+            return out
+        flat = np.ascontiguousarray(X).reshape(-1, X.shape[2])
+        np.take(flat, self.order[self.j_of_row] * X.shape[1] + self.t_of_row, axis=0,
+                out=out)
+        return out
 
     def unpack(self, rows, fill=0.0, width=None):
         """Packed rows (rows, F) -> batch-first (n, width or T, F), ``fill``
@@ -616,34 +653,48 @@ def draw_masks(net, rows, rng=None):
             for _ in range(net.num_layers - 1)]
 
 
-def _forward_layers(net, lay, X, states, masks, n_threads):
+def _forward_layers(net, lay, X, states, masks, n_threads, buf):
     """Every run forward. Returns the runs [(X, cache)] by layer, the top
     layer's output (rows, D*H) and the final states in sorted order."""
-    cell, H, D = net._cell, net.hidden_size, net._directions
+    cell, H, D, rows = net._cell, net.hidden_size, net._directions, lay.rows
     p = net._params
     runs, finals = [], []
     inp = X
     for layer in range(net.num_layers):
-        layer_runs, outs = [], []
+        layer_runs = []
+        width = D * H
+        out = buf.empty(("out", layer), (rows, width), net.dtype) if D > 1 else None
         for d in range(D):
-            Xd = inp if d == 0 else inp[lay.rev]
-            cache = cell.allocate(lay.rows, 1, H, net.dtype)
+            if d == 0:
+                Xd = inp
+            else:
+                Xd = np.take(inp, lay.rev, axis=0,
+                             out=buf.empty(("Xrev", layer), inp.shape, net.dtype))
+            cache = buf.get(("cache", layer, d, rows, np.dtype(net.dtype).str),
+                            lambda: cell.allocate(rows, 1, H, net.dtype))
             _run_forward(cell, lay, Xd, _run_params(net, p, layer, d),
                          states[layer * D + d], cache, n_threads)
             layer_runs.append((Xd, cache))
-            finals.append(cell.state_after(_flat(cache, lay.rows), lay.last_row))
-            Hd = cell.hidden(cache).reshape(lay.rows, H)
-            outs.append(Hd if d == 0 else Hd[lay.rev])
-        inp = outs[0] if D == 1 else np.concatenate(outs, axis=1)
+            finals.append(cell.state_after(_flat(cache, rows), lay.last_row))
+            Hd = cell.hidden(cache).reshape(rows, H)
+            if D == 1:
+                out = Hd
+            elif d == 0:
+                out[:, :H] = Hd
+            else:
+                out[:, H:] = np.take(Hd, lay.rev, axis=0,
+                                     out=buf.empty("Hrev", (rows, H), net.dtype))
         if masks is not None and layer < net.num_layers - 1:
-            inp = inp * masks[layer]
+            out = np.multiply(out, masks[layer],
+                              out=buf.empty(("dropped", layer), (rows, width), net.dtype))
+        inp = out
         runs.append(layer_runs)
     return runs, inp, finals
 
 
-def _backward_layers(net, lay, runs, states, masks, dtop, truncate, n_threads):
+def _backward_layers(net, lay, runs, states, masks, dtop, truncate, n_threads, buf):
     """Every run backward from dL/d(top output) (rows, D*H); the gradients."""
-    cell, H, D = net._cell, net.hidden_size, net._directions
+    cell, H, D, rows = net._cell, net.hidden_size, net._directions, lay.rows
     p = net._params
     grads = {name: np.empty_like(value) for name, value in p.items()}
     pieces = [lay.pieces(truncate, d == 1) for d in range(D)]
@@ -654,18 +705,27 @@ def _backward_layers(net, lay, runs, states, masks, dtop, truncate, n_threads):
             if D == 1:
                 dH = dtop
             elif d == 0:
-                dH = np.ascontiguousarray(dtop[:, :H])
+                dH = buf.empty("dH", (rows, H), net.dtype)
+                dH[...] = dtop[:, :H]
             else:
-                dH = dtop[lay.rev, H:]
-            dX = np.empty_like(Xd) if layer > 0 else None
+                dH = buf.empty("dH", (rows, H), net.dtype)
+                dH[...] = np.take(dtop, lay.rev, axis=0,
+                                  out=buf.empty("dtop_rev", dtop.shape, net.dtype))[:, H:]
+            dX = buf.empty(("dX", layer, d), Xd.shape, net.dtype) if layer > 0 else None
             sfx = suffix(layer, d)
             g = {name: grads[name + sfx] for name in cell_param_names(cell)}
             _run_backward(cell, lay, pieces[d], Xd, _run_params(net, p, layer, d),
                           states[layer * D + d], cache, dH, g, n_threads, dX)
-            if dX is not None:
-                dX_sum = dX if d == 0 else dX_sum + dX[lay.rev]
+            if dX is None:
+                continue
+            if d == 0:
+                dX_sum = dX
+            else:
+                dX_sum += np.take(dX, lay.rev, axis=0,
+                                  out=buf.empty("dX_rev", dX.shape, net.dtype))
         if layer > 0:
-            dtop = dX_sum if masks is None else dX_sum * masks[layer - 1]
+            dtop = dX_sum if masks is None else np.multiply(dX_sum, masks[layer - 1],
+                                                            out=dX_sum)
     return grads
 
 
@@ -714,11 +774,12 @@ def _pool(lay, top, output, directions):
     return pooled
 
 
-def _unpool(lay, dpooled, output, width, directions):
+def _unpool(lay, dpooled, output, width, directions, buf):
     """dL/d(top output) (rows, width) from dL/d(what _pool returned)."""
     if output == "sequence":
         return dpooled
-    dtop = np.zeros((lay.rows, width), dtype=dpooled.dtype)
+    dtop = buf.empty("dtop", (lay.rows, width), dpooled.dtype)
+    dtop[...] = 0
     if output == "last":
         H = width // directions
         dtop[lay.last_row, :H] = dpooled[:, :H]
@@ -732,16 +793,19 @@ def _unpool(lay, dpooled, output, width, directions):
 
 
 def layered_forward(net, lay, X, state0):
-    """forward() through the general driver: X packed (rows, I). Returns
-    Y (rows, O) packed and the final state in the contract's form."""
+    """forward() through the general driver: X batch-first (n, >= T, I).
+    Returns Y (rows, O) packed and the final state in the contract's form."""
+    buf = Buffers(net)
     with serial_blas() if holds_blas(net, lay.n, lay.T) else nullcontext(1) as budget:
         n_threads = plan_threads(net, budget, lay.n)
-        _, top, finals = _forward_layers(net, lay, X, _sorted_states(net, lay, state0),
-                                         None, n_threads)
-        Z = np.empty((lay.rows, net.output_size), dtype=net.dtype)
-        Y = np.empty_like(Z)
+        Xp = lay.pack(X, buf.empty("X", (lay.rows, X.shape[2]), net.dtype))
+        _, top, finals = _forward_layers(net, lay, Xp, _sorted_states(net, lay, state0),
+                                         None, n_threads, buf)
+        Z = buf.empty("Z", (lay.rows, net.output_size), net.dtype)
+        Y = np.empty_like(Z)  # returned
         net._out.output_forward(top, net._params["W_oh"], net._params["b_o"],
                                 OUTPUT_ACTIVATIONS[net.output_activation], Z, Y)
+    buf.keep()
     if not np.isfinite(Y).all():
         raise FloatingPointError(
             "forward produced non-finite outputs: the parameters hold NaN/inf "
@@ -752,16 +816,19 @@ def layered_forward(net, lay, X, state0):
 
 def layered_readout(net, lay, X, state0, output):
     """The output layer on the pooled top output ("last" or "mean"), (n, O)
-    in sample order; X packed (rows, I)."""
+    in sample order; X batch-first (n, >= T, I)."""
+    buf = Buffers(net)
     with serial_blas() if holds_blas(net, lay.n, lay.T) else nullcontext(1) as budget:
         n_threads = plan_threads(net, budget, lay.n)
-        _, top, _ = _forward_layers(net, lay, X, _sorted_states(net, lay, state0), None,
-                                    n_threads)
+        Xp = lay.pack(X, buf.empty("X", (lay.rows, X.shape[2]), net.dtype))
+        _, top, _ = _forward_layers(net, lay, Xp, _sorted_states(net, lay, state0), None,
+                                    n_threads, buf)
         Hs = np.ascontiguousarray(_pool(lay, top, output, net._directions))
         Z = np.empty((lay.n, net.output_size), dtype=net.dtype)
         Y = np.empty_like(Z)
         net._out.output_forward(Hs, net._params["W_oh"], net._params["b_o"],
                                 OUTPUT_ACTIVATIONS[net.output_activation], Z, Y)
+    buf.keep()
     if not np.isfinite(Y).all():
         raise FloatingPointError(
             "forward produced non-finite outputs: the parameters hold NaN/inf "
@@ -776,32 +843,44 @@ def layered_loss_grad_state(net, lay, X, target, loss, output, truncate, state0,
                             masks=None):
     """loss_and_grad through the general driver.
 
-    X packed (rows, I); ``target`` float (rows, O) / int64 (rows,) labels in
-    packed order for "sequence", (n, O) / (n,) in sample order otherwise;
-    ``masks`` as :func:`draw_masks` returns them (None: no dropout).
-    Returns the loss, the gradients and the final state (contract's form).
+    X batch-first (n, >= T, I) (the padding, if any, is never read);
+    ``target`` float (n, >= T, O) / int64 (n, >= T) labels batch-first for
+    "sequence", (n, O) / (n,) otherwise; ``masks`` as :func:`draw_masks`
+    returns them (None: no dropout). Returns the loss, the gradients and
+    the final state (contract's form).
     """
+    buf = Buffers(net)
     with serial_blas() if holds_blas(net, lay.n, lay.T) else nullcontext(1) as budget:
         n_threads = plan_threads(net, budget, lay.n)
         states = _sorted_states(net, lay, state0)
-        runs, top, finals = _forward_layers(net, lay, X, states, masks, n_threads)
+        Xp = lay.pack(X, buf.empty("X", (lay.rows, X.shape[2]), net.dtype))
+        runs, top, finals = _forward_layers(net, lay, Xp, states, masks, n_threads, buf)
         final_state = _unsorted_states(net, lay, finals)
-        Hs = np.ascontiguousarray(_pool(lay, top, output, net._directions))
-        if output != "sequence":
+        if output == "sequence":
+            Hs = top
+            labels = target.dtype == np.int64
+            packed = lay.pack(target[..., None] if labels else target,
+                              buf.empty("target", (lay.rows, 1 if labels else target.shape[2]),
+                                        target.dtype))
+            target = packed[:, 0] if labels else packed
+        else:
+            Hs = np.ascontiguousarray(_pool(lay, top, output, net._directions))
             target = np.ascontiguousarray(target[lay.order])
         N, O = Hs.shape[0], net.output_size
         p = net._params
         grads_out = {"W_oh": np.empty_like(p["W_oh"]), "b_o": np.empty_like(p["b_o"])}
-        Z, Y, dZ = (np.empty((N, O), dtype=net.dtype) for _ in range(3))
-        dHs = np.empty_like(Hs)
+        Z, Y, dZ = (buf.empty(tag, (N, O), net.dtype) for tag in ("Z", "Y", "dZ"))
+        dHs = buf.empty("dHs", Hs.shape, net.dtype)
         denominator = N if loss == "cross_entropy" else N * O
         value = net._out.output_layer(
             Hs, p["W_oh"], p["b_o"], OUTPUT_ACTIVATIONS[net.output_activation],
-            LOSSES.index(loss), target, denominator, Z, Y, dZ, grads_out["W_oh"],
-            grads_out["b_o"], dHs, False, n_threads)
+            LOSSES.index(loss), np.ascontiguousarray(target), denominator, Z, Y, dZ,
+            grads_out["W_oh"], grads_out["b_o"], dHs, False, n_threads)
         check_loss(value)
-        dtop = _unpool(lay, dHs, output, top.shape[1], net._directions)
-        grads = _backward_layers(net, lay, runs, states, masks, dtop, truncate, n_threads)
+        dtop = _unpool(lay, dHs, output, top.shape[1], net._directions, buf)
+        grads = _backward_layers(net, lay, runs, states, masks, dtop, truncate, n_threads,
+                                 buf)
+    buf.keep()
     grads.update(grads_out)
     check_loss(value)
     return value, grads, final_state

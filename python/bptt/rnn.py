@@ -471,7 +471,7 @@ class RNN:
         if lengths is None and not self._layered:
             return _bptt.forward(self, X, state0)
         lay = _bptt.Layout(np.full(X.shape[0], X.shape[1]) if lengths is None else lengths)
-        Y, state = _bptt.layered_forward(self, lay, lay.pack(X), state0)
+        Y, state = _bptt.layered_forward(self, lay, X, state0)
         return lay.in_form(Y, form, X.shape[1]), state
 
     def stream(self, n_samples=1, h0=None):
@@ -594,13 +594,9 @@ class RNN:
     def _layered_loss(self, lay, X, target, loss, output, truncate, state0):
         """The general driver's loss, gradients and state on batch-first X
         (padded) and target (validate_target's form), dropout masks drawn."""
-        if output == "sequence":
-            target = lay.pack(target if target.ndim == 3 else target[..., None])
-            if loss == "cross_entropy":
-                target = np.ascontiguousarray(target[:, 0])
         masks = _bptt.draw_masks(self, lay.rows)
-        return _bptt.layered_loss_grad_state(self, lay, lay.pack(X), target, loss, output,
-                                             truncate, state0, masks)
+        return _bptt.layered_loss_grad_state(self, lay, X, target, loss, output, truncate,
+                                             state0, masks)
 
     def _readout(self, X, output="sequence", h0=None):
         """What the output layer gives for the loss of ``output``: forward's
@@ -617,9 +613,9 @@ class RNN:
             return Y[:, -1] if output == "last" else Y
         lay = _bptt.Layout(np.full(X.shape[0], X.shape[1]) if lengths is None else lengths)
         if output == "sequence":
-            return lay.in_form(_bptt.layered_forward(self, lay, lay.pack(X), state0)[0],
+            return lay.in_form(_bptt.layered_forward(self, lay, X, state0)[0],
                                form, X.shape[1])
-        return _bptt.layered_readout(self, lay, lay.pack(X), state0, output)
+        return _bptt.layered_readout(self, lay, X, state0, output)
 
     def _check_loss_output(self, loss, output):
         check_choice("loss", loss, LOSSES)
@@ -670,12 +666,14 @@ class RNN:
         else changes: the next call allocates anew.
         """
         self.__dict__.pop("_workspace", None)
+        self.__dict__.pop("_buffers", None)  # the layered driver's (_bptt.Buffers)
 
     def __getstate__(self):
         # kernel modules do not pickle; they are looked up again on load
         state = self.__dict__.copy()
         del state["_cell"], state["_out"]
         state.pop("_workspace", None)  # buffers, not state
+        state.pop("_buffers", None)
         return state
 
     def __setstate__(self, state):
