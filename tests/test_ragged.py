@@ -119,6 +119,15 @@ def test_bad_ragged_input():
         net.forward([np.zeros((3, 2)), np.zeros((2, 3))])
     with pytest.raises(ValueError, match="timesteps but X"):
         net.loss_and_grad([np.zeros((3, 2)), np.zeros((2, 2))], [np.zeros(3), np.zeros(3)])
+    padded = np.zeros((2, 3, 2))
+    padded[1, 2] = np.nan
+    with pytest.raises(ValueError, match="where X is padding"):
+        net.loss_and_grad(padded, np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="a real timestep of X"):
+        net.loss_and_grad(padded, np.full((2, 3), np.nan))
+    y = np.zeros((2, 3))
+    y[1, 2] = np.nan
+    net.loss_and_grad(padded, y)  # matching padding
     with pytest.raises(ValueError, match="every timestep"):
         net.forward(np.full((2, 3, 2), np.nan))
     deep = bptt.RNN(2, 3, 1, num_layers=2)

@@ -590,5 +590,12 @@ def check_ragged_target(y, lengths, form, loss, output_size, dtype):
                     f"y contains NaN at timestep {t} of sequence {i}, a real timestep "
                     f"of X (X[{i}] has {lengths[i]}): the targets' padding must match "
                     f"X's.")
+            extra = ~nan.reshape(n, T, -1).all(axis=2) & ~real
+            if pad.dtype.kind == "f" and extra.any():
+                i, t = np.argwhere(extra)[0]
+                raise ValueError(
+                    f"y has a target at timestep {t} of sequence {i}, where X is "
+                    f"padding (X[{i}] has {lengths[i]} timesteps): the targets' "
+                    f"padding must match X's (NaN).")
             pad = np.where(nan, 0, pad) if nan.any() else pad
     return validate_target(pad, loss, "sequence", n, T, output_size, dtype)
