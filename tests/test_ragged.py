@@ -166,6 +166,7 @@ def test_estimators_take_ragged_X(output, kw):
     assert clf.predict_proba(X).shape == (60, 2) and clf.score(X, labels) > 0.6
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_estimators_ragged_errors():
     X = [np.zeros((3, 1)), np.zeros((5, 1))]
     with pytest.raises(ValueError, match="output='last' or 'mean'"):
