@@ -28,6 +28,18 @@ Options::
     --json out.json        save every raw timing and the header
     --subnormal            also time the subnormal check (below)
     --subnormal-only       only the header and the subnormal check
+    --layers               also time the layers and ragged checks (below)
+    --layers-only          only the header and the layers and ragged checks
+
+The layers check (issue 14): a training step (forward, MSE on every step,
+full BPTT) of a 2-layer bidirectional network against torch's
+nn.RNN/LSTM/GRU(num_layers=2, bidirectional=True) + nn.Linear at each size
+(targets: 1.5x the best peer at M, 1.2x at L; JAX is not timed here). The
+ragged check: 64 sequences of lengths uniform in [20, 200] (seed 0), I=16,
+H=128, O=4, output="last": bptt on the list against torch over
+pack_padded_sequence(enforce_sorted=False) (target >= 2x) and against bptt
+on the same batch padded to 200 with every sequence real (target <= 1.15 x
+sum of lengths / (64 x 200)).
 
 The subnormal check (issue 12): loss_and_grad with the loss at the last step
 (output="last") against the loss at every step (output="sequence"), n=32,
@@ -374,6 +386,127 @@ def print_subnormal(rows):
               f"{fmt_ms(st['last'])} | {fmt_x(r['ratio'])} |")
 
 
+# ---------------------------------------------------------------- layers
+LAYERS_TARGETS = {"M": 1.5, "L": 1.2}  # x the best peer, 2-layer bidirectional
+RAGGED = dict(n=64, low=20, high=200, I=16, H=128, O=4)
+
+
+def torch_layered(torch, net, dtype):
+    """torch's stacked bidirectional module + Linear holding net's weights."""
+    cls = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[net.cell]
+    tdtype = torch.float32 if dtype == "float32" else torch.float64
+    D = 2 if net.bidirectional else 1
+    rnn = cls(net.input_size, net.hidden_size, num_layers=net.num_layers,
+              bidirectional=net.bidirectional, batch_first=True).to(tdtype)
+    lin = torch.nn.Linear(D * net.hidden_size, net.output_size).to(tdtype)
+    sd = net.to_torch_state_dict(rnn_prefix="rnn.", output_prefix="fc.")
+    rnn.load_state_dict({k[4:]: torch.from_numpy(v) for k, v in sd.items()
+                         if k.startswith("rnn.")})
+    lin.load_state_dict({"weight": torch.from_numpy(sd["fc.weight"]),
+                         "bias": torch.from_numpy(sd["fc.bias"])})
+    return rnn, lin, list(rnn.parameters()) + list(lin.parameters())
+
+
+def run_layers(args, torch):
+    """The layers and ragged checks (issue 14), timed interleaved."""
+    rows = []
+    for cell in args.cells:
+        for size in [s for s in args.sizes if s in LAYERS_TARGETS]:
+            shape = SIZES[size]
+            n, T, I, H, O = shape
+            net = bptt.RNN(I, H, O, cell=cell, dtype=args.dtype, num_layers=2,
+                           bidirectional=True, random_state=0)
+            X, y = make_data(shape, args.dtype)
+            fns = {"bptt": lambda: net.loss_and_grad(X, y)}
+            if torch is not None:
+                rnn, lin, params = torch_layered(torch, net, args.dtype)
+                Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+
+                def step(rnn=rnn, lin=lin, params=params, Xt=Xt, yt=yt):
+                    for q in params:
+                        q.grad = None
+                    out, _ = rnn(Xt)
+                    loss = torch.nn.functional.mse_loss(lin(out), yt)
+                    loss.backward()
+                fns["torch"] = step
+            t0 = time.perf_counter()
+            stats = {k: summarize(v) for k, v in run_interleaved(fns, args).items()}
+            ratio = (stats["torch"]["median"] / stats["bptt"]["median"]
+                     if "torch" in stats else None)
+            print(f"  layers {cell:4s} {size}: bptt {stats['bptt']['median'] * 1e3:.2f} ms"
+                  + (f", torch {stats['torch']['median'] * 1e3:.2f} ms, x{ratio:.2f}"
+                     if ratio else "") + f"   [{time.perf_counter() - t0:.1f} s]",
+                  flush=True)
+            if ratio is not None:
+                need = LAYERS_TARGETS[size]
+                rows.append({"kind": "layers", "cell": cell, "size": size, "stats": stats,
+                             "label": f"(f) issue 14: 2-layer bidirectional >= {need:g}x "
+                                      f"torch [{cell} {size}]",
+                             "value": ratio, "need": f"{need:g}x",
+                             "verdict": "PASS" if ratio >= need else "FAIL"})
+    r = RAGGED
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(r["low"], r["high"] + 1, size=r["n"])
+    frac = lengths.sum() / (r["n"] * r["high"])
+    for cell in args.cells:
+        net = bptt.RNN(r["I"], r["H"], r["O"], cell=cell, dtype=args.dtype, random_state=0)
+        seqs = [rng.standard_normal((L, r["I"])).astype(args.dtype) for L in lengths]
+        full = rng.standard_normal((r["n"], r["high"], r["I"])).astype(args.dtype)
+        y = rng.standard_normal((r["n"], r["O"])).astype(args.dtype)
+        fns = {"ragged": lambda: net.loss_and_grad(seqs, y, output="last"),
+               "padded": lambda: net.loss_and_grad(full, y, output="last")}
+        if torch is not None:
+            rnn, lin, params = torch_layered(torch, net, args.dtype)
+            pad = np.zeros((r["n"], r["high"], r["I"]), dtype=args.dtype)
+            for i, x in enumerate(seqs):
+                pad[i, :len(x)] = x
+            Xt, yt, Lt = torch.from_numpy(pad), torch.from_numpy(y), torch.tensor(lengths)
+            pack = torch.nn.utils.rnn.pack_padded_sequence
+
+            def step(rnn=rnn, lin=lin, params=params):
+                for q in params:
+                    q.grad = None
+                _, state = rnn(pack(Xt, Lt, batch_first=True, enforce_sorted=False))
+                h = state[0] if isinstance(state, tuple) else state
+                loss = torch.nn.functional.mse_loss(lin(h[-1]), yt)
+                loss.backward()
+            fns["torch"] = step
+        t0 = time.perf_counter()
+        stats = {k: summarize(v) for k, v in run_interleaved(fns, args).items()}
+        over_padded = stats["ragged"]["median"] / stats["padded"]["median"]
+        print(f"  ragged {cell:4s}: list {stats['ragged']['median'] * 1e3:.1f} ms, padded "
+              f"{stats['padded']['median'] * 1e3:.1f} ms (x{over_padded:.2f}; sum of lengths "
+              f"/ (n T) = {frac:.3f})"
+              + (f", torch packed {stats['torch']['median'] * 1e3:.1f} ms"
+                 if "torch" in stats else "") + f"   [{time.perf_counter() - t0:.1f} s]",
+              flush=True)
+        need = 1.15 * frac
+        rows.append({"kind": "ragged", "cell": cell, "stats": stats,
+                     "label": f"(g) issue 14: ragged <= {need:.3f} x padded [{cell}]",
+                     "value": over_padded, "need": f"<= {need:.3f}x",
+                     "verdict": "PASS" if over_padded <= need else "FAIL"})
+        if "torch" in stats:
+            ratio = stats["torch"]["median"] / stats["ragged"]["median"]
+            rows.append({"kind": "ragged", "cell": cell, "stats": stats,
+                         "label": f"(g) issue 14: ragged >= 2x torch packed [{cell}]",
+                         "value": ratio, "need": "2x",
+                         "verdict": "PASS" if ratio >= 2 else "FAIL"})
+    return rows
+
+
+def print_layers(rows):
+    print()
+    print("Layers and ragged input (issue 14), median (IQR) in ms, interleaved:")
+    print()
+    print("| check | bptt ms | padded ms | torch ms | ratio |")
+    print("|---|---:|---:|---:|---:|")
+    for r in rows:
+        st = r["stats"]
+        main = st.get("bptt", st.get("ragged"))
+        print(f"| {r['label']} | {fmt_ms(main)} | {fmt_ms(st.get('padded'))} | "
+              f"{fmt_ms(st.get('torch'))} | {fmt_x(r['value'])} |")
+
+
 # ---------------------------------------------------------------- header
 def cpu_model():
     try:
@@ -447,9 +580,15 @@ def parse_args(argv=None):
                     help="also time output='last' against output='sequence' (issue 12)")
     ap.add_argument("--subnormal-only", action="store_true",
                     help="only the header and the subnormal check")
+    ap.add_argument("--layers", action="store_true",
+                    help="also time 2-layer bidirectional steps and ragged input (issue 14)")
+    ap.add_argument("--layers-only", action="store_true",
+                    help="only the header and the layers and ragged checks")
     args = ap.parse_args(argv)
     if args.subnormal_only:
         args.subnormal = args.no_torch = args.no_jax = True
+    if args.layers_only:
+        args.layers = args.no_jax = True
     args.cells = [c.strip() for c in args.cells.split(",") if c.strip()]
     args.sizes = [s.strip().upper() for s in args.sizes.split(",") if s.strip()]
     for s in args.sizes:
@@ -551,7 +690,7 @@ def main(argv=None):
     sys.stdout.flush()
 
     results = []  # one dict per (cell, size)
-    for cell in ([] if args.subnormal_only else args.cells):
+    for cell in ([] if args.subnormal_only or args.layers_only else args.cells):
         if make_bptt(cell, args.dtype, "cython", (1, 1, 1, 1, 1)) is None:
             print(f"note: cell {cell!r} not available in this bptt: skipped")
             continue
@@ -598,7 +737,7 @@ def main(argv=None):
 
     # streaming: inference over one long sequence
     stream = []
-    for cell in ([] if args.subnormal_only else args.cells):
+    for cell in ([] if args.subnormal_only or args.layers_only else args.cells):
         net = make_bptt(cell, args.dtype, "cython", STREAM)
         if net is None:
             continue
@@ -614,6 +753,7 @@ def main(argv=None):
                        "stats": {k: summarize(v) for k, v in times.items()}})
 
     subnormal = run_subnormal(args) if args.subnormal else []
+    layers = run_layers(args, torch) if args.layers else []
 
     peak1 = measure_sgemm_peak(peak_size, 1.0)
     peak = max(peak0, peak1)
@@ -669,6 +809,8 @@ def main(argv=None):
             print(f"| {s['cell']} | " + " | ".join(cells) + " |")
     if subnormal:
         print_subnormal(subnormal)
+    if layers:
+        print_layers(layers)
 
     # ------------------------------------------------------------ targets
     print()
@@ -676,7 +818,7 @@ def main(argv=None):
     by_key = {(r["cell"], r["size"]): r for r in results}
     verdicts = []
     for label, cell, size, metric, thr in TARGETS:
-        if cell not in args.cells or args.subnormal_only:
+        if cell not in args.cells or args.subnormal_only or args.layers_only:
             continue
         row = by_key.get((cell, size))
         val = None if row is None else row["speedups"].get(metric)
@@ -708,6 +850,9 @@ def main(argv=None):
         verdicts.append({"label": label, "cell": r["cell"], "dtype": r["dtype"], "T": r["T"],
                          "metric": "last_over_sequence", "threshold": SUBNORMAL_TARGET,
                          "value": r["ratio"], "verdict": verdict})
+    for r in layers:
+        print(f"{r['verdict']} {r['label']}: {r['value']:.2f}x (need {r['need']})")
+        verdicts.append({k: r[k] for k in ("label", "value", "verdict")})
     if load0[0] > 0.5 * (os.cpu_count() or 1) or load1[0] > 0.5 * (os.cpu_count() or 1):
         print(f"NOTE: the machine was busy (load average {load0[0]:.2f} -> {load1[0]:.2f} "
               f"on {os.cpu_count()} CPUs): absolute numbers are noisy; the ratios are "
@@ -716,7 +861,7 @@ def main(argv=None):
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"meta": meta, "results": results, "stream": stream,
-                       "subnormal": subnormal, "targets": verdicts}, fh, indent=1,
+                       "subnormal": subnormal, "layers": layers, "targets": verdicts}, fh, indent=1,
                       default=str)
         print(f"raw numbers saved to {args.json}")
     if limiter is not None:

@@ -3,8 +3,8 @@
 KeyboardInterrupt (issue 12: within a second).
 
 Python raises KeyboardInterrupt only between kernel calls, so the wait is
-at most one kernel call: one chunk of ``forward`` (rnn.FORWARD_CHUNK_ELEMENTS)
-or of ``loss_and_grad`` (rnn.TRAIN_CHUNK_MAX_ROWS, TRAIN_CHUNK_MAX_WORK), or
+at most one kernel call: one chunk of ``forward`` (_bptt.FORWARD_CHUNK_ELEMENTS)
+or of ``loss_and_grad`` (_bptt.TRAIN_CHUNK_MAX_ROWS, TRAIN_CHUNK_MAX_WORK), or
 whatever NumPy call is running (building a network at H=512 runs a QR
 decomposition on NumPy's BLAS).
 

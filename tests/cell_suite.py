@@ -234,7 +234,7 @@ class GatedCellSuite:
         X = rng.normal(size=(2, 23, 2))
         h0 = make_state(rng, cell, 2, 3)
         Y, state = net.forward(X, h0=h0)
-        monkeypatch.setattr(bptt.rnn, "FORWARD_CHUNK_ELEMENTS", 2 * 3 * GATES[cell] * 5)
+        monkeypatch.setattr(bptt._bptt, "FORWARD_CHUNK_ELEMENTS", 2 * 3 * GATES[cell] * 5)
         Yc, state_c = net.forward(X, h0=h0)
         np.testing.assert_allclose(Yc, Y, rtol=1e-12, atol=1e-14)
         for u, v in zip(as_list(state_c), as_list(state), strict=True):

@@ -14,7 +14,7 @@ from threadpoolctl import threadpool_limits
 
 import bptt
 from bptt import _threads
-from bptt import rnn as rnn_module
+from bptt import _bptt
 from helpers import GATES, make_problem
 
 I, O, T = 2, 2, 5
@@ -46,12 +46,12 @@ def _problem(cell, output, n, chunked, monkeypatch):
     ref.params = net.params
     if chunked:
         # chunks of one or two timesteps (rnn.py, _chunk_steps)
-        monkeypatch.setattr(rnn_module, "TRAIN_ONE_CHUNK_BYTES", 0)
-        monkeypatch.setattr(rnn_module, "TRAIN_CHUNK_ROWS", 2)
-        assert net._chunk_steps(T, n, None) < T
+        monkeypatch.setattr(_bptt, "TRAIN_ONE_CHUNK_BYTES", 0)
+        monkeypatch.setattr(_bptt, "TRAIN_CHUNK_ROWS", 2)
+        assert _bptt.chunk_steps(net, T, n, None) < T
     else:
-        monkeypatch.setattr(rnn_module, "TRAIN_ONE_CHUNK_BYTES", 1 << 22)
-        assert net._chunk_steps(T, n, None) == T
+        monkeypatch.setattr(_bptt, "TRAIN_ONE_CHUNK_BYTES", 1 << 22)
+        assert _bptt.chunk_steps(net, T, n, None) == T
     key = (cell, output, n, chunked)
     if key not in _reference:
         _reference[key] = (*ref.loss_and_grad(X, y, output=output), *ref.forward(X))

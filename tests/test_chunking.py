@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from bptt import rnn as rnn_module
+from bptt import _bptt
 from helpers import ACTIVATION_LOSSES, CELLS, make_problem
 
 
@@ -22,11 +22,11 @@ def test_chunked_bptt_equals_one_chunk(monkeypatch, cell, activation, loss, outp
         h0 = (h0, rng.standard_normal((3, 4)))
     expected_loss, expected = net.loss_and_grad(X, y, loss=loss, output=output,
                                                 truncate=truncate, h0=h0)
-    assert net._chunk_steps(23, 3, truncate) == 23  # one chunk by default here
-    monkeypatch.setattr(rnn_module, "TRAIN_ONE_CHUNK_BYTES", 0)
+    assert _bptt.chunk_steps(net, 23, 3, truncate) == 23  # one chunk by default here
+    monkeypatch.setattr(_bptt, "TRAIN_ONE_CHUNK_BYTES", 0)
     for rows in (1, 4, 10):
-        monkeypatch.setattr(rnn_module, "TRAIN_CHUNK_ROWS", rows)
-        steps = net._chunk_steps(23, 3, truncate)
+        monkeypatch.setattr(_bptt, "TRAIN_CHUNK_ROWS", rows)
+        steps = _bptt.chunk_steps(net, 23, 3, truncate)
         assert steps < 23
         if truncate:  # chunks start on window starts
             assert steps % truncate == 0, (steps, truncate)
@@ -54,7 +54,7 @@ def test_training_memory_is_the_cache_plus_chunks(cell, cached_per_unit, threads
     X = rng.standard_normal((n, T, I)).astype(np.float32)
     y = rng.standard_normal((n, T, O)).astype(np.float32)
     with threadpool_limits(limits=threads, user_api="blas"):
-        assert net._plan_threads(threads, n) == threads
+        assert _bptt.plan_threads(net, threads, n) == threads
         net.loss_and_grad(X, y)
         tracemalloc.start()
         net.loss_and_grad(X, y)

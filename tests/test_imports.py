@@ -43,6 +43,8 @@ FLOORS = {
     "bptt.optimizers": 4,
     # PyTorch interop (a function of the network object it is given)
     "bptt.interop": 5,
+    # the BPTT driver: threads and BLAS, chunks, slabs, workspaces
+    "bptt._bptt": 5,
     # the network
     "bptt.rnn": 6,
     # saving and loading (the estimators register their classes)

@@ -68,7 +68,8 @@ def test_state_dict_prefixes_and_missing_biases():
 
 @pytest.mark.parametrize("change,message", [
     (lambda sd: sd.pop("weight_hh_l0"), "missing the keys"),
-    (lambda sd: sd.update(weight_ih_l1=sd["weight_ih_l0"]), "unexpected keys"),
+    (lambda sd: sd.update(weight_ih_l1=sd["weight_ih_l0"]), r"missing the keys \['weight_hh_l1'\]"),
+    (lambda sd: sd.update(weight_ih=sd["weight_ih_l0"]), "unexpected keys"),
     (lambda sd: sd.update(weight_hh_l0=np.zeros((10, 3))), "weight_hh_l0"),
     (lambda sd: sd.update(weight_hh_l0=np.zeros((6, 3))), "G = 1"),
     (lambda sd: sd.update(weight_ih_l0=np.zeros((9, 2))), "weight_ih_l0"),

@@ -19,7 +19,7 @@ from threadpoolctl import ThreadpoolController
 
 import bptt
 from bptt import _threads
-from bptt import rnn as rnn_module
+from bptt import _bptt
 from helpers import ACTIVATION_LOSSES, CELLS, make_target
 
 _controller = ThreadpoolController()
@@ -81,8 +81,8 @@ def test_compiled_path_matches_reference(p):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(_threads, "MIN_WORK_PER_THREAD", p["min_work"])
         if p["chunk_rows"] is not None:
-            mp.setattr(rnn_module, "TRAIN_ONE_CHUNK_BYTES", 0)
-            mp.setattr(rnn_module, "TRAIN_CHUNK_ROWS", p["chunk_rows"])
+            mp.setattr(_bptt, "TRAIN_ONE_CHUNK_BYTES", 0)
+            mp.setattr(_bptt, "TRAIN_CHUNK_ROWS", p["chunk_rows"])
         with _controller.limit(limits=p["budget"], user_api="blas"):
             got_loss, got_grads = fast.loss_and_grad(X, y, **options)
             got_Y, got_state = fast.forward(X, h0=h0)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import bptt
-from bptt import rnn as rnn_module
+from bptt import _bptt, rnn as rnn_module
 from helpers import CELLS
 
 
@@ -48,7 +48,7 @@ def test_forward_matches_the_training_path_and_chunking(monkeypatch):
     loss, _ = net.loss_and_grad(X, np.zeros((3, 50)))
     assert loss == pytest.approx(np.mean(Y ** 2), rel=1e-12)
     # forward runs long sequences in chunks of timesteps; chunk size must not matter
-    monkeypatch.setattr(rnn_module, "FORWARD_CHUNK_ELEMENTS", 7)
+    monkeypatch.setattr(_bptt, "FORWARD_CHUNK_ELEMENTS", 7)
     Y_chunked, h_chunked = net.forward(X)
     np.testing.assert_allclose(Y_chunked, Y, rtol=1e-13)
     np.testing.assert_allclose(h_chunked, h, rtol=1e-13)
@@ -239,9 +239,9 @@ def test_training_step_reports_the_final_state_of_forward(cell, monkeypatch):
     net = bptt.RNN(2, 4, 1, cell=cell, random_state=0)
     X = np.random.default_rng(0).standard_normal((3, 12, 2))
     _, expected = net.forward(X)
-    monkeypatch.setattr(rnn_module, "TRAIN_CHUNK_ROWS", 6)  # several chunks
-    monkeypatch.setattr(rnn_module, "TRAIN_ONE_CHUNK_BYTES", 0)
-    assert net._chunk_steps(12, 3, None) < 12
+    monkeypatch.setattr(_bptt, "TRAIN_CHUNK_ROWS", 6)  # several chunks
+    monkeypatch.setattr(_bptt, "TRAIN_ONE_CHUNK_BYTES", 0)
+    assert _bptt.chunk_steps(net, 12, 3, None) < 12
     value, grads, state = net._loss_grad_state(X, np.zeros((3, 12)), "mse", "sequence",
                                                None, None)
     as_list = (lambda s: list(s) if isinstance(s, tuple) else [s])
@@ -262,7 +262,8 @@ def test_config_round_trip(cell):
     assert json.loads(json.dumps(config)) == config
     assert config == {"input_size": 3, "hidden_size": 4, "output_size": 2, "cell": cell,
                       "nonlinearity": "relu", "output_activation": "sigmoid",
-                      "init": "xavier", "dtype": "float32", "backend": "numpy"}
+                      "init": "xavier", "dtype": "float32", "backend": "numpy",
+                      "num_layers": 1, "bidirectional": False, "dropout": 0.0}
     again = bptt.RNN.from_config(config, params=net.params)
     assert repr(again) == repr(net) and again.get_config() == config
     for name, value in net.params.items():

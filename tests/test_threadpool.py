@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import bptt
-from bptt import _threadpool as pool
+from bptt import _bptt, _threadpool as pool
 from helpers import CELLS, make_problem
 
 
@@ -159,13 +159,13 @@ def test_threads_used_at_the_m_size(monkeypatch):
     X = rng.standard_normal((32, 20, 32)).astype(np.float32)
     y = rng.standard_normal((32, 20, 8)).astype(np.float32)
     planned = []
-    plan = net._plan_threads
+    plan = _bptt.plan_threads
 
-    def record(budget, n_samples):
-        planned.append((budget, plan(budget, n_samples)))
+    def record(net, budget, n_samples):
+        planned.append((budget, plan(net, budget, n_samples)))
         return planned[-1][1]
 
-    monkeypatch.setattr(net, "_plan_threads", record)
+    monkeypatch.setattr(_bptt, "plan_threads", record)
     for limit in (2, 1, 2):
         planned.clear()
         with threadpool_limits(limits=limit, user_api="blas"):

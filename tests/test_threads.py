@@ -6,7 +6,7 @@ from threadpoolctl import threadpool_limits
 
 import bptt
 from bptt import _threads
-from bptt import rnn as rnn_module
+from bptt import _bptt
 from helpers import CELLS, GATES, cell_kernels, make_problem, twin
 
 
@@ -36,8 +36,8 @@ def test_threaded_kernels_match_serial(monkeypatch, cell, n, truncate, dtype, to
     monkeypatch.setattr(_threads, "MIN_WORK_PER_THREAD", 1)
     for threads in (2, 3, 4):
         with threadpool_limits(limits=threads, user_api="blas"):
-            assert net32._holds_blas(n, X.shape[1])
-            assert net32._plan_threads(threads, n) == min(threads, n)
+            assert _bptt.holds_blas(net32, n, X.shape[1])
+            assert _bptt.plan_threads(net32, threads, n) == min(threads, n)
             value, grads = net32.loss_and_grad(X, y, truncate=truncate)
             Y, h = net32.forward(X)
         assert value == pytest.approx(serial[0], rel=tol)
@@ -258,12 +258,12 @@ def test_slab_training_step_matches_serial(monkeypatch, cell, loss, output, trun
     args = dict(loss=loss, output=output, truncate=truncate, h0=h0)
     serial = twin(net, "numpy")._loss_grad_state(X, y, **args)
     if chunk_rows:
-        monkeypatch.setattr(rnn_module, "TRAIN_ONE_CHUNK_BYTES", 0)
-        monkeypatch.setattr(rnn_module, "TRAIN_CHUNK_ROWS", chunk_rows)
-        assert net._chunk_steps(T, n, truncate) < T
+        monkeypatch.setattr(_bptt, "TRAIN_ONE_CHUNK_BYTES", 0)
+        monkeypatch.setattr(_bptt, "TRAIN_CHUNK_ROWS", chunk_rows)
+        assert _bptt.chunk_steps(net, T, n, truncate) < T
     monkeypatch.setattr(_threads, "MIN_WORK_PER_THREAD", 1)
     with threadpool_limits(limits=2, user_api="blas"):
-        assert net._plan_threads(2, n) == 2
+        assert _bptt.plan_threads(net, 2, n) == 2
         value, grads, state = net._loss_grad_state(X, y, **args)
     assert any(key[4] == 2 for key in net._workspace)  # the slab layout ran
     assert value == pytest.approx(serial[0], rel=1e-12)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import bptt
-from bptt import rnn as rnn_module
+from bptt import _bptt
 from helpers import CELLS
 
 
@@ -38,7 +38,7 @@ def test_results_do_not_alias_the_reused_buffers(cell):
 
 
 def test_large_buffers_are_not_kept(monkeypatch):
-    monkeypatch.setattr(rnn_module, "KEEP_WORKSPACE_BYTES", 1000)
+    monkeypatch.setattr(_bptt, "KEEP_WORKSPACE_BYTES", 1000)
     net = bptt.RNN(3, 6, 2, random_state=0)
     net.loss_and_grad(np.ones((4, 9, 3)), np.ones((4, 9, 2)))
     assert not net.__dict__.get("_workspace")

@@ -217,7 +217,7 @@ def check_sequences(X, input_size, dtype, name="X", owner="RNN"):
     return cast_finite(X, dtype, name)
 
 
-def check_state(h0, n_samples, hidden_size, dtype, pair=False):
+def check_state(h0, n_samples, hidden_size, dtype, pair=False, runs=1):
     """Validate an initial state, as ``RNN.forward``'s ``h0`` and ``reset``.
 
     Parameters
@@ -228,33 +228,38 @@ def check_state(h0, n_samples, hidden_size, dtype, pair=False):
     n_samples, hidden_size : int
     dtype : numpy float type
     pair : bool, default=False
+    runs : int, default=1
+        num_layers * directions: above 1 the state arrays are (runs,
+        n_samples, hidden_size) (PyTorch's h_n layout).
 
     Returns
     -------
     state : ndarray of shape (n_samples, hidden_size), or a tuple of two
         New C-contiguous arrays of ``dtype``, finite after the cast.
     """
+    shape = (n_samples, hidden_size) if runs == 1 else (runs, n_samples, hidden_size)
     if h0 is None:
-        zeros = np.zeros((n_samples, hidden_size), dtype)
+        zeros = np.zeros(shape, dtype)
         return (zeros, zeros.copy()) if pair else zeros
     if not pair:
-        return _check_state_array(h0, "h0", n_samples, hidden_size, dtype)
+        return _check_state_array(h0, "h0", shape, dtype)
     if not isinstance(h0, (tuple, list)) or len(h0) != 2:
         raise ValueError(
             f"h0 for an lstm must be a tuple (h0, c0) of arrays of shape "
-            f"({n_samples}, {hidden_size}); got {type(h0).__name__}"
+            f"{shape}; got {type(h0).__name__}"
             f"{f' of length {len(h0)}' if isinstance(h0, (tuple, list)) else ''}."
         )
-    return tuple(_check_state_array(s, name, n_samples, hidden_size, dtype)
+    return tuple(_check_state_array(s, name, shape, dtype)
                  for s, name in zip(h0, ("h0", "c0")))
 
 
-def _check_state_array(h, name, n_samples, hidden_size, dtype):
+def _check_state_array(h, name, shape, dtype):
     h = as_numeric_array(h, name)
-    if h.shape != (n_samples, hidden_size):
+    if h.shape != shape:
+        what = ("(n_samples, hidden_size)" if len(shape) == 2 else
+                "(num_layers * directions, n_samples, hidden_size)")
         raise ValueError(
-            f"{name} must have shape (n_samples, hidden_size) = "
-            f"({n_samples}, {hidden_size}); got shape {h.shape}."
+            f"{name} must have shape {what} = {shape}; got shape {h.shape}."
         )
     return cast_finite(h, dtype, name, copy=True)
 
@@ -316,7 +321,8 @@ def coerce_step_input(x, n_samples, input_size, dtype):
 
 
 def check_target(y, loss, output, n_samples, n_timesteps, output_size, dtype):
-    """Return the target as rows matching the flattened time-major outputs.
+    """Return the target as rows matching the flattened time-major outputs:
+    :func:`target_rows` of :func:`validate_target`.
 
     Parameters
     ----------
@@ -339,6 +345,20 @@ def check_target(y, loss, output, n_samples, n_timesteps, output_size, dtype):
     ndarray
         float targets: (N, O) of ``dtype``, with N = T * n (sequence, time
         major) or n (last); cross-entropy labels: int64 (N,).
+    """
+    return target_rows(validate_target(y, loss, output, n_samples, n_timesteps,
+                                       output_size, dtype), output)
+
+
+def validate_target(y, loss, output, n_samples, n_timesteps, output_size, dtype):
+    """Check the target as :func:`check_target` does, keeping it batch-first.
+
+    Returns
+    -------
+    ndarray
+        float targets of ``dtype``: (n, T, O) (sequence) or (n, O) (last);
+        cross-entropy labels: int64 (n, T) or (n,). A slice of its first
+        axis (a minibatch) goes to :func:`target_rows` as it is.
     """
     O = output_size
     if y is None:
@@ -369,8 +389,7 @@ def check_target(y, loss, output, n_samples, n_timesteps, output_size, dtype):
                 f"cross_entropy labels must lie in [0, {O}) (output_size={O}); "
                 f"got labels from {y.min()} to {y.max()}."
             )
-        labels = y.T if seq else y
-        return np.ascontiguousarray(labels, dtype=np.int64).reshape(-1)
+        return np.asarray(y, dtype=np.int64)
     full = lead + (O,)
     if y.shape == full:
         pass
@@ -388,9 +407,195 @@ def check_target(y, loss, output, n_samples, n_timesteps, output_size, dtype):
             f"binary_cross_entropy targets must lie in [0, 1]; got values "
             f"from {y.min()} to {y.max()}."
         )
-    rows = np.empty(((n_timesteps if seq else 1) * n_samples, O), dtype=dtype)
-    if seq:
-        time_major(y, 0, n_timesteps, rows.reshape(n_timesteps, n_samples, O))
-    else:
-        rows[...] = y
+    return y
+
+
+def target_rows(y, output):
+    """The rows of a target from :func:`validate_target` (or a slice of it)
+    in the order of the flattened time-major outputs: float (N, O), labels
+    int64 (N,), N = T * n (sequence) or n (last); only read by the driver."""
+    if y.dtype == np.int64:  # cross-entropy labels
+        labels = y.T if output == "sequence" else y
+        return np.ascontiguousarray(labels).reshape(-1)
+    if output != "sequence":
+        return np.array(y, order="C")
+    n, T, O = y.shape
+    rows = np.empty((T * n, O), dtype=y.dtype)
+    time_major(y, 0, T, rows.reshape(T, n, O))
     return rows
+
+
+# ------------------------------------------------------------ ragged input
+def padding_lengths(X):
+    """The real timesteps of each sequence of a NaN-padded float array.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_timesteps, n_features)
+        Padded with NaN: the padding is whole trailing timesteps that are
+        all NaN, and every sequence keeps at least one real timestep.
+
+    Returns
+    -------
+    lengths : ndarray of int of shape (n_samples,)
+
+    Raises ValueError for infinity, for NaN anywhere but whole trailing
+    timesteps, and for a sequence with no real timestep.
+    """
+    if np.isinf(X).any():
+        raise ValueError("Input X contains infinity or a value too large for "
+                         f"{X.dtype!r}.")
+    nan = np.isnan(X)
+    padded = nan.all(axis=2)  # (n, T): timesteps that are all NaN
+    partial = nan.any(axis=2) & ~padded
+    if partial.any():
+        i, t = np.argwhere(partial)[0]
+        raise ValueError(
+            f"Input X contains NaN in some but not all features of timestep "
+            f"{t} of sequence {i}: NaN is only accepted as padding, whole "
+            f"trailing timesteps that are all NaN."
+        )
+    gap = padded[:, :-1] & ~padded[:, 1:]  # a NaN timestep before a real one
+    if gap.any():
+        i, t = np.argwhere(gap)[0]
+        raise ValueError(
+            f"Input X contains NaN at timestep {t} of sequence {i}, followed by "
+            f"real timesteps: NaN is only accepted as padding, whole trailing "
+            f"timesteps that are all NaN."
+        )
+    lengths = (~padded).sum(axis=1)
+    if (lengths == 0).any():
+        i = int(np.argmin(lengths))
+        raise ValueError(
+            f"Input X contains NaN in every timestep of sequence {i}: each "
+            f"sequence needs at least 1 real timestep."
+        )
+    return lengths
+
+
+def _is_ragged_list(X):
+    """A list (or tuple) of sequences rather than a nested array-like: its
+    elements are arrays, or their lengths differ."""
+    if not isinstance(X, (list, tuple)) or len(X) == 0:
+        return False
+    if any(isinstance(x, np.ndarray) for x in X):
+        return True
+    try:
+        return len({len(x) for x in X}) > 1
+    except TypeError:
+        return False
+
+
+def check_ragged(X, input_size, dtype, name="X", owner="RNN"):
+    """Validate sequences in any of the forms of DESIGN.md's ragged input.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_timesteps, n_features), a NaN-padded
+        such array, or a list of arrays (T_i, n_features) (or (T_i,) when
+        n_features is 1)
+    input_size : int or None
+        The features expected; None takes them from X.
+    dtype : numpy float type
+
+    Returns
+    -------
+    X : ndarray of shape (n_samples, n_timesteps, input_size)
+        Of ``dtype``, batch-first, the padding (if any) zero.
+    lengths : ndarray of int of shape (n_samples,), or None
+        Each sequence's real timesteps; None for a plain array (all real).
+    form : {"array", "padded", "list"}
+        How the input came, so that outputs can go back in the same form.
+    """
+    if _is_ragged_list(X):
+        seqs = []
+        for i, seq in enumerate(X):
+            arr = as_numeric_array(seq, f"{name}[{i}]")
+            if input_size is None:
+                input_size = 1 if arr.ndim == 1 else (arr.shape[-1] if arr.ndim else 0)
+            if arr.ndim == 1 and input_size == 1:
+                arr = arr[:, None]
+            if arr.ndim != 2 or arr.shape[1] != input_size:
+                raise ValueError(
+                    f"Each sequence of a list must have shape (n_timesteps, "
+                    f"{input_size}){' or (n_timesteps,)' if input_size == 1 else ''}; "
+                    f"got {name}[{i}] of shape {arr.shape} ({owner} is expecting "
+                    f"{input_size} features as input)."
+                )
+            if arr.shape[0] == 0:
+                raise ValueError(f"{name}[{i}] has 0 timesteps while a minimum of 1 is "
+                                 f"required by {owner}.")
+            seqs.append(cast_finite(arr, dtype, f"{name}[{i}]"))
+        lengths = np.array([len(a) for a in seqs])
+        out = np.zeros((len(seqs), int(lengths.max()), input_size), dtype=dtype)
+        for i, a in enumerate(seqs):
+            out[i, :len(a)] = a
+        return out, lengths, "list"
+    arr = as_numeric_array(X, name)
+    if arr.ndim == 3 and arr.dtype.kind == "f" and arr.size and np.isnan(arr).any():
+        lengths = padding_lengths(arr)
+        filled = np.where(np.isnan(arr), 0, arr)
+        return (check_sequences(filled, input_size or arr.shape[2], dtype, name, owner),
+                lengths, "padded")
+    if input_size is None and arr.ndim == 3:
+        input_size = arr.shape[2]
+    return check_sequences(arr, input_size, dtype, name, owner), None, "array"
+
+
+def is_ragged(X):
+    """Whether X is ragged input: a list of sequences of their own lengths,
+    or a float array holding NaN (which must then be trailing padding)."""
+    if _is_ragged_list(X):
+        return True
+    return (isinstance(X, np.ndarray) and X.dtype.kind == "f" and X.ndim in (2, 3)
+            and X.size > 0 and bool(np.isnan(X).any()))
+
+
+def check_ragged_target(y, lengths, form, loss, output_size, dtype):
+    """Targets of ``output="sequence"`` for ragged X, in its form.
+
+    ``y`` is a list of (T_i, O) (or (T_i,)) arrays, or an array (n, T, O)
+    (or (n, T)) NaN-padded like X; T_i must be X's lengths. Returns
+    :func:`validate_target`'s batch-first form, the padding zero.
+    """
+    n, T = len(lengths), int(lengths.max())
+    if _is_ragged_list(y) or (form == "list" and isinstance(y, (list, tuple))):
+        if len(y) != n:
+            raise ValueError(f"Found input variables with inconsistent numbers of "
+                             f"samples: [{n}, {len(y)}] (X and y).")
+        arrays = [as_numeric_array(t, f"y[{i}]") for i, t in enumerate(y)]
+        for i, t in enumerate(arrays):
+            if t.ndim == 0 or t.shape[0] != lengths[i]:
+                raise ValueError(
+                    f"y[{i}] has {t.shape[0] if t.ndim else 0} timesteps but X[{i}] has "
+                    f"{lengths[i]}: a target of output='sequence' needs one row per "
+                    f"timestep.")
+        tail = arrays[0].shape[1:]
+        if any(t.shape[1:] != tail for t in arrays):
+            raise ValueError("Every target sequence must have the same shape after its "
+                             "first axis.")
+        pad = np.zeros((n, T) + tail, dtype=np.result_type(*arrays))
+        for i, t in enumerate(arrays):
+            pad[i, :len(t)] = t
+    else:
+        pad = as_numeric_array(y, "y")
+        if pad.ndim >= 2 and pad.shape[0] == n and pad.shape[1] >= T:
+            pad = pad[:, :T]
+            real = np.arange(T)[None, :] < lengths[:, None]
+            nan = np.isnan(pad) if pad.dtype.kind == "f" else np.zeros(pad.shape, bool)
+            nan_steps = nan.reshape(n, T, -1).any(axis=2)
+            if (nan_steps & real).any():
+                i, t = np.argwhere(nan_steps & real)[0]
+                raise ValueError(
+                    f"y contains NaN at timestep {t} of sequence {i}, a real timestep "
+                    f"of X (X[{i}] has {lengths[i]}): the targets' padding must match "
+                    f"X's.")
+            extra = ~nan.reshape(n, T, -1).all(axis=2) & ~real
+            if pad.dtype.kind == "f" and extra.any():
+                i, t = np.argwhere(extra)[0]
+                raise ValueError(
+                    f"y has a target at timestep {t} of sequence {i}, where X is "
+                    f"padding (X[{i}] has {lengths[i]} timesteps): the targets' "
+                    f"padding must match X's (NaN).")
+            pad = np.where(nan, 0, pad) if nan.any() else pad
+    return validate_target(pad, loss, "sequence", n, T, output_size, dtype)

@@ -42,7 +42,7 @@ from sklearn.utils.validation import (
 
 from . import persistence
 from ._cells import CELLS
-from ._validation import check_timesteps
+from ._validation import check_ragged, check_timesteps, is_ragged
 from .optimizers import OPTIMIZERS
 from .rnn import RNN
 
@@ -102,7 +102,10 @@ class _BaseRNN(BaseEstimator, metaclass=ABCMeta):
         "cell": [StrOptions(CELLS.keys())],
         "nonlinearity": [StrOptions({"tanh", "relu"})],
         "init": [StrOptions({"orthogonal", "xavier", "identity", "uniform"})],
-        "output": [StrOptions({"last", "sequence"})],
+        "output": [StrOptions({"last", "sequence", "mean"})],
+        "num_layers": [Interval(Integral, 1, None, closed="left")],
+        "bidirectional": ["boolean"],
+        "dropout": [Interval(Real, 0, 1, closed="left")],
         "optimizer": [StrOptions(set(OPTIMIZERS))],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
         "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
@@ -151,6 +154,9 @@ class _BaseRNN(BaseEstimator, metaclass=ABCMeta):
         dtype="float64",
         random_state=None,
         verbose=0,
+        num_layers=1,
+        bidirectional=False,
+        dropout=0.0,
     ):
         self.hidden_size = hidden_size
         self.cell = cell
@@ -176,6 +182,9 @@ class _BaseRNN(BaseEstimator, metaclass=ABCMeta):
         self.dtype = dtype
         self.random_state = random_state
         self.verbose = verbose
+        self.num_layers = num_layers
+        self.bidirectional = bidirectional
+        self.dropout = dropout
 
     # ---------------------------------------------------------------- hooks
     @abstractmethod
@@ -199,8 +208,12 @@ class _BaseRNN(BaseEstimator, metaclass=ABCMeta):
         """Return X as a batch-first 3-D array of the estimator's dtype.
 
         A 2-D X is read as univariate series (n_samples, n_timesteps).
+        Ragged X (a list of (T_i, F) / (T_i,) arrays, or NaN-padded) comes
+        back NaN-padded, the form the network and the training API take.
         """
         name = type(self).__name__
+        if is_ragged(X):
+            return self._validate_ragged_X(X, reset, name)
         # ensure_min_features=0: a 2-D X's second axis is time, which
         # check_timesteps reports for every ndim with the same message
         X = check_array(X, allow_nd=True, dtype=np.dtype(self.dtype).type,
@@ -226,6 +239,24 @@ class _BaseRNN(BaseEstimator, metaclass=ABCMeta):
                 f"X has {X.shape[2]} features, but {name} is expecting "
                 f"{self.n_features_in_} features as input."
             )
+        return X
+
+    def _validate_ragged_X(self, X, reset, name):
+        if self.output == "sequence":
+            raise ValueError(
+                f"{name} takes ragged X (a list of sequences, or NaN padding) with "
+                f"output='last' or 'mean'; per-timestep targets of ragged sequences "
+                f"are not supported by the estimators yet (bptt.RNN.loss_and_grad "
+                f"takes them).")
+        if isinstance(X, np.ndarray) and X.ndim == 2:
+            X = X[:, :, np.newaxis]
+        X, lengths, _ = check_ragged(X, None if reset else self.n_features_in_,
+                                     np.dtype(self.dtype).type, owner=name)
+        if reset:
+            self.n_features_in_ = X.shape[2]
+        if lengths is not None:
+            # a new array of check_ragged's (the caller's X is never written)
+            X[np.arange(X.shape[1])[None, :] >= lengths[:, None]] = np.nan
         return X
 
     def _check_y_present(self, y):
@@ -260,6 +291,8 @@ class _BaseRNN(BaseEstimator, metaclass=ABCMeta):
             cell=self.cell, nonlinearity=self.nonlinearity,
             output_activation=activation, init=self.init, dtype=self.dtype,
             random_state=int(self._random_state.randint(np.iinfo(np.int32).max)),
+            num_layers=self.num_layers, bidirectional=self.bidirectional,
+            dropout=self.dropout,
         )
         self.n_iter_ = 0
         self.loss_curve_ = []
@@ -279,9 +312,11 @@ class _BaseRNN(BaseEstimator, metaclass=ABCMeta):
         output_size, activation, _ = self._output_layer()
         wanted = {"hidden_size": self.hidden_size, "cell": self.cell,
                   "nonlinearity": self.nonlinearity,
-                  "dtype": np.dtype(self.dtype).name}
+                  "dtype": np.dtype(self.dtype).name, "num_layers": self.num_layers,
+                  "bidirectional": bool(self.bidirectional)}
         have = {"hidden_size": net.hidden_size, "cell": net.cell,
-                "nonlinearity": net.nonlinearity, "dtype": np.dtype(net.dtype).name}
+                "nonlinearity": net.nonlinearity, "dtype": np.dtype(net.dtype).name,
+                "num_layers": net.num_layers, "bidirectional": net.bidirectional}
         changed = [f"{k} from {have[k]!r} to {wanted[k]!r}" for k in wanted
                    if wanted[k] != have[k]]
         if changed:
@@ -335,7 +370,7 @@ class _BaseRNN(BaseEstimator, metaclass=ABCMeta):
             self._run_epochs(X, y_enc, X_val, y_val, incremental, early_stopping)
         finally:
             # fit is over: the buffers net_ kept between batches (up to
-            # rnn.KEEP_WORKSPACE_BYTES) are not needed for predicting.
+            # _bptt.KEEP_WORKSPACE_BYTES) are not needed for predicting.
             # partial_fit keeps them for its next call, often one batch.
             if not incremental:
                 self.net_.release_buffers()
@@ -358,6 +393,8 @@ class _BaseRNN(BaseEstimator, metaclass=ABCMeta):
         n_epochs = 1 if incremental else self.max_epochs
         rng = self._random_state
         lines, bar = self._progress(n_epochs, incremental)
+        data = self.net_._training_data(X, y, loss=self._output_layer()[2],
+                                        output=self.output)
         started = time.perf_counter()
         stopped = False
         best = None if incremental else _Best(self.net_.params)
@@ -370,7 +407,7 @@ class _BaseRNN(BaseEstimator, metaclass=ABCMeta):
                 for start in range(0, n_samples, batch_size):
                     idx = order[start:start + batch_size]
                     try:
-                        loss = self._train_batch(X[idx], y[idx])
+                        loss = self._train_batch(data, idx)
                     except FloatingPointError as exc:
                         self._diverged(self.n_iter_ + 1, exc, early_stopping)
                     if epoch == 0 and start == 0:
@@ -436,27 +473,26 @@ class _BaseRNN(BaseEstimator, metaclass=ABCMeta):
             f"{self.learning_rate}) or a smaller clip_norm (now {self.clip_norm})."
         )
 
-    def _train_batch(self, X, y):
-        """One batch: one update, or one per window of ``truncate`` steps.
+    def _train_batch(self, data, rows):
+        """One batch (samples ``rows`` of the training data): one update,
+        or one per window of ``truncate`` steps.
 
         Returns the batch's mean loss.
         """
-        net, loss_name, output = self.net_, self._output_layer()[2], self.output
-        T = X.shape[1]
+        T = data.n_timesteps
         k = self.truncate
         if k is None or k >= T:
-            loss, grads = net.loss_and_grad(X, y, loss=loss_name, output=output)
+            loss, grads, _ = data.loss_and_grad(rows)
             self._step(grads)
             return loss
         starts = range(0, T, k)
         state = None
-        if output == "last":
+        if self.output == "last":
             # Only the last window carries a loss: run the others forward to
             # carry the state, window by window (memory O(k)).
             for s in starts[:-1]:
-                _, state = net.forward(X[:, s:s + k], state)
-            loss, grads = net.loss_and_grad(X[:, starts[-1]:], y, loss=loss_name,
-                                            output="last", h0=state)
+                state = data.advance(rows, s, s + k, state)
+            loss, grads, _ = data.loss_and_grad(rows, starts[-1], None, state)
             self._step(grads)
             return loss
         total = 0.0
@@ -464,8 +500,7 @@ class _BaseRNN(BaseEstimator, metaclass=ABCMeta):
             e = min(T, s + k)
             # the next window starts from the state this window's loss was
             # computed with (the weights before this window's update)
-            loss, grads, state = net._loss_grad_state(X[:, s:e], y[:, s:e], loss_name,
-                                                      "sequence", None, state)
+            loss, grads, state = data.loss_and_grad(rows, s, e, state)
             self._step(grads)
             total += loss * (e - s)
         return total / T
@@ -576,9 +611,9 @@ class _BaseRNN(BaseEstimator, metaclass=ABCMeta):
 
     # ---------------------------------------------------------------- predict
     def _forward(self, X):
-        """Network outputs for validated X: (n, O) for "last", else (n, T, O)."""
-        Y, _ = self.net_.forward(X)
-        return Y[:, -1] if self.output == "last" else Y
+        """Network outputs for validated X: (n, O) for "last" and "mean",
+        else (n, T, O)."""
+        return self.net_._readout(X, self.output)
 
     # ---------------------------------------------------------------- persistence
     def save(self, path):
@@ -615,10 +650,12 @@ _PARAMETERS_DOC = """
     init : {{"orthogonal", "xavier", "identity", "uniform"}}, default="orthogonal"
         Initialisation of the recurrent weights W_hh. "identity" with
         ``nonlinearity="relu"`` is the IRNN of Le et al. (2015).
-    output : {{"last", "sequence"}}, default="last"
+    output : {{"last", "sequence", "mean"}}, default="last"
         "last": many-to-one, one prediction per sequence from the last
-        timestep. "sequence": many-to-many, a prediction at every timestep;
-        y then has one target per timestep.
+        timestep (bidirectional: from the final state of each direction).
+        "mean": many-to-one from the mean of the top layer's output over
+        the sequence's timesteps. "sequence": many-to-many, a prediction at
+        every timestep; y then has one target per timestep.
     optimizer : {{"sgd", "momentum", "adam"}}, default="adam"
         "sgd" is plain gradient descent, "momentum" adds heavy-ball momentum,
         "adam" is Kingma and Ba's Adam.
@@ -675,6 +712,13 @@ _PARAMETERS_DOC = """
         score when there is one, the time per epoch): a tqdm progress bar when
         tqdm is installed, otherwise one line per epoch; 2 always prints one
         line per epoch.
+    num_layers : int, default=1
+        Stacked recurrent layers (``bptt.RNN``'s ``num_layers``).
+    bidirectional : bool, default=False
+        Each layer runs in both directions. Truncated training (``truncate``)
+        carries the state forward in time, so it needs one direction.
+    dropout : float in [0, 1), default=0.0
+        Dropout on the outputs of every layer but the last, while fitting.
 """
 
 _ATTRIBUTES_DOC = """
@@ -744,10 +788,10 @@ class RNNRegressor(RegressorMixin, _BaseRNN):
         y = check_array(y, ensure_2d=False, allow_nd=True,
                         dtype=np.dtype(self.dtype).type, input_name="y", estimator=self)
         check_consistent_length(X, y)
-        if self.output == "last":
+        if self.output != "sequence":
             if y.ndim not in (1, 2):
                 raise ValueError(
-                    f"With output='last', y must have shape (n_samples,) or "
+                    f"With output={self.output!r}, y must have shape (n_samples,) or "
                     f"(n_samples, n_outputs); got y of shape {y.shape}."
                 )
             n_outputs = 1 if y.ndim == 1 else y.shape[1]
@@ -869,7 +913,7 @@ class RNNClassifier(ClassifierMixin, _BaseRNN):
     # The docstring is assembled below from the shared parameter list.
 
     def _stratify_validation(self):
-        return self.output == "last"
+        return self.output != "sequence"
 
     def _output_layer(self):
         n_classes = len(self.classes_)
@@ -879,7 +923,7 @@ class RNNClassifier(ClassifierMixin, _BaseRNN):
 
     def _validate_targets(self, y, X, reset, classes=None):
         self._check_y_present(y)
-        if self.output == "last":
+        if self.output != "sequence":
             y = column_or_1d(y, warn=True)
             check_consistent_length(X, y)
         else:

@@ -379,7 +379,9 @@ def _check_net_shapes(spec, params):
     expected = param_shapes(
         check_choice("cell", spec.get("cell"), CELLS),
         *(check_positive_int(name, spec.get(name))
-          for name in ("input_size", "hidden_size", "output_size")))
+          for name in ("input_size", "hidden_size", "output_size")),
+        check_positive_int("num_layers", spec.get("num_layers", 1)),
+        bool(spec.get("bidirectional", False)))
     stored = {name: tuple(arr.shape) for name, arr in params.items()}
     if stored != expected:
         sizes = ", ".join(f"{name}={spec.get(name)}" for name in

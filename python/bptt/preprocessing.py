@@ -13,7 +13,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils.validation import FLOAT_DTYPES, _check_sample_weight, check_array, check_is_fitted
 
-from ._validation import all_finite
+from ._validation import all_finite, padding_lengths
 
 __all__ = ["SequenceScaler"]
 
@@ -139,35 +139,8 @@ class _Sequences:
 
     def _read_padding(self, X):
         """Check that NaN only pads whole trailing timesteps; find the lengths."""
-        if np.isinf(X).any():
-            raise ValueError("Input X contains infinity or a value too large for "
-                             f"{X.dtype!r}.")
-        nan = np.isnan(X)
-        padded = nan.all(axis=2)  # (n, T): timesteps that are all NaN
-        partial = nan.any(axis=2) & ~padded
-        if partial.any():
-            i, t = np.argwhere(partial)[0]
-            raise ValueError(
-                f"Input X contains NaN in some but not all features of timestep "
-                f"{t} of sequence {i}: NaN is only accepted as padding, whole "
-                f"trailing timesteps that are all NaN."
-            )
-        gap = padded[:, :-1] & ~padded[:, 1:]  # a NaN timestep before a real one
-        if gap.any():
-            i, t = np.argwhere(gap)[0]
-            raise ValueError(
-                f"Input X contains NaN at timestep {t} of sequence {i}, followed by "
-                f"real timesteps: NaN is only accepted as padding, whole trailing "
-                f"timesteps that are all NaN."
-            )
-        self.real = ~padded
-        self.lengths = self.real.sum(axis=1)
-        if (self.lengths == 0).any():
-            i = int(np.argmin(self.lengths))
-            raise ValueError(
-                f"Input X contains NaN in every timestep of sequence {i}: each "
-                f"sequence needs at least 1 real timestep."
-            )
+        self.lengths = padding_lengths(X)
+        self.real = np.arange(X.shape[1])[None, :] < self.lengths[:, None]
 
     # ------------------------------------------------------------- access
     def timesteps(self):

@@ -1,74 +1,45 @@
-"""The network: :class:`RNN`, a recurrent layer plus an output layer.
+"""The network: :class:`RNN`, stacked recurrent layers (one or two
+directions) plus an output layer.
 
 What each cell is comes from its entry in ``bptt._cells.CELLS``; words
 (timestep, chunk, window, slab, part) are used as docs/glossary.md defines
 them.
 """
 
-from contextlib import nullcontext
 import numbers
 import os
 
 import numpy as np
 
-from ._cells import CELLS, CellStepper, output_kernels
+from ._cells import CELLS, OUTPUT_PARAMS, CellStepper, output_kernels
 # re-exported: the variant and loader have been importable from here
 from ._kernels import SIMD_VARIANTS, compiled_helpers, compiled_variant, load_kernels  # noqa: F401
-from . import _threads, interop
-from ._threads import plan_threads, serial_blas
+from . import _bptt, interop
+from ._bptt import LOSSES, OUTPUT_ACTIVATIONS
 from ._validation import (
     as_numeric_array,
     cast_finite,
     check_choice,
     check_dtype,
     check_positive_int,
+    check_ragged,
+    check_ragged_target,
     check_sequences,
     check_state,
     check_target,
-    time_major,
+    validate_target,
 )
 
 NONLINEARITIES = ("tanh", "relu")
-OUTPUT_ACTIVATIONS = {"identity": 0, "sigmoid": 1, "softmax": 2}
 INITS = ("orthogonal", "xavier", "identity", "uniform")
 BACKENDS = ("cython", "numpy")
-LOSSES = ("mse", "cross_entropy", "binary_cross_entropy")
-OUTPUTS = ("sequence", "last")
+OUTPUTS = ("sequence", "last", "mean")
 # Each loss that is computed from the logits needs its matching output.
 LOSS_ACTIVATION = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid"}
-# forward() runs long sequences in chunks of timesteps holding about this many
-# hidden values, so inference memory does not grow with T.
-FORWARD_CHUNK_ELEMENTS = 1 << 18
-# loss_and_grad() keeps the cache BPTT needs for every timestep, but its
-# workspaces (the time-major input, dL/dH, the output layer's rows) cover one
-# chunk of timesteps: at least this many rows (timesteps x samples), so the
-# chunk GEMMs stay efficient, and at most about 1/10 of the sequence (the
-# gradients and the packed recurrent weights share the rest of the 1.3x
-# memory budget).
-TRAIN_CHUNK_ROWS = 1024
-# ... and at most this many rows, and rows of at most this many
-# multiply-adds (gates x hidden x (hidden + input) a row): Python raises
-# KeyboardInterrupt (Ctrl-C) only between kernel calls, so a chunk's time
-# bounds how long it waits. On the loaded 2-core machine a tenth of a
-# 40000-step sequence (32 samples, H=96) took 1-1.7 s a chunk, 2^14 rows
-# 0.05-0.28 s; an LSTM at H=512 (n=128, T=2000) waited up to 1.9 s for its
-# 2^14-row chunks. The S-XL benchmark sizes stay under both.
-TRAIN_CHUNK_MAX_ROWS = 1 << 14
-TRAIN_CHUNK_MAX_WORK = 1 << 32
-# ... unless the workspaces of the whole sequence are this small anyway: then
-# one chunk saves the driver's per-chunk calls (about 5% at the M size).
-TRAIN_ONE_CHUNK_BYTES = 1 << 22
-# loss_and_grad's buffers (cache and chunk workspaces) are kept for the next
-# call with the same shapes when they take at most this much: a fresh
-# allocation of a few MB comes from mmap and page-faults on first touch,
-# which doubled the GRU's M-size training step (glibc trims the heap top
-# after each call), and zeroing the fresh pages of the XL-size cache (52 MB)
-# took 3% of its step (rnn XL 113-117 -> 108-115 ms kept). Larger buffers
-# are freed: there the memory held between calls matters more.
-KEEP_WORKSPACE_BYTES = 1 << 26
 # what RNN.get_config describes: the constructor's arguments but the seed
 _CONFIG_KEYS = ("input_size", "hidden_size", "output_size", "cell", "nonlinearity",
-                "output_activation", "init", "dtype", "backend")
+                "output_activation", "init", "dtype", "backend", "num_layers",
+                "bidirectional", "dropout")
 
 def _rng(random_state):
     if isinstance(random_state, np.random.Generator):
@@ -85,35 +56,27 @@ def _rng(random_state):
     )
 
 
-def _copy_state(state):
-    if isinstance(state, tuple):
-        return tuple(a.copy() for a in state)
-    return state.copy()
-
-
-def _slab_state(state, n):
-    """A state (or tuple of states) of shape (slabs, n/slabs, H) as a
-    C-contiguous (n, H), as the kernels take it: a view of the cache's rows
-    when slabs is 1, else a copy. (A reshape alone is a strided view when the
-    slabs hold one sample each: each row is then a timestep of its own slab.)"""
-    if isinstance(state, tuple):
-        return tuple(np.ascontiguousarray(a.reshape(n, -1)) for a in state)
-    return np.ascontiguousarray(state.reshape(n, -1))
-
-
-def _check_loss(value):
-    if not np.isfinite(value):
-        raise FloatingPointError(
-            f"the loss is not finite ({value}): the parameters hold NaN/inf or "
-            f"the activations overflowed."
-        )
-
-
-def param_shapes(cell, input_size, hidden_size, output_size):
+def param_shapes(cell, input_size, hidden_size, output_size, num_layers=1,
+                 bidirectional=False):
     """The parameters' shapes, ``{name: shape}``, of a network of this
     configuration (see :class:`RNN`); bptt.load checks stored arrays
-    against them before building the network."""
-    return CELLS[cell].param_shapes(input_size, hidden_size, output_size)
+    against them before building the network. Layer 0's forward direction
+    comes first, then the output layer, then the other layers and
+    directions (the order of the initial draws)."""
+    D, H = (2 if bidirectional else 1), hidden_size
+    one_run = CELLS[cell].param_shapes(input_size, hidden_size, output_size)
+    shapes = {}
+    for layer in range(num_layers):
+        for d in range(D):
+            sfx = _bptt.suffix(layer, d)
+            for name, shape in one_run.items():
+                if name not in OUTPUT_PARAMS:
+                    shapes[name + sfx] = (shape[0], D * H) if (
+                        name == "W_xh" and layer > 0) else shape
+            if (layer, d) == (0, 0):
+                shapes["W_oh"] = (output_size, D * H)
+                shapes["b_o"] = (output_size,)
+    return shapes
 
 
 def physical_memory():
@@ -253,7 +216,18 @@ class RNN:
     backend : {"cython", "numpy"}, default="cython"
         The compiled kernels, or the NumPy reference they are tested against.
     random_state : int, numpy Generator or None, default=None
-        Seeds the initial weights; the same seed gives the same network.
+        Seeds the initial weights and then the dropout masks; the same seed
+        gives the same network and the same training.
+    num_layers : int, default=1
+        Stacked recurrent layers; layer l > 0 reads layer l-1's output.
+    bidirectional : bool, default=False
+        Each layer runs forward and backward in time (each sequence reversed
+        within its own length) and outputs [h_fwd(t), h_bwd(t)] (2H wide).
+    dropout : float in [0, 1), default=0.0
+        Dropout on the outputs of every layer but the last, while training
+        only (:meth:`loss_and_grad`, the estimators' fit), as PyTorch's
+        ``dropout``: each element is zeroed with this probability and the
+        rest scaled by 1 / (1 - dropout).
 
     Attributes
     ----------
@@ -261,7 +235,10 @@ class RNN:
         ``W_xh`` (G*H, I), ``W_hh`` (G*H, H), ``b_h`` (G*H,), ``W_oh`` (O, H),
         ``b_o`` (O,), where G is 1 for rnn, 4 for lstm (gate blocks i, f, g,
         o), 3 for gru (gate blocks r, z, n; plus ``b_hn`` (H,)). Arrays can
-        be replaced by arrays of the same shape.
+        be replaced by arrays of the same shape. Layer l >= 1 adds the
+        suffix ``_l{l}`` (its ``W_xh`` is (G*H, D*H)), the backward direction
+        ``_reverse`` after it; ``W_oh`` is (O, D*H), D = 2 when
+        bidirectional (docs/layers.md).
 
     Examples
     --------
@@ -284,7 +261,7 @@ class RNN:
     def __init__(self, input_size, hidden_size, output_size, *, cell="rnn",
                  nonlinearity="tanh", output_activation="identity",
                  init="orthogonal", dtype="float64", backend="cython",
-                 random_state=None):
+                 random_state=None, num_layers=1, bidirectional=False, dropout=0.0):
         self.input_size = check_positive_int("input_size", input_size)
         self.hidden_size = check_positive_int("hidden_size", hidden_size)
         self.output_size = check_positive_int("output_size", output_size)
@@ -295,10 +272,29 @@ class RNN:
         self.init = check_choice("init", init, INITS)
         self.dtype = check_dtype(dtype)
         self.backend = check_choice("backend", backend, BACKENDS)
+        self.num_layers = check_positive_int("num_layers", num_layers)
+        if not isinstance(bidirectional, (bool, np.bool_)):
+            raise TypeError(f"bidirectional must be True or False; got {bidirectional!r}.")
+        self.bidirectional = bool(bidirectional)
+        if (isinstance(dropout, (bool, np.bool_)) or not isinstance(dropout, numbers.Real)
+                or not 0 <= dropout < 1):
+            raise ValueError(f"dropout must be a number in [0, 1); got {dropout!r}.")
+        self.dropout = float(dropout)
         self._bind_kernels()
         self._check_size()
+        # the initial weights, then the dropout masks, from one stream
+        self._rng = _rng(random_state)
         self._params = Params(self._param_shapes(), self.dtype,
-                              self._initial_params(_rng(random_state)))
+                              self._initial_params(self._rng))
+
+    @property
+    def _directions(self):
+        return 2 if self.bidirectional else 1
+
+    @property
+    def _layered(self):
+        """Whether the network needs the general driver (layers x directions)."""
+        return self.num_layers > 1 or self.bidirectional
 
     def get_config(self):
         """The constructor arguments that rebuild this network, weights aside.
@@ -308,7 +304,8 @@ class RNN:
         config : dict
             ``input_size``, ``hidden_size``, ``output_size``, ``cell``,
             ``nonlinearity``, ``output_activation``, ``init``, ``dtype`` (its
-            name, "float32" or "float64") and ``backend``: plain Python
+            name, "float32" or "float64"), ``backend``, ``num_layers``,
+            ``bidirectional`` and ``dropout``: plain Python
             values (JSON-serialisable). ``RNN.from_config(config)`` builds a
             network of the same shapes and settings; ``random_state`` is not
             part of it (the weights are in :attr:`params`).
@@ -377,7 +374,8 @@ class RNN:
 
     # ------------------------------------------------------------------ params
     def _param_shapes(self):
-        return param_shapes(self.cell, self.input_size, self.hidden_size, self.output_size)
+        return param_shapes(self.cell, self.input_size, self.hidden_size, self.output_size,
+                            self.num_layers, self.bidirectional)
 
     def _initial_params(self, rng):
         spec = CELLS[self.cell]
@@ -398,14 +396,25 @@ class RNN:
             bound = 1.0 / np.sqrt(H)
             return rng.uniform(-bound, bound, size=(H, H))
 
-        values = {
-            "W_xh": glorot(G * H, I),
-            "W_hh": np.vstack([recurrent_block() for _ in range(G)]),
-            "b_h": spec.initial_b_h(H),
-            **spec.initial_extra(H),
-        }
-        values["W_oh"] = glorot(O, H)
-        values["b_o"] = np.zeros(O)
+        D = self._directions
+        extra = spec.initial_extra(H)
+        values = {}
+        # layer 0 forward, the output layer, then the others: a one-layer
+        # network draws what it always drew
+        for name, shape in self._param_shapes().items():
+            base = name.split("_l")[0].removesuffix("_reverse")
+            if base == "W_xh":
+                values[name] = glorot(*shape)
+            elif base == "W_hh":
+                values[name] = np.vstack([recurrent_block() for _ in range(G)])
+            elif base == "b_h":
+                values[name] = spec.initial_b_h(H)
+            elif base == "W_oh":
+                values[name] = glorot(O, D * H)
+            elif base in extra:
+                values[name] = extra[base].copy()
+            else:  # b_o
+                values[name] = np.zeros(shape)
         return values
 
     @property
@@ -431,7 +440,8 @@ class RNN:
     def _check_state(self, h0, n_samples):
         """h0 of forward, loss_and_grad and stream (see check_state)."""
         return check_state(h0, n_samples, self.hidden_size, self.dtype,
-                           pair=CELLS[self.cell].has_cell_state)
+                           pair=CELLS[self.cell].has_cell_state,
+                           runs=self.num_layers * self._directions)
 
     # ------------------------------------------------------------------ maths
     def forward(self, X, h0=None):
@@ -440,42 +450,32 @@ class RNN:
         Parameters
         ----------
         X : array-like of shape (n_samples, n_timesteps, input_size)
+            Or ragged: a list of (T_i, input_size) arrays ((T_i,) when
+            input_size is 1), or an array padded with NaN in whole trailing
+            timesteps (docs/layers.md).
         h0 : ndarray of shape (n_samples, hidden_size), optional
             Initial hidden state (zeros when None); for "lstm" a tuple
-            (h0, c0) of such arrays.
+            (h0, c0) of such arrays. With several layers or two directions
+            (num_layers * D, n_samples, hidden_size), PyTorch's layout.
 
         Returns
         -------
         Y : ndarray of shape (n_samples, n_timesteps, output_size)
-            Outputs after ``output_activation`` at every timestep.
+            Outputs after ``output_activation`` at every timestep; for ragged
+            X in X's form (a list of (T_i, output_size), or NaN-padded).
         state : ndarray of shape (n_samples, hidden_size)
-            The hidden state after the last step; for "lstm" a tuple
-            (h_T, c_T). Pass it back as ``h0`` to continue the sequences.
+            The hidden state after the last step (each sequence's own last
+            step); for "lstm" a tuple (h_T, c_T); (num_layers * D,
+            n_samples, hidden_size) as h0. Pass it back as ``h0`` to
+            continue the sequences.
         """
-        X = check_sequences(X, self.input_size, self.dtype)
-        n, T, _ = X.shape
-        state = self._check_state(h0, n)
-        p = self._params
-        H, O = self.hidden_size, self.output_size
-        act = OUTPUT_ACTIVATIONS[self.output_activation]
-        chunk = max(1, min(T, FORWARD_CHUNK_ELEMENTS // (n * H * self._cell.gates)))
-        cache = self._cell.allocate(chunk, n, H, self.dtype)
-        Xc = np.empty((chunk, n, self.input_size), dtype=self.dtype)
-        Yt = np.empty((T, n, O), dtype=self.dtype)
-        Z = np.empty((chunk * n, O), dtype=self.dtype)
-        with serial_blas() if self._holds_blas(n, T) else nullcontext(1) as budget:
-            n_threads = self._plan_threads(budget, n)
-            for start in range(0, T, chunk):
-                stop = min(T, start + chunk)
-                self._forward_chunk(X, start, stop, Xc, cache, state, Z, Yt, act,
-                                    n_threads)
-                state = _copy_state(self._cell.state_after(cache, stop - start - 1))
-        if not np.isfinite(Yt).all():
-            raise FloatingPointError(
-                "forward produced non-finite outputs: the parameters hold NaN/inf "
-                "or the inputs are too large for the network's dtype."
-            )
-        return np.ascontiguousarray(Yt.transpose(1, 0, 2)), state
+        X, lengths, form = check_ragged(X, self.input_size, self.dtype)
+        state0 = self._check_state(h0, X.shape[0])
+        if lengths is None and not self._layered:
+            return _bptt.forward(self, X, state0)
+        lay = _bptt.Layout(np.full(X.shape[0], X.shape[1]) if lengths is None else lengths)
+        Y, state = _bptt.layered_forward(self, lay, X, state0)
+        return lay.in_form(Y, form, X.shape[1]), state
 
     def stream(self, n_samples=1, h0=None):
         """Prepare step-by-step inference for live data (one timestep per call).
@@ -512,44 +512,19 @@ class RNN:
         (1, 1)
         """
         n_samples = check_positive_int("n_samples", n_samples)
+        if self.bidirectional:
+            raise ValueError(
+                "a bidirectional network cannot stream: its backward direction "
+                "needs each sequence's last timestep before its first output. "
+                "Run forward on whole sequences instead.")
         state = self._check_state(h0, n_samples)
+        if self.num_layers > 1:
+            return _bptt.LayeredStepper(self, state)
         activation = OUTPUT_ACTIVATIONS[self.output_activation]
         stepper = self._cell.stepper(self._params, state, activation)
         if stepper is None:  # the NumPy backend steps through its forward
             stepper = CellStepper(self._cell, self._out, self._params, state, activation)
         return stepper
-
-    def _step_work(self, n_samples):
-        H, G = self.hidden_size, self._cell.gates
-        return n_samples * G * H * (H + self.input_size)
-
-    def _holds_blas(self, n_samples, n_timesteps):
-        """Whether a call holds BLAS at one thread (serial_blas) for its run.
-
-        True when the call splits its batch over threads, or when its GEMMs
-        are large enough for OpenBLAS to thread them: left to itself,
-        OpenBLAS's threads gain nothing at the M size and collapse it (1.4 ->
-        5.6 ms) when another process holds a core. Tiny calls leave BLAS
-        alone and skip the two calls that hold and restore it.
-        """
-        step = self._step_work(n_samples)
-        return ((n_samples > 1 and step >= 2 * _threads.MIN_WORK_PER_THREAD)
-                or step * n_timesteps >= _threads.BLAS_THREADED_WORK)
-
-    def _plan_threads(self, budget, n_samples):
-        return plan_threads(budget, n_samples, self._step_work(n_samples))
-
-    def _forward_chunk(self, X, start, stop, Xc, cache, state, Z, Yt, act, n_threads):
-        """forward() of timesteps start..stop-1 into Yt, through the cache buffers."""
-        n, H, O = X.shape[0], self.hidden_size, self.output_size
-        steps = stop - start
-        chunk_cache = tuple(a[:steps] for a in cache)
-        self._cell.forward(time_major(X, start, stop, Xc), self._params, state, chunk_cache,
-                           n_threads)
-        rows = steps * n
-        self._out.output_forward(self._cell.hidden(chunk_cache).reshape(rows, H),
-                                 self._params["W_oh"], self._params["b_o"], act, Z[:rows],
-                                 Yt[start:stop].reshape(rows, O))
 
     def loss_and_grad(self, X, y, *, loss="mse", output="sequence", truncate=None,
                       h0=None):
@@ -558,22 +533,29 @@ class RNN:
         Parameters
         ----------
         X : array-like of shape (n_samples, n_timesteps, input_size)
+            Or ragged, as for :meth:`forward`.
         y : array-like
             ``output="sequence"``: (n_samples, n_timesteps, output_size), or
             (n_samples, n_timesteps) when output_size is 1 or for
-            cross-entropy labels. ``output="last"``: (n_samples, output_size),
-            or (n_samples,).
+            cross-entropy labels (for ragged X in X's form: a list of
+            (T_i, ...) arrays, or NaN-padded like X). ``output="last"`` and
+            ``"mean"``: (n_samples, output_size), or (n_samples,).
         loss : {"mse", "cross_entropy", "binary_cross_entropy"}, default="mse"
             Mean squared error over every element; cross-entropy of the softmax
             output against integer labels, averaged over samples (and
             timesteps); binary cross-entropy of the sigmoid output, averaged
             over every element.
-        output : {"sequence", "last"}, default="sequence"
-            Loss at every timestep (many-to-many) or at the last (many-to-one).
+        output : {"sequence", "last", "mean"}, default="sequence"
+            Loss at every timestep (many-to-many), at the last (many-to-one;
+            bidirectional: the output layer on [h_fwd at each sequence's
+            last timestep, h_bwd at t = 0]), or on the mean of the top
+            layer's output over each sequence's timesteps (many-to-one).
+            The loss averages over real elements only.
         truncate : int or None, default=None
             Truncated BPTT: the sequence is cut into windows [0, k), [k, 2k),
             ...; the state flows forward across window boundaries but no
-            gradient flows back across them. None is full BPTT.
+            gradient flows back across them (in both directions, on the
+            absolute timeline). None is full BPTT.
         h0 : ndarray of shape (n_samples, hidden_size), optional
             Initial state, as in :meth:`forward`.
 
@@ -581,7 +563,8 @@ class RNN:
         -------
         loss : float
         grads : dict of str to ndarray
-            dloss/dparam, same keys and shapes as :attr:`params`.
+            dloss/dparam, same keys and shapes as :attr:`params`; with
+            dropout, exact for the masks drawn in this call.
         """
         value, grads, _ = self._loss_grad_state(X, y, loss, output, truncate, h0)
         return value, grads
@@ -589,6 +572,55 @@ class RNN:
     def _loss_grad_state(self, X, y, loss, output, truncate, h0):
         """loss_and_grad, plus the state after the last step (for the
         estimators' truncated training, which carries it into the next window)."""
+        self._check_loss_output(loss, output)
+        truncate = check_positive_int("truncate", truncate, allow_none=True)
+        X, lengths, form = check_ragged(X, self.input_size, self.dtype)
+        n, T, _ = X.shape
+        state0 = self._check_state(h0, n)
+        if lengths is not None:
+            if output == "sequence":
+                target = check_ragged_target(y, lengths, form, loss, self.output_size,
+                                             self.dtype)
+            else:
+                target = validate_target(y, loss, output, n, T, self.output_size,
+                                         self.dtype)
+            return self._layered_loss(_bptt.Layout(lengths), X, target, loss, output,
+                                      truncate or 0, state0)
+        if not (self._layered or output == "mean"):
+            target = check_target(y, loss, output, n, T, self.output_size, self.dtype)
+            return _bptt.loss_grad_state(self, X, target, loss, output, truncate or 0,
+                                         state0)
+        target = validate_target(y, loss, output, n, T, self.output_size, self.dtype)
+        return self._layered_loss(_bptt.Layout(np.full(n, T)), X, target, loss, output,
+                                  truncate or 0, state0)
+
+    def _layered_loss(self, lay, X, target, loss, output, truncate, state0):
+        """The general driver's loss, gradients and state on batch-first X
+        (padded) and target (validate_target's form), dropout masks drawn."""
+        masks = _bptt.draw_masks(self, lay.rows)
+        return _bptt.layered_loss_grad_state(self, lay, X, target, loss, output, truncate,
+                                             state0, masks)
+
+    def _readout(self, X, output="sequence", h0=None):
+        """What the output layer gives for the loss of ``output``: forward's
+        Y for "sequence" (in X's form); (n_samples, output_size) for "last"
+        (the output layer on each sequence's final state of each direction,
+        [h_fwd at its last timestep, h_bwd at t = 0]) and "mean" (on the mean
+        of the top layer's output over each sequence's timesteps). The
+        estimators predict with it."""
+        check_choice("output", output, OUTPUTS)
+        X, lengths, form = check_ragged(X, self.input_size, self.dtype)
+        state0 = self._check_state(h0, X.shape[0])
+        if lengths is None and not self._layered and output != "mean":
+            Y = _bptt.forward(self, X, state0)[0]
+            return Y[:, -1] if output == "last" else Y
+        lay = _bptt.Layout(np.full(X.shape[0], X.shape[1]) if lengths is None else lengths)
+        if output == "sequence":
+            return lay.in_form(_bptt.layered_forward(self, lay, X, state0)[0],
+                               form, X.shape[1])
+        return _bptt.layered_readout(self, lay, X, state0, output)
+
+    def _check_loss_output(self, loss, output):
         check_choice("loss", loss, LOSSES)
         check_choice("output", output, OUTPUTS)
         needed = LOSS_ACTIVATION.get(loss)
@@ -597,158 +629,54 @@ class RNN:
                 f"loss={loss!r} needs output_activation={needed!r}; this network "
                 f"has output_activation={self.output_activation!r}."
             )
-        truncate = check_positive_int("truncate", truncate, allow_none=True)
-        X = check_sequences(X, self.input_size, self.dtype)
-        n, T, _ = X.shape
-        target = check_target(y, loss, output, n, T, self.output_size, self.dtype)
-        state0 = self._check_state(h0, n)
-        if not self._holds_blas(n, T):
-            return self._bptt(X, target, loss, output, truncate or 0, state0)
-        with serial_blas() as budget:
-            return self._bptt(X, target, loss, output, truncate or 0, state0,
-                              self._plan_threads(budget, n))
 
-    def _chunk_steps(self, T, n, truncate):
-        """Timesteps per chunk of loss_and_grad's workspaces."""
-        workspace = T * n * (self.hidden_size + self.input_size + 3 * self.output_size)
-        if workspace * np.dtype(self.dtype).itemsize <= TRAIN_ONE_CHUNK_BYTES:
-            return T
-        row_work = self._cell.gates * self.hidden_size * (self.hidden_size + self.input_size)
-        rows = max(TRAIN_CHUNK_ROWS, min((T * n) // 10, TRAIN_CHUNK_MAX_ROWS,
-                                         TRAIN_CHUNK_MAX_WORK // row_work))
-        steps = min(T, max(1, -(-rows // n)))
-        if truncate and steps < T:
-            # chunk starts on window starts, so the kernels' t % truncate holds
-            steps = min(T, -(-steps // truncate) * truncate)
-        return steps
+    def _training_data(self, X, y, *, loss="mse", output="sequence"):
+        """Training data for minibatch training, validated once (the
+        estimators' training API).
 
-    def _bptt(self, X, target, loss, output, truncate, state0, n_threads=1):
-        """Forward over every timestep, then BPTT chunk by chunk from the end.
+        Parameters
+        ----------
+        X, y, loss, output
+            As for :meth:`loss_and_grad` (ragged X included: a minibatch then
+            runs at its own sequences' lengths).
 
-        X is batch-first and validated, target as from check_target.
-        Returns the loss, the gradients and the state after the last step.
+        Returns
+        -------
+        data : bptt._bptt.TrainingData
+            ``data.loss_and_grad(rows, start, stop, h0)`` gives the loss,
+            gradients and final state of the minibatch ``rows`` (an index
+            array) over timesteps start..stop-1, as :meth:`loss_and_grad` on
+            ``X[rows][:, start:stop]`` would, without checking them again;
+            ``data.advance(rows, start, stop, h0)`` the state after them.
         """
-        n, T, I = X.shape
-        H, O = self.hidden_size, self.output_size
-        steps = self._chunk_steps(T, n, truncate)
-        starts = list(range(0, T, steps))
-        sequence = output == "sequence"
-        rows_max = steps * n if sequence else n
-        # one slab of sequences per thread when the threads divide the batch:
-        # each thread then works on its own rows from the first phase to the
-        # last (src/_cellparts.pxd, "slabs")
-        slabs = n_threads if n_threads > 1 and n % n_threads == 0 and self.backend == "cython" else 1
-        # dict.pop is atomic: a concurrent call on this network allocates its own
-        key = (T, n, steps, rows_max, slabs, self.dtype)
-        workspace = self.__dict__.pop("_workspace", {}).get(key)
-        if workspace is None:
-            workspace = (self._cell.allocate(slabs * T, n // slabs, H, self.dtype),
-                         np.empty((slabs * steps, n // slabs, I), dtype=self.dtype),
-                         *(np.empty((rows_max, O), dtype=self.dtype) for _ in range(3)),
-                         np.empty((slabs * steps, n // slabs, H), dtype=self.dtype))
-        value, grads, final_state = self._bptt_in(workspace, X, target, loss, sequence,
-                                                  truncate, state0, steps, starts,
-                                                  n_threads, slabs)
-        if sum(a.nbytes for a in (*workspace[0], *workspace[1:])) <= KEEP_WORKSPACE_BYTES:
-            self._workspace = {key: workspace}
-        return value, grads, final_state
-
-    def _loss_denominator(self, loss, sequence, n, T):
-        loss_rows = T * n if sequence else n
-        return loss_rows if loss == "cross_entropy" else loss_rows * self.output_size
-
-    def _bptt_in(self, workspace, X, target, loss, sequence, truncate, state0, steps,
-                 starts, n_threads, slabs):
-        """_bptt's work, in the buffers of ``workspace``, in ``slabs`` slabs of
-        n / slabs sequences: the cache arrays are (slabs*T, n/slabs, .), slab
-        k holding sequences k*n/slabs.. one timestep after another, the chunk
-        workspaces likewise (slabs*steps, n/slabs, .), and the output layer's
-        rows and target follow that order (src/_cellparts.pxd, "slabs"; one
-        slab is the plain time-major layout)."""
-        n, T, I = X.shape
-        H = self.hidden_size
-        cell, out, p = self._cell, self._out, self._params
-        act = OUTPUT_ACTIVATIONS[self.output_activation]
-        cache, Xc, Z, Y, dZ, dH = workspace
-        rows = n // slabs
-        # (slabs*T, rows, .) arrays seen as (T, slabs, rows, .): step t of
-        # every slab, in batch order once reshaped to (n, .)
-        by_step = tuple(a.reshape(slabs, T, rows, -1).swapaxes(0, 1) for a in cache)
-        state = state0
-        for s in starts:
-            e = min(T, s + steps)
-            cell.forward(time_major(X, s, e, Xc, slabs, n_threads), p, state,
-                         tuple(a[s:] for a in cache), n_threads, slabs, T)
-            state = _slab_state(cell.state_after(by_step, e - 1), n)
-        # a copy, so the caller does not keep the whole cache alive through it
-        final_state = _copy_state(state)
-
-        denominator = self._loss_denominator(loss, sequence, n, T)
-        loss_code = LOSSES.index(loss)
-        Hall = cell.hidden(cache).reshape(slabs * T * rows, H)
-        grads = {name: np.empty_like(value) for name, value in p.items()}
-        if sequence and slabs > 1:
-            # target rows (T*n, ...) time-major, in slab order
-            target = np.ascontiguousarray(
-                target.reshape(T, slabs, rows, -1).swapaxes(0, 1)
-            ).reshape(target.shape)
-        value = 0.0
-        carry = None
-        for i, s in enumerate(reversed(starts)):
-            e = min(T, s + steps)
-            dHc = dH[: slabs * (e - s)]
-            if sequence:
-                # slab k's rows of this chunk: k*T*rows + s*rows onwards
-                value += out.output_layer(
-                    Hall[s * rows:], p["W_oh"], p["b_o"], act, loss_code, target[s * rows:],
-                    denominator, Z[:n * (e - s)], Y[:n * (e - s)], dZ[:n * (e - s)],
-                    grads["W_oh"], grads["b_o"], dHc.reshape(-1, H), i > 0, n_threads,
-                    slabs, T * rows)
-            elif i == 0:
-                H_last = _slab_state(cell.hidden(by_step)[T - 1], n)
-                dH_last = np.empty_like(H_last)
-                value = out.output_layer(H_last, p["W_oh"], p["b_o"], act, loss_code, target,
-                                         denominator, Z, Y, dZ, grads["W_oh"], grads["b_o"],
-                                         dH_last, False, n_threads, slabs)
-                dH_by_slab = dHc.reshape(slabs, e - s, rows, H)
-                dH_by_slab[:, :-1] = 0
-                dH_by_slab[:, -1] = dH_last.reshape(slabs, rows, H)
-            elif carry is None:
-                # loss at the last step only, and truncation stopped its
-                # gradient: earlier timesteps contribute nothing
-                break
-            else:
-                dHc[...] = 0
-            if i == 0:
-                _check_loss(value)
-            chunk_state0 = (state0 if s == 0 else
-                            _slab_state(cell.state_after(by_step, s - 1), n))
-            # the last chunk forward is the first one backward: Xc still holds it
-            Xt = Xc[: slabs * (e - s)] if i == 0 else time_major(X, s, e, Xc, slabs,
-                                                                 n_threads)
-            carry = cell.backward(Xt, p, chunk_state0, tuple(a[s:] for a in cache), dHc,
-                                  carry, truncate, grads, i > 0, n_threads, None, slabs, T)
-            if truncate and s % truncate == 0:
-                carry = None  # no gradient crosses a window boundary
-        _check_loss(value)
-        return value, grads, final_state
+        self._check_loss_output(loss, output)
+        X, lengths, form = check_ragged(X, self.input_size, self.dtype)
+        n, T, _ = X.shape
+        if lengths is not None and output == "sequence":
+            target = check_ragged_target(y, lengths, form, loss, self.output_size,
+                                         self.dtype)
+        else:
+            target = validate_target(y, loss, output, n, T, self.output_size, self.dtype)
+        return _bptt.TrainingData(self, X, target, loss, output, lengths)
 
     def release_buffers(self):
         """Free the buffers :meth:`loss_and_grad` keeps for its next call.
 
         A training loop's calls with the same shapes reuse them (up to
-        ``bptt.rnn.KEEP_WORKSPACE_BYTES``, 64 MB); this frees them when
+        ``bptt._bptt.KEEP_WORKSPACE_BYTES``, 64 MB); this frees them when
         training is over. The estimators call it at the end of ``fit`` (not
         of ``partial_fit``, whose next call often is one more batch). Nothing
         else changes: the next call allocates anew.
         """
         self.__dict__.pop("_workspace", None)
+        self.__dict__.pop("_buffers", None)  # the layered driver's (_bptt.Buffers)
 
     def __getstate__(self):
         # kernel modules do not pickle; they are looked up again on load
         state = self.__dict__.copy()
         del state["_cell"], state["_out"]
         state.pop("_workspace", None)  # buffers, not state
+        state.pop("_buffers", None)
         return state
 
     def __setstate__(self, state):
@@ -787,8 +715,8 @@ class RNN:
         state_dict : dict of str to ndarray
             New arrays of the network's dtype.
         """
-        return interop.to_torch_state_dict(self, rnn_prefix=rnn_prefix,
-                                           output_prefix=output_prefix)
+        return interop.to_torch_state_dict_layers(self, rnn_prefix=rnn_prefix,
+                                                  output_prefix=output_prefix)
 
     @classmethod
     def from_torch_state_dict(cls, state_dict, *, cell=None, nonlinearity="tanh",
@@ -832,7 +760,7 @@ class RNN:
         -------
         net : RNN
         """
-        return interop.from_torch_state_dict(
+        return interop.from_torch_state_dict_layers(
             cls, state_dict, cell=cell, nonlinearity=nonlinearity,
             output_activation=output_activation, dtype=dtype, backend=backend,
             rnn_prefix=rnn_prefix, output_prefix=output_prefix)
@@ -841,4 +769,7 @@ class RNN:
         return (f"RNN({self.input_size}, {self.hidden_size}, {self.output_size}, "
                 f"cell={self.cell!r}, nonlinearity={self.nonlinearity!r}, "
                 f"output_activation={self.output_activation!r}, init={self.init!r}, "
-                f"dtype={np.dtype(self.dtype).name!r}, backend={self.backend!r})")
+                f"dtype={np.dtype(self.dtype).name!r}, backend={self.backend!r}"
+                + (f", num_layers={self.num_layers}" if self.num_layers > 1 else "")
+                + (", bidirectional=True" if self.bidirectional else "")
+                + (f", dropout={self.dropout!r}" if self.dropout else "") + ")")

@@ -1,0 +1,941 @@
+"""The BPTT driver: how :class:`bptt.RNN` runs its cells' kernels.
+
+On the floor between the cells (:mod:`bptt._cells`, one cell's kernels
+over a time-major batch) and the network (:mod:`bptt.rnn`, configuration
+and parameters), this module owns
+
+- the thread and BLAS policy of a call (:func:`holds_blas`,
+  :func:`plan_threads`): whether it holds BLAS at one thread and over how
+  many of bptt's threads it splits its batch;
+- forward's loop over *chunks* of timesteps (:func:`forward`), which keeps
+  inference memory independent of the sequence length;
+- training's forward and backward pass (:func:`loss_grad_state`): the cache
+  of every timestep, workspaces covering one chunk, the batch in *slabs*
+  (one per thread; src/_cellparts.pxd), and the workspace kept for the next
+  call of the same shapes.
+
+Words: a *timestep* is one element of a sequence; a *chunk* is a run of
+timesteps whose workspaces are held at once; a *window* is a run of
+``truncate`` timesteps that truncated BPTT cuts the gradient at; a *slab*
+is a part of the batch run by one thread from the first phase to the last.
+An optimizer's *update* and a stream's *step* belong to other modules.
+
+Every function takes the network (an :class:`bptt.RNN`) and reads its
+configuration, its ``_cell`` and ``_out`` kernels and its ``_params``;
+inputs arrive validated (batch-first X of the network's dtype, targets as
+:func:`bptt._validation.check_target` returns them).
+"""
+
+from contextlib import nullcontext
+
+import numpy as np
+
+from ._cells import BASE_PARAMS
+from . import _threads
+from ._threads import serial_blas
+from ._validation import check_state, coerce_step_input, target_rows, time_major
+
+OUTPUT_ACTIVATIONS = {"identity": 0, "sigmoid": 1, "softmax": 2}
+LOSSES = ("mse", "cross_entropy", "binary_cross_entropy")
+# forward() runs long sequences in chunks of timesteps holding about this many
+# hidden values, so inference memory does not grow with T.
+FORWARD_CHUNK_ELEMENTS = 1 << 18
+# loss_and_grad() keeps the cache BPTT needs for every timestep, but its
+# workspaces (the time-major input, dL/dH, the output layer's rows) cover one
+# chunk of timesteps: at least this many rows (timesteps x samples), so the
+# chunk GEMMs stay efficient, and at most about 1/10 of the sequence (the
+# gradients and the packed recurrent weights share the rest of the 1.3x
+# memory budget).
+TRAIN_CHUNK_ROWS = 1024
+# ... and at most this many rows, and rows of at most this many
+# multiply-adds (gates x hidden x (hidden + input) a row): Python raises
+# KeyboardInterrupt (Ctrl-C) only between kernel calls, so a chunk's time
+# bounds how long it waits. On the loaded 2-core machine a tenth of a
+# 40000-step sequence (32 samples, H=96) took 1-1.7 s a chunk, 2^14 rows
+# 0.05-0.28 s; an LSTM at H=512 (n=128, T=2000) waited up to 1.9 s for its
+# 2^14-row chunks. The S-XL benchmark sizes stay under both.
+TRAIN_CHUNK_MAX_ROWS = 1 << 14
+TRAIN_CHUNK_MAX_WORK = 1 << 32
+# ... unless the workspaces of the whole sequence are this small anyway: then
+# one chunk saves the driver's per-chunk calls (about 5% at the M size).
+TRAIN_ONE_CHUNK_BYTES = 1 << 22
+# loss_and_grad's buffers (cache and chunk workspaces) are kept for the next
+# call with the same shapes when they take at most this much: a fresh
+# allocation of a few MB comes from mmap and page-faults on first touch,
+# which doubled the GRU's M-size training step (glibc trims the heap top
+# after each call), and zeroing the fresh pages of the XL-size cache (52 MB)
+# took 3% of its step (rnn XL 113-117 -> 108-115 ms kept). Larger buffers
+# are freed: there the memory held between calls matters more.
+KEEP_WORKSPACE_BYTES = 1 << 26
+
+
+def copy_state(state):
+    """A copy of a state (an array, or a tuple of arrays)."""
+    if isinstance(state, tuple):
+        return tuple(a.copy() for a in state)
+    return state.copy()
+
+
+def _slab_state(state, n):
+    """A state (or tuple of states) of shape (slabs, n/slabs, H) as a
+    C-contiguous (n, H), as the kernels take it: a view of the cache's rows
+    when slabs is 1, else a copy. (A reshape alone is a strided view when the
+    slabs hold one sample each: each row is then a timestep of its own slab.)"""
+    if isinstance(state, tuple):
+        return tuple(np.ascontiguousarray(a.reshape(n, -1)) for a in state)
+    return np.ascontiguousarray(state.reshape(n, -1))
+
+
+def check_loss(value):
+    """Raise FloatingPointError for a non-finite loss."""
+    if not np.isfinite(value):
+        raise FloatingPointError(
+            f"the loss is not finite ({value}): the parameters hold NaN/inf or "
+            f"the activations overflowed."
+        )
+
+
+# ------------------------------------------------------------ threads and BLAS
+def step_work(net, n_samples):
+    """Multiply-adds of one timestep of the recurrence for the whole batch."""
+    H, G = net.hidden_size, net._cell.gates
+    return n_samples * G * H * (H + net.input_size)
+
+
+def holds_blas(net, n_samples, n_timesteps):
+    """Whether a call holds BLAS at one thread (serial_blas) for its run.
+
+    True when the call splits its batch over threads, or when its GEMMs
+    are large enough for OpenBLAS to thread them: left to itself,
+    OpenBLAS's threads gain nothing at the M size and collapse it (1.4 ->
+    5.6 ms) when another process holds a core. Tiny calls leave BLAS
+    alone and skip the two calls that hold and restore it.
+    """
+    step = step_work(net, n_samples)
+    return ((n_samples > 1 and step >= 2 * _threads.MIN_WORK_PER_THREAD)
+            or step * n_timesteps >= _threads.BLAS_THREADED_WORK)
+
+
+def plan_threads(net, budget, n_samples):
+    """Threads of bptt's pool a call of ``n_samples`` sequences splits over."""
+    return _threads.plan_threads(budget, n_samples, step_work(net, n_samples))
+
+
+# ------------------------------------------------------------------ forward
+def forward(net, X, state):
+    """The outputs and final state of ``net`` over validated X from ``state``.
+
+    X (n, T, I) batch-first of the network's dtype; returns Y (n, T, O)
+    batch-first and the state after the last timestep. Runs in chunks of
+    timesteps (FORWARD_CHUNK_ELEMENTS), keeping no cache beyond one chunk.
+    """
+    n, T, _ = X.shape
+    H, O = net.hidden_size, net.output_size
+    act = OUTPUT_ACTIVATIONS[net.output_activation]
+    chunk = max(1, min(T, FORWARD_CHUNK_ELEMENTS // (n * H * net._cell.gates)))
+    cache = net._cell.allocate(chunk, n, H, net.dtype)
+    Xc = np.empty((chunk, n, net.input_size), dtype=net.dtype)
+    Yt = np.empty((T, n, O), dtype=net.dtype)
+    Z = np.empty((chunk * n, O), dtype=net.dtype)
+    with serial_blas() if holds_blas(net, n, T) else nullcontext(1) as budget:
+        n_threads = plan_threads(net, budget, n)
+        for start in range(0, T, chunk):
+            stop = min(T, start + chunk)
+            _forward_chunk(net, X, start, stop, Xc, cache, state, Z, Yt, act, n_threads)
+            state = copy_state(net._cell.state_after(cache, stop - start - 1))
+    if not np.isfinite(Yt).all():
+        raise FloatingPointError(
+            "forward produced non-finite outputs: the parameters hold NaN/inf "
+            "or the inputs are too large for the network's dtype."
+        )
+    return np.ascontiguousarray(Yt.transpose(1, 0, 2)), state
+
+
+def _forward_chunk(net, X, start, stop, Xc, cache, state, Z, Yt, act, n_threads):
+    """forward() of timesteps start..stop-1 into Yt, through the cache buffers."""
+    n, H, O = X.shape[0], net.hidden_size, net.output_size
+    steps = stop - start
+    part = tuple(a[:steps] for a in cache)
+    net._cell.forward(time_major(X, start, stop, Xc), net._params, state, part, n_threads)
+    rows = steps * n
+    net._out.output_forward(net._cell.hidden(part).reshape(rows, H),
+                            net._params["W_oh"], net._params["b_o"], act, Z[:rows],
+                            Yt[start:stop].reshape(rows, O))
+
+
+# ----------------------------------------------------------------- training
+def loss_grad_state(net, X, target, loss, output, truncate, state0):
+    """Loss, gradients and final state of ``net`` on validated inputs.
+
+    X (n, T, I) batch-first of the network's dtype; ``target`` as
+    check_target returns it; ``truncate`` an int (0: full BPTT); ``state0``
+    a validated state. Holds BLAS and splits the batch over threads as
+    :func:`holds_blas` and :func:`plan_threads` decide.
+    """
+    n, T, _ = X.shape
+    if not holds_blas(net, n, T):
+        return _bptt(net, X, target, loss, output, truncate, state0)
+    with serial_blas() as budget:
+        return _bptt(net, X, target, loss, output, truncate, state0,
+                     plan_threads(net, budget, n))
+
+
+def chunk_steps(net, T, n, truncate):
+    """Timesteps per chunk of loss_and_grad's workspaces."""
+    workspace = T * n * (net.hidden_size + net.input_size + 3 * net.output_size)
+    if workspace * np.dtype(net.dtype).itemsize <= TRAIN_ONE_CHUNK_BYTES:
+        return T
+    row_work = net._cell.gates * net.hidden_size * (net.hidden_size + net.input_size)
+    rows = max(TRAIN_CHUNK_ROWS, min((T * n) // 10, TRAIN_CHUNK_MAX_ROWS,
+                                     TRAIN_CHUNK_MAX_WORK // row_work))
+    steps = min(T, max(1, -(-rows // n)))
+    if truncate and steps < T:
+        # chunk starts on window starts, so the kernels' t % truncate holds
+        steps = min(T, -(-steps // truncate) * truncate)
+    return steps
+
+
+def loss_denominator(net, loss, sequence, n, T):
+    """Elements (cross-entropy: rows) the loss's mean runs over."""
+    loss_rows = T * n if sequence else n
+    return loss_rows if loss == "cross_entropy" else loss_rows * net.output_size
+
+
+def _bptt(net, X, target, loss, output, truncate, state0, n_threads=1):
+    """Forward over every timestep, then BPTT chunk by chunk from the end.
+
+    X is batch-first and validated, target as from check_target.
+    Returns the loss, the gradients and the state after the last step.
+    """
+    n, T, I = X.shape
+    H, O = net.hidden_size, net.output_size
+    steps = chunk_steps(net, T, n, truncate)
+    starts = list(range(0, T, steps))
+    sequence = output == "sequence"
+    rows_max = steps * n if sequence else n
+    # one slab of sequences per thread when the threads divide the batch:
+    # each thread then works on its own rows from the first phase to the
+    # last (src/_cellparts.pxd, "slabs"); the NumPy reference has no layout
+    slabs = (n_threads if n_threads > 1 and n % n_threads == 0 and net.backend == "cython"
+             else 1)
+    # dict.pop is atomic: a concurrent call on this network allocates its own
+    key = (T, n, steps, rows_max, slabs, net.dtype)
+    workspace = net.__dict__.pop("_workspace", {}).get(key)
+    if workspace is None:
+        workspace = (net._cell.allocate(slabs * T, n // slabs, H, net.dtype),
+                     np.empty((slabs * steps, n // slabs, I), dtype=net.dtype),
+                     *(np.empty((rows_max, O), dtype=net.dtype) for _ in range(3)),
+                     np.empty((slabs * steps, n // slabs, H), dtype=net.dtype))
+    value, grads, final_state = _bptt_in(net, workspace, X, target, loss, sequence,
+                                         truncate, state0, steps, starts, n_threads, slabs)
+    if sum(a.nbytes for a in (*workspace[0], *workspace[1:])) <= KEEP_WORKSPACE_BYTES:
+        net._workspace = {key: workspace}
+    return value, grads, final_state
+
+
+def _bptt_in(net, workspace, X, target, loss, sequence, truncate, state0, steps,
+             starts, n_threads, slabs):
+    """_bptt's work, in the buffers of ``workspace``, in ``slabs`` slabs of
+    n / slabs sequences: the cache arrays are (slabs*T, n/slabs, .), slab
+    k holding sequences k*n/slabs.. one timestep after another, the chunk
+    workspaces likewise (slabs*steps, n/slabs, .), and the output layer's
+    rows and target follow that order (src/_cellparts.pxd, "slabs"; one
+    slab is the plain time-major layout)."""
+    n, T, I = X.shape
+    H = net.hidden_size
+    cell, out, p = net._cell, net._out, net._params
+    act = OUTPUT_ACTIVATIONS[net.output_activation]
+    cache, Xc, Z, Y, dZ, dH = workspace
+    rows = n // slabs
+    # (slabs*T, rows, .) arrays seen as (T, slabs, rows, .): step t of
+    # every slab, in batch order once reshaped to (n, .)
+    by_step = tuple(a.reshape(slabs, T, rows, -1).swapaxes(0, 1) for a in cache)
+    state = state0
+    for s in starts:
+        e = min(T, s + steps)
+        cell.forward(time_major(X, s, e, Xc, slabs, n_threads), p, state,
+                     tuple(a[s:] for a in cache), n_threads, slabs, T)
+        state = _slab_state(cell.state_after(by_step, e - 1), n)
+    # a copy, so the caller does not keep the whole cache alive through it
+    final_state = copy_state(state)
+
+    denominator = loss_denominator(net, loss, sequence, n, T)
+    loss_code = LOSSES.index(loss)
+    Hall = cell.hidden(cache).reshape(slabs * T * rows, H)
+    grads = {name: np.empty_like(value) for name, value in p.items()}
+    if sequence and slabs > 1:
+        # target rows (T*n, ...) time-major, in slab order
+        target = np.ascontiguousarray(
+            target.reshape(T, slabs, rows, -1).swapaxes(0, 1)
+        ).reshape(target.shape)
+    value = 0.0
+    carry = None
+    for i, s in enumerate(reversed(starts)):
+        e = min(T, s + steps)
+        dHc = dH[: slabs * (e - s)]
+        if sequence:
+            # slab k's rows of this chunk: k*T*rows + s*rows onwards
+            value += out.output_layer(
+                Hall[s * rows:], p["W_oh"], p["b_o"], act, loss_code, target[s * rows:],
+                denominator, Z[:n * (e - s)], Y[:n * (e - s)], dZ[:n * (e - s)],
+                grads["W_oh"], grads["b_o"], dHc.reshape(-1, H), i > 0, n_threads,
+                slabs, T * rows)
+        elif i == 0:
+            H_last = _slab_state(cell.hidden(by_step)[T - 1], n)
+            dH_last = np.empty_like(H_last)
+            value = out.output_layer(H_last, p["W_oh"], p["b_o"], act, loss_code, target,
+                                     denominator, Z, Y, dZ, grads["W_oh"], grads["b_o"],
+                                     dH_last, False, n_threads, slabs)
+            dH_by_slab = dHc.reshape(slabs, e - s, rows, H)
+            dH_by_slab[:, :-1] = 0
+            dH_by_slab[:, -1] = dH_last.reshape(slabs, rows, H)
+        elif carry is None:
+            # loss at the last step only, and truncation stopped its
+            # gradient: earlier timesteps contribute nothing
+            break
+        else:
+            dHc[...] = 0
+        if i == 0:
+            check_loss(value)
+        chunk_state0 = (state0 if s == 0 else
+                        _slab_state(cell.state_after(by_step, s - 1), n))
+        # the last chunk forward is the first one backward: Xc still holds it
+        Xt = Xc[: slabs * (e - s)] if i == 0 else time_major(X, s, e, Xc, slabs, n_threads)
+        carry = cell.backward(Xt, p, chunk_state0, tuple(a[s:] for a in cache), dHc,
+                              carry, truncate, grads, i > 0, n_threads, None, slabs, T)
+        if truncate and s % truncate == 0:
+            carry = None  # no gradient crosses a window boundary
+    check_loss(value)
+    return value, grads, final_state
+
+
+class TrainingData:
+    """Sequences and targets validated once, trained on minibatch by minibatch.
+
+    Made by :meth:`bptt.RNN._training_data` (the estimators' training API):
+    X and the target are checked and converted when it is made; a minibatch
+    is then a row index array (and optionally a range of timesteps, for
+    training window by window), sliced without checking again.
+
+    Attributes
+    ----------
+    X : ndarray of shape (n_samples, n_timesteps, input_size)
+        Of the network's dtype.
+    y : ndarray
+        The target as :func:`bptt._validation.validate_target` returns it.
+    n_samples, n_timesteps : int
+    """
+
+    def __init__(self, net, X, y, loss, output, lengths=None):
+        self.net, self.X, self.y, self.loss, self.output = net, X, y, loss, output
+        self.n_samples, self.n_timesteps = X.shape[:2]
+        self.lengths = lengths  # None: every sequence has n_timesteps
+
+    def loss_and_grad(self, rows, start=0, stop=None, h0=None):
+        """Loss, gradients and final state on a minibatch.
+
+        Parameters
+        ----------
+        rows : ndarray of int
+            The samples of the minibatch.
+        start, stop : int, default=0, None
+            Its timesteps start..stop-1 (None: to the end); with
+            ``output="last"`` the loss is at the last timestep of X.
+        h0 : state or None
+            The state before ``start`` (a state this object returned, or
+            None for zeros).
+
+        Returns
+        -------
+        loss : float
+        grads : dict of str to ndarray
+        state : ndarray or tuple of ndarrays
+            The state after the last timestep, to pass on as ``h0``.
+        """
+        net = self.net
+        X = self._slice(rows, start, stop)
+        y = self.y[rows]
+        if self.output == "sequence":
+            y = y[:, start:stop]
+        state0 = net._check_state(h0, X.shape[0]) if h0 is None else h0
+        if self.lengths is not None:
+            lengths = self.lengths[rows]
+            T = int(lengths.max())
+            lay = Layout(lengths)
+            return net._layered_loss(lay, np.ascontiguousarray(X[:, :T]),
+                                     y[:, :T] if self.output == "sequence" else y,
+                                     self.loss, self.output, 0, state0)
+        if net._layered or self.output == "mean":
+            return net._layered_loss(Layout(np.full(X.shape[0], X.shape[1])), X, y,
+                                     self.loss, self.output, 0, state0)
+        target = target_rows(y, self.output)
+        return loss_grad_state(net, X, target, self.loss, self.output, 0, state0)
+
+    def advance(self, rows, start=0, stop=None, h0=None):
+        """The state after timesteps start..stop-1 of a minibatch (forward only)."""
+        X = self._slice(rows, start, stop)
+        state0 = self.net._check_state(h0, X.shape[0]) if h0 is None else h0
+        if self.net._layered:
+            lay = Layout(np.full(X.shape[0], X.shape[1]))
+            return layered_forward(self.net, lay, X, state0)[1]
+        return forward(self.net, X, state0)[1]
+
+    def _slice(self, rows, start, stop):
+        if (start or stop is not None) and self.lengths is not None:
+            raise ValueError(
+                "training window by window (truncate) carries the state forward "
+                "through timesteps every sequence of the batch has; these sequences "
+                "have lengths of their own. Use truncate=None for ragged X.")
+        if (start or stop is not None) and self.output == "mean":
+            raise ValueError(
+                "training window by window (truncate) needs output='last' or "
+                "'sequence': output='mean' reads every timestep of a sequence.")
+        if (start or stop is not None) and self.net.bidirectional:
+            raise ValueError(
+                "training window by window (truncate) carries the state forward in "
+                "time, which needs one direction; this network is bidirectional. "
+                "Use truncate=None, or RNN.loss_and_grad(..., truncate=k), which "
+                "cuts the gradient in both directions.")
+        X = self.X[rows]
+        if start or stop is not None:
+            X = np.ascontiguousarray(X[:, start:stop])
+        return X
+
+
+# ------------------------------------------------ layers, directions, ragged
+#
+# The general driver: a network is num_layers x D runs of its cell (D = 2
+# when bidirectional). Sequences of any lengths are laid out *packed*, as
+# PyTorch's packed sequences are: sorted by length (longest first), then
+# time-major with only the sequences still running at each timestep, so
+# timestep t holds rows offsets[t] .. offsets[t] + batch[t] - 1 and the
+# rows of all timesteps number the sum of the lengths. A *segment* is a run
+# of timesteps with the same batch: one C-contiguous (steps, batch, .)
+# block, which the cell kernels take as it is, so no arithmetic touches
+# padding. The backward direction runs the same kernels on each sequence
+# reversed within its own length: the same lengths, so the same layout,
+# with the rows permuted by ``Layout.rev`` (an involution). Layer l > 0
+# reads layer l-1's output [h_fwd(t), h_bwd(t)] (times the dropout mask
+# while training); backward, the dX of layer l's runs is layer l-1's dL/dH.
+
+
+class Buffers:
+    """The general driver's arrays, kept on the network for its next call
+    with the same shapes (up to KEEP_WORKSPACE_BYTES in all), as _bptt's
+    workspace is: fresh arrays of a few hundred kB each come from fresh
+    pages, whose first touch made a 2-layer bidirectional M-size step
+    several times slower than its kernels. ``get(key, make)`` returns the
+    array kept under ``key`` (which names its shape) or ``make()``."""
+
+    def __init__(self, net):
+        self.net = net
+        # dict.pop is atomic: a concurrent call on this network makes its own
+        self.kept = net.__dict__.pop("_buffers", {})
+        self.used = {}
+
+    def get(self, key, make):
+        arr = self.kept.pop(key, None)
+        if arr is None:
+            arr = make()
+        self.used[key] = arr
+        return arr
+
+    def empty(self, tag, shape, dtype):
+        return self.get((tag, shape, np.dtype(dtype).str),
+                        lambda: np.empty(shape, dtype=dtype))
+
+    def keep(self):
+        arrays = [a for v in self.used.values() for a in (v if isinstance(v, tuple) else (v,))]
+        if sum(a.nbytes for a in arrays) <= KEEP_WORKSPACE_BYTES:
+            self.net._buffers = self.used
+
+
+class Layout:
+    """The packed layout of sequences of the given lengths (see above).
+
+    Attributes
+    ----------
+    n, T, rows : int
+        Sequences, the longest length, and the sum of the lengths.
+    lengths : ndarray of shape (n,)
+    order : ndarray of shape (n,)
+        Sorted position -> sample (longest first; stable).
+    sorted_lengths : ndarray of shape (n,)
+    segments : list of (t0, t1, batch, r0)
+        Timesteps t0..t1-1 running ``batch`` sequences, from row r0.
+    last_row : ndarray of shape (n,)
+        The row of each sorted sequence's last timestep.
+    rev : ndarray of shape (rows,)
+        Row (t, j) -> row (T_j - 1 - t, j).
+    uniform : bool
+        Every length is T (the layout is plain time-major (T, n, .)).
+    """
+
+    def __init__(self, lengths):
+        lengths = np.asarray(lengths, dtype=np.intp)
+        self.n = n = lengths.shape[0]
+        self.lengths = lengths
+        self.order = np.argsort(-lengths, kind="stable")
+        Ls = self.sorted_lengths = lengths[self.order]
+        self.T = T = int(Ls[0])
+        self.uniform = bool(Ls[-1] == T)
+        batch = np.searchsorted(-Ls, -np.arange(T), side="left")
+        self.offsets = offsets = np.concatenate([[0], np.cumsum(batch)])
+        self.rows = rows = int(offsets[-1])
+        starts = [0] + [t for t in range(1, T) if batch[t] != batch[t - 1]] + [T]
+        self.segments = [(t0, t1, int(batch[t0]), int(offsets[t0]))
+                         for t0, t1 in zip(starts[:-1], starts[1:])]
+        self.last_row = offsets[Ls - 1] + np.arange(n)
+        t_of_row = np.repeat(np.arange(T), batch)
+        self.j_of_row = j_of_row = np.arange(rows) - offsets[t_of_row]
+        self.t_of_row = t_of_row
+        self.rev = offsets[Ls[j_of_row] - 1 - t_of_row] + j_of_row
+
+    def pack(self, X, out=None):
+        """Batch-first (n, >= T, F) -> packed rows (rows, F), into ``out``
+        (rows, F) when given, else a new array."""
+        if out is None:
+            out = np.empty((self.rows, X.shape[2]), dtype=X.dtype)
+        if self.uniform:  # the stable sort kept the order
+            time_major(np.ascontiguousarray(X[:, :self.T]), 0, self.T,
+                       out.reshape(self.T, self.n, -1))
+            return out
+        flat = np.ascontiguousarray(X).reshape(-1, X.shape[2])
+        np.take(flat, self.order[self.j_of_row] * X.shape[1] + self.t_of_row, axis=0,
+                out=out)
+        return out
+
+    def unpack(self, rows, fill=0.0, width=None):
+        """Packed rows (rows, F) -> batch-first (n, width or T, F), ``fill``
+        in the padding."""
+        out = np.full((self.n, width or self.T, rows.shape[1]), fill, dtype=rows.dtype)
+        out[self.order[self.j_of_row], self.t_of_row] = rows
+        return out
+
+    def in_form(self, rows, form, width):
+        """Packed per-timestep outputs in the form the input came in: an
+        array (n, T, F), NaN-padded (n, width, F), or a list of (T_i, F)."""
+        if form == "array":
+            return self.unpack(rows)
+        if form == "padded":
+            return self.unpack(rows, np.nan, width)
+        full = self.unpack(rows)
+        return [full[i, :L].copy() for i, L in enumerate(self.lengths)]
+
+    def pieces(self, truncate, reverse):
+        """The backward pass's pieces of one run: (t0, t1, batch, r0,
+        kernel truncate, cut) from the first; ``cut`` is True (every row),
+        None, or a boolean mask of the piece's rows whose gradient must not
+        flow back past t0 (a window boundary of the absolute timeline)."""
+        k = truncate
+        if not k or k >= self.T:
+            return [(*s, 0, None) for s in self.segments]
+        Ls = self.sorted_lengths
+        # boundaries of run time tau: forward tau = m k; reversed, the
+        # absolute boundary m k of sequence j is tau = T_j - m k
+        phases = {0} if not reverse else set((Ls % k).tolist())
+        pieces = []
+        if len(phases) == 1:
+            phase = phases.pop()
+            for t0, t1, B, r0 in self.segments:
+                c = t0 + (phase - t0) % k
+                if c > t0 and c < t1:
+                    pieces.append((t0, c, B, r0, 0, None))
+                    t0, r0 = c, r0 + (c - t0) * B
+                if (t0 - phase) % k == 0:
+                    pieces.append((t0, t1, B, r0, k, True if t0 > 0 else None))
+                else:
+                    pieces.append((t0, t1, B, r0, 0, None))
+            return pieces
+        # sequences of different phases: a piece at every boundary of any
+        cuts = sorted({int(L - m * k) for L in set(Ls.tolist())
+                       for m in range(1, -(-int(L) // k)) if L - m * k > 0})
+        for t0, t1, B, r0 in self.segments:
+            bounds = [t0] + [c for c in cuts if t0 < c < t1] + [t1]
+            for a, b in zip(bounds[:-1], bounds[1:]):
+                cut = None
+                if a > 0:
+                    mask = (Ls[:B] - a) % k == 0
+                    cut = True if mask.all() else (mask if mask.any() else None)
+                pieces.append((a, b, B, r0 + (a - t0) * B, 0, cut))
+        return pieces
+
+
+def suffix(layer, direction):
+    """The parameter-name suffix of a layer and direction (DESIGN.md)."""
+    return ("" if layer == 0 else f"_l{layer}") + ("_reverse" if direction else "")
+
+
+def cell_param_names(cell):
+    """The names of a cell's own parameters (those of layer 0 forward)."""
+    return (*BASE_PARAMS, *cell.spec.extra_params)
+
+
+def _run_params(net, p, layer, direction):
+    sfx = suffix(layer, direction)
+    return {name: p[name + sfx] for name in cell_param_names(net._cell)}
+
+
+def _rows_of(state, B):
+    """The first B rows of a state (or tuple of states)."""
+    if isinstance(state, tuple):
+        return tuple(a[:B] for a in state)
+    return state[:B]
+
+
+def _pad_rows(state, B):
+    """A state (or tuple) padded with zero rows to B rows."""
+    if isinstance(state, tuple):
+        return tuple(_pad_rows(a, B) for a in state)
+    if state.shape[0] == B:
+        return state
+    out = np.zeros((B, state.shape[1]), dtype=state.dtype)
+    out[:state.shape[0]] = state
+    return out
+
+
+def _zero_rows(state, mask):
+    if isinstance(state, tuple):
+        for a in state:
+            a[:mask.shape[0]][mask] = 0
+    else:
+        state[:mask.shape[0]][mask] = 0
+
+
+def _flat(cache, rows):
+    return tuple(a.reshape(rows, -1) for a in cache)
+
+
+def _run_forward(cell, lay, X, p, state0, cache, n_threads):
+    """One run of a cell over packed X (rows, F), segment by segment."""
+    state = state0
+    for t0, t1, B, r0 in lay.segments:
+        r1 = r0 + (t1 - t0) * B
+        part = tuple(a[r0:r1].reshape(t1 - t0, B, -1) for a in cache)
+        cell.forward(X[r0:r1].reshape(t1 - t0, B, -1), p, _rows_of(state, B), part,
+                     n_threads)
+        state = cell.state_after(part, t1 - t0 - 1)
+
+
+def _run_backward(cell, lay, pieces, X, p, state0, cache, dH, grads, n_threads, dX):
+    """BPTT of one run, piece by piece from the end; dH (rows, H) is consumed."""
+    flat = _flat(cache, lay.rows)
+    carry = None
+    for i, (t0, t1, B, r0, k, cut) in enumerate(reversed(pieces)):
+        r1 = r0 + (t1 - t0) * B
+
+        def block(a):
+            return a[r0:r1].reshape(t1 - t0, B, -1)
+
+        if t0 == 0:
+            s0 = _rows_of(state0, B)
+        else:
+            prev = int(lay.offsets[t0 - 1])
+            s0 = cell.state_after(flat, slice(prev, prev + B))
+        if carry is not None:
+            carry = _pad_rows(carry, B)
+        carry = cell.backward(block(X), p, s0, tuple(block(a) for a in cache), block(dH),
+                              carry, k, grads, i > 0, n_threads,
+                              None if dX is None else block(dX))
+        if cut is True:
+            carry = None
+        elif cut is not None:
+            _zero_rows(carry, cut)
+
+
+def draw_masks(net, rows, rng=None):
+    """Dropout masks (0 or 1 / (1 - dropout)) of the outputs of every layer
+    but the last, (rows, D*H) each, from the network's random state."""
+    if not net.dropout or net.num_layers == 1:
+        return None
+    rng = net._rng if rng is None else rng
+    keep = 1.0 - net.dropout
+    width = net._directions * net.hidden_size
+    return [(rng.random((rows, width)) < keep).astype(net.dtype) / np.array(keep, net.dtype)
+            for _ in range(net.num_layers - 1)]
+
+
+def _forward_layers(net, lay, X, states, masks, n_threads, buf):
+    """Every run forward. Returns the runs [(X, cache)] by layer, the top
+    layer's output (rows, D*H) and the final states in sorted order."""
+    cell, H, D, rows = net._cell, net.hidden_size, net._directions, lay.rows
+    p = net._params
+    runs, finals = [], []
+    inp = X
+    for layer in range(net.num_layers):
+        layer_runs = []
+        width = D * H
+        out = buf.empty(("out", layer), (rows, width), net.dtype) if D > 1 else None
+        for d in range(D):
+            if d == 0:
+                Xd = inp
+            else:
+                Xd = np.take(inp, lay.rev, axis=0,
+                             out=buf.empty(("Xrev", layer), inp.shape, net.dtype))
+            cache = buf.get(("cache", layer, d, rows, np.dtype(net.dtype).str),
+                            lambda: cell.allocate(rows, 1, H, net.dtype))
+            _run_forward(cell, lay, Xd, _run_params(net, p, layer, d),
+                         states[layer * D + d], cache, n_threads)
+            layer_runs.append((Xd, cache))
+            finals.append(cell.state_after(_flat(cache, rows), lay.last_row))
+            Hd = cell.hidden(cache).reshape(rows, H)
+            if D == 1:
+                out = Hd
+            elif d == 0:
+                out[:, :H] = Hd
+            else:
+                out[:, H:] = np.take(Hd, lay.rev, axis=0,
+                                     out=buf.empty("Hrev", (rows, H), net.dtype))
+        if masks is not None and layer < net.num_layers - 1:
+            out = np.multiply(out, masks[layer],
+                              out=buf.empty(("dropped", layer), (rows, width), net.dtype))
+        inp = out
+        runs.append(layer_runs)
+    return runs, inp, finals
+
+
+def _backward_layers(net, lay, runs, states, masks, dtop, truncate, n_threads, buf):
+    """Every run backward from dL/d(top output) (rows, D*H); the gradients."""
+    cell, H, D, rows = net._cell, net.hidden_size, net._directions, lay.rows
+    p = net._params
+    grads = {name: np.empty_like(value) for name, value in p.items()}
+    pieces = [lay.pieces(truncate, d == 1) for d in range(D)]
+    for layer in reversed(range(net.num_layers)):
+        dX_sum = None
+        for d in range(D):
+            Xd, cache = runs[layer][d]
+            if D == 1:
+                dH = dtop
+            elif d == 0:
+                dH = buf.empty("dH", (rows, H), net.dtype)
+                dH[...] = dtop[:, :H]
+            else:
+                dH = buf.empty("dH", (rows, H), net.dtype)
+                dH[...] = np.take(dtop, lay.rev, axis=0,
+                                  out=buf.empty("dtop_rev", dtop.shape, net.dtype))[:, H:]
+            dX = buf.empty(("dX", layer, d), Xd.shape, net.dtype) if layer > 0 else None
+            sfx = suffix(layer, d)
+            g = {name: grads[name + sfx] for name in cell_param_names(cell)}
+            _run_backward(cell, lay, pieces[d], Xd, _run_params(net, p, layer, d),
+                          states[layer * D + d], cache, dH, g, n_threads, dX)
+            if dX is None:
+                continue
+            if d == 0:
+                dX_sum = dX
+            else:
+                dX_sum += np.take(dX, lay.rev, axis=0,
+                                  out=buf.empty("dX_rev", dX.shape, net.dtype))
+        if layer > 0:
+            dtop = dX_sum if masks is None else np.multiply(dX_sum, masks[layer - 1],
+                                                            out=dX_sum)
+    return grads
+
+
+def _sorted_states(net, lay, state0):
+    """The validated state0 (the contract's form) as one state per run, in
+    sorted order, C-contiguous."""
+    LD = net.num_layers * net._directions
+    parts = state0 if isinstance(state0, tuple) else (state0,)
+    if LD == 1:
+        parts = tuple(a[None] for a in parts)
+    runs = []
+    for r in range(LD):
+        s = tuple(np.ascontiguousarray(a[r][lay.order]) for a in parts)
+        runs.append(s if isinstance(state0, tuple) else s[0])
+    return runs
+
+
+def _unsorted_states(net, lay, finals):
+    """Final states by run (sorted order) in the contract's form."""
+    pair = isinstance(finals[0], tuple)
+    parts = [f if pair else (f,) for f in finals]
+    out = []
+    for k in range(len(parts[0])):
+        a = np.empty((len(parts), lay.n, net.hidden_size), dtype=net.dtype)
+        for r, f in enumerate(parts):
+            a[r][lay.order] = f[k]
+        out.append(a[0] if len(parts) == 1 else a)
+    return tuple(out) if pair else out[0]
+
+
+def _pool(lay, top, output, directions):
+    """The top output read by the output layer: (rows, .) for "sequence",
+    (n, .) in sorted order for "last" and "mean"."""
+    if output == "sequence":
+        return top
+    if output == "last":
+        # h_fwd at each sequence's last timestep, h_bwd at t = 0 (rows 0..n-1)
+        if directions == 1:
+            return top[lay.last_row]
+        H = top.shape[1] // 2
+        return np.concatenate([top[lay.last_row, :H], top[:lay.n, H:]], axis=1)
+    pooled = np.zeros((lay.n, top.shape[1]), dtype=top.dtype)
+    for t0, t1, B, r0 in lay.segments:
+        pooled[:B] += top[r0:r0 + (t1 - t0) * B].reshape(t1 - t0, B, -1).sum(axis=0)
+    pooled /= lay.sorted_lengths[:, None]
+    return pooled
+
+
+def _unpool(lay, dpooled, output, width, directions, buf):
+    """dL/d(top output) (rows, width) from dL/d(what _pool returned)."""
+    if output == "sequence":
+        return dpooled
+    dtop = buf.empty("dtop", (lay.rows, width), dpooled.dtype)
+    dtop[...] = 0
+    if output == "last":
+        H = width // directions
+        dtop[lay.last_row, :H] = dpooled[:, :H]
+        if directions == 2:
+            dtop[:lay.n, H:] += dpooled[:, H:]
+        return dtop
+    scaled = dpooled / lay.sorted_lengths[:, None]
+    for t0, t1, B, r0 in lay.segments:
+        dtop[r0:r0 + (t1 - t0) * B].reshape(t1 - t0, B, -1)[...] = scaled[:B]
+    return dtop
+
+
+def layered_forward(net, lay, X, state0):
+    """forward() through the general driver: X batch-first (n, >= T, I).
+    Returns Y (rows, O) packed and the final state in the contract's form."""
+    buf = Buffers(net)
+    with serial_blas() if holds_blas(net, lay.n, lay.T) else nullcontext(1) as budget:
+        n_threads = plan_threads(net, budget, lay.n)
+        Xp = lay.pack(X, buf.empty("X", (lay.rows, X.shape[2]), net.dtype))
+        _, top, finals = _forward_layers(net, lay, Xp, _sorted_states(net, lay, state0),
+                                         None, n_threads, buf)
+        Z = buf.empty("Z", (lay.rows, net.output_size), net.dtype)
+        Y = np.empty_like(Z)  # returned
+        net._out.output_forward(top, net._params["W_oh"], net._params["b_o"],
+                                OUTPUT_ACTIVATIONS[net.output_activation], Z, Y)
+    buf.keep()
+    if not np.isfinite(Y).all():
+        raise FloatingPointError(
+            "forward produced non-finite outputs: the parameters hold NaN/inf "
+            "or the inputs are too large for the network's dtype."
+        )
+    return Y, _unsorted_states(net, lay, finals)
+
+
+def layered_readout(net, lay, X, state0, output):
+    """The output layer on the pooled top output ("last" or "mean"), (n, O)
+    in sample order; X batch-first (n, >= T, I)."""
+    buf = Buffers(net)
+    with serial_blas() if holds_blas(net, lay.n, lay.T) else nullcontext(1) as budget:
+        n_threads = plan_threads(net, budget, lay.n)
+        Xp = lay.pack(X, buf.empty("X", (lay.rows, X.shape[2]), net.dtype))
+        _, top, _ = _forward_layers(net, lay, Xp, _sorted_states(net, lay, state0), None,
+                                    n_threads, buf)
+        Hs = np.ascontiguousarray(_pool(lay, top, output, net._directions))
+        Z = np.empty((lay.n, net.output_size), dtype=net.dtype)
+        Y = np.empty_like(Z)
+        net._out.output_forward(Hs, net._params["W_oh"], net._params["b_o"],
+                                OUTPUT_ACTIVATIONS[net.output_activation], Z, Y)
+    buf.keep()
+    if not np.isfinite(Y).all():
+        raise FloatingPointError(
+            "forward produced non-finite outputs: the parameters hold NaN/inf "
+            "or the inputs are too large for the network's dtype."
+        )
+    out = np.empty_like(Y)
+    out[lay.order] = Y
+    return out
+
+
+def layered_loss_grad_state(net, lay, X, target, loss, output, truncate, state0,
+                            masks=None):
+    """loss_and_grad through the general driver.
+
+    X batch-first (n, >= T, I) (the padding, if any, is never read);
+    ``target`` float (n, >= T, O) / int64 (n, >= T) labels batch-first for
+    "sequence", (n, O) / (n,) otherwise; ``masks`` as :func:`draw_masks`
+    returns them (None: no dropout). Returns the loss, the gradients and
+    the final state (contract's form).
+    """
+    buf = Buffers(net)
+    with serial_blas() if holds_blas(net, lay.n, lay.T) else nullcontext(1) as budget:
+        n_threads = plan_threads(net, budget, lay.n)
+        states = _sorted_states(net, lay, state0)
+        Xp = lay.pack(X, buf.empty("X", (lay.rows, X.shape[2]), net.dtype))
+        runs, top, finals = _forward_layers(net, lay, Xp, states, masks, n_threads, buf)
+        final_state = _unsorted_states(net, lay, finals)
+        if output == "sequence":
+            Hs = top
+            labels = target.dtype == np.int64
+            packed = lay.pack(target[..., None] if labels else target,
+                              buf.empty("target", (lay.rows, 1 if labels else target.shape[2]),
+                                        target.dtype))
+            target = packed[:, 0] if labels else packed
+        else:
+            Hs = np.ascontiguousarray(_pool(lay, top, output, net._directions))
+            target = np.ascontiguousarray(target[lay.order])
+        N, O = Hs.shape[0], net.output_size
+        p = net._params
+        grads_out = {"W_oh": np.empty_like(p["W_oh"]), "b_o": np.empty_like(p["b_o"])}
+        Z, Y, dZ = (buf.empty(tag, (N, O), net.dtype) for tag in ("Z", "Y", "dZ"))
+        dHs = buf.empty("dHs", Hs.shape, net.dtype)
+        denominator = N if loss == "cross_entropy" else N * O
+        value = net._out.output_layer(
+            Hs, p["W_oh"], p["b_o"], OUTPUT_ACTIVATIONS[net.output_activation],
+            LOSSES.index(loss), np.ascontiguousarray(target), denominator, Z, Y, dZ,
+            grads_out["W_oh"], grads_out["b_o"], dHs, False, n_threads)
+        check_loss(value)
+        dtop = _unpool(lay, dHs, output, top.shape[1], net._directions, buf)
+        grads = _backward_layers(net, lay, runs, states, masks, dtop, truncate, n_threads,
+                                 buf)
+    buf.keep()
+    grads.update(grads_out)
+    check_loss(value)
+    return value, grads, final_state
+
+
+class LayeredStepper:
+    """:meth:`bptt.RNN.stream` for a stack of unidirectional layers: each
+    ``step`` runs every layer's forward kernel on one timestep, then the
+    output layer; every buffer is allocated here once."""
+
+    def __init__(self, net, state0):
+        cell, H, L = net._cell, net.hidden_size, net.num_layers
+        self._cell, self._out = cell, net._out
+        self._act = OUTPUT_ACTIVATIONS[net.output_activation]
+        self._p = {name: value.copy() for name, value in net.params.items()}  # a snapshot
+        self._runs = [_run_params(net, self._p, layer, 0) for layer in range(L)]
+        self._pair = isinstance(state0, tuple)
+        n = (state0[0] if self._pair else state0).shape[1]
+        self._n, self._n_in, dtype = n, net.input_size, net.dtype
+        self._caches = [cell.allocate(1, n, H, dtype) for _ in range(L)]
+        self._state = copy_state(state0)
+        self._x = np.empty((1, n, net.input_size), dtype=dtype)
+        self._z = np.empty((n, net.output_size), dtype=dtype)
+        self.y = np.empty_like(self._z)
+
+    @property
+    def state(self):
+        """A copy of the current state, (num_layers, n, H) (a tuple (h, c)
+        for the LSTM)."""
+        return copy_state(self._state)
+
+    def reset(self, h0):
+        """Set the state (same form and shape as ``state``), validated as
+        forward's h0 is."""
+        shape = (self._state[0] if self._pair else self._state).shape
+        state = check_state(h0, shape[1], shape[2], self._x.dtype, self._pair, shape[0])
+        for a, b in zip(self._parts(self._state), self._parts(state)):
+            a[...] = b
+
+    def _parts(self, state):
+        return state if self._pair else (state,)
+
+    def step(self, x):
+        """Advance one timestep: x (n, I) (or (I,) for n = 1) -> y (n, O)."""
+        self._x[0] = coerce_step_input(x, self._n, self._n_in, self._x.dtype)
+        inp = self._x
+        for layer, (p, cache) in enumerate(zip(self._runs, self._caches)):
+            s0 = tuple(np.ascontiguousarray(a[layer]) for a in self._parts(self._state))
+            self._cell.forward(inp, p, s0 if self._pair else s0[0], cache)
+            after = self._cell.state_after(cache, 0)
+            for a, b in zip(self._parts(self._state), after if self._pair else (after,)):
+                a[layer] = b
+            inp = self._cell.hidden(cache)
+        self._out.output_forward(inp[0], self._p["W_oh"], self._p["b_o"], self._act,
+                                 self._z, self.y)
+        return self.y
