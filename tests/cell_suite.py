@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import bptt
-import bptt.rnn
+import bptt._bptt
 from helpers import (
     ACTIVATION_LOSSES,
     GATES,

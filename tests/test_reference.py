@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from bptt import _threads
+from bptt import _bptt, _threads
 from helpers import (CELLS, GATES, assert_grads_close, cell_kernels, detached_loss, make_data,
                      make_net, make_state, numerical_param_grads)
 
@@ -157,7 +157,7 @@ def test_numpy_backend_trains_in_one_slab_under_threads(monkeypatch, cell):
     serial = net.loss_and_grad(X, y, truncate=2)
     monkeypatch.setattr(_threads, "MIN_WORK_PER_THREAD", 1)
     with threadpool_limits(limits=2, user_api="blas"):
-        assert net._plan_threads(2, 6) == 2
+        assert _bptt.plan_threads(net, 2, 6) == 2
         value, grads = net.loss_and_grad(X, y, truncate=2)
     assert [key[4] for key in net._workspace] == [1]  # one slab
     assert value == pytest.approx(serial[0], rel=1e-12)
