@@ -39,6 +39,8 @@ cdef struct CellArgs:
     void* db_h
     void* db_hn              # GRU
     void* dX                 # (T, B, I) or NULL
+    void* dh_out             # like H: the total dL/dH at every step, or NULL
+    void* dc_out             # LSTM, like C: the total dL/dC at every step, or NULL
     void* scratch            # the gradient parts' blocks (weight_gradients_part)
     Py_ssize_t gradient_block  # elements of one scratch block (slabs: slab_args)
     bptt_part_fn slab_first  # slab_part runs both on a whole slab, in this order
@@ -99,7 +101,7 @@ cdef inline object gradient_scratch(CellArgs* a, int n_parts, Py_ssize_t block):
 # batch slabs one after another (T' = slabs * T; slab s is the sequences
 # s*B..(s+1)*B-1 of the (slabs*B, .) state arrays); the cache arrays (the
 # hidden states and gate activations BPTT keeps, A included except where A
-# is dH) may hold cache_steps >= T timesteps per slab, the whole sequence of
+# is dH, and the state gradients dh_out, dc_out laid out like them) may hold cache_steps >= T timesteps per slab, the whole sequence of
 # which a chunk of T timesteps is passed. One part does all of
 # a slab's work: projection and time loop forward; time loop and weight
 # gradients backward. The thread that claims part s (the caller claims the
@@ -127,6 +129,8 @@ cdef inline void slab_args(const CellArgs* a, int slab, CellArgs* s) noexcept no
     s.C = offset(a.C, cached * H * item)
     s.HN = offset(a.HN, cached * H * item)
     s.H = offset(a.H, cached * H * item)
+    s.dh_out = offset(a.dh_out, cached * H * item)
+    s.dc_out = offset(a.dc_out, cached * H * item)
     s.dH = offset(a.dH, rows * H * item)
     s.dX = offset(a.dX, rows * I * item)
     s.h0 = offset(a.h0, batch * H * item)

@@ -24,7 +24,7 @@ The interface every cell implements:
 ``hidden(cache) -> H`` and ``state_after(cache, t) -> state``
     The hidden states (T, B, H), and the state after step t in the
     contract's form (h, or (h, c)) as views into the cache.
-``backward(X, p, state0, cache, dH, dstate_next, truncate, grads, accumulate, n_threads, dX, slabs, slab_steps)``
+``backward(X, p, state0, cache, dH, dstate_next, truncate, grads, accumulate, n_threads, dX, slabs, slab_steps, dstate_out)``
     dH (T, B, H) is dL/dH from above; it and the gate activations of the
     cache are consumed as workspace;
     ``dstate_next`` (or None) is dL/dstate after the last step, flowing in
@@ -33,7 +33,11 @@ The interface every cell implements:
     (dh0, dc0)). Running it chunk by
     chunk from the end, passing each chunk's dstate0 on as the previous
     chunk's dstate_next, is BPTT over the whole sequence (with slabs,
-    dstate_next enters at the last step of every slab).
+    dstate_next enters at the last step of every slab). ``dstate_out`` (or
+    None): a tuple of arrays shaped like the cache's hidden states, one per
+    state array (h, then the LSTM's c), that receive the total dL/dstate at
+    every step (from dH, from later steps within the truncation window and
+    from dstate_next); the kernels' ``dh_out`` (and ``dc_out``).
 ``stepper(p, state0, activation) -> Stepper or None``
     The compiled streaming stepper of the cell's kernels (``RNN.stream``,
     src/_stepper.pxi); None for the NumPy backend, which
@@ -84,14 +88,15 @@ class ElmanCell:
         return _compiled_stepper(self, p, (state0,), self.relu, activation)
 
     def backward(self, X, p, state0, cache, dH, dstate_next, truncate, grads,
-                 accumulate=False, n_threads=1, dX=None, slabs=1, slab_steps=0):
+                 accumulate=False, n_threads=1, dX=None, slabs=1, slab_steps=0,
+                 dstate_out=None):
         if dstate_next is not None:
             _last_steps(dH, slabs)[...] += _by_slab(dstate_next, slabs)
         dh0 = np.empty_like(state0)
         self.kernels.elman_backward(
             X, p["W_xh"], p["W_hh"], state0, cache[0], dH, self.relu, truncate,
             grads["W_xh"], grads["W_hh"], grads["b_h"], dh0, accumulate, dX, n_threads,
-            slabs, slab_steps,
+            slabs, slab_steps, *(dstate_out or ()),
         )
         return dh0
 
@@ -138,7 +143,8 @@ class LSTMCell:
         return _compiled_stepper(self, p, state0, False, activation)
 
     def backward(self, X, p, state0, cache, dH, dstate_next, truncate, grads,
-                 accumulate=False, n_threads=1, dX=None, slabs=1, slab_steps=0):
+                 accumulate=False, n_threads=1, dX=None, slabs=1, slab_steps=0,
+                 dstate_out=None):
         h0, c0 = state0
         G, C, H = cache
         # dc0 enters as dL/dc after the last step and leaves as dL/dc0
@@ -151,7 +157,7 @@ class LSTMCell:
         self.kernels.lstm_backward(
             X, p["W_xh"], p["W_hh"], h0, c0, G, C, H, dH, truncate,
             grads["W_xh"], grads["W_hh"], grads["b_h"], dh0, dc0, accumulate, dX,
-            n_threads, slabs, slab_steps,
+            n_threads, slabs, slab_steps, *(dstate_out or ()),
         )
         return dh0, dc0
 
@@ -193,7 +199,8 @@ class GRUCell:
         return _compiled_stepper(self, p, (state0,), False, activation, ("b_hn",))
 
     def backward(self, X, p, state0, cache, dH, dstate_next, truncate, grads,
-                 accumulate=False, n_threads=1, dX=None, slabs=1, slab_steps=0):
+                 accumulate=False, n_threads=1, dX=None, slabs=1, slab_steps=0,
+                 dstate_out=None):
         G, HN, H = cache
         if dstate_next is not None:
             _last_steps(dH, slabs)[...] += _by_slab(dstate_next, slabs)
@@ -201,7 +208,7 @@ class GRUCell:
         self.kernels.gru_backward(
             X, p["W_xh"], p["W_hh"], state0, G, HN, H, dH, truncate,
             grads["W_xh"], grads["W_hh"], grads["b_h"], grads["b_hn"], dh0, accumulate, dX,
-            n_threads, slabs, slab_steps,
+            n_threads, slabs, slab_steps, *(dstate_out or ()),
         )
         return dh0
 

@@ -96,6 +96,22 @@ def _slab_state(state, n):
     return np.ascontiguousarray(state.reshape(n, -1))
 
 
+def _state_grads(flow, slabs, T):
+    """loss_and_grad's state gradients from the arrays the kernels filled in
+    the cache's layout, (slabs*T, n/slabs, H) each (dh, then the LSTM's dc):
+    batch-first (n, T, H) copies and their per-timestep norms averaged over
+    the batch."""
+    out = {}
+    for key, a in zip(("dh", "dc"), flow):
+        rows, H = a.shape[1:]
+        batch_first = np.ascontiguousarray(
+            a.reshape(slabs, T, rows, H).transpose(0, 2, 1, 3)).reshape(-1, T, H)
+        out[key] = batch_first
+        out[key + "_norm"] = np.linalg.norm(batch_first.astype(np.float64, copy=False),
+                                            axis=2).mean(axis=0)
+    return out
+
+
 def _check_loss(value):
     if not np.isfinite(value):
         raise FloatingPointError(
@@ -561,7 +577,7 @@ class RNN:
                                  Yt[start:stop].reshape(rows, O))
 
     def loss_and_grad(self, X, y, *, loss="mse", output="sequence", truncate=None,
-                      h0=None):
+                      h0=None, return_state_grads=False):
         """Loss and its gradient with respect to every parameter (BPTT).
 
         Parameters
@@ -585,19 +601,62 @@ class RNN:
             gradient flows back across them. None is full BPTT.
         h0 : ndarray of shape (n_samples, hidden_size), optional
             Initial state, as in :meth:`forward`.
+        return_state_grads : bool, default=False
+            Also return the gradient flow through time: dL/dh_t at every
+            timestep (and dL/dc_t for the LSTM), which the kernels record
+            during the backward pass they run anyway (docs/diagnostics.md).
 
         Returns
         -------
         loss : float
         grads : dict of str to ndarray
             dloss/dparam, same keys and shapes as :attr:`params`.
+        state_grads : dict of str to ndarray
+            Only with ``return_state_grads=True``:
+
+            - ``"dh"``, ndarray of shape (n_samples, n_timesteps, hidden_size):
+              ``dh[i, t]`` is dL/dh_t of sequence i, h_t being the hidden
+              state after step t (0-based, as the outputs are indexed): the
+              total gradient that reaches h_t, from the loss at t and through
+              every later step, and with ``truncate`` only from later steps
+              of its own window (the gradient of the loss with the state
+              detached at every window start, as PyTorch's ``retain_grad``
+              on h_t gives it). Zero at steps no loss reaches.
+            - ``"dc"``, same shape, LSTM only: dL/dc_t of the cell states.
+            - ``"dh_norm"`` (and ``"dc_norm"``), ndarray of shape
+              (n_timesteps,), float64: the L2 norm over the hidden units,
+              averaged over the samples, ``norm(dh, axis=2).mean(axis=0)``.
+
+            Arrays of the network's dtype (the norms float64), fresh on
+            every call.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import bptt
+        >>> net = bptt.RNN(1, 8, 1, random_state=0)
+        >>> X, y = np.ones((4, 50, 1)), np.ones(4)
+        >>> loss, grads, flow = net.loss_and_grad(X, y, output="last",
+        ...                                       return_state_grads=True)
+        >>> flow["dh"].shape, flow["dh_norm"].shape
+        ((4, 50, 8), (50,))
+        >>> bool(flow["dh_norm"][0] < flow["dh_norm"][-1])  # vanishing backwards
+        True
         """
-        value, grads, _ = self._loss_grad_state(X, y, loss, output, truncate, h0)
+        if not isinstance(return_state_grads, (bool, np.bool_)):
+            raise TypeError(f"return_state_grads must be True or False; got "
+                            f"{return_state_grads!r}.")
+        state_grads = {} if return_state_grads else None
+        value, grads, _ = self._loss_grad_state(X, y, loss, output, truncate, h0,
+                                                state_grads)
+        if return_state_grads:
+            return value, grads, state_grads
         return value, grads
 
-    def _loss_grad_state(self, X, y, loss, output, truncate, h0):
+    def _loss_grad_state(self, X, y, loss, output, truncate, h0, state_grads=None):
         """loss_and_grad, plus the state after the last step (for the
-        estimators' truncated training, which carries it into the next window)."""
+        estimators' truncated training, which carries it into the next window).
+        A dict ``state_grads`` receives loss_and_grad's state gradients."""
         check_choice("loss", loss, LOSSES)
         check_choice("output", output, OUTPUTS)
         needed = LOSS_ACTIVATION.get(loss)
@@ -612,10 +671,11 @@ class RNN:
         target = check_target(y, loss, output, n, T, self.output_size, self.dtype)
         state0 = self._check_state(h0, n)
         if not self._holds_blas(n, T):
-            return self._bptt(X, target, loss, output, truncate or 0, state0)
+            return self._bptt(X, target, loss, output, truncate or 0, state0,
+                              state_grads=state_grads)
         with serial_blas() as budget:
             return self._bptt(X, target, loss, output, truncate or 0, state0,
-                              self._plan_threads(budget, n))
+                              self._plan_threads(budget, n), state_grads)
 
     def _chunk_steps(self, T, n, truncate):
         """Timesteps per chunk of loss_and_grad's workspaces."""
@@ -631,11 +691,14 @@ class RNN:
             steps = min(T, -(-steps // truncate) * truncate)
         return steps
 
-    def _bptt(self, X, target, loss, output, truncate, state0, n_threads=1):
+    def _bptt(self, X, target, loss, output, truncate, state0, n_threads=1,
+              state_grads=None):
         """Forward over every timestep, then BPTT chunk by chunk from the end.
 
         X is batch-first and validated, target as from check_target.
-        Returns the loss, the gradients and the state after the last step.
+        Returns the loss, the gradients and the state after the last step;
+        a dict ``state_grads`` also receives the state gradients
+        (_state_grads).
         """
         n, T, I = X.shape
         H, O = self.hidden_size, self.output_size
@@ -655,9 +718,15 @@ class RNN:
                          np.empty((slabs * steps, n // slabs, I), dtype=self.dtype),
                          *(np.empty((rows_max, O), dtype=self.dtype) for _ in range(3)),
                          np.empty((slabs * steps, n // slabs, H), dtype=self.dtype))
+        # state gradients: the kernels write them in the cache's layout
+        flow = None if state_grads is None else tuple(
+            np.zeros((slabs * T, n // slabs, H), dtype=self.dtype)
+            for _ in (state0 if isinstance(state0, tuple) else (state0,)))
         value, grads, final_state = self._bptt_in(workspace, X, target, loss, sequence,
                                                   truncate, state0, steps, starts,
-                                                  n_threads, slabs)
+                                                  n_threads, slabs, flow)
+        if flow is not None:
+            state_grads.update(_state_grads(flow, slabs, T))
         if sum(a.nbytes for a in (*workspace[0], *workspace[1:])) <= KEEP_WORKSPACE_BYTES:
             self._workspace = {key: workspace}
         return value, grads, final_state
@@ -667,13 +736,15 @@ class RNN:
         return loss_rows if loss == "cross_entropy" else loss_rows * self.output_size
 
     def _bptt_in(self, workspace, X, target, loss, sequence, truncate, state0, steps,
-                 starts, n_threads, slabs):
+                 starts, n_threads, slabs, flow=None):
         """_bptt's work, in the buffers of ``workspace``, in ``slabs`` slabs of
         n / slabs sequences: the cache arrays are (slabs*T, n/slabs, .), slab
         k holding sequences k*n/slabs.. one timestep after another, the chunk
         workspaces likewise (slabs*steps, n/slabs, .), and the output layer's
         rows and target follow that order (src/_cellparts.pxd, "slabs"; one
-        slab is the plain time-major layout)."""
+        slab is the plain time-major layout). ``flow``, when given, is a tuple
+        of zeroed arrays in the cache's layout that receive dL/dh (and dL/dc)
+        at every timestep."""
         n, T, I = X.shape
         H = self.hidden_size
         cell, out, p = self._cell, self._out, self._params
@@ -736,7 +807,8 @@ class RNN:
             Xt = Xc[: slabs * (e - s)] if i == 0 else time_major(X, s, e, Xc, slabs,
                                                                  n_threads)
             carry = cell.backward(Xt, p, chunk_state0, tuple(a[s:] for a in cache), dHc,
-                                  carry, truncate, grads, i > 0, n_threads, None, slabs, T)
+                                  carry, truncate, grads, i > 0, n_threads, None, slabs, T,
+                                  None if flow is None else tuple(a[s:] for a in flow))
             if truncate and s % truncate == 0:
                 carry = None  # no gradient crosses a window boundary
         _check_loss(value)

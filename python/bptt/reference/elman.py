@@ -82,7 +82,7 @@ def elman_forward(X, W_xh, W_hh, b_h, h0, relu, H, n_threads=1, slabs=1, slab_st
 
 def elman_backward(X, W_xh, W_hh, h0, H, dH, relu, truncate,
                    dW_xh, dW_hh, db_h, dh0, accumulate=False, dX=None, n_threads=1,
-                   slabs=1, slab_steps=0):
+                   slabs=1, slab_steps=0, dh_out=None):
     """Backpropagate through time.
 
     Parameters
@@ -101,12 +101,17 @@ def elman_backward(X, W_xh, W_hh, h0, H, dH, relu, truncate,
     dX : ndarray of shape (T, B, I) or None   # OUT dL/dX, skipped when None
     n_threads : int                           # ignored: NumPy decides
     slabs, slab_steps : int                   # batch slabs, as elman_forward
+    dh_out : ndarray of shape (T, B, H) or None  # OUT the total dL/dH[t] at every step
+                                              #   (from above, from later steps in
+                                              #   the window, and dH[-1]'s carry in);
+                                              #   with slabs, shaped like H
     """
     if slabs > 1 or slab_steps:
         for s, (t, c, b) in enumerate(slab_slices(slabs, X, h0, H, slab_steps)):
             elman_backward(X[t], W_xh, W_hh, h0[b], H[c], dH[t], relu, truncate,
                            dW_xh, dW_hh, db_h, dh0[b], accumulate or s > 0,
-                           None if dX is None else dX[t])
+                           None if dX is None else dX[t],
+                           dh_out=None if dh_out is None else dh_out[c])
         return
     T, B, _ = X.shape
     n_hidden = H.shape[2]
@@ -115,6 +120,8 @@ def elman_backward(X, W_xh, W_hh, h0, H, dH, relu, truncate,
     for t in range(T - 1, -1, -1):
         # backprop into h: dH[t] + dA[t+1] @ W_hh
         dA[t] += carry
+        if dh_out is not None:
+            dh_out[t] = dA[t]  # dL/dH[t], before f'
         # backprop through f
         dA[t] *= activation_grad(H[t], relu)
         # no gradient crosses a window boundary

@@ -101,7 +101,7 @@ def gru_forward(X, W_xh, W_hh, b_h, b_hn, h0, G, HN, H, Gh, n_threads=1, slabs=1
 
 def gru_backward(X, W_xh, W_hh, h0, G, HN, H, dH, truncate,
                  dW_xh, dW_hh, db_h, db_hn, dh0, accumulate=False, dX=None,
-                 n_threads=1, slabs=1, slab_steps=0):
+                 n_threads=1, slabs=1, slab_steps=0, dh_out=None):
     """Backpropagate through time.
 
     Parameters
@@ -121,12 +121,17 @@ def gru_backward(X, W_xh, W_hh, h0, G, HN, H, dH, truncate,
     dX : ndarray of shape (T, B, I) or None   # OUT dL/dX, skipped when None
     n_threads : int                           # ignored: NumPy decides
     slabs, slab_steps : int                   # batch slabs, as gru_forward
+    dh_out : ndarray of shape (T, B, H) or None  # OUT the total dL/dH[t] at every step
+                                              #   (from above, from later steps in
+                                              #   the window, and dH[-1]'s carry in);
+                                              #   with slabs, shaped like H
     """
     if slabs > 1 or slab_steps:
         for s, (t, c, b) in enumerate(slab_slices(slabs, X, h0, H, slab_steps)):
             gru_backward(X[t], W_xh, W_hh, h0[b], G[c], HN[c], H[c], dH[t], truncate,
                          dW_xh, dW_hh, db_h, db_hn, dh0[b], accumulate or s > 0,
-                         None if dX is None else dX[t])
+                         None if dX is None else dX[t],
+                         dh_out=None if dh_out is None else dh_out[c])
         return
     T = X.shape[0]
     n_hidden = H.shape[2]
@@ -138,6 +143,8 @@ def gru_backward(X, W_xh, W_hh, h0, G, HN, H, dH, truncate,
         h_prev = H[t - 1] if t > 0 else h0
         # dH[t] already holds dL/dH[t] plus the carry from step t+1
         dh = dH[t]
+        if dh_out is not None:
+            dh_out[t] = dh
         # backprop through H[t] = (1 - z) * n + z * H[t-1] and the tanh of n
         dn_a = dh * (1 - z) * (1 - n * n)
         dz_a = dh * (h_prev - n) * z * (1 - z)

@@ -92,7 +92,7 @@ def lstm_forward(X, W_xh, W_hh, b_h, h0, c0, G, C, H, n_threads=1, slabs=1,
 
 def lstm_backward(X, W_xh, W_hh, h0, c0, G, C, H, dH, truncate,
                   dW_xh, dW_hh, db_h, dh0, dc0, accumulate=False, dX=None,
-                  n_threads=1, slabs=1, slab_steps=0):
+                  n_threads=1, slabs=1, slab_steps=0, dh_out=None, dc_out=None):
     """Backpropagate through time.
 
     Parameters
@@ -114,6 +114,11 @@ def lstm_backward(X, W_xh, W_hh, h0, c0, G, C, H, dH, truncate,
     dX : ndarray of shape (T, B, I) or None   # OUT dL/dX, skipped when None
     n_threads : int                           # ignored: NumPy decides
     slabs, slab_steps : int                   # batch slabs, as lstm_forward
+    dh_out : ndarray of shape (T, B, H) or None  # OUT the total dL/dH[t] at every step
+                                              #   (from above, from later steps in
+                                              #   the window, and dH[-1]'s carry in);
+                                              #   with slabs, shaped like H
+    dc_out : ndarray of shape (T, B, H) or None  # OUT the total dL/dC[t] likewise
 
     A long sequence can be processed in chunks of timesteps from the end:
     pass the chunk's first state as (h0, c0), add the later chunk's dh0
@@ -123,7 +128,9 @@ def lstm_backward(X, W_xh, W_hh, h0, c0, G, C, H, dH, truncate,
         for s, (t, c, b) in enumerate(slab_slices(slabs, X, h0, H, slab_steps)):
             lstm_backward(X[t], W_xh, W_hh, h0[b], c0[b], G[c], C[c], H[c], dH[t],
                           truncate, dW_xh, dW_hh, db_h, dh0[b], dc0[b],
-                          accumulate or s > 0, None if dX is None else dX[t])
+                          accumulate or s > 0, None if dX is None else dX[t],
+                          dh_out=None if dh_out is None else dh_out[c],
+                          dc_out=None if dc_out is None else dc_out[c])
         return
     T = X.shape[0]
     n_hidden = H.shape[2]
@@ -138,6 +145,10 @@ def lstm_backward(X, W_xh, W_hh, h0, c0, G, C, H, dH, truncate,
         dh = dH[t]
         # backprop through H[t] = o * tanh(C[t]) into dc
         dc += dh * o * (1 - tanh_c * tanh_c)
+        if dh_out is not None:
+            dh_out[t] = dh
+        if dc_out is not None:
+            dc_out[t] = dc  # dL/dC[t]: the carry from t+1 and through H[t]
         # backprop through the gates, derivatives from their outputs
         di, df, dg, do = gate_views(dG[t], n_hidden)
         di[...] = dc * g * i * (1 - i)
