@@ -296,9 +296,20 @@ def test_kernels_check_the_state_gradient_shapes(cell, backend):
     dh_out = np.full((T, B, H), np.nan)
     run(dh_out)
     assert np.isfinite(dh_out).all()
+    # the time-major view of a batch-first array, as the driver passes it
+    batch_first = np.full((B, T, H), np.nan)
+    dc_first = np.full((B, T, H), np.nan)
+    run(batch_first.transpose(1, 0, 2), dc_first.transpose(1, 0, 2))
+    assert np.isfinite(batch_first).all()
+    if cell == "lstm":
+        assert np.isfinite(dc_first).all()
     if backend == "cython":
         with pytest.raises(ValueError, match="dh_out"):
             run(bad)
+        with pytest.raises(ValueError, match="dh_out must have contiguous rows"):
+            run(np.empty((T, B, 2 * H))[:, :, ::2])
         if cell == "lstm":
             with pytest.raises(ValueError, match="dc_out"):
                 run(np.empty((T, B, H)), bad)
+            with pytest.raises(ValueError, match="dc_out must have dh_out's strides"):
+                run(np.empty((T, B, H)), np.empty((B, T, H)).transpose(1, 0, 2))

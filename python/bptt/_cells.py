@@ -34,7 +34,8 @@ The interface every cell implements:
     chunk from the end, passing each chunk's dstate0 on as the previous
     chunk's dstate_next, is BPTT over the whole sequence (with slabs,
     dstate_next enters at the last step of every slab). ``dstate_out`` (or
-    None): a tuple of arrays shaped like the cache's hidden states, one per
+    None): a tuple of (T, B, H) arrays (with slabs (T, slabs*B, H), rows in
+    state0's order; time-major views of batch-first arrays will do), one per
     state array (h, then the LSTM's c), that receive the total dL/dstate at
     every step (from dH, from later steps within the truncation window and
     from dstate_next); the kernels' ``dh_out`` (and ``dc_out``).

@@ -96,19 +96,19 @@ def _slab_state(state, n):
     return np.ascontiguousarray(state.reshape(n, -1))
 
 
-def _state_grads(flow, slabs, T):
-    """loss_and_grad's state gradients from the arrays the kernels filled in
-    the cache's layout, (slabs*T, n/slabs, H) each (dh, then the LSTM's dc):
-    batch-first (n, T, H) copies and their per-timestep norms averaged over
-    the batch."""
+def _state_grads(flow):
+    """loss_and_grad's state gradients from the (n, T, H) arrays the kernels
+    filled (dh, then the LSTM's dc), with their per-timestep norms averaged
+    over the batch."""
     out = {}
     for key, a in zip(("dh", "dc"), flow):
-        rows, H = a.shape[1:]
-        batch_first = np.ascontiguousarray(
-            a.reshape(slabs, T, rows, H).transpose(0, 2, 1, 3)).reshape(-1, T, H)
-        out[key] = batch_first
-        out[key + "_norm"] = np.linalg.norm(batch_first.astype(np.float64, copy=False),
-                                            axis=2).mean(axis=0)
+        out[key] = a
+        # squared norms in the arrays' dtype (np.linalg.norm's temporaries
+        # took 10x longer), in float64 where float32 overflowed
+        squares = np.einsum("ntk,ntk->nt", a, a)
+        if not np.isfinite(squares).all():
+            squares = np.einsum("ntk,ntk->nt", a, a, dtype=np.float64)
+        out[key + "_norm"] = np.sqrt(squares, dtype=np.float64).mean(axis=0)
     return out
 
 
@@ -718,15 +718,19 @@ class RNN:
                          np.empty((slabs * steps, n // slabs, I), dtype=self.dtype),
                          *(np.empty((rows_max, O), dtype=self.dtype) for _ in range(3)),
                          np.empty((slabs * steps, n // slabs, H), dtype=self.dtype))
-        # state gradients: the kernels write them in the cache's layout
-        flow = None if state_grads is None else tuple(
-            np.zeros((slabs * T, n // slabs, H), dtype=self.dtype)
-            for _ in (state0 if isinstance(state0, tuple) else (state0,)))
+        # state gradients: the kernels write them straight into the batch-first
+        # (n, T, H) arrays returned (through their time-major views); zeros
+        # where no backward step writes (windows before the last one's loss)
+        flow = None
+        if state_grads is not None:
+            new = np.zeros if output == "last" and truncate else np.empty
+            flow = tuple(new((n, T, H), dtype=self.dtype)
+                         for _ in (state0 if isinstance(state0, tuple) else (state0,)))
         value, grads, final_state = self._bptt_in(workspace, X, target, loss, sequence,
                                                   truncate, state0, steps, starts,
                                                   n_threads, slabs, flow)
         if flow is not None:
-            state_grads.update(_state_grads(flow, slabs, T))
+            state_grads.update(_state_grads(flow))
         if sum(a.nbytes for a in (*workspace[0], *workspace[1:])) <= KEEP_WORKSPACE_BYTES:
             self._workspace = {key: workspace}
         return value, grads, final_state
@@ -743,8 +747,8 @@ class RNN:
         workspaces likewise (slabs*steps, n/slabs, .), and the output layer's
         rows and target follow that order (src/_cellparts.pxd, "slabs"; one
         slab is the plain time-major layout). ``flow``, when given, is a tuple
-        of zeroed arrays in the cache's layout that receive dL/dh (and dL/dc)
-        at every timestep."""
+        of batch-first (n, T, H) arrays that receive dL/dh (and dL/dc) at
+        every timestep."""
         n, T, I = X.shape
         H = self.hidden_size
         cell, out, p = self._cell, self._out, self._params
@@ -808,7 +812,8 @@ class RNN:
                                                                  n_threads)
             carry = cell.backward(Xt, p, chunk_state0, tuple(a[s:] for a in cache), dHc,
                                   carry, truncate, grads, i > 0, n_threads, None, slabs, T,
-                                  None if flow is None else tuple(a[s:] for a in flow))
+                                  None if flow is None else
+                                  tuple(a.transpose(1, 0, 2)[s:] for a in flow))
             if truncate and s % truncate == 0:
                 carry = None  # no gradient crosses a window boundary
         _check_loss(value)

@@ -104,14 +104,14 @@ def elman_backward(X, W_xh, W_hh, h0, H, dH, relu, truncate,
     dh_out : ndarray of shape (T, B, H) or None  # OUT the total dL/dH[t] at every step
                                               #   (from above, from later steps in
                                               #   the window, and dH[-1]'s carry in);
-                                              #   with slabs, shaped like H
+                                              #   with slabs (T, slabs*B, H), h0's rows
     """
     if slabs > 1 or slab_steps:
         for s, (t, c, b) in enumerate(slab_slices(slabs, X, h0, H, slab_steps)):
             elman_backward(X[t], W_xh, W_hh, h0[b], H[c], dH[t], relu, truncate,
                            dW_xh, dW_hh, db_h, dh0[b], accumulate or s > 0,
                            None if dX is None else dX[t],
-                           dh_out=None if dh_out is None else dh_out[c])
+                           dh_out=None if dh_out is None else dh_out[:, b])
         return
     T, B, _ = X.shape
     n_hidden = H.shape[2]

@@ -117,7 +117,7 @@ def lstm_backward(X, W_xh, W_hh, h0, c0, G, C, H, dH, truncate,
     dh_out : ndarray of shape (T, B, H) or None  # OUT the total dL/dH[t] at every step
                                               #   (from above, from later steps in
                                               #   the window, and dH[-1]'s carry in);
-                                              #   with slabs, shaped like H
+                                              #   with slabs (T, slabs*B, H), h0's rows
     dc_out : ndarray of shape (T, B, H) or None  # OUT the total dL/dC[t] likewise
 
     A long sequence can be processed in chunks of timesteps from the end:
@@ -129,8 +129,8 @@ def lstm_backward(X, W_xh, W_hh, h0, c0, G, C, H, dH, truncate,
             lstm_backward(X[t], W_xh, W_hh, h0[b], c0[b], G[c], C[c], H[c], dH[t],
                           truncate, dW_xh, dW_hh, db_h, dh0[b], dc0[b],
                           accumulate or s > 0, None if dX is None else dX[t],
-                          dh_out=None if dh_out is None else dh_out[c],
-                          dc_out=None if dc_out is None else dc_out[c])
+                          dh_out=None if dh_out is None else dh_out[:, b],
+                          dc_out=None if dc_out is None else dc_out[:, b])
         return
     T = X.shape[0]
     n_hidden = H.shape[2]
