@@ -6,6 +6,7 @@
 from cython cimport floating
 
 from libc.limits cimport INT_MAX
+from libc.string cimport memcpy
 
 from _checks cimport ANY, check_shape
 from _parallel cimport bptt_parallel, bptt_part_fn
@@ -39,6 +40,9 @@ cdef struct CellArgs:
     void* db_h
     void* db_hn              # GRU
     void* dX                 # (T, B, I) or NULL
+    void* dh_out             # (T, B, H) strided: the total dL/dH at every step, or NULL
+    void* dc_out             # LSTM, the same for dL/dC, or NULL
+    Py_ssize_t out_strides[2]  # dh_out's (and dc_out's) step and row strides, in elements
     void* scratch            # the gradient parts' blocks (weight_gradients_part)
     Py_ssize_t gradient_block  # elements of one scratch block (slabs: slab_args)
     bptt_part_fn slab_first  # slab_part runs both on a whole slab, in this order
@@ -127,6 +131,9 @@ cdef inline void slab_args(const CellArgs* a, int slab, CellArgs* s) noexcept no
     s.C = offset(a.C, cached * H * item)
     s.HN = offset(a.HN, cached * H * item)
     s.H = offset(a.H, cached * H * item)
+    # dh_out, dc_out (T, slabs*B, H): slab s is rows s*B.., as for the states
+    s.dh_out = offset(a.dh_out, batch * a.out_strides[1] * item)
+    s.dc_out = offset(a.dc_out, batch * a.out_strides[1] * item)
     s.dH = offset(a.dH, rows * H * item)
     s.dX = offset(a.dX, rows * I * item)
     s.h0 = offset(a.h0, batch * H * item)
@@ -219,6 +226,39 @@ cdef inline int check_cell(int gates, int slabs, int slab_steps, const Py_ssize_
     check_shape("h0", h0, 2, slabs * X[1], H)
     cache_steps[0] = check_cache(slabs, T, slab_steps, cache_rows)
     return T
+
+
+cdef inline void copy_rows(const floating* src, floating* dst, Py_ssize_t dst_row,
+                           Py_ssize_t rows, Py_ssize_t n) noexcept nogil:
+    """dst[r, :n] = src[r, :n] for r < rows: src rows n apart, dst rows
+    dst_row apart (a step of a batch-first array seen time-major)."""
+    cdef Py_ssize_t r
+    if dst_row == n:
+        memcpy(dst, src, <size_t>(rows * n) * sizeof(floating))
+    else:
+        for r in range(rows):
+            memcpy(dst + r * dst_row, src + r * n, <size_t>n * sizeof(floating))
+
+
+cdef inline int check_state_out(str name, const Py_ssize_t* shape,
+                                const Py_ssize_t* byte_strides, int T, Py_ssize_t rows,
+                                Py_ssize_t H, Py_ssize_t item,
+                                Py_ssize_t* strides) except -1:
+    """A kernel's dh_out / dc_out: (at least T, rows, H) with rows of H
+    contiguous, other strides free (the (T, B, H) view of a batch-first
+    (B, T, H) array is what the driver passes). Sets ``strides`` (step,
+    row) in elements; a second array must have the first's."""
+    check_shape(name, shape, 3, T, rows, H, True)
+    if ((H > 1 and byte_strides[2] != item) or byte_strides[0] % item
+            or byte_strides[1] % item):
+        raise ValueError(f"{name} must have contiguous rows of H elements; got strides "
+                         f"{(byte_strides[0], byte_strides[1], byte_strides[2])}.")
+    if strides[0] != 0 and (strides[0] != byte_strides[0] // item
+                            or strides[1] != byte_strides[1] // item):
+        raise ValueError(f"{name} must have dh_out's strides; got "
+                         f"{(byte_strides[0], byte_strides[1], byte_strides[2])}.")
+    strides[0], strides[1] = byte_strides[0] // item, byte_strides[1] // item
+    return 0
 
 
 cdef inline int check_gradients(const Py_ssize_t* W_xh, const Py_ssize_t* W_hh,

@@ -23,6 +23,10 @@ says why).
     dA[t]  = (dH[t] + dA[t+1] @ W_hh) * f'(H[t])
     dW_xh  = dA.T @ X ; dW_hh = dA[1:].T @ H[:-1] + dA[0].T @ h0
     db_h   = sum dA ; dh0 = dA[0] @ W_hh ; dX = dA @ W_xh
+
+Gradient flow (optional): dh_out[t] = dH[t] + dA[t+1] @ W_hh, the total
+dL/dH[t], copied from dA[t] just before f' turns it into dA[t], while its
+rows are in cache.
 """
 from cython cimport floating
 from libc.string cimport memcpy, memset
@@ -34,8 +38,9 @@ from _activations cimport one_minus, tanh_
 from _fpmode cimport flush_enter, flush_leave, fp_mode
 from _packed cimport pack_weights, recurrent_product
 from _parallel cimport balanced_parts, bptt_parallel, import_threadpool
-from _cellparts cimport (CellArgs, check_cell, check_gradients, gradient_part,
-                        gradient_scratch, project_part, run_phases)
+from _cellparts cimport (CellArgs, check_cell, check_gradients, check_state_out,
+                        copy_rows, gradient_part, gradient_scratch, project_part,
+                        run_phases)
 from _checks cimport ANY, check_shape
 from _rowops cimport add_gradient_parts, gradient_size, part_start
 from _stepping cimport (P_B_H, P_W_HH, P_W_HH_PACKED, P_W_XH,
@@ -99,15 +104,21 @@ cdef void recurrence_forward(const floating* h0, const floating* W_hh,
 cdef void recurrence_backward(const floating* W_hh, const floating* W_hh_packed,
                               const floating* H, floating* dA,
                               floating* dh0, int T, int B, int n_hidden, int b0, int b1,
-                              bint relu, int truncate) noexcept nogil:
+                              bint relu, int truncate, floating* dh_out,
+                              Py_ssize_t out_step, Py_ssize_t out_row) noexcept nogil:
     """The backward time loop for the batch rows b0..b1-1 (dA holds dH on entry);
-    W_hh_packed is pack_weights(W_hh, transpose=False)."""
+    W_hh_packed is pack_weights(W_hh, transpose=False); dh_out (T, B, H) with
+    strides out_step, out_row, or NULL."""
     cdef Py_ssize_t step = <Py_ssize_t>B * n_hidden, t
     cdef Py_ssize_t offset = <Py_ssize_t>b0 * n_hidden
     cdef int rows = b1 - b0
     if rows <= 0:
         return
     for t in range(T - 1, -1, -1):
+        if dh_out != NULL:
+            # dh_out[t] = dH[t] + dA[t+1] @ W_hh, the total dL/dH[t]
+            copy_rows(dA + t * step + offset, dh_out + t * out_step + b0 * out_row,
+                      out_row, rows, n_hidden)
         # dA[t] = (dH[t] + dA[t+1] @ W_hh) * f'(H[t]); the carry was added below
         activation_backward(dA + t * step + offset, H + t * step + offset,
                             <Py_ssize_t>rows * n_hidden, relu)
@@ -141,7 +152,8 @@ cdef void backward_part_of(CellArgs* a, int part, int n_parts, floating tag) noe
     recurrence_backward(<const floating*>a.W_hh, <const floating*>a.W_hh_packed,
                         <const floating*>a.H, <floating*>a.A, <floating*>a.dh0, a.T,
                         a.B, a.n_hidden, part_start(a.B, part, n_parts),
-                        part_start(a.B, part + 1, n_parts), a.relu, a.truncate)
+                        part_start(a.B, part + 1, n_parts), a.relu, a.truncate,
+                        <floating*>a.dh_out, a.out_strides[0], a.out_strides[1])
 
 
 cdef void backward_part(void* args, int part, int n_parts) noexcept nogil:
@@ -209,14 +221,20 @@ def elman_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
                    floating[:, :, ::1] dX=None,           # OUT (T, B, I), optional
                    int n_threads=1,                       # threads splitting the work
                    int slabs=1,                           # batch slabs, as elman_forward
-                   int slab_steps=0):                     # cache timesteps per slab (0: T)
+                   int slab_steps=0,                      # cache timesteps per slab (0: T)
+                   floating[:, :, :] dh_out=None):        # OUT (T, B, H), optional
     """Backpropagate through time; see the module docstring for the maths.
 
     With ``accumulate`` the weight gradients are added to what dW_xh, dW_hh
     and db_h hold, so a long sequence can be processed in chunks of
     timesteps (the caller passes H[s-1] as h0 and adds the returned dh0 of
     the later chunk into dH[-1]). The time loop splits the batch over
-    ``n_threads``; the weight gradients split the timesteps.
+    ``n_threads``; the weight gradients split the timesteps. ``dh_out``
+    (at least T steps, rows of H contiguous, other strides free: the
+    time-major view of a batch-first array) receives the total dL/dH[t] of
+    every step: dH[t] (with what the caller added into dH[-1]) plus the
+    carry from step t+1 within the truncation window. With slabs it is (T,
+    slabs*B, H), rows in h0's order.
     """
     cdef CellArgs a
     cdef const floating* W_hh_packed
@@ -230,6 +248,9 @@ def elman_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
     check_shape("dh0", dh0.shape, 2, h0.shape[0], h0.shape[1])
     if dX is not None:
         check_shape("dX", dX.shape, 3, X.shape[0], X.shape[1], X.shape[2])
+    if dh_out is not None:
+        check_state_out("dh_out", dh_out.shape, dh_out.strides, a.T, h0.shape[0],
+                        W_hh.shape[1], sizeof(floating), a.out_strides)
     if X.shape[0] == 0 or X.shape[1] == 0:
         return
     gradient_parts = slabs if slabs > 1 else balanced_parts(n_threads, a.T)
@@ -239,6 +260,7 @@ def elman_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
     a.dH = a.A  # dA is built in dH: slab_args offsets it as a workspace
     a.dW_xh, a.dW_hh, a.db_h = &dW_xh[0, 0], &dW_hh[0, 0], &db_h[0]
     a.dX = &dX[0, 0, 0] if dX is not None else NULL
+    a.dh_out = &dh_out[0, 0, 0] if dh_out is not None else NULL
     a.B, a.n_input, a.n_hidden = X.shape[1], X.shape[2], W_hh.shape[1]
     a.n_gates, a.relu, a.truncate, a.accumulate = a.n_hidden, relu, truncate, accumulate
     a.is_double = floating is double

@@ -32,6 +32,9 @@ single-threaded meanwhile (bptt/_threads.py says why).
     dH[t-1] += dH[t] * z + dGh[t] @ W_hh
     dW_xh  = dA.T @ X ; dW_hh = dGh[1:].T @ H[:-1] + dGh[0].T @ h0
     db_h   = sum dA ; db_hn = sum dGh_n ; dX = dA @ W_xh
+
+Gradient flow (optional): dh_out[t] = dH[t], complete (carries included)
+when step t begins.
 """
 from cython cimport floating
 from libc.string cimport memset
@@ -44,7 +47,8 @@ from _parallel cimport balanced_parts, bptt_parallel, import_threadpool
 from _stepping cimport (P_B_H, P_EXTRA, P_W_HH, P_W_HH_PACKED, P_W_XH,
                        P_W_XH_PACKED)
 from _cellparts cimport (CellArgs, check_cache_arrays, check_cell, check_gradients,
-                        gradient_scratch, project_part, run_phases)
+                        check_state_out, copy_rows, gradient_scratch, project_part,
+                        run_phases)
 from _checks cimport check_shape
 from _rowops cimport add_gradient_parts, add_parts, column_sums, gradient_size, part_start
 
@@ -145,8 +149,10 @@ cdef void recurrence_backward(const floating* W_hh, const floating* W_hh_packed,
                               const floating* h0, const floating* H,
                               floating* dGh, floating* dAn, floating* dH, floating* dh0,
                               int T, int B, int n_hidden, int b0, int b1,
-                              int truncate) noexcept nogil:
-    """The backward time loop for the batch rows b0..b1-1 (dGh, dAn hold G, HN)."""
+                              int truncate, floating* dh_out, Py_ssize_t out_step,
+                              Py_ssize_t out_row) noexcept nogil:
+    """The backward time loop for the batch rows b0..b1-1 (dGh, dAn hold G, HN);
+    dh_out (T, B, H) with strides out_step, out_row, or NULL."""
     cdef int n_gates = 3 * n_hidden, rows = b1 - b0
     cdef Py_ssize_t step = <Py_ssize_t>B * n_hidden, t, j
     cdef Py_ssize_t offset = <Py_ssize_t>b0 * n_hidden
@@ -167,6 +173,10 @@ cdef void recurrence_backward(const floating* W_hh, const floating* W_hh_packed,
             h_prev = h0 + offset
             dh_prev = dh0 + offset
         carry = t == 0 or not (truncate > 0 and t % truncate == 0)
+        if dh_out != NULL:
+            # dh_out[t] = dH[t], which holds the carries from step t+1 by now
+            copy_rows(dH + t * step + offset, dh_out + t * out_step + b0 * out_row,
+                      out_row, rows, n_hidden)
         # dGh[t], dA_n[t] from the gate outputs; dH[t-1] += dH[t] * z
         gates_backward(dGh + 3 * (t * step + offset), dAn + t * step + offset, h_prev,
                        dH + t * step + offset, dh_prev, carry, rows, n_hidden)
@@ -245,7 +255,8 @@ cdef void backward_part_of(CellArgs* a, int part, int n_parts, floating tag) noe
                         <const floating*>a.h0, <const floating*>a.H, <floating*>a.A,
                         <floating*>a.HN, <floating*>a.dH, <floating*>a.dh0, a.T, a.B,
                         a.n_hidden, part_start(a.B, part, n_parts),
-                        part_start(a.B, part + 1, n_parts), a.truncate)
+                        part_start(a.B, part + 1, n_parts), a.truncate,
+                        <floating*>a.dh_out, a.out_strides[0], a.out_strides[1])
 
 
 cdef void backward_part(void* args, int part, int n_parts) noexcept nogil:
@@ -359,14 +370,19 @@ def gru_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
                  floating[:, :, ::1] dX=None,           # OUT (T, B, I), optional
                  int n_threads=1,                       # threads splitting the work
                  int slabs=1,                           # batch slabs, as gru_forward
-                 int slab_steps=0):                     # cache timesteps per slab (0: T)
+                 int slab_steps=0,                      # cache timesteps per slab (0: T)
+                 floating[:, :, :] dh_out=None):        # OUT (T, B, H), optional
     """Backpropagate through time; see the module docstring for the maths.
 
     With ``accumulate`` the weight gradients are added to what the outputs
     hold, so a long sequence can be processed in chunks from the end (the
     later chunk's dh0 added into dH[-1]). The time loop splits the batch
     over ``n_threads``; the weight gradients split the timesteps, dX its
-    rows.
+    rows. ``dh_out`` (at least T steps, rows of H contiguous, other strides
+    free: the time-major view of a batch-first array) receives the total
+    dL/dH[t] of every step: dH[t] (with what the caller added into dH[-1])
+    plus the carries from step t+1 within the truncation window. With slabs
+    it is (T, slabs*B, H), rows in h0's order.
     """
     cdef CellArgs a
     cdef const floating* W_hh_packed
@@ -382,12 +398,16 @@ def gru_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
     check_shape("dh0", dh0.shape, 2, h0.shape[0], h0.shape[1])
     if dX is not None:
         check_shape("dX", dX.shape, 3, X.shape[0], X.shape[1], X.shape[2])
+    if dh_out is not None:
+        check_state_out("dh_out", dh_out.shape, dh_out.strides, a.T, h0.shape[0],
+                        W_hh.shape[1], sizeof(floating), a.out_strides)
     if X.shape[0] == 0 or X.shape[1] == 0 or W_hh.shape[1] == 0:
         return
     gradient_parts = slabs if slabs > 1 else balanced_parts(n_threads, a.T)
     packed = pack_weights(W_hh, False, &W_hh_packed)
     a.X, a.W_xh, a.W_hh, a.W_hh_packed = &X[0, 0, 0], &W_xh[0, 0], &W_hh[0, 0], W_hh_packed
     a.h0, a.A, a.HN, a.H = &h0[0, 0], &G[0, 0, 0], &HN[0, 0, 0], &H[0, 0, 0]
+    a.dh_out = &dh_out[0, 0, 0] if dh_out is not None else NULL
     a.dH, a.dh0 = &dH[0, 0, 0], &dh0[0, 0]
     a.dW_xh, a.dW_hh, a.db_h, a.db_hn = &dW_xh[0, 0], &dW_hh[0, 0], &db_h[0], &db_hn[0]
     a.dX = &dX[0, 0, 0] if dX is not None else NULL

@@ -29,9 +29,13 @@ slabs > 1 a part is instead all the work of one slab of sequences
     dc     = dc * f ; dH[t-1] += dG[t] @ W_hh
     dW_xh  = dG.T @ X ; dW_hh = dG[1:].T @ H[:-1] + dG[0].T @ h0
     db_h   = sum dG ; dh0 = dG[0] @ W_hh ; dc0 = dc ; dX = dG @ W_xh
+
+Gradient flow (optional): dh_out[t] = dH[t], complete (carry included) when
+step t begins, and dc_out[t] = the dc of the second line, dL/dC[t], copied
+row by row between the two loops of gates_backward, while they are in cache.
 """
 from cython cimport floating
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 from _activations cimport one_minus, sigmoid_, tanh_
 from _fpmode cimport flush_enter, flush_leave, fp_mode
@@ -40,8 +44,8 @@ from _parallel cimport balanced_parts, bptt_parallel, import_threadpool
 from _stepping cimport (P_B_H, P_W_HH, P_W_HH_PACKED, P_W_XH,
                        P_W_XH_PACKED)
 from _cellparts cimport (CellArgs, check_cache_arrays, check_cell,
-                        check_gradients, gradient_part, gradient_scratch,
-                        project_part, run_phases)
+                        check_gradients, check_state_out, copy_rows, gradient_part,
+                        gradient_scratch, project_part, run_phases)
 from _checks cimport check_shape
 from _rowops cimport add_gradient_parts, gradient_size, part_start
 
@@ -85,11 +89,13 @@ cdef void gates_forward(floating* a, const floating* b_h, const floating* c_prev
 
 cdef void gates_backward(floating* g, const floating* c, const floating* c_prev,
                          const floating* dh, floating* dc, Py_ssize_t rows,
-                         Py_ssize_t n_hidden) noexcept nogil:
+                         Py_ssize_t n_hidden, floating* dc_out,
+                         Py_ssize_t out_row) noexcept nogil:
     """One step's elementwise pass backward: gate outputs g become dG in place.
 
     dc (rows, H) enters as the carry from step t+1 and leaves as dc * f, the
-    carry into step t-1.
+    carry into step t-1; dc_out (rows, H; rows out_row apart), unless NULL,
+    gets dL/dC[t].
     """
     cdef Py_ssize_t r, j
     cdef Py_ssize_t H1 = n_hidden, H2 = 2 * n_hidden, H3 = 3 * n_hidden
@@ -104,6 +110,8 @@ cdef void gates_backward(floating* g, const floating* c, const floating* c_prev,
             # backprop through h = o * tanh(c); dc holds dL/dc[t] until the next loop
             dc[j] = dc[j] + dhj * go * one_minus(tc * tc)
             g[H3 + j] = dhj * tc * go * one_minus(go)
+        if dc_out != NULL:
+            memcpy(dc_out + r * out_row, dc, n_hidden * sizeof(floating))
         for j in range(n_hidden):
             gi = g[j]
             gf = g[H1 + j]
@@ -150,8 +158,10 @@ cdef void recurrence_backward(const floating* W_hh, const floating* W_hh_packed,
                               const floating* c0, floating* dG,
                               const floating* C, floating* dH, floating* dh0,
                               floating* dc0, int T, int B, int n_hidden, int b0, int b1,
-                              int truncate) noexcept nogil:
-    """The backward time loop for the batch rows b0..b1-1 (dG holds the gate outputs)."""
+                              int truncate, floating* dh_out, floating* dc_out,
+                              Py_ssize_t out_step, Py_ssize_t out_row) noexcept nogil:
+    """The backward time loop for the batch rows b0..b1-1 (dG holds the gate
+    outputs); dh_out, dc_out (T, B, H) with strides out_step, out_row, or NULL."""
     cdef int n_gates = 4 * n_hidden, rows = b1 - b0
     cdef Py_ssize_t step = <Py_ssize_t>B * n_hidden, t, j
     cdef Py_ssize_t offset = <Py_ssize_t>b0 * n_hidden
@@ -162,9 +172,15 @@ cdef void recurrence_backward(const floating* W_hh, const floating* W_hh_packed,
         return
     for t in range(T - 1, -1, -1):
         c_prev = C + (t - 1) * step + offset if t > 0 else c0 + offset
+        if dh_out != NULL:
+            # dh_out[t] = dH[t], which holds the carry from step t+1 by now
+            copy_rows(dH + t * step + offset, dh_out + t * out_step + b0 * out_row,
+                      out_row, rows, n_hidden)
         # dG[t] from the gate outputs; dc <- carry into C[t-1]
         gates_backward(dG + 4 * (t * step + offset), C + t * step + offset, c_prev,
-                       dH + t * step + offset, dc, rows, n_hidden)
+                       dH + t * step + offset, dc, rows, n_hidden,
+                       dc_out + t * out_step + b0 * out_row if dc_out != NULL else NULL,
+                       out_row)
         if t > 0 and truncate > 0 and t % truncate == 0:
             # no gradient crosses a window boundary
             for j in range(size):
@@ -201,7 +217,9 @@ cdef void backward_part_of(CellArgs* a, int part, int n_parts, floating tag) noe
                         <const floating*>a.c0, <floating*>a.A, <const floating*>a.C,
                         <floating*>a.dH, <floating*>a.dh0, <floating*>a.dc0, a.T, a.B,
                         a.n_hidden, part_start(a.B, part, n_parts),
-                        part_start(a.B, part + 1, n_parts), a.truncate)
+                        part_start(a.B, part + 1, n_parts), a.truncate,
+                        <floating*>a.dh_out, <floating*>a.dc_out, a.out_strides[0],
+                        a.out_strides[1])
 
 
 cdef void backward_part(void* args, int part, int n_parts) noexcept nogil:
@@ -275,7 +293,9 @@ def lstm_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
                   floating[:, :, ::1] dX=None,           # OUT (T, B, I), optional
                   int n_threads=1,                       # threads splitting the work
                   int slabs=1,                           # batch slabs, as lstm_forward
-                  int slab_steps=0):                     # cache timesteps per slab (0: T)
+                  int slab_steps=0,                      # cache timesteps per slab (0: T)
+                  floating[:, :, :] dh_out=None,         # OUT (T, B, H), optional
+                  floating[:, :, :] dc_out=None):        # OUT (T, B, H), optional
     """Backpropagate through time; see the module docstring for the maths.
 
     dc0 carries the cell-state gradient: it enters as dL/dC[T-1] from later
@@ -283,7 +303,13 @@ def lstm_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
     ``accumulate`` the weight gradients are added to what the outputs hold,
     so a long sequence can be processed in chunks from the end. The time
     loop splits the batch over ``n_threads``; the weight gradients split
-    the timesteps, dX its rows.
+    the timesteps, dX its rows. ``dh_out`` and ``dc_out`` (at least T
+    steps, rows of H contiguous, other strides free and the same for both:
+    the time-major views of batch-first arrays) receive the total dL/dH[t]
+    and dL/dC[t] of every step: from dH[t] (with what the caller added into
+    dH[-1]), the carries from step t+1 within the truncation window, and
+    the dc0 passed in. With slabs they are (T, slabs*B, H), rows in h0's
+    order.
     """
     cdef CellArgs a
     cdef const floating* W_hh_packed
@@ -299,12 +325,20 @@ def lstm_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
     check_shape("dc0", dc0.shape, 2, h0.shape[0], h0.shape[1])
     if dX is not None:
         check_shape("dX", dX.shape, 3, X.shape[0], X.shape[1], X.shape[2])
+    if dh_out is not None:
+        check_state_out("dh_out", dh_out.shape, dh_out.strides, a.T, h0.shape[0],
+                        W_hh.shape[1], sizeof(floating), a.out_strides)
+    if dc_out is not None:
+        check_state_out("dc_out", dc_out.shape, dc_out.strides, a.T, h0.shape[0],
+                        W_hh.shape[1], sizeof(floating), a.out_strides)
     if X.shape[0] == 0 or X.shape[1] == 0 or W_hh.shape[1] == 0:
         return
     gradient_parts = slabs if slabs > 1 else balanced_parts(n_threads, a.T)
     packed = pack_weights(W_hh, False, &W_hh_packed)
     a.X, a.W_xh, a.W_hh, a.W_hh_packed = &X[0, 0, 0], &W_xh[0, 0], &W_hh[0, 0], W_hh_packed
     a.h0, a.c0, a.A, a.C, a.H = &h0[0, 0], &c0[0, 0], &G[0, 0, 0], &C[0, 0, 0], &H[0, 0, 0]
+    a.dh_out = &dh_out[0, 0, 0] if dh_out is not None else NULL
+    a.dc_out = &dc_out[0, 0, 0] if dc_out is not None else NULL
     a.dH, a.dh0, a.dc0 = &dH[0, 0, 0], &dh0[0, 0], &dc0[0, 0]
     a.dW_xh, a.dW_hh, a.db_h = &dW_xh[0, 0], &dW_hh[0, 0], &db_h[0]
     a.dX = &dX[0, 0, 0] if dX is not None else NULL

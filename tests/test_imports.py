@@ -52,8 +52,11 @@ FLOORS = {
     # what users call
     "bptt.estimators": 8,
     "bptt.gradcheck": 8,
+    "bptt.plot": 8,
     "bptt.preprocessing": 8,
     "bptt": 9,
+    # the gradients demo (python -m bptt demo gradients)
+    "bptt._gradient_demo": 9,
     "bptt.__main__": 10,
 }
 

@@ -6,7 +6,8 @@ with a NumPy reference twin). :class:`RNNRegressor` and :class:`RNNClassifier`
 are scikit-learn estimators that train it; :func:`load` reads what their
 ``save`` wrote. :class:`SequenceScaler` standardises sequences of any length
 for them; :func:`gradcheck` checks a network's gradients against finite
-differences.
+differences; :mod:`bptt.plot` draws loss curves, gradient histories and
+the gradient flow through time (with matplotlib, an optional extra).
 
 The words of the docs and docstrings (timestep, stream step, optimizer
 update; window, chunk, part, slab, ...) are defined once, in
@@ -15,6 +16,7 @@ docs/glossary.md.
 
 __version__ = "0.1.0"
 
+from . import plot
 from .estimators import RNNClassifier, RNNRegressor
 from .gradcheck import GradcheckReport, gradcheck
 from .persistence import load

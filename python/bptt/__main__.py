@@ -4,6 +4,10 @@ The demo trains an :class:`~bptt.RNNClassifier` on scikit-learn's digits read
 as sequences (each 8x8 image row by row: 8 timesteps of 8 pixel values) and
 an :class:`~bptt.RNNRegressor` forecasting a noisy sine wave from its last 20
 values, shows the training progress and prints the test scores and times.
+
+``python -m bptt demo gradients`` shows vanishing and exploding gradients on
+the adding problem (bptt/_gradient_demo.py): a table, and a PNG figure when
+matplotlib is installed.
 """
 
 import argparse
@@ -62,33 +66,65 @@ def _sine(args):
 
 
 def demo(args):
-    """Train both estimators and print their scores and times."""
+    """Train both estimators and print their scores and times (or run the
+    gradients demo)."""
     from sklearn.exceptions import ConvergenceWarning
 
     from . import __version__
 
-    limits = None
-    if args.blas_threads:
-        try:
-            from threadpoolctl import threadpool_limits
+    if args.which == "gradients":
+        from . import _gradient_demo
 
-            # The per-timestep GEMMs are small: extra BLAS threads mostly wait.
-            limits = threadpool_limits(limits=args.blas_threads, user_api="blas")
-        except ImportError:  # pragma: no cover
-            pass
+        with _blas_limits(args.blas_threads):
+            print(f"bptt {__version__} demo: vanishing and exploding gradients")
+            _gradient_demo.run(seconds=args.seconds, seed=args.seed, png=args.png or None)
+        return 0
     print(f"bptt {__version__} demo: recurrent networks trained by backpropagation "
           f"through time")
     tic = time.perf_counter()
-    with warnings.catch_warnings():
+    with _blas_limits(args.blas_threads), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         accuracy, t_clf = _digits(args)
         r2, t_reg = _sine(args)
     total = time.perf_counter() - tic
     print(f"\nSummary: digits accuracy {accuracy:.4f} ({t_clf:.1f}s), sine R^2 "
           f"{r2:.4f} ({t_reg:.1f}s); total {total:.1f}s")
-    if limits is not None:
-        limits.restore_original_limits()
     return 0
+
+
+class _blas_limits:
+    """BLAS limited to ``threads`` threads inside (0: left alone; nothing
+    without threadpoolctl). The per-timestep GEMMs are small: extra BLAS
+    threads mostly wait."""
+
+    def __init__(self, threads):
+        self.threads, self.limits = threads, None
+
+    def __enter__(self):
+        if self.threads:
+            try:
+                from threadpoolctl import threadpool_limits
+
+                self.limits = threadpool_limits(limits=self.threads, user_api="blas")
+            except ImportError:  # pragma: no cover
+                pass
+        return self
+
+    def __exit__(self, *exc):
+        if self.limits is not None:
+            self.limits.restore_original_limits()
+        return False
+
+
+def _positive_float(text):
+    """An argparse type: a finite float > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number; got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number > 0; got {text}")
+    return value
 
 
 def _int_in(low, high=None):
@@ -114,7 +150,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="bptt", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"bptt {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="train a classifier and a regressor, print scores")
+    p = sub.add_parser("demo", help="train a classifier and a regressor, print scores; "
+                                    "'demo gradients': vanishing and exploding gradients")
+    p.add_argument("which", nargs="?", choices=("gradients",), default=None,
+                   help="gradients: the gradient flow on the adding problem (T=100), "
+                        "a table and a PNG figure")
     p.add_argument("--epochs", type=_int_in(1), default=40,
                    help="max epochs per model, >= 1 (40)")
     p.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0,
@@ -123,6 +163,11 @@ def main(argv=None):
                    help="0 silent, 1 progress bar (tqdm) or lines, 2 a line per epoch")
     p.add_argument("--blas-threads", type=_int_in(0), default=1,
                    help="BLAS threads during training (1); 0 leaves BLAS alone")
+    p.add_argument("--seconds", type=_positive_float, default=5.0,
+                   help="demo gradients: training budget per network in seconds (5)")
+    p.add_argument("--png", default="bptt_gradients.png",
+                   help="demo gradients: where to write the figure "
+                        "(bptt_gradients.png; '' for none)")
     args = parser.parse_args(argv)
     if args.command == "demo":
         return demo(args)

@@ -164,20 +164,38 @@ def _forward_chunk(net, X, start, stop, Xc, cache, state, Z, Yt, act, n_threads)
 
 
 # ----------------------------------------------------------------- training
-def loss_grad_state(net, X, target, loss, output, truncate, state0):
+def loss_grad_state(net, X, target, loss, output, truncate, state0, state_grads=None):
     """Loss, gradients and final state of ``net`` on validated inputs.
 
     X (n, T, I) batch-first of the network's dtype; ``target`` as
     check_target returns it; ``truncate`` an int (0: full BPTT); ``state0``
     a validated state. Holds BLAS and splits the batch over threads as
-    :func:`holds_blas` and :func:`plan_threads` decide.
+    :func:`holds_blas` and :func:`plan_threads` decide. A dict
+    ``state_grads`` also receives the state gradients (:func:`state_grads_of`).
     """
     n, T, _ = X.shape
     if not holds_blas(net, n, T):
-        return _bptt(net, X, target, loss, output, truncate, state0)
+        return _bptt(net, X, target, loss, output, truncate, state0,
+                     state_grads=state_grads)
     with serial_blas() as budget:
         return _bptt(net, X, target, loss, output, truncate, state0,
-                     plan_threads(net, budget, n))
+                     plan_threads(net, budget, n), state_grads)
+
+
+def state_grads_of(flow, keys=("dh", "dc")):
+    """loss_and_grad's state gradients from the (..., n, T, H) arrays the
+    kernels filled (dh, then the LSTM's dc), with their per-timestep norms
+    averaged over the batch."""
+    out = {}
+    for key, a in zip(keys, flow):
+        out[key] = a
+        # squared norms in the arrays' dtype (np.linalg.norm's temporaries
+        # took 10x longer), in float64 where float32 overflowed
+        squares = np.einsum("...k,...k->...", a, a)
+        if not np.isfinite(squares).all():
+            squares = np.einsum("...k,...k->...", a, a, dtype=np.float64)
+        out[key + "_norm"] = np.sqrt(squares, dtype=np.float64).mean(axis=-2)
+    return out
 
 
 def chunk_steps(net, T, n, truncate):
@@ -201,11 +219,12 @@ def loss_denominator(net, loss, sequence, n, T):
     return loss_rows if loss == "cross_entropy" else loss_rows * net.output_size
 
 
-def _bptt(net, X, target, loss, output, truncate, state0, n_threads=1):
+def _bptt(net, X, target, loss, output, truncate, state0, n_threads=1, state_grads=None):
     """Forward over every timestep, then BPTT chunk by chunk from the end.
 
     X is batch-first and validated, target as from check_target.
-    Returns the loss, the gradients and the state after the last step.
+    Returns the loss, the gradients and the state after the last step;
+    a dict ``state_grads`` also receives the state gradients.
     """
     n, T, I = X.shape
     H, O = net.hidden_size, net.output_size
@@ -226,21 +245,34 @@ def _bptt(net, X, target, loss, output, truncate, state0, n_threads=1):
                      np.empty((slabs * steps, n // slabs, I), dtype=net.dtype),
                      *(np.empty((rows_max, O), dtype=net.dtype) for _ in range(3)),
                      np.empty((slabs * steps, n // slabs, H), dtype=net.dtype))
+    # state gradients: the kernels write them straight into the batch-first
+    # (n, T, H) arrays returned (through their time-major views); zeros
+    # where no backward step writes (windows before the last one's loss)
+    flow = None
+    if state_grads is not None:
+        new = np.zeros if output == "last" and truncate else np.empty
+        flow = tuple(new((n, T, H), dtype=net.dtype)
+                     for _ in net._cell.spec.state_arrays(state0))
     value, grads, final_state = _bptt_in(net, workspace, X, target, loss, sequence,
-                                         truncate, state0, steps, starts, n_threads, slabs)
+                                         truncate, state0, steps, starts, n_threads, slabs,
+                                         flow)
+    if flow is not None:
+        state_grads.update(state_grads_of(flow))
     if sum(a.nbytes for a in (*workspace[0], *workspace[1:])) <= KEEP_WORKSPACE_BYTES:
         net._workspace = {key: workspace}
     return value, grads, final_state
 
 
 def _bptt_in(net, workspace, X, target, loss, sequence, truncate, state0, steps,
-             starts, n_threads, slabs):
+             starts, n_threads, slabs, flow=None):
     """_bptt's work, in the buffers of ``workspace``, in ``slabs`` slabs of
     n / slabs sequences: the cache arrays are (slabs*T, n/slabs, .), slab
     k holding sequences k*n/slabs.. one timestep after another, the chunk
     workspaces likewise (slabs*steps, n/slabs, .), and the output layer's
     rows and target follow that order (src/_cellparts.pxd, "slabs"; one
-    slab is the plain time-major layout)."""
+    slab is the plain time-major layout). ``flow``, when given, is a tuple
+    of batch-first (n, T, H) arrays that receive dL/dh (and dL/dc) at every
+    timestep."""
     n, T, I = X.shape
     H = net.hidden_size
     cell, out, p = net._cell, net._out, net._params
@@ -302,7 +334,9 @@ def _bptt_in(net, workspace, X, target, loss, sequence, truncate, state0, steps,
         # the last chunk forward is the first one backward: Xc still holds it
         Xt = Xc[: slabs * (e - s)] if i == 0 else time_major(X, s, e, Xc, slabs, n_threads)
         carry = cell.backward(Xt, p, chunk_state0, tuple(a[s:] for a in cache), dHc,
-                              carry, truncate, grads, i > 0, n_threads, None, slabs, T)
+                              carry, truncate, grads, i > 0, n_threads, None, slabs, T,
+                              None if flow is None else
+                              tuple(a.transpose(1, 0, 2)[s:] for a in flow))
         if truncate and s % truncate == 0:
             carry = None  # no gradient crosses a window boundary
     check_loss(value)
@@ -842,7 +876,7 @@ def layered_readout(net, lay, X, state0, output):
 
 
 def layered_loss_grad_state(net, lay, X, target, loss, output, truncate, state0,
-                            masks=None):
+                            masks=None, state_grads=None):
     """loss_and_grad through the general driver.
 
     X batch-first (n, >= T, I) (the padding, if any, is never read);
@@ -851,6 +885,10 @@ def layered_loss_grad_state(net, lay, X, target, loss, output, truncate, state0,
     returns them (None: no dropout). Returns the loss, the gradients and
     the final state (contract's form).
     """
+    if state_grads is not None:
+        raise NotImplementedError(
+            "return_state_grads=True is not available yet for stacked, "
+            "bidirectional or ragged networks or output='mean'.")
     buf = Buffers(net)
     with serial_blas() if holds_blas(net, lay.n, lay.T) else nullcontext(1) as budget:
         n_threads = plan_threads(net, budget, lay.n)

@@ -39,7 +39,7 @@ The interface every binding implements:
 ``hidden(cache) -> H`` and ``state_after(cache, t) -> state``
     The hidden states (T, B, H), and the state after timestep t in the
     contract's form (h, or (h, c)) as views into the cache.
-``backward(X, p, state0, cache, dH, dstate_next, truncate, grads, accumulate, n_threads, dX, slabs, slab_steps)``
+``backward(X, p, state0, cache, dH, dstate_next, truncate, grads, accumulate, n_threads, dX, slabs, slab_steps, dstate_out)``
     dH (T, B, H) is dL/dH from above; it and the gate activations of the
     cache are consumed as workspace;
     ``dstate_next`` (or None) is dL/dstate after the last timestep, flowing in
@@ -48,7 +48,12 @@ The interface every binding implements:
     (dh0, dc0)). Running it chunk by
     chunk from the end, passing each chunk's dstate0 on as the previous
     chunk's dstate_next, is BPTT over the whole sequence (with slabs,
-    dstate_next enters at the last timestep of every slab).
+    dstate_next enters at the last timestep of every slab). ``dstate_out`` (or
+    None): a tuple of (T, B, H) arrays (with slabs (T, slabs*B, H), rows in
+    state0's order; time-major views of batch-first arrays will do), one per
+    state array (h, then the LSTM's c), that receive the total dL/dstate at
+    every step (from dH, from later timesteps within the truncation window and
+    from dstate_next); the kernels' ``dh_out`` (and ``dc_out``).
 ``stepper(p, state0, activation) -> Stepper or None``
     (inherited from :class:`CellBinding`) The compiled streaming stepper of
     the cell's kernels (``RNN.stream``, src/_stepper.pxi); None for the
@@ -275,7 +280,8 @@ class ElmanCell(CellBinding):
                                    cache[0], *layout)
 
     def backward(self, X, p, state0, cache, dH, dstate_next, truncate, grads,
-                 accumulate=False, n_threads=1, dX=None, slabs=1, slab_steps=0):
+                 accumulate=False, n_threads=1, dX=None, slabs=1, slab_steps=0,
+                 dstate_out=None):
         if dstate_next is not None:
             _last_steps(dH, slabs)[...] += _by_slab(dstate_next, slabs)
         dh0 = np.empty_like(state0)
@@ -283,6 +289,7 @@ class ElmanCell(CellBinding):
         self.kernels.elman_backward(
             X, p["W_xh"], p["W_hh"], state0, cache[0], dH, self.relu, truncate,
             grads["W_xh"], grads["W_hh"], grads["b_h"], dh0, accumulate, dX, *layout,
+            *(dstate_out or ()),
         )
         return dh0
 
@@ -314,7 +321,8 @@ class LSTMCell(CellBinding):
                                   *layout)
 
     def backward(self, X, p, state0, cache, dH, dstate_next, truncate, grads,
-                 accumulate=False, n_threads=1, dX=None, slabs=1, slab_steps=0):
+                 accumulate=False, n_threads=1, dX=None, slabs=1, slab_steps=0,
+                 dstate_out=None):
         h0, c0 = state0
         cache, layout = _layout(self.kernels, X, cache, n_threads, slabs, slab_steps)
         G, C, H = cache
@@ -328,6 +336,7 @@ class LSTMCell(CellBinding):
         self.kernels.lstm_backward(
             X, p["W_xh"], p["W_hh"], h0, c0, G, C, H, dH, truncate,
             grads["W_xh"], grads["W_hh"], grads["b_h"], dh0, dc0, accumulate, dX, *layout,
+            *(dstate_out or ()),
         )
         return dh0, dc0
 
@@ -361,7 +370,8 @@ class GRUCell(CellBinding):
                                  G, HN, H, Gh, *layout)
 
     def backward(self, X, p, state0, cache, dH, dstate_next, truncate, grads,
-                 accumulate=False, n_threads=1, dX=None, slabs=1, slab_steps=0):
+                 accumulate=False, n_threads=1, dX=None, slabs=1, slab_steps=0,
+                 dstate_out=None):
         cache, layout = _layout(self.kernels, X, cache, n_threads, slabs, slab_steps)
         G, HN, H = cache
         if dstate_next is not None:
@@ -370,7 +380,7 @@ class GRUCell(CellBinding):
         self.kernels.gru_backward(
             X, p["W_xh"], p["W_hh"], state0, G, HN, H, dH, truncate,
             grads["W_xh"], grads["W_hh"], grads["b_h"], grads["b_hn"], dh0, accumulate, dX,
-            *layout,
+            *layout, *(dstate_out or ()),
         )
         return dh0
 

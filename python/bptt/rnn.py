@@ -527,7 +527,7 @@ class RNN:
         return stepper
 
     def loss_and_grad(self, X, y, *, loss="mse", output="sequence", truncate=None,
-                      h0=None):
+                      h0=None, return_state_grads=False):
         """Loss and its gradient with respect to every parameter (BPTT).
 
         Parameters
@@ -558,6 +558,10 @@ class RNN:
             absolute timeline). None is full BPTT.
         h0 : ndarray of shape (n_samples, hidden_size), optional
             Initial state, as in :meth:`forward`.
+        return_state_grads : bool, default=False
+            Also return the gradient flow through time: dL/dh_t at every
+            timestep (and dL/dc_t for the LSTM), which the kernels record
+            during the backward pass they run anyway (docs/diagnostics.md).
 
         Returns
         -------
@@ -565,13 +569,52 @@ class RNN:
         grads : dict of str to ndarray
             dloss/dparam, same keys and shapes as :attr:`params`; with
             dropout, exact for the masks drawn in this call.
+        state_grads : dict of str to ndarray
+            Only with ``return_state_grads=True``:
+
+            - ``"dh"``, ndarray of shape (n_samples, n_timesteps, hidden_size):
+              ``dh[i, t]`` is dL/dh_t of sequence i, h_t being the hidden
+              state after step t (0-based, as the outputs are indexed): the
+              total gradient that reaches h_t, from the loss at t and through
+              every later step, and with ``truncate`` only from later steps
+              of its own window (the gradient of the loss with the state
+              detached at every window start, as PyTorch's ``retain_grad``
+              on h_t gives it). Zero at steps no loss reaches.
+            - ``"dc"``, same shape, LSTM only: dL/dc_t of the cell states.
+            - ``"dh_norm"`` (and ``"dc_norm"``), ndarray of shape
+              (n_timesteps,), float64: the L2 norm over the hidden units,
+              averaged over the samples, ``norm(dh, axis=2).mean(axis=0)``.
+
+            Arrays of the network's dtype (the norms float64), fresh on
+            every call.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import bptt
+        >>> net = bptt.RNN(1, 8, 1, random_state=0)
+        >>> X, y = np.ones((4, 50, 1)), np.ones(4)
+        >>> loss, grads, flow = net.loss_and_grad(X, y, output="last",
+        ...                                       return_state_grads=True)
+        >>> flow["dh"].shape, flow["dh_norm"].shape
+        ((4, 50, 8), (50,))
+        >>> bool(flow["dh_norm"][0] < flow["dh_norm"][-1])  # vanishing backwards
+        True
         """
-        value, grads, _ = self._loss_grad_state(X, y, loss, output, truncate, h0)
+        if not isinstance(return_state_grads, (bool, np.bool_)):
+            raise TypeError(f"return_state_grads must be True or False; got "
+                            f"{return_state_grads!r}.")
+        state_grads = {} if return_state_grads else None
+        value, grads, _ = self._loss_grad_state(X, y, loss, output, truncate, h0,
+                                                state_grads)
+        if return_state_grads:
+            return value, grads, state_grads
         return value, grads
 
-    def _loss_grad_state(self, X, y, loss, output, truncate, h0):
+    def _loss_grad_state(self, X, y, loss, output, truncate, h0, state_grads=None):
         """loss_and_grad, plus the state after the last step (for the
-        estimators' truncated training, which carries it into the next window)."""
+        estimators' truncated training, which carries it into the next window).
+        A dict ``state_grads`` receives loss_and_grad's state gradients."""
         self._check_loss_output(loss, output)
         truncate = check_positive_int("truncate", truncate, allow_none=True)
         X, lengths, form = check_ragged(X, self.input_size, self.dtype)
@@ -585,21 +628,22 @@ class RNN:
                 target = validate_target(y, loss, output, n, T, self.output_size,
                                          self.dtype)
             return self._layered_loss(_bptt.Layout(lengths), X, target, loss, output,
-                                      truncate or 0, state0)
+                                      truncate or 0, state0, state_grads)
         if not (self._layered or output == "mean"):
             target = check_target(y, loss, output, n, T, self.output_size, self.dtype)
             return _bptt.loss_grad_state(self, X, target, loss, output, truncate or 0,
-                                         state0)
+                                         state0, state_grads)
         target = validate_target(y, loss, output, n, T, self.output_size, self.dtype)
         return self._layered_loss(_bptt.Layout(np.full(n, T)), X, target, loss, output,
-                                  truncate or 0, state0)
+                                  truncate or 0, state0, state_grads)
 
-    def _layered_loss(self, lay, X, target, loss, output, truncate, state0):
+    def _layered_loss(self, lay, X, target, loss, output, truncate, state0,
+                      state_grads=None):
         """The general driver's loss, gradients and state on batch-first X
         (padded) and target (validate_target's form), dropout masks drawn."""
         masks = _bptt.draw_masks(self, lay.rows)
         return _bptt.layered_loss_grad_state(self, lay, X, target, loss, output, truncate,
-                                             state0, masks)
+                                             state0, masks, state_grads)
 
     def _readout(self, X, output="sequence", h0=None):
         """What the output layer gives for the loss of ``output``: forward's

@@ -1,0 +1,315 @@
+"""Gradient flow: ``loss_and_grad(..., return_state_grads=True)`` (issue 17).
+
+dL/dh_t (and dL/dc_t for the LSTM) at every timestep, computed by the cell
+kernels during the backward pass they run anyway, against PyTorch autograd's
+``retain_grad`` on hidden states computed step by step from the contract's
+equations (with the state detached at every window start for truncation);
+compiled against the NumPy reference, on threads (the slab layout) and in
+chunks of timesteps; and the option off leaves everything as it was.
+"""
+
+import numpy as np
+import pytest
+
+import bptt
+from bptt import _threads
+from bptt import rnn as rnn_module
+from helpers import make_problem
+
+CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("lstm", "tanh"), ("gru", "tanh")]
+LOSS_ACTIVATION = {"mse": "identity", "cross_entropy": "softmax",
+                   "binary_cross_entropy": "sigmoid"}
+
+
+def _problem(cell, nonlinearity, loss, output, *, n=3, T=7, I=2, H=4, O=3, seed=0,
+             backend="cython", h0=True):
+    net, X, y = make_problem(seed, n=n, T=T, I=I, H=H, O=O, loss=loss, output=output,
+                             cell=cell, nonlinearity=nonlinearity,
+                             output_activation=LOSS_ACTIVATION[loss], backend=backend)
+    state = None
+    if h0:
+        rng = np.random.default_rng(seed + 100)
+        state = rng.standard_normal((n, H))
+        if cell == "lstm":
+            state = (state, rng.standard_normal((n, H)))
+    return net, X, y, state
+
+
+# ---------------------------------------------------------------- PyTorch
+
+def torch_state_grads(net, X, y, *, loss, output, truncate, h0):
+    """(loss, dL/dh (n, T, H), dL/dc (n, T, H) or None) by PyTorch autograd.
+
+    The cell is written out from the contract's equations, one timestep at a
+    time, so every h_t (and c_t) is a tensor of its own whose ``.grad``
+    autograd fills (``retain_grad``); the state is detached where a window
+    starts, which is what truncated BPTT computes.
+    """
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    # parameters that require grad, so every h_t is a node of the graph
+    p = {k: torch.tensor(np.array(v, dtype=np.float64), requires_grad=True)
+         for k, v in net.params.items()}
+    Xt = torch.from_numpy(np.asarray(X, dtype=np.float64))
+    n, T, _ = Xt.shape
+    H = net.hidden_size
+    if h0 is None:
+        h, c = torch.zeros(n, H, dtype=torch.float64), torch.zeros(n, H, dtype=torch.float64)
+    elif net.cell == "lstm":
+        h, c = (torch.from_numpy(np.array(s, dtype=np.float64)) for s in h0)
+    else:
+        h, c = torch.from_numpy(np.array(h0, dtype=np.float64)), None
+    hs, cs = [], []
+    for t in range(T):
+        if truncate and t > 0 and t % truncate == 0:
+            h = h.detach()
+            c = c.detach() if c is not None else None
+        x = Xt[:, t]
+        if net.cell == "rnn":
+            a = x @ p["W_xh"].T + h @ p["W_hh"].T + p["b_h"]
+            h = torch.tanh(a) if net.nonlinearity == "tanh" else torch.relu(a)
+        elif net.cell == "lstm":
+            a = x @ p["W_xh"].T + h @ p["W_hh"].T + p["b_h"]
+            i, f, g, o = a.split(H, dim=1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            c.retain_grad()
+            cs.append(c)
+            h = torch.sigmoid(o) * torch.tanh(c)
+        else:
+            a = x @ p["W_xh"].T + p["b_h"]
+            gh = h @ p["W_hh"].T
+            r = torch.sigmoid(a[:, :H] + gh[:, :H])
+            z = torch.sigmoid(a[:, H:2 * H] + gh[:, H:2 * H])
+            nn_ = torch.tanh(a[:, 2 * H:] + r * (gh[:, 2 * H:] + p["b_hn"]))
+            h = (1 - z) * nn_ + z * h
+        h.retain_grad()
+        hs.append(h)
+    top = torch.stack(hs, dim=1) if output == "sequence" else hs[-1]
+    z = top @ p["W_oh"].T + p["b_o"]
+    target = torch.from_numpy(np.asarray(y))
+    O = net.output_size
+    if loss == "cross_entropy":
+        value = F.cross_entropy(z.reshape(-1, O), target.reshape(-1).long())
+    elif loss == "binary_cross_entropy":
+        value = F.binary_cross_entropy_with_logits(z, target.reshape(z.shape).double())
+    else:
+        value = F.mse_loss(z, target.reshape(z.shape).double())
+    value.backward()
+
+    def grads_of(states):
+        return np.stack([s.grad.numpy() if s.grad is not None else np.zeros((n, H))
+                         for s in states], axis=1)
+
+    return value.item(), grads_of(hs), grads_of(cs) if cs else None
+
+
+def _assert_flow_close(actual, expected, rtol=1e-7):
+    """Relative to each array's scale: entries far below it (the gradient
+    at early timesteps can vanish) are compared with an absolute floor."""
+    scale = np.abs(expected).max()
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=1e-12 * scale)
+
+
+@pytest.mark.parametrize("truncate", [None, 1, 3])
+@pytest.mark.parametrize("output", ["sequence", "last"])
+@pytest.mark.parametrize("loss", ["mse", "cross_entropy", "binary_cross_entropy"])
+@pytest.mark.parametrize("cell,nonlinearity", CELLS)
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+def test_state_grads_equal_torch_autograd(backend, cell, nonlinearity, loss, output,
+                                          truncate):
+    pytest.importorskip("torch")
+    net, X, y, h0 = _problem(cell, nonlinearity, loss, output, backend=backend)
+    value, grads, flow = net.loss_and_grad(X, y, loss=loss, output=output,
+                                           truncate=truncate, h0=h0,
+                                           return_state_grads=True)
+    t_value, dh, dc = torch_state_grads(net, X, y, loss=loss, output=output,
+                                        truncate=truncate, h0=h0)
+    assert value == pytest.approx(t_value, rel=1e-12)
+    assert sorted(flow) == (["dc", "dc_norm", "dh", "dh_norm"] if cell == "lstm"
+                            else ["dh", "dh_norm"])
+    assert flow["dh"].shape == X.shape[:2] + (net.hidden_size,)
+    assert flow["dh"].dtype == np.float64
+    _assert_flow_close(flow["dh"], dh)
+    np.testing.assert_allclose(flow["dh_norm"], np.linalg.norm(dh, axis=2).mean(axis=0),
+                               rtol=1e-7, atol=1e-12 * np.abs(dh).max())
+    if cell == "lstm":
+        _assert_flow_close(flow["dc"], dc)
+        np.testing.assert_allclose(flow["dc_norm"],
+                                   np.linalg.norm(dc, axis=2).mean(axis=0),
+                                   rtol=1e-7, atol=1e-12 * np.abs(dc).max())
+    if output == "last" and truncate:
+        # only the last window sees the loss: nothing reaches earlier steps
+        first = (X.shape[1] - 1) // truncate * truncate
+        assert not flow["dh"][:, :first].any()
+
+
+@pytest.mark.parametrize("cell,nonlinearity", CELLS)
+def test_state_grads_without_h0_and_single_steps(cell, nonlinearity):
+    """h0 left out (zeros), T = 1, n = 1, H = 1: the shapes' edges."""
+    pytest.importorskip("torch")
+    for n, T, H in [(1, 1, 1), (1, 5, 1), (2, 1, 3)]:
+        net, X, y, _ = _problem(cell, nonlinearity, "mse", "sequence", n=n, T=T, H=H,
+                                h0=False)
+        _, _, flow = net.loss_and_grad(X, y, return_state_grads=True)
+        _, dh, dc = torch_state_grads(net, X, y, loss="mse", output="sequence",
+                                      truncate=None, h0=None)
+        assert flow["dh"].shape == (n, T, H) and flow["dh_norm"].shape == (T,)
+        _assert_flow_close(flow["dh"], dh)
+        if dc is not None:
+            _assert_flow_close(flow["dc"], dc)
+
+
+# ------------------------------------------------- compiled against reference
+
+def _flow_of(net, X, y, **kwargs):
+    return net.loss_and_grad(X, y, return_state_grads=True, **kwargs)
+
+
+def _assert_same_flow(a, b, rtol):
+    assert a[0] == pytest.approx(b[0], rel=rtol)
+    for name in b[1]:
+        np.testing.assert_allclose(a[1][name], b[1][name], rtol=rtol,
+                                   atol=rtol * np.abs(b[1][name]).max(), err_msg=name)
+    assert sorted(a[2]) == sorted(b[2])
+    for key in b[2]:
+        np.testing.assert_allclose(a[2][key], b[2][key], rtol=rtol,
+                                   atol=rtol * np.abs(b[2][key]).max(), err_msg=key)
+
+
+@pytest.mark.parametrize("truncate", [None, 2, 3])
+@pytest.mark.parametrize("output", ["sequence", "last"])
+@pytest.mark.parametrize("cell,nonlinearity", CELLS)
+@pytest.mark.parametrize("dtype,rtol", [("float64", 1e-10), ("float32", 1e-4)])
+def test_compiled_equals_reference_in_chunks_and_slabs(monkeypatch, cell, nonlinearity,
+                                                       output, truncate, dtype, rtol):
+    """The compiled kernels' state gradients equal the reference's, serial
+    in one chunk, in several chunks of timesteps, and on 2 threads (one
+    slab of the batch per thread), chunked or not."""
+    n, T = 6, 11
+    nets = {}
+    for backend in ("numpy", "cython"):
+        net, X, y, h0 = _problem(cell, nonlinearity, "mse", output, n=n, T=T, H=5,
+                                 backend=backend, seed=3)
+        twin = bptt.RNN(2, 5, 3, cell=cell, nonlinearity=nonlinearity, dtype=dtype,
+                        backend=backend)
+        twin.params = net.params
+        nets[backend] = twin
+    if dtype == "float32":
+        X = X.astype(np.float32)
+        h0 = tuple(s.astype(np.float32) for s in h0) if cell == "lstm" else h0.astype(
+            np.float32)
+    args = dict(output=output, truncate=truncate, h0=h0)
+    expected = _flow_of(nets["numpy"], X, y, **args)
+    assert expected[2]["dh"].dtype == np.dtype(dtype)
+    _assert_same_flow(_flow_of(nets["cython"], X, y, **args), expected, rtol)
+    # chunks of timesteps (a chunk starts on a window start)
+    monkeypatch.setattr(rnn_module, "TRAIN_ONE_CHUNK_BYTES", 0)
+    monkeypatch.setattr(rnn_module, "TRAIN_CHUNK_ROWS", 12)
+    assert nets["cython"]._chunk_steps(T, n, truncate) < T
+    for net in nets.values():
+        _assert_same_flow(_flow_of(net, X, y, **args), expected, rtol)
+    # 2 threads: the slab layout, chunked and in one chunk
+    from threadpoolctl import threadpool_limits
+    monkeypatch.setattr(_threads, "MIN_WORK_PER_THREAD", 1)
+    with threadpool_limits(limits=2, user_api="blas"):
+        assert nets["cython"]._plan_threads(2, n) == 2
+        _assert_same_flow(_flow_of(nets["cython"], X, y, **args), expected, rtol)
+        assert any(key[4] == 2 for key in nets["cython"]._workspace)  # slabs ran
+        monkeypatch.setattr(rnn_module, "TRAIN_ONE_CHUNK_BYTES", 1 << 22)
+        _assert_same_flow(_flow_of(nets["cython"], X, y, **args), expected, rtol)
+
+
+@pytest.mark.parametrize("cell,nonlinearity", CELLS)
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+def test_option_off_is_bit_identical(cell, nonlinearity, backend):
+    """return_state_grads=False (the default) returns what loss_and_grad
+    always returned; with it on, loss and gradients are the same bits."""
+    net, X, y, h0 = _problem(cell, nonlinearity, "mse", "sequence", n=4, T=9,
+                             backend=backend)
+    for truncate in (None, 4):
+        plain = net.loss_and_grad(X, y, truncate=truncate, h0=h0)
+        off = net.loss_and_grad(X, y, truncate=truncate, h0=h0, return_state_grads=False)
+        on = net.loss_and_grad(X, y, truncate=truncate, h0=h0, return_state_grads=True)
+        assert len(plain) == len(off) == 2 and len(on) == 3
+        for other in (off, on):
+            assert other[0] == plain[0]
+            for name in plain[1]:
+                assert np.array_equal(other[1][name], plain[1][name]), name
+
+
+def test_state_grads_are_fresh_arrays():
+    """The arrays returned are the caller's: the next call does not change them."""
+    net, X, y, h0 = _problem("lstm", "tanh", "mse", "sequence", n=4, T=9)
+    first = net.loss_and_grad(X, y, h0=h0, return_state_grads=True)[2]
+    kept = {k: v.copy() for k, v in first.items()}
+    net.loss_and_grad(2 * X, y, h0=h0, return_state_grads=True)
+    for key in kept:
+        assert np.array_equal(first[key], kept[key])
+        assert first[key].flags.c_contiguous and first[key].flags.writeable
+
+
+def test_return_state_grads_must_be_a_bool():
+    net, X, y, _ = _problem("rnn", "tanh", "mse", "sequence")
+    with pytest.raises(TypeError, match="return_state_grads must be True or False"):
+        net.loss_and_grad(X, y, return_state_grads="yes")
+
+
+# ------------------------------------------------------------- the kernels
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+def test_kernels_check_the_state_gradient_shapes(cell, backend):
+    """dh_out (and dc_out) have the hidden states' shape, else a ValueError
+    naming the argument (the compiled kernels) before anything is written."""
+    from bptt._kernels import load_kernels
+    k = load_kernels(backend, {"rnn": "elman"}.get(cell, cell))
+    G = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
+    T, B, I, H = 4, 2, 3, 5
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((T, B, I))
+    W_xh, W_hh = rng.standard_normal((G * H, I)), rng.standard_normal((G * H, H))
+    b_h, h0 = np.zeros(G * H), np.zeros((B, H))
+    grads = (np.empty((G * H, I)), np.empty((G * H, H)), np.empty(G * H))
+    bad = np.empty((T, B, H + 1))
+
+    def run(dh_out, dc_out=None):
+        dH = rng.standard_normal((T, B, H))
+        if cell == "rnn":
+            Hs = np.empty((T, B, H))
+            k.elman_forward(X, W_xh, W_hh, b_h, h0, False, Hs)
+            k.elman_backward(X, W_xh, W_hh, h0, Hs, dH, False, 0, *grads, np.empty((B, H)),
+                             False, None, 1, 1, 0, dh_out)
+        elif cell == "lstm":
+            cache = np.empty((T, B, 4 * H)), np.empty((T, B, H)), np.empty((T, B, H))
+            k.lstm_forward(X, W_xh, W_hh, b_h, h0, h0, *cache)
+            k.lstm_backward(X, W_xh, W_hh, h0, h0, *cache, dH, 0, *grads,
+                            np.empty((B, H)), np.zeros((B, H)), False, None, 1, 1, 0,
+                            dh_out, dc_out)
+        else:
+            cache = np.empty((T, B, 3 * H)), np.empty((T, B, H)), np.empty((T, B, H))
+            k.gru_forward(X, W_xh, W_hh, b_h, np.zeros(H), h0, *cache,
+                          np.empty((B, 3 * H)))
+            k.gru_backward(X, W_xh, W_hh, h0, *cache, dH, 0, *grads, np.empty(H),
+                           np.empty((B, H)), False, None, 1, 1, 0, dh_out)
+        return dH
+
+    dh_out = np.full((T, B, H), np.nan)
+    run(dh_out)
+    assert np.isfinite(dh_out).all()
+    # the time-major view of a batch-first array, as the driver passes it
+    batch_first = np.full((B, T, H), np.nan)
+    dc_first = np.full((B, T, H), np.nan)
+    run(batch_first.transpose(1, 0, 2), dc_first.transpose(1, 0, 2))
+    assert np.isfinite(batch_first).all()
+    if cell == "lstm":
+        assert np.isfinite(dc_first).all()
+    if backend == "cython":
+        with pytest.raises(ValueError, match="dh_out"):
+            run(bad)
+        with pytest.raises(ValueError, match="dh_out must have contiguous rows"):
+            run(np.empty((T, B, 2 * H))[:, :, ::2])
+        if cell == "lstm":
+            with pytest.raises(ValueError, match="dc_out"):
+                run(np.empty((T, B, H)), bad)
+            with pytest.raises(ValueError, match="dc_out must have dh_out's strides"):
+                run(np.empty((T, B, H)), np.empty((B, T, H)).transpose(1, 0, 2))
