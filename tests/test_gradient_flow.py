@@ -13,7 +13,7 @@ import pytest
 
 import bptt
 from bptt import _threads
-from bptt import rnn as rnn_module
+from bptt import _bptt
 from helpers import make_problem
 
 CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("lstm", "tanh"), ("gru", "tanh")]
@@ -203,19 +203,19 @@ def test_compiled_equals_reference_in_chunks_and_slabs(monkeypatch, cell, nonlin
     assert expected[2]["dh"].dtype == np.dtype(dtype)
     _assert_same_flow(_flow_of(nets["cython"], X, y, **args), expected, rtol)
     # chunks of timesteps (a chunk starts on a window start)
-    monkeypatch.setattr(rnn_module, "TRAIN_ONE_CHUNK_BYTES", 0)
-    monkeypatch.setattr(rnn_module, "TRAIN_CHUNK_ROWS", 12)
-    assert nets["cython"]._chunk_steps(T, n, truncate) < T
+    monkeypatch.setattr(_bptt, "TRAIN_ONE_CHUNK_BYTES", 0)
+    monkeypatch.setattr(_bptt, "TRAIN_CHUNK_ROWS", 12)
+    assert _bptt.chunk_steps(nets["cython"], T, n, truncate) < T
     for net in nets.values():
         _assert_same_flow(_flow_of(net, X, y, **args), expected, rtol)
     # 2 threads: the slab layout, chunked and in one chunk
     from threadpoolctl import threadpool_limits
     monkeypatch.setattr(_threads, "MIN_WORK_PER_THREAD", 1)
     with threadpool_limits(limits=2, user_api="blas"):
-        assert nets["cython"]._plan_threads(2, n) == 2
+        assert _bptt.plan_threads(nets["cython"], 2, n) == 2
         _assert_same_flow(_flow_of(nets["cython"], X, y, **args), expected, rtol)
         assert any(key[4] == 2 for key in nets["cython"]._workspace)  # slabs ran
-        monkeypatch.setattr(rnn_module, "TRAIN_ONE_CHUNK_BYTES", 1 << 22)
+        monkeypatch.setattr(_bptt, "TRAIN_ONE_CHUNK_BYTES", 1 << 22)
         _assert_same_flow(_flow_of(nets["cython"], X, y, **args), expected, rtol)
 
 
@@ -262,8 +262,9 @@ def test_kernels_check_the_state_gradient_shapes(cell, backend):
     """dh_out (and dc_out) have the hidden states' shape, else a ValueError
     naming the argument (the compiled kernels) before anything is written."""
     from bptt._kernels import load_kernels
-    k = load_kernels(backend, {"rnn": "elman"}.get(cell, cell))
-    G = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
+    k = load_kernels(backend, bptt._cells.CELLS[cell].kernel)
+    G = bptt._cells.CELLS[cell].n_gates
+    layout = () if backend == "numpy" else (1, 1, 0)  # the reference has no layout
     T, B, I, H = 4, 2, 3, 5
     rng = np.random.default_rng(0)
     X = rng.standard_normal((T, B, I))
@@ -278,19 +279,19 @@ def test_kernels_check_the_state_gradient_shapes(cell, backend):
             Hs = np.empty((T, B, H))
             k.elman_forward(X, W_xh, W_hh, b_h, h0, False, Hs)
             k.elman_backward(X, W_xh, W_hh, h0, Hs, dH, False, 0, *grads, np.empty((B, H)),
-                             False, None, 1, 1, 0, dh_out)
+                             False, None, *layout, dh_out=dh_out)
         elif cell == "lstm":
             cache = np.empty((T, B, 4 * H)), np.empty((T, B, H)), np.empty((T, B, H))
             k.lstm_forward(X, W_xh, W_hh, b_h, h0, h0, *cache)
             k.lstm_backward(X, W_xh, W_hh, h0, h0, *cache, dH, 0, *grads,
-                            np.empty((B, H)), np.zeros((B, H)), False, None, 1, 1, 0,
-                            dh_out, dc_out)
+                            np.empty((B, H)), np.zeros((B, H)), False, None, *layout,
+                            dh_out=dh_out, dc_out=dc_out)
         else:
             cache = np.empty((T, B, 3 * H)), np.empty((T, B, H)), np.empty((T, B, H))
             k.gru_forward(X, W_xh, W_hh, b_h, np.zeros(H), h0, *cache,
                           np.empty((B, 3 * H)))
             k.gru_backward(X, W_xh, W_hh, h0, *cache, dH, 0, *grads, np.empty(H),
-                           np.empty((B, H)), False, None, 1, 1, 0, dh_out)
+                           np.empty((B, H)), False, None, *layout, dh_out=dh_out)
         return dH
 
     dh_out = np.full((T, B, H), np.nan)
