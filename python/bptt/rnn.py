@@ -17,6 +17,7 @@ from ._validation import (
     check_choice,
     check_dtype,
     check_positive_int,
+    check_sample_weight,
     check_sequences,
     check_state,
     check_target,
@@ -561,7 +562,7 @@ class RNN:
                                  Yt[start:stop].reshape(rows, O))
 
     def loss_and_grad(self, X, y, *, loss="mse", output="sequence", truncate=None,
-                      h0=None):
+                      h0=None, sample_weight=None):
         """Loss and its gradient with respect to every parameter (BPTT).
 
         Parameters
@@ -585,6 +586,12 @@ class RNN:
             gradient flows back across them. None is full BPTT.
         h0 : ndarray of shape (n_samples, hidden_size), optional
             Initial state, as in :meth:`forward`.
+        sample_weight : array-like of shape (n_samples,), optional
+            Non-negative weight of each sequence, not all zero: the loss is
+            the weighted mean, sum_i w_i l_i / sum_i w_i, where l_i is
+            sequence i's mean loss (over its timesteps and outputs, as
+            above), and the gradient is that of the weighted mean. None
+            weighs every sequence alike.
 
         Returns
         -------
@@ -592,10 +599,11 @@ class RNN:
         grads : dict of str to ndarray
             dloss/dparam, same keys and shapes as :attr:`params`.
         """
-        value, grads, _ = self._loss_grad_state(X, y, loss, output, truncate, h0)
+        value, grads, _ = self._loss_grad_state(X, y, loss, output, truncate, h0,
+                                                sample_weight)
         return value, grads
 
-    def _loss_grad_state(self, X, y, loss, output, truncate, h0):
+    def _loss_grad_state(self, X, y, loss, output, truncate, h0, sample_weight=None):
         """loss_and_grad, plus the state after the last step (for the
         estimators' truncated training, which carries it into the next window)."""
         check_choice("loss", loss, LOSSES)
@@ -610,12 +618,14 @@ class RNN:
         X = check_sequences(X, self.input_size, self.dtype)
         n, T, _ = X.shape
         target = check_target(y, loss, output, n, T, self.output_size, self.dtype)
+        weights = check_sample_weight(sample_weight, n, self.dtype)
         state0 = self._check_state(h0, n)
         if not self._holds_blas(n, T):
-            return self._bptt(X, target, loss, output, truncate or 0, state0)
+            return self._bptt(X, target, loss, output, truncate or 0, state0,
+                              weights=weights)
         with serial_blas() as budget:
             return self._bptt(X, target, loss, output, truncate or 0, state0,
-                              self._plan_threads(budget, n))
+                              self._plan_threads(budget, n), weights)
 
     def _chunk_steps(self, T, n, truncate):
         """Timesteps per chunk of loss_and_grad's workspaces."""
@@ -631,7 +641,7 @@ class RNN:
             steps = min(T, -(-steps // truncate) * truncate)
         return steps
 
-    def _bptt(self, X, target, loss, output, truncate, state0, n_threads=1):
+    def _bptt(self, X, target, loss, output, truncate, state0, n_threads=1, weights=None):
         """Forward over every timestep, then BPTT chunk by chunk from the end.
 
         X is batch-first and validated, target as from check_target.
@@ -657,17 +667,19 @@ class RNN:
                          np.empty((slabs * steps, n // slabs, H), dtype=self.dtype))
         value, grads, final_state = self._bptt_in(workspace, X, target, loss, sequence,
                                                   truncate, state0, steps, starts,
-                                                  n_threads, slabs)
+                                                  n_threads, slabs, weights)
         if sum(a.nbytes for a in (*workspace[0], *workspace[1:])) <= KEEP_WORKSPACE_BYTES:
             self._workspace = {key: workspace}
         return value, grads, final_state
 
-    def _loss_denominator(self, loss, sequence, n, T):
-        loss_rows = T * n if sequence else n
+    def _loss_denominator(self, loss, sequence, n, T, weights=None):
+        # with sample weights the mean runs over the weights: each row counts
+        # its sequence's weight instead of 1
+        loss_rows = (T if sequence else 1) * (n if weights is None else weights.sum())
         return loss_rows if loss == "cross_entropy" else loss_rows * self.output_size
 
     def _bptt_in(self, workspace, X, target, loss, sequence, truncate, state0, steps,
-                 starts, n_threads, slabs):
+                 starts, n_threads, slabs, weights=None):
         """_bptt's work, in the buffers of ``workspace``, in ``slabs`` slabs of
         n / slabs sequences: the cache arrays are (slabs*T, n/slabs, .), slab
         k holding sequences k*n/slabs.. one timestep after another, the chunk
@@ -692,7 +704,7 @@ class RNN:
         # a copy, so the caller does not keep the whole cache alive through it
         final_state = _copy_state(state)
 
-        denominator = self._loss_denominator(loss, sequence, n, T)
+        denominator = self._loss_denominator(loss, sequence, n, T, weights)
         loss_code = LOSSES.index(loss)
         Hall = cell.hidden(cache).reshape(slabs * T * rows, H)
         grads = {name: np.empty_like(value) for name, value in p.items()}
@@ -701,6 +713,10 @@ class RNN:
             target = np.ascontiguousarray(
                 target.reshape(T, slabs, rows, -1).swapaxes(0, 1)
             ).reshape(target.shape)
+        if weights is not None and sequence:
+            # one weight per output row (T*n, time-major), in the target's order
+            weights = np.ascontiguousarray(np.broadcast_to(
+                weights.reshape(slabs, 1, rows), (slabs, T, rows))).reshape(-1)
         value = 0.0
         carry = None
         for i, s in enumerate(reversed(starts)):
@@ -712,13 +728,13 @@ class RNN:
                     Hall[s * rows:], p["W_oh"], p["b_o"], act, loss_code, target[s * rows:],
                     denominator, Z[:n * (e - s)], Y[:n * (e - s)], dZ[:n * (e - s)],
                     grads["W_oh"], grads["b_o"], dHc.reshape(-1, H), i > 0, n_threads,
-                    slabs, T * rows)
+                    slabs, T * rows, None if weights is None else weights[s * rows:])
             elif i == 0:
                 H_last = _slab_state(cell.hidden(by_step)[T - 1], n)
                 dH_last = np.empty_like(H_last)
                 value = out.output_layer(H_last, p["W_oh"], p["b_o"], act, loss_code, target,
                                          denominator, Z, Y, dZ, grads["W_oh"], grads["b_o"],
-                                         dH_last, False, n_threads, slabs)
+                                         dH_last, False, n_threads, slabs, 0, weights)
                 dH_by_slab = dHc.reshape(slabs, e - s, rows, H)
                 dH_by_slab[:, :-1] = 0
                 dH_by_slab[:, -1] = dH_last.reshape(slabs, rows, H)
