@@ -244,10 +244,11 @@ def _record_steps(est):
     steps = []
     step = est._step
 
-    def recording_step(grads):
+    def recording_step(grads, *args):
         before = {k: v.copy() for k, v in est.net_.params.items()}
-        step(grads)
+        penalty = step(grads, *args)
         steps.append((before, {k: v.copy() for k, v in est.net_.params.items()}))
+        return penalty
 
     est._step = recording_step
     return steps
@@ -428,7 +429,7 @@ def test_non_finite_update_is_not_applied(seq_data):
     grads = {k: np.zeros_like(v) for k, v in before.items()}
     grads["W_hh"][0, 0] = np.nan
     with pytest.raises(FloatingPointError, match="non-finite"):
-        est._step(grads)
+        est._step(grads, 1.0)
     for k in before:
         np.testing.assert_array_equal(est.net_.params[k], before[k])
 
@@ -535,10 +536,10 @@ class _Recorded(RNNRegressor):
 
     scripted = None
 
-    def _train_batch(self, X, y):
+    def _train_batch(self, X, y, *args):
         if not hasattr(self, "initial"):
             self.initial = {k: v.copy() for k, v in self.net_.params.items()}
-        loss = super()._train_batch(X, y)
+        loss = super()._train_batch(X, y, *args)
         return loss if self.scripted is None else self.scripted[self.n_iter_]
 
     def _report(self, *args):
