@@ -17,6 +17,8 @@ from bptt import rnn as rnn_module
 from bptt import _threads
 from bptt.rnn import load_kernels
 
+# The Elman cell in float64 (exact comparisons), not the defaults (GRU, float32)
+F64 = dict(cell="rnn", dtype="float64")
 ACTIVATION_LOSSES = [("identity", "mse"), ("sigmoid", "mse"), ("softmax", "mse"),
                      ("sigmoid", "binary_cross_entropy"), ("softmax", "cross_entropy")]
 
@@ -221,17 +223,17 @@ def test_fit_sample_weight_equals_repeating_rows(Est):
     w = np.tile([0, 1, 2, 3], len(y) // 4)
     rep = np.repeat(np.arange(len(y)), w)
     kw = dict(hidden_size=5, max_epochs=4, batch_size=200, shuffle=False, random_state=0)
-    a = _quiet_fit(Est(**kw), X, y, sample_weight=w)
-    b = _quiet_fit(Est(**kw), X[rep], y[rep])
+    a = _quiet_fit(Est(**F64, **kw), X, y, sample_weight=w)
+    b = _quiet_fit(Est(**F64, **kw), X[rep], y[rep])
     for name in a.net_.params:
         np.testing.assert_allclose(a.net_.params[name], b.net_.params[name],
                                    rtol=1e-9, atol=1e-11, err_msg=name)
     np.testing.assert_allclose(a.loss_curve_, b.loss_curve_, rtol=1e-10)
     # partial_fit takes them too
-    c = Est(**kw)
+    c = Est(**F64, **kw)
     extra = {"classes": np.unique(y)} if Est is RNNClassifier else {}
     c.partial_fit(X, y, sample_weight=w, **extra)
-    d = Est(**kw)
+    d = Est(**F64, **kw)
     d.partial_fit(X[rep], y[rep], **extra)
     for name in c.net_.params:
         np.testing.assert_allclose(c.net_.params[name], d.net_.params[name],
@@ -243,8 +245,8 @@ def test_fit_sample_weight_equals_repeating_rows(Est):
 def test_sample_weight_ones_is_none_bit_for_bit():
     X, _, y = _seq_data()
     kw = dict(hidden_size=5, max_epochs=3, batch_size=8, random_state=0)
-    a = _quiet_fit(RNNClassifier(**kw), X, y)
-    b = _quiet_fit(RNNClassifier(**kw), X, y, sample_weight=np.ones(len(y)))
+    a = _quiet_fit(RNNClassifier(**F64, **kw), X, y)
+    b = _quiet_fit(RNNClassifier(**F64, **kw), X, y, sample_weight=np.ones(len(y)))
     for name in a.net_.params:
         np.testing.assert_array_equal(a.net_.params[name], b.net_.params[name])
 
@@ -252,17 +254,17 @@ def test_sample_weight_ones_is_none_bit_for_bit():
 def test_class_weight_balanced_equals_its_sample_weights():
     X, _, y = _seq_data()
     kw = dict(hidden_size=5, max_epochs=3, batch_size=8, random_state=0)
-    a = _quiet_fit(RNNClassifier(class_weight="balanced", **kw), X, y)
-    b = _quiet_fit(RNNClassifier(**kw), X, y,
+    a = _quiet_fit(RNNClassifier(**F64, class_weight="balanced", **kw), X, y)
+    b = _quiet_fit(RNNClassifier(**F64, **kw), X, y,
                    sample_weight=compute_sample_weight("balanced", y))
     for name in a.net_.params:
         np.testing.assert_allclose(a.net_.params[name], b.net_.params[name],
                                    rtol=1e-12, atol=1e-14)
     # a dict, times the sample weights
     sw = np.linspace(0.5, 1.5, len(y))
-    c = _quiet_fit(RNNClassifier(class_weight={"mid": 3.0, "pos": 0.5}, **kw), X, y,
+    c = _quiet_fit(RNNClassifier(**F64, class_weight={"mid": 3.0, "pos": 0.5}, **kw), X, y,
                    sample_weight=sw)
-    d = _quiet_fit(RNNClassifier(**kw), X, y,
+    d = _quiet_fit(RNNClassifier(**F64, **kw), X, y,
                    sample_weight=sw * np.select([y == "mid", y == "pos"], [3.0, 0.5], 1.0))
     for name in c.net_.params:
         np.testing.assert_allclose(c.net_.params[name], d.net_.params[name],
@@ -272,26 +274,26 @@ def test_class_weight_balanced_equals_its_sample_weights():
 def test_class_weight_errors():
     X, _, y = _seq_data()
     with pytest.raises(ValueError, match="not in classes_"):
-        _quiet_fit(RNNClassifier(class_weight={"cow": 2.0}, max_epochs=1), X, y)
+        _quiet_fit(RNNClassifier(**F64, class_weight={"cow": 2.0}, max_epochs=1), X, y)
     with pytest.raises(ValueError, match="not supported for partial_fit"):
-        RNNClassifier(class_weight="balanced").partial_fit(X, y, classes=np.unique(y))
+        RNNClassifier(**F64, class_weight="balanced").partial_fit(X, y, classes=np.unique(y))
     with pytest.raises(ValueError, match="output='last'"):
-        _quiet_fit(RNNClassifier(class_weight="balanced", output="sequence",
+        _quiet_fit(RNNClassifier(**F64, class_weight="balanced", output="sequence",
                                  max_epochs=1), X, np.repeat(y[:, None], 6, axis=1))
     with pytest.raises(ValueError, match="class_weight"):
-        _quiet_fit(RNNClassifier(class_weight="heavy", max_epochs=1), X, y)
+        _quiet_fit(RNNClassifier(**F64, class_weight="heavy", max_epochs=1), X, y)
     with pytest.raises(ValueError, match="sums to zero"):
-        _quiet_fit(RNNClassifier(max_epochs=1), X, y, sample_weight=np.zeros(len(y)))
+        _quiet_fit(RNNClassifier(**F64, max_epochs=1), X, y, sample_weight=np.zeros(len(y)))
 
 
 def test_zero_weight_batches_are_skipped():
     """A minibatch whose weights are all 0 makes no update (and no NaN)."""
     X, y, _ = _seq_data(n=16)
     w = np.r_[np.zeros(8), np.ones(8)]
-    est = _quiet_fit(RNNRegressor(hidden_size=4, max_epochs=2, batch_size=8,
+    est = _quiet_fit(RNNRegressor(**F64, hidden_size=4, max_epochs=2, batch_size=8,
                                   shuffle=False, random_state=0), X, y, sample_weight=w)
     assert len(est.grad_norm_curve_) == 2 and np.isfinite(est.loss_curve_).all()
-    ref = _quiet_fit(RNNRegressor(hidden_size=4, max_epochs=2, batch_size=8,
+    ref = _quiet_fit(RNNRegressor(**F64, hidden_size=4, max_epochs=2, batch_size=8,
                                   shuffle=False, random_state=0), X[8:], y[8:])
     for name in est.net_.params:
         np.testing.assert_allclose(est.net_.params[name], ref.net_.params[name],
@@ -314,10 +316,10 @@ def test_alpha_adds_the_l2_gradient_on_weights_not_biases():
     alpha, lr = 0.7, 0.05
     kw = dict(hidden_size=4, optimizer="sgd", learning_rate=lr, batch_size=200,
               clip_norm=None, shuffle=False, random_state=0)
-    net0 = _initial_net(RNNRegressor(**kw), X, y)
+    net0 = _initial_net(RNNRegressor(**F64, **kw), X, y)
     W0 = {k: v.copy() for k, v in net0.params.items()}
     value, grads = net0.loss_and_grad(X, y[:, None], loss="mse", output="last")
-    est = RNNRegressor(alpha=alpha, **kw).partial_fit(X, y)
+    est = RNNRegressor(**F64, alpha=alpha, **kw).partial_fit(X, y)
     n = X.shape[0]
     for name, W in W0.items():
         decay = alpha * W / n if name.startswith("W_") else 0.0
@@ -330,10 +332,11 @@ def test_alpha_adds_the_l2_gradient_on_weights_not_biases():
 
 def test_alpha_shrinks_the_weights():
     X, y, _ = _seq_data(n=32)
-    kw = dict(hidden_size=8, max_epochs=30, random_state=0, clip_norm=None)
+    kw = dict(hidden_size=8, max_epochs=30, learning_rate=0.01, random_state=0,
+              clip_norm=None)
     norms = []
     for alpha in (0.0, 10.0):
-        est = _quiet_fit(RNNRegressor(alpha=alpha, **kw), X, y)
+        est = _quiet_fit(RNNRegressor(**F64, alpha=alpha, **kw), X, y)
         norms.append(sum(float(np.vdot(v, v)) for k, v in est.net_.params.items()
                          if k.startswith("W_")))
     assert norms[1] < 0.7 * norms[0]  # measured 0.36-0.50 over seeds 0-2
@@ -346,7 +349,7 @@ def test_plateau_schedule_divides_the_rate_when_the_loss_stalls():
     each n_iter_no_change + 1 stalled epochs, three times, and the fourth
     stall stops the fit."""
     X, y, _ = _seq_data()
-    est = RNNRegressor(hidden_size=4, learning_rate=0.01, learning_rate_schedule="plateau",
+    est = RNNRegressor(**F64, hidden_size=4, learning_rate=0.01, learning_rate_schedule="plateau",
                        tol=1e9, n_iter_no_change=2, max_epochs=50, random_state=0)
     est.fit(X, y)
     rates = est.learning_rate_curve_
@@ -356,21 +359,21 @@ def test_plateau_schedule_divides_the_rate_when_the_loss_stalls():
 
 def test_plateau_schedule_keeps_the_rate_while_the_loss_improves():
     X, y, _ = _seq_data()
-    est = _quiet_fit(RNNRegressor(hidden_size=4, learning_rate_schedule="plateau",
+    est = _quiet_fit(RNNRegressor(**F64, hidden_size=4, learning_rate_schedule="plateau",
                                   tol=0.0, n_iter_no_change=50, max_epochs=5,
                                   random_state=0), X, y)
-    assert est.learning_rate_curve_ == [0.01] * 5
+    assert est.learning_rate_curve_ == [est.learning_rate] * 5
 
 
 def test_cosine_and_constant_schedules():
     X, y, _ = _seq_data()
-    est = _quiet_fit(RNNRegressor(hidden_size=4, learning_rate=0.02,
+    est = _quiet_fit(RNNRegressor(**F64, hidden_size=4, learning_rate=0.02,
                                   learning_rate_schedule="cosine", max_epochs=6,
                                   n_iter_no_change=100, random_state=0), X, y)
     e = np.arange(6)
     np.testing.assert_allclose(est.learning_rate_curve_,
                                0.02 * 0.5 * (1 + np.cos(np.pi * e / 6)))
-    est = _quiet_fit(RNNRegressor(hidden_size=4, learning_rate=0.02, max_epochs=3,
+    est = _quiet_fit(RNNRegressor(**F64, hidden_size=4, learning_rate=0.02, max_epochs=3,
                                   random_state=0), X, y)
     assert est.learning_rate_curve_ == [0.02] * 3
 
@@ -381,9 +384,9 @@ def test_schedule_changes_the_step_the_optimizer_takes():
     X, y, _ = _seq_data()
     kw = dict(hidden_size=4, optimizer="sgd", batch_size=200, shuffle=False,
               clip_norm=None, random_state=0)
-    a = _quiet_fit(RNNRegressor(learning_rate=0.1, learning_rate_schedule="cosine",
+    a = _quiet_fit(RNNRegressor(**F64, learning_rate=0.1, learning_rate_schedule="cosine",
                                 max_epochs=3, n_iter_no_change=100, **kw), X, y)
-    b = RNNRegressor(learning_rate=0.1, **kw)
+    b = RNNRegressor(**F64, learning_rate=0.1, **kw)
     for rate in a.learning_rate_curve_:
         b.set_params(learning_rate=rate)
         b.partial_fit(X, y)
@@ -403,7 +406,8 @@ def _multilabel_data(seed=0, n=160, T=8):
 
 def test_multilabel_learns_a_small_task():
     X, Y = _multilabel_data()
-    clf = _quiet_fit(RNNClassifier(hidden_size=12, max_epochs=40, random_state=0),
+    clf = _quiet_fit(RNNClassifier(**F64, hidden_size=12, max_epochs=40, learning_rate=0.01,
+                                   random_state=0),
                      X[:120], Y[:120])
     assert clf.net_.output_size == 3 and clf.net_.output_activation == "sigmoid"
     np.testing.assert_array_equal(clf.classes_, [0, 1, 2])
@@ -419,9 +423,9 @@ def test_multilabel_learns_a_small_task():
 
 def test_multilabel_loss_is_binary_cross_entropy_of_every_label():
     X, Y = _multilabel_data(n=20)
-    clf = RNNClassifier(hidden_size=4, batch_size=200, random_state=0)
+    clf = RNNClassifier(**F64, hidden_size=4, batch_size=200, random_state=0)
     clf.partial_fit(X, Y, classes=np.arange(3))
-    net0 = _initial_net(RNNClassifier(hidden_size=4, batch_size=200, random_state=0), X, Y)
+    net0 = _initial_net(RNNClassifier(**F64, hidden_size=4, batch_size=200, random_state=0), X, Y)
     value, _ = net0.loss_and_grad(X, Y.astype(float), loss="binary_cross_entropy",
                                        output="last")
     assert clf.loss_curve_[0] == pytest.approx(value, rel=1e-12)
@@ -430,12 +434,12 @@ def test_multilabel_loss_is_binary_cross_entropy_of_every_label():
 def test_multilabel_errors_and_persistence(tmp_path):
     X, Y = _multilabel_data(n=20)
     with pytest.raises(ValueError, match="n_timesteps"):
-        RNNClassifier(output="sequence").fit(X, Y)  # (n, k) is not a label per step
+        RNNClassifier(**F64, output="sequence").fit(X, Y)  # (n, k) is not a label per step
     with pytest.raises(ValueError, match="multilabel"):
-        RNNClassifier(class_weight="balanced", max_epochs=1).fit(X, Y)
+        RNNClassifier(**F64, class_weight="balanced", max_epochs=1).fit(X, Y)
     with pytest.raises(ValueError, match="multilabel indicator"):
-        RNNClassifier(max_epochs=1).fit(X, np.full((20, 3), 2.5))
-    clf = _quiet_fit(RNNClassifier(hidden_size=4, max_epochs=2, random_state=0), X, Y)
+        RNNClassifier(**F64, max_epochs=1).fit(X, np.full((20, 3), 2.5))
+    clf = _quiet_fit(RNNClassifier(**F64, hidden_size=4, max_epochs=2, random_state=0), X, Y)
     with pytest.raises(ValueError, match="multilabel"):
         clf.partial_fit(X, Y[:, 0])
     with pytest.raises(ValueError, match="3 labels"):
@@ -448,12 +452,12 @@ def test_multilabel_errors_and_persistence(tmp_path):
 # ---------------------------------------------------------------- diagnostics
 def test_validation_loss_curve():
     X, _, y = _seq_data(n=40)
-    clf = _quiet_fit(RNNClassifier(hidden_size=5, max_epochs=4, early_stopping=True,
+    clf = _quiet_fit(RNNClassifier(**F64, hidden_size=5, max_epochs=4, early_stopping=True,
                                    validation_fraction=0.25, n_iter_no_change=100,
                                    random_state=0), X, y)
     assert len(clf.validation_loss_curve_) == len(clf.validation_scores_) == clf.n_iter_
     assert np.isfinite(clf.validation_loss_curve_).all()
-    plain = _quiet_fit(RNNClassifier(hidden_size=5, max_epochs=2, random_state=0), X, y)
+    plain = _quiet_fit(RNNClassifier(**F64, hidden_size=5, max_epochs=2, random_state=0), X, y)
     assert plain.validation_loss_curve_ is None
 
 
@@ -469,7 +473,7 @@ def test_validation_loss_is_the_training_loss_function(Est, output, y_kind):
     lead = (9, 5) if output == "sequence" else (9,)
     y = {"reg": rng.standard_normal(lead), "two": rng.integers(0, 2, lead),
          "three": rng.integers(0, 3, lead)}[y_kind]
-    est = _quiet_fit(Est(hidden_size=4, output=output, max_epochs=1, random_state=0), X, y)
+    est = _quiet_fit(Est(**F64, hidden_size=4, output=output, max_epochs=1, random_state=0), X, y)
     Xv = est._validate_X(X, reset=False)
     _, y_enc = est._validate_targets(y, Xv, reset=False)
     w = rng.uniform(0.2, 2, 9)
@@ -482,7 +486,7 @@ def test_gradient_norm_curves_record_every_update():
     """One full-batch update per epoch: grad_norm_curve_ is the norm of
     loss_and_grad's gradients at the weights the epoch started from."""
     X, y, _ = _seq_data(n=12)
-    est = RNNRegressor(hidden_size=4, batch_size=200, random_state=0, clip_norm=None)
+    est = RNNRegressor(**F64, hidden_size=4, batch_size=200, random_state=0, clip_norm=None)
     norms = []
     for _ in range(3):
         if hasattr(est, "net_"):
@@ -492,29 +496,29 @@ def test_gradient_norm_curves_record_every_update():
     np.testing.assert_allclose(est.grad_norm_curve_[1:], norms, rtol=1e-10)
     assert est.grad_norm_curve_ == est.grad_norm_max_curve_  # one update each
     assert est.clipped_fraction_curve_ == [0.0] * 3
-    assert est.learning_rate_curve_ == [0.01] * 3
+    assert est.learning_rate_curve_ == [est.learning_rate] * 3
 
 
 def test_clipped_fraction_and_norm_statistics():
     X, y, _ = _seq_data(n=40)
     kw = dict(hidden_size=4, batch_size=8, max_epochs=3, random_state=0)
-    tight = _quiet_fit(RNNRegressor(clip_norm=1e-8, **kw), X, y)
+    tight = _quiet_fit(RNNRegressor(**F64, clip_norm=1e-8, **kw), X, y)
     assert tight.clipped_fraction_curve_ == [1.0] * 3
-    loose = _quiet_fit(RNNRegressor(clip_norm=None, **kw), X, y)
+    loose = _quiet_fit(RNNRegressor(**F64, clip_norm=None, **kw), X, y)
     assert loose.clipped_fraction_curve_ == [0.0] * 3
     for est in (tight, loose):
         med, mx = np.array(est.grad_norm_curve_), np.array(est.grad_norm_max_curve_)
         assert len(med) == len(mx) == est.n_iter_ and (med > 0).all() and (mx >= med).all()
     # somewhere in between: the fraction is that of the updates above clip_norm
     mid = np.median(loose.grad_norm_curve_)
-    some = _quiet_fit(RNNRegressor(clip_norm=mid, **kw), X, y)
+    some = _quiet_fit(RNNRegressor(**F64, clip_norm=mid, **kw), X, y)
     assert all(0.0 <= f <= 1.0 for f in some.clipped_fraction_curve_)
     assert 0.0 < np.mean(some.clipped_fraction_curve_) < 1.0
 
 
 def test_divergence_error_names_the_last_gradient_norms():
     X, y, _ = _seq_data(n=16)
-    est = RNNRegressor(hidden_size=8, optimizer="sgd", learning_rate=1e30, clip_norm=None,
+    est = RNNRegressor(**F64, hidden_size=8, optimizer="sgd", learning_rate=1e30, clip_norm=None,
                        nonlinearity="relu", max_epochs=5, random_state=0)
     with pytest.raises(FloatingPointError, match=r"gradient norms \(before clipping\) "
                                                  r"of the last \d update"):
@@ -524,15 +528,16 @@ def test_divergence_error_names_the_last_gradient_norms():
 
 def test_verbose_prints_the_diagnostics(capsys):
     X, y, _ = _seq_data(n=16)
-    _quiet_fit(RNNRegressor(hidden_size=4, max_epochs=2, verbose=2, random_state=0,
-                            learning_rate_schedule="cosine"), X, y)
+    _quiet_fit(RNNRegressor(**F64, hidden_size=4, max_epochs=2, verbose=2, random_state=0,
+                            learning_rate=0.01, learning_rate_schedule="cosine"), X, y)
     out = capsys.readouterr().out
-    assert "grad norm median" in out and "clipped" in out and "lr 0.01" in out
+    assert "grad norm median" in out and "clipped" in out and "lr 0.01," in out
+    assert "lr 0.005," in out  # cosine: half way after one of two epochs
 
 
 def test_curves_survive_save_and_load(tmp_path):
     X, _, y = _seq_data(n=40)
-    clf = _quiet_fit(RNNClassifier(hidden_size=4, max_epochs=3, early_stopping=True,
+    clf = _quiet_fit(RNNClassifier(**F64, hidden_size=4, max_epochs=3, early_stopping=True,
                                    n_iter_no_change=100, random_state=0), X, y)
     loaded = bptt.load(clf.save(tmp_path / "m.npz"))
     for name in ("loss_curve_", "validation_loss_curve_", "grad_norm_curve_",
