@@ -436,7 +436,9 @@ class _BaseRNN(BaseEstimator, metaclass=ABCMeta):
                     if weight == 0:
                         continue  # zero weights: nothing to learn from this batch
                     try:
-                        loss = self._train_batch(X[idx], y[idx], wb)
+                        # without weights, the two-argument call subclasses know
+                        loss = (self._train_batch(X[idx], y[idx]) if wb is None
+                                else self._train_batch(X[idx], y[idx], wb))
                     except FloatingPointError as exc:
                         self._diverged(self.n_iter_ + 1, exc, early_stopping)
                     if total_weight == 0 and epoch == 0:
@@ -451,12 +453,15 @@ class _BaseRNN(BaseEstimator, metaclass=ABCMeta):
                     if best is not None and not early_stopping:
                         best.update(self.net_.params, self.n_iter_)
                 if early_stopping:
-                    self.validation_scores_.append(
-                        float(self._validation_score(val[0], val[2], val[3])))
-                    self.validation_loss_curve_.append(
-                        self._validation_loss(val[0], val[1], val[3]))
+                    self.validation_scores_.append(float(
+                        self._validation_score(val[0], val[2]) if val[3] is None
+                        else self._validation_score(val[0], val[2], val[3])))
                     if self.validation_scores_[-1] > self.best_validation_score_:
                         best.update(self.net_.params, self.n_iter_)
+                    # after the best weights are kept: an interrupt here loses
+                    # no scored epoch
+                    self.validation_loss_curve_.append(
+                        self._validation_loss(val[0], val[1], val[3]))
                 self._report(lines, bar, epoch, n_epochs, time.perf_counter() - tic)
                 if not incremental and self._no_improvement(early_stopping, bar):
                     if self.verbose:
