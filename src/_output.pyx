@@ -14,6 +14,11 @@ double whatever the dtype.
     bce:   L = mean(max(z,0) - z y + log1p(exp(-|z|))),  dZ = (Y - y) / (N O)
     ce:    L = mean(logsumexp(z) - z[label]),  dZ = (Y - onehot) / N
     dW_oh = dZ.T @ Hs ; db_o = sum_rows dZ ; dHs = dZ @ W_oh
+
+With row weights w (the estimators' sample weights, one per row), every
+row's loss and its dZ are multiplied by its w, and the caller's denominator
+is the weights' sum (times O for mse and bce): the loss and gradient of the
+weighted mean.
 """
 from cython cimport floating
 from libc.math cimport log, log1p, fabs
@@ -99,17 +104,29 @@ def output_forward(const floating[:, ::1] Hs not None,    # IN  (N, H)
         flush_leave(saved)
 
 
-cdef double mse_rows(const floating* y, const floating* t, int activation, floating* dz,
-                     Py_ssize_t N, Py_ssize_t O, floating scale) noexcept nogil:
-    """Sum of (Y - y)^2 over N rows; dz = dL/dZ with dY = scale (Y - y)."""
+cdef double mse_rows(const floating* y, const floating* t, const floating* w,
+                     int activation, floating* dz, Py_ssize_t N, Py_ssize_t O,
+                     floating scale) noexcept nogil:
+    """Sum of w_r (Y - y)^2 over N rows (w NULL: all 1); dz = dL/dZ with
+    dY = scale w_r (Y - y)."""
     cdef Py_ssize_t size = N * O, r, j
-    cdef double total
+    cdef double total = 0
     cdef floating dot
     # dY = 2 (Y - y) / (N O), the sum of squares vectorized (lossrows.h)
-    if floating is float:
-        total = bptt_mse_rows_s(y, t, dz, size, scale)
+    if w == NULL:
+        if floating is float:
+            total = bptt_mse_rows_s(y, t, dz, size, scale)
+        else:
+            total = bptt_mse_rows_d(y, t, dz, size, scale)
     else:
-        total = bptt_mse_rows_d(y, t, dz, size, scale)
+        # one row at a time: dY_r = (scale w_r) (Y_r - y_r)
+        for r in range(N):
+            if floating is float:
+                total += w[r] * bptt_mse_rows_s(y + r * O, t + r * O, dz + r * O, O,
+                                                scale * w[r])
+            else:
+                total += w[r] * bptt_mse_rows_d(y + r * O, t + r * O, dz + r * O, O,
+                                                scale * w[r])
     if activation == SIGMOID:
         # sigmoid' = Y (1 - Y)
         for r in range(size):
@@ -126,27 +143,45 @@ cdef double mse_rows(const floating* y, const floating* t, int activation, float
 
 
 cdef double binary_cross_entropy_rows(const floating* zp, const floating* y,
-                                      const floating* t, floating* dz, Py_ssize_t size,
+                                      const floating* t, const floating* w, floating* dz,
+                                      Py_ssize_t N, Py_ssize_t O,
                                       floating scale) noexcept nogil:
-    """Sum of the binary cross-entropy from the logits; dz = scale (Y - y)."""
-    cdef Py_ssize_t r
-    cdef double total = 0, z
-    for r in range(size):
-        z = zp[r]
-        # max(z, 0) - z y + log(1 + exp(-|z|))
-        total += (z if z > 0 else 0) - z * t[r] + log1p(exp_(-fabs(z)))
-        # dZ = (sigmoid(z) - y) / (N O)
-        dz[r] = scale * (y[r] - t[r])
+    """Sum of the binary cross-entropy from the logits, row r's weighted by
+    w_r (w NULL: all 1); dz = scale w_r (Y - y)."""
+    cdef Py_ssize_t r, k, size = N * O
+    cdef double total = 0, z, row
+    cdef floating wscale
+    if w == NULL:
+        for r in range(size):
+            z = zp[r]
+            # max(z, 0) - z y + log(1 + exp(-|z|))
+            total += (z if z > 0 else 0) - z * t[r] + log1p(exp_(-fabs(z)))
+            # dZ = (sigmoid(z) - y) / (N O)
+            dz[r] = scale * (y[r] - t[r])
+        return total
+    for r in range(N):
+        row = 0
+        wscale = scale * w[r]
+        for k in range(r * O, r * O + O):
+            z = zp[k]
+            row += (z if z > 0 else 0) - z * t[k] + log1p(exp_(-fabs(z)))
+            # dZ = w_r (sigmoid(z) - y) / denominator
+            dz[k] = wscale * (y[k] - t[k])
+        total += w[r] * row
     return total
 
 
 cdef double cross_entropy_rows(const floating* z, const floating* y,
-                               const int64_t* labels, floating* dz, Py_ssize_t N,
-                               Py_ssize_t O, floating scale) noexcept nogil:
-    """Sum of the cross-entropy against labels; dz = scale (Y - onehot)."""
+                               const int64_t* labels, const floating* w, floating* dz,
+                               Py_ssize_t N, Py_ssize_t O, floating scale) noexcept nogil:
+    """Sum of the cross-entropy against labels, row r's weighted by w_r (w
+    NULL: all 1); dz = scale w_r (Y - onehot)."""
     cdef Py_ssize_t r, j
     cdef double total = 0, zmax, sum_exp
+    cdef floating row_scale = scale
     for r in range(N):
+        if w != NULL:
+            row_scale = scale * w[r]
         zmax = z[r * O]
         for j in range(1, O):
             zmax = z[r * O + j] if z[r * O + j] > zmax else zmax
@@ -154,11 +189,14 @@ cdef double cross_entropy_rows(const floating* z, const floating* y,
         for j in range(O):
             sum_exp += exp_(<double>(z[r * O + j] - zmax))
         # -log softmax(z)[label] = max z + log sum exp(z - max z) - z[label]
-        total += zmax + log(sum_exp) - z[r * O + labels[r]]
-        # dZ = (softmax(z) - onehot(label)) / N
+        if w == NULL:
+            total += zmax + log(sum_exp) - z[r * O + labels[r]]
+        else:
+            total += w[r] * (zmax + log(sum_exp) - z[r * O + labels[r]])
+        # dZ = w_r (softmax(z) - onehot(label)) / N
         for j in range(O):
-            dz[r * O + j] = scale * y[r * O + j]
-        dz[r * O + labels[r]] -= scale
+            dz[r * O + j] = row_scale * y[r * O + j]
+        dz[r * O + labels[r]] -= row_scale
     return total
 
 
@@ -170,6 +208,7 @@ cdef struct Args:
     const void* b_o         # (O,)
     const void* target      # (N, O), or NULL for labels
     const int64_t* labels   # (N,), or NULL
+    const void* weights     # (N,) row weights, or NULL (all 1)
     void* Z                 # (N, O)
     void* Y                 # (N, O)
     void* dZ                # (N, O)
@@ -192,6 +231,8 @@ cdef void layer_part_of(Args* a, int part, int n_parts, floating tag) noexcept n
     cdef floating* Y = <floating*>a.Y + <Py_ssize_t>r0 * O
     cdef floating* dZ = <floating*>a.dZ + <Py_ssize_t>r0 * O
     cdef floating* dW_oh_part = <floating*>a.scratch + <Py_ssize_t>part * (H + 1) * O
+    cdef const floating* w = (<const floating*>a.weights + h0 if a.weights != NULL
+                              else NULL)
     cdef floating scale
     if rows <= 0:
         return
@@ -200,16 +241,15 @@ cdef void layer_part_of(Args* a, int part, int n_parts, floating tag) noexcept n
                 a.activation, Z, Y)
     if a.loss == MSE:
         scale = 2.0 / a.denominator
-        a.losses[part] = mse_rows(Y, <const floating*>a.target + h0 * O,
+        a.losses[part] = mse_rows(Y, <const floating*>a.target + h0 * O, w,
                                   a.activation, dZ, rows, O, scale)
     elif a.loss == BINARY_CROSS_ENTROPY:
         scale = 1.0 / a.denominator
         a.losses[part] = binary_cross_entropy_rows(
-            Z, Y, <const floating*>a.target + h0 * O, dZ,
-            <Py_ssize_t>rows * O, scale)
+            Z, Y, <const floating*>a.target + h0 * O, w, dZ, rows, O, scale)
     else:
         scale = 1.0 / a.denominator
-        a.losses[part] = cross_entropy_rows(Z, Y, a.labels + h0, dZ, rows, O, scale)
+        a.losses[part] = cross_entropy_rows(Z, Y, a.labels + h0, w, dZ, rows, O, scale)
     # this part's dW_oh = dZ.T @ Hs
     gemm(True, False, O, H, rows, 1, dZ, O, Hs, H, 0, dW_oh_part, H)
     # this part's db_o = sum_rows dZ
@@ -242,7 +282,8 @@ def output_layer(const floating[:, ::1] Hs not None,    # IN  (N, H)
                  bint accumulate=False,                 # add into dW_oh, db_o
                  int n_threads=1,                       # threads splitting the rows
                  int parts=0,                           # > 0: that many equal row parts
-                 Py_ssize_t part_stride=0):             # > 0: Hs/target rows between parts
+                 Py_ssize_t part_stride=0,              # > 0: Hs/target rows between parts
+                 row_weights=None):                     # IN  (N,) like target's rows, or None
     """Forward, loss and backward of the output layer over N rows.
 
     Z = Hs @ W_oh.T + b_o ; Y = phi(Z) ; the loss summed over these rows /
@@ -253,6 +294,10 @@ def output_layer(const floating[:, ::1] Hs not None,    # IN  (N, H)
     slab's rows part of a longer cache), N is dHs's rows, in ``parts``
     equal parts; part p reads N / parts rows of Hs and of the target from
     row p * part_stride on, and writes Z, Y, dZ and dHs rows p * N / parts on.
+
+    ``row_weights`` (rows laid out as the target's) weights each row's loss
+    and dZ; the denominator is then the weights' sum (times O for mse and
+    binary_cross_entropy), giving the weighted mean.
     """
     cdef int N = Hs.shape[0] if part_stride == 0 else dHs.shape[0]
     cdef int n_hidden = Hs.shape[1], O = W_oh.shape[0]
@@ -264,6 +309,7 @@ def output_layer(const floating[:, ::1] Hs not None,    # IN  (N, H)
     cdef Args a
     cdef const floating[:, ::1] target_rows
     cdef const int64_t[::1] labels
+    cdef const floating[::1] weights
     cdef floating* block
     cdef double total = 0
     check_output_shapes(Hs.shape, W_oh.shape, b_o.shape, activation)
@@ -296,6 +342,11 @@ def output_layer(const floating[:, ::1] Hs not None,    # IN  (N, H)
         target_rows = target
         check_shape("target", target_rows.shape, 2, needed, O, ANY, True)
         a.labels, a.target = NULL, &target_rows[0, 0] if N > 0 else NULL
+    a.weights = NULL
+    if row_weights is not None:
+        weights = row_weights
+        check_shape("row_weights", weights.shape, 1, needed, ANY, ANY, True)
+        a.weights = &weights[0] if N > 0 else NULL
     if N == 0:
         return 0.0
     scratch = np.empty(n_parts * (n_hidden + 1) * O,

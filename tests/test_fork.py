@@ -93,7 +93,8 @@ def test_model_used_before_fork_works_in_the_child(tmp_path):
         with threadpool_limits(limits=2, user_api="blas"):
             nets = [bptt.RNN(4, 64, 2, cell=cell, random_state=0)
                     for cell in ("rnn", "lstm", "gru")]
-            reg = bptt.RNNRegressor(hidden_size=32, max_epochs=3, random_state=0)
+            reg = bptt.RNNRegressor(hidden_size=32, max_epochs=3, random_state=0,
+                                    dtype="float64")
             reg.fit(X, ys)
 
             def work():
@@ -102,7 +103,7 @@ def test_model_used_before_fork_works_in_the_child(tmp_path):
                     value, grads = net.loss_and_grad(X, y)
                     results.append((net.forward(X)[0], value, grads))
                 refit = bptt.RNNRegressor(hidden_size=32, max_epochs=3,
-                                          random_state=0).fit(X, ys)
+                                          random_state=0, dtype="float64").fit(X, ys)
                 return results, reg.predict(X), refit.predict(X), _threads._active
 
             parent = work()
@@ -205,7 +206,9 @@ PARALLEL_BODY = '''
 
     def fit_predict(seed):
         X, y = problem()
-        reg = bptt.RNNRegressor(hidden_size=32, max_epochs=3, random_state=seed)
+        # float64: the RTOL below is float64 rounding
+        reg = bptt.RNNRegressor(hidden_size=32, max_epochs=3, random_state=seed,
+                                dtype="float64")
         return reg.fit(X, y).predict(X)
 
     def relative_difference(a, b):
@@ -227,7 +230,7 @@ PARALLEL_BODY = '''
         searches = {}
         for n_jobs in (1, 2):
             searches[n_jobs] = GridSearchCV(
-                bptt.RNNRegressor(max_epochs=3, random_state=0), grid, cv=3,
+                bptt.RNNRegressor(max_epochs=3, random_state=0, dtype="float64"), grid, cv=3,
                 n_jobs=n_jobs).fit(X, y)
         out["grid_best"] = [searches[1].best_params_, searches[2].best_params_]
         out["grid_scores"] = relative_difference(

@@ -77,12 +77,12 @@ class Recording(bptt.RNNRegressor):
     (where early stopping scores them); sets `started` at the 20th update
     and at the end of the 2nd epoch."""
 
-    def _step(self, grads):
+    def _step(self, grads, *args):
         self.before_step = {k: v.copy() for k, v in self.net_.params.items()}
         self.steps_started = getattr(self, "steps_started", 0) + 1
         if self.steps_started == 20 and not self.early_stopping:
             self.started.set()
-        super()._step(grads)
+        return super()._step(grads, *args)
 
     def _validation_score(self, X, y):
         score = super()._validation_score(X, y)

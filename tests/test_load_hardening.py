@@ -29,7 +29,8 @@ def saved(tmp_path_factory):
     y = np.array(["a", "b", "c"])[rng.integers(0, 3, 12)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        clf = bptt.RNNClassifier(hidden_size=3, max_epochs=2, random_state=0).fit(X, y)
+        clf = bptt.RNNClassifier(hidden_size=3, max_epochs=2, random_state=0,
+                                 cell="rnn").fit(X, y)  # the entry counts of the Elman cell
     path = clf.save(tmp_path_factory.mktemp("saved") / "m.npz")
     with open(path, "rb") as f:
         raw = f.read()

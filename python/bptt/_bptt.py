@@ -164,22 +164,24 @@ def _forward_chunk(net, X, start, stop, Xc, cache, state, Z, Yt, act, n_threads)
 
 
 # ----------------------------------------------------------------- training
-def loss_grad_state(net, X, target, loss, output, truncate, state0, state_grads=None):
+def loss_grad_state(net, X, target, loss, output, truncate, state0, state_grads=None,
+                    weights=None):
     """Loss, gradients and final state of ``net`` on validated inputs.
 
     X (n, T, I) batch-first of the network's dtype; ``target`` as
     check_target returns it; ``truncate`` an int (0: full BPTT); ``state0``
     a validated state. Holds BLAS and splits the batch over threads as
     :func:`holds_blas` and :func:`plan_threads` decide. A dict
-    ``state_grads`` also receives the state gradients (:func:`state_grads_of`).
+    ``state_grads`` also receives the state gradients (:func:`state_grads_of`);
+    ``weights`` (n,) or None are the sequences' weights in the loss's mean.
     """
     n, T, _ = X.shape
     if not holds_blas(net, n, T):
         return _bptt(net, X, target, loss, output, truncate, state0,
-                     state_grads=state_grads)
+                     state_grads=state_grads, weights=weights)
     with serial_blas() as budget:
         return _bptt(net, X, target, loss, output, truncate, state0,
-                     plan_threads(net, budget, n), state_grads)
+                     plan_threads(net, budget, n), state_grads, weights)
 
 
 def state_grads_of(flow, keys=("dh", "dc")):
@@ -213,13 +215,15 @@ def chunk_steps(net, T, n, truncate):
     return steps
 
 
-def loss_denominator(net, loss, sequence, n, T):
-    """Elements (cross-entropy: rows) the loss's mean runs over."""
-    loss_rows = T * n if sequence else n
+def loss_denominator(net, loss, sequence, n, T, weights=None):
+    """Elements (cross-entropy: rows) the loss's mean runs over; with sample
+    weights each row counts its sequence's weight instead of 1."""
+    loss_rows = (T if sequence else 1) * (n if weights is None else weights.sum())
     return loss_rows if loss == "cross_entropy" else loss_rows * net.output_size
 
 
-def _bptt(net, X, target, loss, output, truncate, state0, n_threads=1, state_grads=None):
+def _bptt(net, X, target, loss, output, truncate, state0, n_threads=1, state_grads=None,
+          weights=None):
     """Forward over every timestep, then BPTT chunk by chunk from the end.
 
     X is batch-first and validated, target as from check_target.
@@ -255,7 +259,7 @@ def _bptt(net, X, target, loss, output, truncate, state0, n_threads=1, state_gra
                      for _ in net._cell.spec.state_arrays(state0))
     value, grads, final_state = _bptt_in(net, workspace, X, target, loss, sequence,
                                          truncate, state0, steps, starts, n_threads, slabs,
-                                         flow)
+                                         flow, weights)
     if flow is not None:
         state_grads.update(state_grads_of(flow))
     if sum(a.nbytes for a in (*workspace[0], *workspace[1:])) <= KEEP_WORKSPACE_BYTES:
@@ -264,7 +268,7 @@ def _bptt(net, X, target, loss, output, truncate, state0, n_threads=1, state_gra
 
 
 def _bptt_in(net, workspace, X, target, loss, sequence, truncate, state0, steps,
-             starts, n_threads, slabs, flow=None):
+             starts, n_threads, slabs, flow=None, weights=None):
     """_bptt's work, in the buffers of ``workspace``, in ``slabs`` slabs of
     n / slabs sequences: the cache arrays are (slabs*T, n/slabs, .), slab
     k holding sequences k*n/slabs.. one timestep after another, the chunk
@@ -291,7 +295,7 @@ def _bptt_in(net, workspace, X, target, loss, sequence, truncate, state0, steps,
     # a copy, so the caller does not keep the whole cache alive through it
     final_state = copy_state(state)
 
-    denominator = loss_denominator(net, loss, sequence, n, T)
+    denominator = loss_denominator(net, loss, sequence, n, T, weights)
     loss_code = LOSSES.index(loss)
     Hall = cell.hidden(cache).reshape(slabs * T * rows, H)
     grads = {name: np.empty_like(value) for name, value in p.items()}
@@ -300,6 +304,10 @@ def _bptt_in(net, workspace, X, target, loss, sequence, truncate, state0, steps,
         target = np.ascontiguousarray(
             target.reshape(T, slabs, rows, -1).swapaxes(0, 1)
         ).reshape(target.shape)
+    if weights is not None and sequence:
+        # one weight per output row (T*n, time-major), in the target's order
+        weights = np.ascontiguousarray(np.broadcast_to(
+            weights.reshape(slabs, 1, rows), (slabs, T, rows))).reshape(-1)
     value = 0.0
     carry = None
     for i, s in enumerate(reversed(starts)):
@@ -311,13 +319,13 @@ def _bptt_in(net, workspace, X, target, loss, sequence, truncate, state0, steps,
                 Hall[s * rows:], p["W_oh"], p["b_o"], act, loss_code, target[s * rows:],
                 denominator, Z[:n * (e - s)], Y[:n * (e - s)], dZ[:n * (e - s)],
                 grads["W_oh"], grads["b_o"], dHc.reshape(-1, H), i > 0, n_threads,
-                slabs, T * rows)
+                slabs, T * rows, None if weights is None else weights[s * rows:])
         elif i == 0:
             H_last = _slab_state(cell.hidden(by_step)[T - 1], n)
             dH_last = np.empty_like(H_last)
             value = out.output_layer(H_last, p["W_oh"], p["b_o"], act, loss_code, target,
                                      denominator, Z, Y, dZ, grads["W_oh"], grads["b_o"],
-                                     dH_last, False, n_threads, slabs)
+                                     dH_last, False, n_threads, slabs, 0, weights)
             dH_by_slab = dHc.reshape(slabs, e - s, rows, H)
             dH_by_slab[:, :-1] = 0
             dH_by_slab[:, -1] = dH_last.reshape(slabs, rows, H)
@@ -357,13 +365,16 @@ class TrainingData:
         Of the network's dtype.
     y : ndarray
         The target as :func:`bptt._validation.validate_target` returns it.
+    weights : ndarray of shape (n_samples,) or None
+        The sequences' weights in the loss's mean (None: all 1).
     n_samples, n_timesteps : int
     """
 
-    def __init__(self, net, X, y, loss, output, lengths=None):
+    def __init__(self, net, X, y, loss, output, lengths=None, weights=None):
         self.net, self.X, self.y, self.loss, self.output = net, X, y, loss, output
         self.n_samples, self.n_timesteps = X.shape[:2]
         self.lengths = lengths  # None: every sequence has n_timesteps
+        self.weights = weights
 
     def loss_and_grad(self, rows, start=0, stop=None, h0=None):
         """Loss, gradients and final state on a minibatch.
@@ -392,18 +403,20 @@ class TrainingData:
         if self.output == "sequence":
             y = y[:, start:stop]
         state0 = net._check_state(h0, X.shape[0]) if h0 is None else h0
+        weights = None if self.weights is None else np.ascontiguousarray(self.weights[rows])
         if self.lengths is not None:
             lengths = self.lengths[rows]
             T = int(lengths.max())
             lay = Layout(lengths)
             return net._layered_loss(lay, np.ascontiguousarray(X[:, :T]),
                                      y[:, :T] if self.output == "sequence" else y,
-                                     self.loss, self.output, 0, state0)
+                                     self.loss, self.output, 0, state0, None, weights)
         if net._layered or self.output == "mean":
             return net._layered_loss(Layout(np.full(X.shape[0], X.shape[1])), X, y,
-                                     self.loss, self.output, 0, state0)
+                                     self.loss, self.output, 0, state0, None, weights)
         target = target_rows(y, self.output)
-        return loss_grad_state(net, X, target, self.loss, self.output, 0, state0)
+        return loss_grad_state(net, X, target, self.loss, self.output, 0, state0,
+                               weights=weights)
 
     def advance(self, rows, start=0, stop=None, h0=None):
         """The state after timesteps start..stop-1 of a minibatch (forward only)."""
@@ -876,14 +889,15 @@ def layered_readout(net, lay, X, state0, output):
 
 
 def layered_loss_grad_state(net, lay, X, target, loss, output, truncate, state0,
-                            masks=None, state_grads=None):
+                            masks=None, state_grads=None, weights=None):
     """loss_and_grad through the general driver.
 
     X batch-first (n, >= T, I) (the padding, if any, is never read);
     ``target`` float (n, >= T, O) / int64 (n, >= T) labels batch-first for
     "sequence", (n, O) / (n,) otherwise; ``masks`` as :func:`draw_masks`
-    returns them (None: no dropout). Returns the loss, the gradients and
-    the final state (contract's form).
+    returns them (None: no dropout); ``weights`` (n,) or None the
+    sequences' weights in the loss's mean. Returns the loss, the gradients
+    and the final state (contract's form).
     """
     if state_grads is not None:
         raise NotImplementedError(
@@ -911,11 +925,20 @@ def layered_loss_grad_state(net, lay, X, target, loss, output, truncate, state0,
         grads_out = {"W_oh": np.empty_like(p["W_oh"]), "b_o": np.empty_like(p["b_o"])}
         Z, Y, dZ = (buf.empty(tag, (N, O), net.dtype) for tag in ("Z", "Y", "dZ"))
         dHs = buf.empty("dHs", Hs.shape, net.dtype)
-        denominator = N if loss == "cross_entropy" else N * O
+        row_weights = None
+        if weights is not None:  # laid out as the target's rows
+            if output == "sequence":
+                every_step = np.broadcast_to(weights[:, None, None], (lay.n, lay.T, 1))
+                row_weights = lay.pack(every_step, np.empty((lay.rows, 1), net.dtype))[:, 0]
+            else:
+                row_weights = weights[lay.order]
+            row_weights = np.ascontiguousarray(row_weights)
+        rows = N if row_weights is None else float(row_weights.sum(dtype=np.float64))
+        denominator = rows if loss == "cross_entropy" else rows * O
         value = net._out.output_layer(
             Hs, p["W_oh"], p["b_o"], OUTPUT_ACTIVATIONS[net.output_activation],
             LOSSES.index(loss), np.ascontiguousarray(target), denominator, Z, Y, dZ,
-            grads_out["W_oh"], grads_out["b_o"], dHs, False, n_threads)
+            grads_out["W_oh"], grads_out["b_o"], dHs, False, n_threads, 0, 0, row_weights)
         check_loss(value)
         dtop = _unpool(lay, dHs, output, top.shape[1], net._directions, buf)
         grads = _backward_layers(net, lay, runs, states, masks, dtop, truncate, n_threads,

@@ -423,13 +423,14 @@ class ReferenceOutput:
 
     def output_layer(self, Hs, W_oh, b_o, activation, loss, target, denominator, Z, Y,
                      dZ, dW_oh, db_o, dHs, accumulate=False, n_threads=1, parts=0,
-                     part_stride=0):
+                     part_stride=0, row_weights=None):
         if parts > 1:
             raise ValueError(f"the NumPy reference runs one part; got parts={parts}.")
         N = dHs.shape[0]
         return self._kernels.output_layer(Hs[:N], W_oh, b_o, activation, loss, target[:N],
                                           denominator, Z, Y, dZ, dW_oh, db_o, dHs,
-                                          accumulate)
+                                          accumulate,
+                                          None if row_weights is None else row_weights[:N])
 
 
 def output_kernels(kernels):

@@ -599,3 +599,32 @@ def check_ragged_target(y, lengths, form, loss, output_size, dtype):
                     f"padding must match X's (NaN).")
             pad = np.where(nan, 0, pad) if nan.any() else pad
     return validate_target(pad, loss, "sequence", n, T, output_size, dtype)
+
+
+def check_sample_weight(sample_weight, n_samples, dtype):
+    """Return sample weights as a C-contiguous (n_samples,) array of ``dtype``,
+    or None for None.
+
+    Weights must be finite and non-negative with a positive sum: the loss is
+    their weighted mean, sum_i w_i l_i / sum_i w_i, which a zero sum leaves
+    undefined.
+    """
+    if sample_weight is None:
+        return None
+    w = as_numeric_array(sample_weight, "sample_weight")
+    if w.ndim != 1 or w.shape[0] != n_samples:
+        raise ValueError(
+            f"sample_weight must have shape ({n_samples},), one weight per "
+            f"sequence; got shape {w.shape}."
+        )
+    w = cast_finite(w, dtype, "sample_weight")
+    if (w < 0).any():
+        raise ValueError("sample_weight must be non-negative; got a negative weight "
+                         f"({float(w.min())}).")
+    total = float(w.sum(dtype=np.float64))
+    if not total > 0:
+        raise ValueError(
+            "sample_weight sums to zero: the weighted mean loss is undefined; "
+            "give some sequence a positive weight."
+        )
+    return np.ascontiguousarray(w)

@@ -38,7 +38,9 @@ FORMAT = "bptt-estimator"
 VERSION = 1
 
 _FITTED_INTS = ("n_features_in_", "n_iter_", "n_outputs_")
-_FITTED_FLOAT_LISTS = ("loss_curve_", "validation_scores_")
+_FITTED_FLOAT_LISTS = ("loss_curve_", "validation_scores_", "validation_loss_curve_",
+                       "grad_norm_curve_", "grad_norm_max_curve_",
+                       "clipped_fraction_curve_", "learning_rate_curve_")
 _FITTED_FLOATS = ("best_loss_", "best_validation_score_")
 # save writes meta, classes and the parameters of one cell (6 at most for
 # bptt's own cells); more entries than this are not a bptt file, whatever

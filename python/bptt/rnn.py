@@ -24,6 +24,7 @@ from ._validation import (
     check_positive_int,
     check_ragged,
     check_ragged_target,
+    check_sample_weight,
     check_sequences,
     check_state,
     check_target,
@@ -527,7 +528,7 @@ class RNN:
         return stepper
 
     def loss_and_grad(self, X, y, *, loss="mse", output="sequence", truncate=None,
-                      h0=None, return_state_grads=False):
+                      h0=None, return_state_grads=False, sample_weight=None):
         """Loss and its gradient with respect to every parameter (BPTT).
 
         Parameters
@@ -562,6 +563,12 @@ class RNN:
             Also return the gradient flow through time: dL/dh_t at every
             timestep (and dL/dc_t for the LSTM), which the kernels record
             during the backward pass they run anyway (docs/diagnostics.md).
+        sample_weight : array-like of shape (n_samples,), optional
+            Non-negative weight of each sequence, not all zero: the loss is
+            the weighted mean, sum_i w_i l_i / sum_i w_i, where l_i is
+            sequence i's mean loss (over its timesteps and outputs, as
+            above), and the gradient is that of the weighted mean. None
+            weighs every sequence alike.
 
         Returns
         -------
@@ -606,12 +613,13 @@ class RNN:
                             f"{return_state_grads!r}.")
         state_grads = {} if return_state_grads else None
         value, grads, _ = self._loss_grad_state(X, y, loss, output, truncate, h0,
-                                                state_grads)
+                                                state_grads, sample_weight)
         if return_state_grads:
             return value, grads, state_grads
         return value, grads
 
-    def _loss_grad_state(self, X, y, loss, output, truncate, h0, state_grads=None):
+    def _loss_grad_state(self, X, y, loss, output, truncate, h0, state_grads=None,
+                         sample_weight=None):
         """loss_and_grad, plus the state after the last step (for the
         estimators' truncated training, which carries it into the next window).
         A dict ``state_grads`` receives loss_and_grad's state gradients."""
@@ -620,6 +628,7 @@ class RNN:
         X, lengths, form = check_ragged(X, self.input_size, self.dtype)
         n, T, _ = X.shape
         state0 = self._check_state(h0, n)
+        weights = check_sample_weight(sample_weight, n, self.dtype)
         if lengths is not None:
             if output == "sequence":
                 target = check_ragged_target(y, lengths, form, loss, self.output_size,
@@ -628,22 +637,22 @@ class RNN:
                 target = validate_target(y, loss, output, n, T, self.output_size,
                                          self.dtype)
             return self._layered_loss(_bptt.Layout(lengths), X, target, loss, output,
-                                      truncate or 0, state0, state_grads)
+                                      truncate or 0, state0, state_grads, weights)
         if not (self._layered or output == "mean"):
             target = check_target(y, loss, output, n, T, self.output_size, self.dtype)
             return _bptt.loss_grad_state(self, X, target, loss, output, truncate or 0,
-                                         state0, state_grads)
+                                         state0, state_grads, weights)
         target = validate_target(y, loss, output, n, T, self.output_size, self.dtype)
         return self._layered_loss(_bptt.Layout(np.full(n, T)), X, target, loss, output,
-                                  truncate or 0, state0, state_grads)
+                                  truncate or 0, state0, state_grads, weights)
 
     def _layered_loss(self, lay, X, target, loss, output, truncate, state0,
-                      state_grads=None):
+                      state_grads=None, weights=None):
         """The general driver's loss, gradients and state on batch-first X
         (padded) and target (validate_target's form), dropout masks drawn."""
         masks = _bptt.draw_masks(self, lay.rows)
         return _bptt.layered_loss_grad_state(self, lay, X, target, loss, output, truncate,
-                                             state0, masks, state_grads)
+                                             state0, masks, state_grads, weights)
 
     def _readout(self, X, output="sequence", h0=None):
         """What the output layer gives for the loss of ``output``: forward's
@@ -674,15 +683,16 @@ class RNN:
                 f"has output_activation={self.output_activation!r}."
             )
 
-    def _training_data(self, X, y, *, loss="mse", output="sequence"):
+    def _training_data(self, X, y, *, loss="mse", output="sequence", sample_weight=None):
         """Training data for minibatch training, validated once (the
         estimators' training API).
 
         Parameters
         ----------
-        X, y, loss, output
+        X, y, loss, output, sample_weight
             As for :meth:`loss_and_grad` (ragged X included: a minibatch then
-            runs at its own sequences' lengths).
+            runs at its own sequences' lengths; its loss is the weighted mean
+            over its own sequences).
 
         Returns
         -------
@@ -701,7 +711,8 @@ class RNN:
                                          self.dtype)
         else:
             target = validate_target(y, loss, output, n, T, self.output_size, self.dtype)
-        return _bptt.TrainingData(self, X, target, loss, output, lengths)
+        weights = check_sample_weight(sample_weight, n, self.dtype)
+        return _bptt.TrainingData(self, X, target, loss, output, lengths, weights)
 
     def release_buffers(self):
         """Free the buffers :meth:`loss_and_grad` keeps for its next call.

@@ -18,6 +18,10 @@ Backward::
 
     dW_oh = dZ.T @ Hs       db_o = sum_rows dZ       dHs = dZ @ W_oh
 
+With row weights w (one per row, the estimators' sample weights) each row's
+loss and dZ are multiplied by its w and the denominator is the weights' sum
+(times O for mse and binary_cross_entropy): the weighted mean.
+
 Activation codes: 0 identity, 1 sigmoid, 2 softmax.
 """
 
@@ -55,7 +59,7 @@ def output_forward(Hs, W_oh, b_o, activation, Z, Y):
         Y[...] = E / E.sum(axis=1, keepdims=True)
 
 
-def mse_grad(Y, target, activation, dZ, denominator):
+def mse_grad(Y, target, activation, dZ, denominator, w=None):
     """Squared error summed over these rows / denominator, and dL/dZ through phi.
 
     ``denominator`` is the number of elements the mean runs over (N * O when
@@ -74,9 +78,10 @@ def mse_grad(Y, target, activation, dZ, denominator):
     loss : float
     """
     diff = Y - target
-    loss = np.sum(diff * diff) / denominator
+    # with row weights w (N, 1): each row's squares and dY times its w
+    loss = np.sum(diff * diff if w is None else w * diff * diff) / denominator
     # dY = 2 (Y - y) / (N O)
-    dY = 2 * diff / denominator
+    dY = 2 * diff / denominator if w is None else 2 * w * diff / denominator
     if activation == IDENTITY:
         dZ[...] = dY
     elif activation == SIGMOID:
@@ -88,7 +93,7 @@ def mse_grad(Y, target, activation, dZ, denominator):
     return float(loss)
 
 
-def binary_cross_entropy_grad(Z, Y, target, dZ, denominator):
+def binary_cross_entropy_grad(Z, Y, target, dZ, denominator, w=None):
     """Binary cross-entropy of Y = sigmoid(Z), computed from Z for stability.
 
     Parameters
@@ -107,10 +112,13 @@ def binary_cross_entropy_grad(Z, Y, target, dZ, denominator):
     losses = np.maximum(Z, 0) - Z * target + np.log1p(np.exp(-np.abs(Z)))
     # dZ = (sigmoid(z) - y) / (N O)
     dZ[...] = (Y - target) / denominator
+    if w is not None:  # row weights (N, 1)
+        losses = losses * w
+        dZ *= w
     return float(np.sum(losses) / denominator)
 
 
-def cross_entropy_grad(Z, Y, labels, dZ, denominator):
+def cross_entropy_grad(Z, Y, labels, dZ, denominator, w=None):
     """Cross-entropy of Y = softmax(Z) against integer labels.
 
     Parameters
@@ -130,10 +138,14 @@ def cross_entropy_grad(Z, Y, labels, dZ, denominator):
     zmax = Z.max(axis=1)
     # -log softmax(z)[label] = max z + log sum exp(z - max z) - z[label]
     logsumexp = zmax + np.log(np.sum(np.exp(Z - zmax[:, None]), axis=1))
-    loss = np.sum(logsumexp - Z[rows, labels]) / denominator
+    losses = logsumexp - Z[rows, labels]
     # dZ = (softmax(z) - onehot(label)) / N
     dZ[...] = Y / denominator
     dZ[rows, labels] -= 1.0 / denominator
+    if w is not None:  # row weights (N, 1)
+        losses = losses * w[:, 0]
+        dZ *= w
+    loss = np.sum(losses) / denominator
     return float(loss)
 
 
@@ -162,7 +174,7 @@ def output_backward(Hs, W_oh, dZ, dW_oh, db_o, dHs, accumulate=False):
 
 
 def output_layer(Hs, W_oh, b_o, activation, loss, target, denominator, Z, Y, dZ,
-                 dW_oh, db_o, dHs, accumulate=False):
+                 dW_oh, db_o, dHs, accumulate=False, row_weights=None):
     """Forward, loss and backward of the output layer over N rows.
 
     Parameters
@@ -173,6 +185,8 @@ def output_layer(Hs, W_oh, b_o, activation, loss, target, denominator, Z, Y, dZ,
     denominator : float                # elements (cross-entropy: rows) of the mean
     Z, Y, dZ : ndarray of shape (N, O) # OUT
     dW_oh, db_o, dHs, accumulate       # OUT, as output_backward
+    row_weights : ndarray of shape (N,) or None  # IN each row's weight, laid
+                                       #   out as target's rows (None: all 1)
 
     Returns
     -------
@@ -180,11 +194,12 @@ def output_layer(Hs, W_oh, b_o, activation, loss, target, denominator, Z, Y, dZ,
         The loss summed over these rows / denominator.
     """
     output_forward(Hs, W_oh, b_o, activation, Z, Y)
+    w = None if row_weights is None else row_weights[:Hs.shape[0], None]
     if loss == MSE:
-        value = mse_grad(Y, target, activation, dZ, denominator)
+        value = mse_grad(Y, target, activation, dZ, denominator, w)
     elif loss == BINARY_CROSS_ENTROPY:
-        value = binary_cross_entropy_grad(Z, Y, target, dZ, denominator)
+        value = binary_cross_entropy_grad(Z, Y, target, dZ, denominator, w)
     else:
-        value = cross_entropy_grad(Z, Y, target, dZ, denominator)
+        value = cross_entropy_grad(Z, Y, target, dZ, denominator, w)
     output_backward(Hs, W_oh, dZ, dW_oh, db_o, dHs, accumulate)
     return value
