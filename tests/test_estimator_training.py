@@ -13,7 +13,7 @@ from sklearn.utils.class_weight import compute_sample_weight
 
 import bptt
 from bptt import RNN, RNNClassifier, RNNRegressor
-from bptt import rnn as rnn_module
+from bptt import _bptt
 from bptt import _threads
 from bptt.rnn import load_kernels
 
@@ -68,9 +68,10 @@ def test_output_layer_row_weights_match_reference(activation, loss, threads):
         kernels = load_kernels(backend, "output")
         Z, Y, dZ = (np.empty((N, O)) for _ in range(3))
         dW_oh, db_o, dHs = np.empty((O, H)), np.empty(O), np.empty((N, H))
+        layout = () if backend == "numpy" else (threads, 0, 0)  # the reference has none
         value = kernels.output_layer(Hs, W_oh, b_o, activation, loss, target,
                                      denominator, Z, Y, dZ, dW_oh, db_o, dHs, False,
-                                     threads, 0, 0, w)
+                                     *layout, row_weights=w)
         return value, dZ, dW_oh, db_o, dHs
 
     expected, got = run("numpy"), run("cython")
@@ -167,7 +168,7 @@ def test_sample_weights_with_threads_in_slabs(monkeypatch):
                                sample_weight=w)
     monkeypatch.setattr(_threads, "MIN_WORK_PER_THREAD", 1)
     with threadpool_limits(limits=2, user_api="blas"):
-        assert net._plan_threads(2, 6) == 2
+        assert _bptt.plan_threads(net, 2, 6) == 2
         value, grads = net.loss_and_grad(X, y, loss="cross_entropy", output="sequence",
                                          sample_weight=w)
     assert any(key[4] == 2 for key in net._workspace)  # the slab layout ran
@@ -181,9 +182,9 @@ def test_sample_weights_in_chunks(monkeypatch):
     net, X, y, rng = _problem(6, "rnn", "identity", "mse", "sequence", n=4, T=9)
     w = rng.uniform(0, 2, 4)
     whole = net.loss_and_grad(X, y, loss="mse", output="sequence", sample_weight=w)
-    monkeypatch.setattr(rnn_module, "TRAIN_ONE_CHUNK_BYTES", 0)
-    monkeypatch.setattr(rnn_module, "TRAIN_CHUNK_ROWS", 8)
-    assert net._chunk_steps(9, 4, None) < 9
+    monkeypatch.setattr(_bptt, "TRAIN_ONE_CHUNK_BYTES", 0)
+    monkeypatch.setattr(_bptt, "TRAIN_CHUNK_ROWS", 8)
+    assert _bptt.chunk_steps(net, 9, 4, None) < 9
     value, grads = net.loss_and_grad(X, y, loss="mse", output="sequence", sample_weight=w)
     assert value == pytest.approx(whole[0], rel=1e-12)
     for name in grads:

@@ -299,10 +299,10 @@ def _interrupt_at(est_cls, batch):
     validation score of every epoch."""
 
     class Interrupted(est_cls):
-        def _train_batch(self, X, y):
+        def _train_batch(self, *args):
             if not hasattr(self, "initial"):
                 self.initial = {k: v.copy() for k, v in self.net_.params.items()}
-            loss = super()._train_batch(X, y)
+            loss = super()._train_batch(*args)
             self.batches = getattr(self, "batches", 0) + 1
             self.after_batch = {k: v.copy() for k, v in self.net_.params.items()}
             if self.batches == batch:

@@ -304,7 +304,7 @@ def test_estimators_layers_directions_dropout(output, tmp_path):
     rng = np.random.default_rng(0)
     X = rng.standard_normal((40, 8, 2))
     y = X[:, :, 0].cumsum(axis=1) if output == "sequence" else X[:, :, 0].mean(axis=1)
-    kw = dict(num_layers=2, bidirectional=True, dropout=0.1, output=output)
+    kw = dict(num_layers=2, bidirectional=True, dropout=0.1, output=output, dtype="float64")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         est = bptt.RNNRegressor(hidden_size=8, max_epochs=40, random_state=0, **kw).fit(X, y)

@@ -1165,6 +1165,9 @@ class RNNClassifier(ClassifierMixin, _BaseRNN):
         dtype="float32",
         random_state=None,
         verbose=0,
+        num_layers=1,
+        bidirectional=False,
+        dropout=0.0,
         class_weight=None,
     ):
         super().__init__(
@@ -1176,7 +1179,8 @@ class RNNClassifier(ClassifierMixin, _BaseRNN):
             beta_2=beta_2, epsilon=epsilon, early_stopping=early_stopping,
             validation_fraction=validation_fraction, n_iter_no_change=n_iter_no_change,
             tol=tol, warm_start=warm_start, dtype=dtype, random_state=random_state,
-            verbose=verbose)
+            verbose=verbose, num_layers=num_layers, bidirectional=bidirectional,
+            dropout=dropout)
         self.class_weight = class_weight
 
     def _stratify_validation(self):

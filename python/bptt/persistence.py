@@ -42,10 +42,12 @@ _FITTED_FLOAT_LISTS = ("loss_curve_", "validation_scores_", "validation_loss_cur
                        "grad_norm_curve_", "grad_norm_max_curve_",
                        "clipped_fraction_curve_", "learning_rate_curve_")
 _FITTED_FLOATS = ("best_loss_", "best_validation_score_")
-# save writes meta, classes and the parameters of one cell (6 at most for
-# bptt's own cells); more entries than this are not a bptt file, whatever
-# they hold (_max_entries raises it for a registered cell with more)
-_MAX_ENTRIES = 16
+# save writes meta, classes and the parameters (at most 4 per layer and
+# direction for bptt's own cells, plus the output layer's 2); more entries
+# than a network of _MAX_RUNS layer-directions holds are not a bptt file,
+# whatever they hold (_max_entries raises it for a registered cell with more)
+_MAX_RUNS = 256
+_MAX_ENTRIES = 2 + 2 + 4 * _MAX_RUNS
 _NPY_READERS = {(1, 0): np.lib.format.read_array_header_1_0,
                 (2, 0): np.lib.format.read_array_header_2_0}
 
@@ -341,7 +343,8 @@ def _read_archive(path, f):
 
 def _max_entries():
     """The most entries a file of any registered cell holds (or _MAX_ENTRIES)."""
-    return max(_MAX_ENTRIES, 2 + max(len(spec.param_names) for spec in CELLS.values()))
+    return max(_MAX_ENTRIES, 4 + _MAX_RUNS * max(len(spec.param_names) - 2
+                                                 for spec in CELLS.values()))
 
 
 def _read_npy(path, archive, info):
