@@ -314,3 +314,242 @@ def test_kernels_check_the_state_gradient_shapes(cell, backend):
                 run(np.empty((T, B, H)), bad)
             with pytest.raises(ValueError, match="dc_out must have dh_out's strides"):
                 run(np.empty((T, B, H)), np.empty((B, T, H)).transpose(1, 0, 2))
+
+
+# ------------------------------------------- layers, directions, ragged input
+
+def torch_layered_state_grads(net, Xs, y, *, loss, output, truncate, h0, masks=None,
+                              rows_of=None):
+    """dL/dh and dL/dc (lists over sequences of (num_layers*D, T_i, H)) by
+    PyTorch autograd, one sequence at a time from the contract's equations.
+
+    Every layer and direction is run step by step so each h_t is a tensor
+    of its own (``retain_grad``); the backward direction starts at each
+    sequence's own last timestep; with ``truncate=k`` the state is detached
+    at every boundary m*k of the absolute timeline, in both directions.
+    ``masks`` (the dropout masks the driver drew, packed rows) with
+    ``rows_of[i][t]`` the packed row of sequence i's timestep t.
+    """
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    p = {k: torch.tensor(np.array(v, dtype=np.float64), requires_grad=True)
+         for k, v in net.params.items()}
+    H, L, D = net.hidden_size, net.num_layers, 2 if net.bidirectional else 1
+    lstm = net.cell == "lstm"
+    if h0 is not None and L * D == 1:
+        h0 = tuple(a[None] for a in h0) if lstm else h0[None]
+    hs = [[[None] * len(x) for _ in range(L * D)] for x in Xs]
+    cs = [[[None] * len(x) for _ in range(L * D)] for x in Xs]
+    tops = []
+
+    def step(x, h, c, q):
+        if net.cell == "rnn":
+            a = x @ q["W_xh"].T + h @ q["W_hh"].T + q["b_h"]
+            return (torch.tanh(a) if net.nonlinearity == "tanh" else torch.relu(a)), None
+        if lstm:
+            a = x @ q["W_xh"].T + h @ q["W_hh"].T + q["b_h"]
+            i, f, g, o = a.split(H)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            return torch.sigmoid(o) * torch.tanh(c), c
+        a = x @ q["W_xh"].T + q["b_h"]
+        gh = h @ q["W_hh"].T
+        r = torch.sigmoid(a[:H] + gh[:H])
+        z = torch.sigmoid(a[H:2 * H] + gh[H:2 * H])
+        nn_ = torch.tanh(a[2 * H:] + r * (gh[2 * H:] + q["b_hn"]))
+        return (1 - z) * nn_ + z * h, None
+
+    for i, x in enumerate(Xs):
+        Ti = len(x)
+        inp = [row for row in torch.from_numpy(np.asarray(x, dtype=np.float64))]
+        for layer in range(L):
+            outs = [[] for _ in range(Ti)]
+            for d in range(D):
+                r = layer * D + d
+                sfx = ("" if layer == 0 else f"_l{layer}") + ("_reverse" if d else "")
+                q = {k: p[k + sfx] for k in ("W_xh", "W_hh", "b_h", "b_hn") if k + sfx in p}
+                if h0 is None:
+                    h, c = torch.zeros(H, dtype=torch.float64), torch.zeros(H, dtype=torch.float64)
+                elif lstm:
+                    h, c = (torch.from_numpy(np.array(s[r, i])) for s in h0)
+                else:
+                    h, c = torch.from_numpy(np.array(h0[r, i])), None
+                times = range(Ti) if d == 0 else range(Ti - 1, -1, -1)
+                for t in times:
+                    boundary = t if d == 0 else t + 1
+                    if truncate and 0 < boundary < Ti and boundary % truncate == 0:
+                        h = h.detach()
+                        c = c.detach() if c is not None else None
+                    h, c = step(inp[t], h, c, q)
+                    h.retain_grad()
+                    hs[i][r][t] = h
+                    if lstm:
+                        c.retain_grad()
+                        cs[i][r][t] = c
+                    outs[t].append(h)
+            inp = [torch.cat(o) for o in outs]
+            if masks is not None and layer < L - 1:
+                inp = [o * torch.from_numpy(masks[layer][rows_of[i][t]])
+                       for t, o in enumerate(inp)]
+        if output == "sequence":
+            tops.append(torch.stack(inp))
+        elif output == "last":
+            tops.append(torch.cat([inp[-1][:H], inp[0][H:]])[None] if D == 2 else inp[-1][None])
+        else:
+            tops.append(torch.stack(inp).mean(dim=0, keepdim=True))
+    z = torch.cat(tops) @ p["W_oh"].T + p["b_o"]
+    if output == "sequence":
+        target = np.concatenate([np.asarray(t).reshape(len(x), -1)
+                                 for t, x in zip(y, Xs)])
+    else:
+        target = np.asarray(y)
+    target = torch.from_numpy(target)
+    if loss == "cross_entropy":
+        value = F.cross_entropy(z, target.reshape(-1).long())
+    else:
+        value = F.mse_loss(z, target.reshape(z.shape).double())
+    value.backward()
+
+    def grads_of(states):
+        return [np.stack([np.stack([s.grad.numpy() if s.grad is not None else np.zeros(H)
+                                    for s in run]) for run in seq]) for seq in states]
+
+    return value.item(), grads_of(hs), grads_of(cs) if lstm else None
+
+
+def _layered_problem(cell, nonlinearity, loss, output, lengths, *, layers, bidirectional,
+                     backend="cython", dropout=0.0, I=2, H=3, O=2, seed=0):
+    rng = np.random.default_rng(seed)
+    net = bptt.RNN(I, H, O, cell=cell, nonlinearity=nonlinearity, num_layers=layers,
+                   bidirectional=bidirectional, dropout=dropout,
+                   output_activation=LOSS_ACTIVATION[loss], backend=backend,
+                   random_state=seed)
+    # weights large enough that the flow neither vanishes nor is trivial
+    net.params = {k: v * 1.5 for k, v in net.params.items()}
+    Xs = [rng.standard_normal((L, I)) for L in lengths]
+    n = len(lengths)
+    if output == "sequence":
+        y = ([rng.integers(0, O, L) for L in lengths] if loss == "cross_entropy"
+             else [rng.standard_normal((L, O)) for L in lengths])
+    else:
+        y = rng.integers(0, O, n) if loss == "cross_entropy" else rng.standard_normal((n, O))
+    LD = layers * (2 if bidirectional else 1)
+    h0 = rng.standard_normal((LD, n, H))
+    if cell == "lstm":
+        h0 = (h0, rng.standard_normal((LD, n, H)))
+    if LD == 1:  # the contract's (n, H)
+        h0 = tuple(a[0] for a in h0) if cell == "lstm" else h0[0]
+    return net, Xs, y, h0
+
+
+def _padded(arrays, width, fill=np.nan):
+    out = np.full((len(arrays), width, *arrays[0].shape[1:]), fill)
+    for i, a in enumerate(arrays):
+        out[i, :len(a)] = a
+    return out
+
+
+LAYERED = [(1, True), (2, False), (2, True), (3, False)]
+
+
+@pytest.mark.parametrize("truncate", [None, 2, 3])
+@pytest.mark.parametrize("output,loss", [("sequence", "mse"), ("sequence", "cross_entropy"),
+                                         ("last", "mse"), ("mean", "cross_entropy")])
+@pytest.mark.parametrize("layers,bidirectional", LAYERED)
+@pytest.mark.parametrize("cell,nonlinearity", CELLS)
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+def test_layered_ragged_state_grads_equal_torch(backend, cell, nonlinearity, layers,
+                                                bidirectional, output, loss, truncate):
+    lengths = [7, 4, 7, 1, 5]
+    net, Xs, y, h0 = _layered_problem(cell, nonlinearity, loss, output, lengths,
+                                      layers=layers, bidirectional=bidirectional,
+                                      backend=backend)
+    value, _, flow = net.loss_and_grad(Xs, y, loss=loss, output=output,
+                                       truncate=truncate, h0=h0, return_state_grads=True)
+    ref_value, dh, dc = torch_layered_state_grads(net, Xs, y, loss=loss, output=output,
+                                                  truncate=truncate, h0=h0)
+    assert value == pytest.approx(ref_value, rel=1e-10)
+    LD = layers * (2 if bidirectional else 1)
+    assert isinstance(flow["dh"], list) and len(flow["dh"]) == len(lengths)
+    for key, ref in (("dh", dh), ("dc", dc)):
+        if ref is None:
+            assert key not in flow
+            continue
+        scale = max(np.abs(r).max() for r in ref)
+        for got, want, L in zip(flow[key], ref, lengths):
+            assert got.shape == ((L, net.hidden_size) if LD == 1 else (LD, L, net.hidden_size))
+            np.testing.assert_allclose(got if LD > 1 else got[None], want, rtol=1e-7,
+                                       atol=1e-12 * scale)
+        # the norms: per timestep, averaged over the sequences that reach it
+        norms = flow[key + "_norm"]
+        T = max(lengths)
+        assert norms.shape == ((T,) if LD == 1 else (LD, T))
+        expected = np.stack([
+            np.mean([np.linalg.norm(r[:, t], axis=-1) for r in ref if r.shape[1] > t], axis=0)
+            for t in range(T)], axis=-1)
+        np.testing.assert_allclose(norms, expected.reshape(norms.shape), rtol=1e-9,
+                                   atol=1e-12 * scale)
+
+
+@pytest.mark.parametrize("truncate", [None, 2])
+@pytest.mark.parametrize("layers,bidirectional", [(1, False), (2, True)])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_state_grads_padded_and_equal_length_forms(cell, layers, bidirectional, truncate):
+    """NaN-padded input gets NaN-padded state gradients; equal-length
+    stacked/bidirectional input (num_layers*D, n, T, H) arrays; the same
+    numbers as the list form."""
+    lengths = [6, 3, 6, 2]
+    net, Xs, y, h0 = _layered_problem(cell, "tanh", "mse", "sequence", lengths,
+                                      layers=layers, bidirectional=bidirectional)
+    kw = dict(truncate=truncate, h0=h0, return_state_grads=True)
+    _, _, as_list = net.loss_and_grad(Xs, y, **kw)
+    width = 8
+    _, _, padded = net.loss_and_grad(_padded(Xs, width), _padded(y, width), **kw)
+    LD = layers * (2 if bidirectional else 1)
+    dh = padded["dh"] if LD > 1 else padded["dh"][None]
+    assert dh.shape == (LD, len(lengths), width, net.hidden_size)
+    for i, L in enumerate(lengths):
+        got = as_list["dh"][i] if LD > 1 else as_list["dh"][i][None]
+        np.testing.assert_array_equal(dh[:, i, :L], got)
+        assert np.isnan(dh[:, i, L:]).all()
+    assert padded["dh_norm"].shape[-1] == max(lengths)
+    np.testing.assert_array_equal(padded["dh_norm"], as_list["dh_norm"])
+    # equal lengths: arrays, the same numbers as one sequence at a time
+    Xe = np.stack([x[:2] for x in Xs])
+    ye = np.stack([t[:2] for t in y])
+    _, _, whole = net.loss_and_grad(Xe, ye, **kw)
+    _, _, pieces = net.loss_and_grad(list(Xe), list(ye), **kw)
+    shape = (len(lengths), 2, net.hidden_size)
+    assert whole["dh"].shape == (shape if LD == 1 else (LD, *shape))
+    np.testing.assert_allclose(whole["dh"], np.stack(pieces["dh"], axis=-3), rtol=1e-12,
+                               atol=1e-15)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_state_grads_with_dropout_equal_torch(monkeypatch, cell):
+    """With dropout, dL/dh is the gradient of the layer's output before its
+    mask; the masks are those the driver drew in this call."""
+    lengths = [5, 3, 5]
+    net, Xs, y, h0 = _layered_problem(cell, "tanh", "mse", "sequence", lengths, layers=3,
+                                      bidirectional=True, dropout=0.4)
+    drawn = []
+    real = _bptt.draw_masks
+
+    def record(net_, rows, rng=None):
+        masks = real(net_, rows, rng)
+        drawn.append(masks)
+        return masks
+
+    monkeypatch.setattr(_bptt, "draw_masks", record)
+    _, _, flow = net.loss_and_grad(Xs, y, truncate=2, h0=h0, return_state_grads=True)
+    lay = _bptt.Layout(np.array(lengths))
+    position = np.argsort(lay.order)
+    rows_of = [[int(lay.offsets[t] + position[i]) for t in range(L)]
+               for i, L in enumerate(lengths)]
+    _, dh, dc = torch_layered_state_grads(net, Xs, y, loss="mse", output="sequence",
+                                          truncate=2, h0=h0, masks=drawn[0],
+                                          rows_of=rows_of)
+    for key, ref in (("dh", dh), ("dc", dc)):
+        if ref is None:
+            continue
+        for got, want in zip(flow[key], ref):
+            np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-12)

@@ -664,8 +664,11 @@ def _run_forward(cell, lay, X, p, state0, cache, n_threads):
         state = cell.state_after(part, t1 - t0 - 1)
 
 
-def _run_backward(cell, lay, pieces, X, p, state0, cache, dH, grads, n_threads, dX):
-    """BPTT of one run, piece by piece from the end; dH (rows, H) is consumed."""
+def _run_backward(cell, lay, pieces, X, p, state0, cache, dH, grads, n_threads, dX,
+                  flow=None):
+    """BPTT of one run, piece by piece from the end; dH (rows, H) is consumed.
+    ``flow``, when given, is a tuple of packed (rows, H) arrays (h, then the
+    LSTM's c) that receive the run's total dL/dstate at every row."""
     flat = _flat(cache, lay.rows)
     carry = None
     for i, (t0, t1, B, r0, k, cut) in enumerate(reversed(pieces)):
@@ -683,7 +686,9 @@ def _run_backward(cell, lay, pieces, X, p, state0, cache, dH, grads, n_threads, 
             carry = _pad_rows(carry, B)
         carry = cell.backward(block(X), p, s0, tuple(block(a) for a in cache), block(dH),
                               carry, k, grads, i > 0, n_threads,
-                              None if dX is None else block(dX))
+                              None if dX is None else block(dX),
+                              dstate_out=None if flow is None else
+                              tuple(block(a) for a in flow))
         if cut is True:
             carry = None
         elif cut is not None:
@@ -741,8 +746,13 @@ def _forward_layers(net, lay, X, states, masks, n_threads, buf):
     return runs, inp, finals
 
 
-def _backward_layers(net, lay, runs, states, masks, dtop, truncate, n_threads, buf):
-    """Every run backward from dL/d(top output) (rows, D*H); the gradients."""
+def _backward_layers(net, lay, runs, states, masks, dtop, truncate, n_threads, buf,
+                     flow=None):
+    """Every run backward from dL/d(top output) (rows, D*H); the gradients.
+    ``flow``, when given, is a tuple of (num_layers*D, rows, H) arrays (h,
+    then the LSTM's c) that receive each run's total dL/dstate, packed in
+    the forward rows' order (a reversed run's rows mapped back through
+    ``lay.rev``)."""
     cell, H, D, rows = net._cell, net.hidden_size, net._directions, lay.rows
     p = net._params
     grads = {name: np.empty_like(value) for name, value in p.items()}
@@ -763,8 +773,16 @@ def _backward_layers(net, lay, runs, states, masks, dtop, truncate, n_threads, b
             dX = buf.empty(("dX", layer, d), Xd.shape, net.dtype) if layer > 0 else None
             sfx = suffix(layer, d)
             g = {name: grads[name + sfx] for name in cell_param_names(cell)}
+            run_flow = None
+            if flow is not None:
+                run_flow = tuple(a[layer * D + d] if d == 0 else
+                                 buf.empty(("flow_rev", k), (rows, H), net.dtype)
+                                 for k, a in enumerate(flow))
             _run_backward(cell, lay, pieces[d], Xd, _run_params(net, p, layer, d),
-                          states[layer * D + d], cache, dH, g, n_threads, dX)
+                          states[layer * D + d], cache, dH, g, n_threads, dX, run_flow)
+            if flow is not None and d == 1:
+                for a, run in zip(flow, run_flow):
+                    np.take(run, lay.rev, axis=0, out=a[layer * D + d])
             if dX is None:
                 continue
             if d == 0:
@@ -888,8 +906,39 @@ def layered_readout(net, lay, X, state0, output):
     return out
 
 
+def layered_state_grads(net, lay, flow, form="array", width=None, keys=("dh", "dc")):
+    """loss_and_grad's state gradients from the packed (num_layers*D, rows,
+    H) arrays :func:`_backward_layers` filled, in the input's form.
+
+    "array": (n, T, H) for one layer and direction, else (num_layers*D, n,
+    T, H); "padded": the same, (n, width, H), NaN in the padding; "list": a
+    list of (T_i, H) (or (num_layers*D, T_i, H)) arrays. The norms
+    ``key + "_norm"``, float64 (T,) (or (num_layers*D, T)): at each
+    timestep, the L2 norm over the hidden units averaged over the sequences
+    that reach it (the real ones only).
+    """
+    LD, rows, H = flow[0].shape
+    counts = np.diff(lay.offsets)  # sequences running at each timestep
+    fill = np.nan if form == "padded" else 0.0
+    T = width if form == "padded" and width else lay.T
+    out = {}
+    for key, a in zip(keys, flow):
+        squares = np.einsum("...k,...k->...", a, a, dtype=np.float64)
+        norms = np.add.reduceat(np.sqrt(squares), lay.offsets[:-1], axis=-1) / counts
+        full = np.full((LD, lay.n, T, H), fill, dtype=a.dtype)
+        full[:, lay.order[lay.j_of_row], lay.t_of_row] = a
+        if form == "list":
+            arrays = [full[:, i, :L].copy() for i, L in enumerate(lay.lengths)]
+            out[key] = [x[0] for x in arrays] if LD == 1 else arrays
+        else:
+            out[key] = full[0] if LD == 1 else full
+        out[key + "_norm"] = norms[0] if LD == 1 else norms
+    return out
+
+
 def layered_loss_grad_state(net, lay, X, target, loss, output, truncate, state0,
-                            masks=None, state_grads=None, weights=None):
+                            masks=None, state_grads=None, weights=None, form="array",
+                            width=None):
     """loss_and_grad through the general driver.
 
     X batch-first (n, >= T, I) (the padding, if any, is never read);
@@ -897,12 +946,10 @@ def layered_loss_grad_state(net, lay, X, target, loss, output, truncate, state0,
     "sequence", (n, O) / (n,) otherwise; ``masks`` as :func:`draw_masks`
     returns them (None: no dropout); ``weights`` (n,) or None the
     sequences' weights in the loss's mean. Returns the loss, the gradients
-    and the final state (contract's form).
+    and the final state (contract's form); a dict ``state_grads`` also
+    receives the state gradients in the input's ``form`` ("array",
+    "padded" to ``width`` timesteps, or "list"; :func:`layered_state_grads`).
     """
-    if state_grads is not None:
-        raise NotImplementedError(
-            "return_state_grads=True is not available yet for stacked, "
-            "bidirectional or ragged networks or output='mean'.")
     buf = Buffers(net)
     with serial_blas() if holds_blas(net, lay.n, lay.T) else nullcontext(1) as budget:
         n_threads = plan_threads(net, budget, lay.n)
@@ -941,9 +988,17 @@ def layered_loss_grad_state(net, lay, X, target, loss, output, truncate, state0,
             grads_out["W_oh"], grads_out["b_o"], dHs, False, n_threads, 0, 0, row_weights)
         check_loss(value)
         dtop = _unpool(lay, dHs, output, top.shape[1], net._directions, buf)
+        flow = None
+        if state_grads is not None:
+            # every row of every run is written by its backward piece
+            LD = net.num_layers * net._directions
+            flow = tuple(np.empty((LD, lay.rows, net.hidden_size), dtype=net.dtype)
+                         for _ in net._cell.spec.state_arrays(states[0]))
         grads = _backward_layers(net, lay, runs, states, masks, dtop, truncate, n_threads,
-                                 buf)
+                                 buf, flow)
     buf.keep()
+    if flow is not None:
+        state_grads.update(layered_state_grads(net, lay, flow, form, width))
     grads.update(grads_out)
     check_loss(value)
     return value, grads, final_state

@@ -637,7 +637,8 @@ class RNN:
                 target = validate_target(y, loss, output, n, T, self.output_size,
                                          self.dtype)
             return self._layered_loss(_bptt.Layout(lengths), X, target, loss, output,
-                                      truncate or 0, state0, state_grads, weights)
+                                      truncate or 0, state0, state_grads, weights,
+                                      form, X.shape[1])
         if not (self._layered or output == "mean"):
             target = check_target(y, loss, output, n, T, self.output_size, self.dtype)
             return _bptt.loss_grad_state(self, X, target, loss, output, truncate or 0,
@@ -647,12 +648,14 @@ class RNN:
                                   truncate or 0, state0, state_grads, weights)
 
     def _layered_loss(self, lay, X, target, loss, output, truncate, state0,
-                      state_grads=None, weights=None):
+                      state_grads=None, weights=None, form="array", width=None):
         """The general driver's loss, gradients and state on batch-first X
-        (padded) and target (validate_target's form), dropout masks drawn."""
+        (padded) and target (validate_target's form), dropout masks drawn;
+        state gradients in the input's ``form`` (check_ragged's)."""
         masks = _bptt.draw_masks(self, lay.rows)
         return _bptt.layered_loss_grad_state(self, lay, X, target, loss, output, truncate,
-                                             state0, masks, state_grads, weights)
+                                             state0, masks, state_grads, weights, form,
+                                             width)
 
     def _readout(self, X, output="sequence", h0=None):
         """What the output layer gives for the loss of ``output``: forward's
