@@ -96,7 +96,7 @@ def test_unfitted_estimator_is_a_not_fitted_error(plt):
 
 def _history(**extra):
     return SimpleNamespace(
-        grad_norm_curve_=np.array([[2.0, 9.0], [1.0, 4.0], [0.5, 1.5]]),
+        grad_norm_curve_=[2.0, 1.0, 0.5], grad_norm_max_curve_=[9.0, 4.0, 1.5],
         clipped_fraction_curve_=np.array([0.75, 0.25, 0.0]),
         learning_rate_curve_=np.array([0.01, 0.01, 0.01]), clip_norm=1.0, **extra)
 
@@ -128,11 +128,42 @@ def test_gradient_history_without_clipping(plt):
     assert "clip_norm" not in _lines(bptt.plot.plot_gradient_history(est))
 
 
-def test_gradient_history_checks_the_norm_curve_shape(plt):
+def test_gradient_history_checks_the_norm_curves(plt):
     est = _history()
-    est.grad_norm_curve_ = np.ones(3)
-    with pytest.raises(ValueError, match=r"\(n_epochs, 2\)"):
+    est.grad_norm_max_curve_ = [1.0, 2.0]
+    with pytest.raises(ValueError, match=r"same length \(n_epochs,\)"):
         bptt.plot.plot_gradient_history(est)
+    est = _history()
+    est.grad_norm_curve_ = np.ones((3, 2))
+    with pytest.raises(ValueError, match="one value per epoch"):
+        bptt.plot.plot_gradient_history(est)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_gradient_history_of_a_fitted_estimator(plt):
+    """The real attributes of a fitted estimator, clipped and scheduled."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 12, 1)), rng.normal(size=40)
+    est = bptt.RNNRegressor(hidden_size=8, max_epochs=4, batch_size=10, clip_norm=0.05,
+                            learning_rate_schedule="cosine", random_state=0)
+    est.fit(X, y)
+    ax = bptt.plot.plot_gradient_history(est)
+    lines = _lines(ax)
+    epochs = np.arange(1, est.n_iter_ + 1)
+    np.testing.assert_allclose(lines["gradient norm, median"].get_xdata(), epochs)
+    np.testing.assert_allclose(lines["gradient norm, median"].get_ydata(),
+                               est.grad_norm_curve_)
+    np.testing.assert_allclose(lines["gradient norm, max"].get_ydata(),
+                               est.grad_norm_max_curve_)
+    assert (np.asarray(est.grad_norm_max_curve_) >= est.grad_norm_curve_).all()
+    np.testing.assert_allclose(lines["clip_norm"].get_ydata(), [0.05, 0.05])
+    right = _lines(ax.right_ax)
+    np.testing.assert_allclose(right["fraction clipped"].get_ydata(),
+                               est.clipped_fraction_curve_)
+    rates = np.asarray(est.learning_rate_curve_)
+    assert np.ptp(rates) > 0  # the cosine schedule moved it
+    np.testing.assert_allclose(right[f"learning rate / {rates[0]:.3g}"].get_ydata(),
+                               rates / rates[0])
 
 
 # ------------------------------------------------------------ gradient flow

@@ -91,8 +91,9 @@ def plot_gradient_history(estimator, ax=None):
     """Gradient norms, clipping and learning rate per epoch of a fitted estimator.
 
     On ``ax`` (log scale): the global gradient norm before clipping, median
-    and max over each epoch's updates (``grad_norm_curve_``, shape
-    (n_epochs, 2)), and ``clip_norm`` as a dashed line when it is set. On a
+    and max over each epoch's updates (``grad_norm_curve_`` and
+    ``grad_norm_max_curve_``, one value per epoch each; an epoch without
+    updates, NaN, is a gap), and ``clip_norm`` as a dashed line when it is set. On a
     second y axis on the right (``ax.right_ax``, 0 to 1): the fraction of
     each epoch's updates that were clipped (``clipped_fraction_curve_``),
     and, when it changed during training, the learning rate relative to its
@@ -110,15 +111,18 @@ def plot_gradient_history(estimator, ax=None):
     ax : matplotlib Axes
         The left axes; ``ax.right_ax`` is its twin on the right.
     """
-    norms = _fitted_curve(estimator, "grad_norm_curve_")
-    if norms.ndim != 2 or norms.shape[1] != 2:
-        raise ValueError(f"grad_norm_curve_ must have shape (n_epochs, 2) (median, max); "
-                         f"got {norms.shape}.")
+    medians = _fitted_curve(estimator, "grad_norm_curve_")
+    maxima = _fitted_curve(estimator, "grad_norm_max_curve_")
+    if medians.ndim != 1 or maxima.shape != medians.shape:
+        raise ValueError(
+            f"grad_norm_curve_ and grad_norm_max_curve_ must be one value per epoch "
+            f"each, of the same length (n_epochs,); got shapes {medians.shape} and "
+            f"{maxima.shape}.")
     clipped = _fitted_curve(estimator, "clipped_fraction_curve_")
     ax = _axes(ax)
-    epochs = np.arange(1, len(norms) + 1)
-    ax.plot(epochs, norms[:, 0], label="gradient norm, median")
-    ax.plot(epochs, norms[:, 1], label="gradient norm, max")
+    epochs = np.arange(1, len(medians) + 1)
+    ax.plot(epochs, medians, label="gradient norm, median")
+    ax.plot(epochs, maxima, label="gradient norm, max")
     clip_norm = getattr(estimator, "clip_norm", None)
     if clip_norm is not None:
         ax.axhline(clip_norm, color="0.4", linestyle="--", label="clip_norm")
