@@ -243,10 +243,89 @@ def test_too_slow_is_refused_before_the_finite_differences(monkeypatch):
         bptt.gradcheck(big, np.zeros((4, 300, 8)), np.zeros((4, 300)), n_checks=50)
 
 
-def test_truncate_with_ragged_input_is_not_rebuilt():
-    net, X, y = _problem("rnn")
-    with pytest.raises(NotImplementedError, match="equal-length array"):
-        bptt.gradcheck(net, list(X), y, truncate=2)
+# ------------------------------------- layers, directions, ragged, dropout
+LENGTHS = [6, 3, 6, 1]
+
+
+def _layered(cell, layers, bidirectional, output, loss="mse", dropout=0.0, seed=0,
+             activation=None):
+    activation = activation or {"mse": "identity", "cross_entropy": "softmax",
+                                "binary_cross_entropy": "sigmoid"}[loss]
+    rng = np.random.default_rng(seed)
+    net = bptt.RNN(2, 3, 2, cell=cell, num_layers=layers, bidirectional=bidirectional,
+                   dropout=dropout, output_activation=activation, dtype="float64",
+                   random_state=seed)
+    Xs = [rng.standard_normal((L, 2)) for L in LENGTHS]
+    if output == "sequence":
+        y = ([rng.integers(0, 2, L) for L in LENGTHS] if loss == "cross_entropy" else
+             [rng.random((L, 2)) for L in LENGTHS])
+    else:
+        y = (rng.integers(0, 2, len(LENGTHS)) if loss == "cross_entropy" else
+             rng.random((len(LENGTHS), 2)))
+    return net, Xs, y
+
+
+@pytest.mark.parametrize("output,loss,truncate", [
+    ("sequence", "mse", None), ("sequence", "mse", 2), ("last", "cross_entropy", 1),
+    ("mean", "binary_cross_entropy", 4)])
+@pytest.mark.parametrize("layers,bidirectional", [(1, True), (2, False), (2, True)])
+@pytest.mark.parametrize("cell", CELLS)
+def test_passes_on_ragged_stacked_bidirectional_truncated(cell, layers, bidirectional,
+                                                          output, loss, truncate):
+    net, Xs, y = _layered(cell, layers, bidirectional, output, loss)
+    report = bptt.gradcheck(net, Xs, y, loss=loss, output=output, truncate=truncate,
+                            n_checks=6, random_state=0)
+    assert report.passed, repr(report)
+    assert set(report.params) == set(net.params)
+
+
+@pytest.mark.parametrize("truncate", [None, 2])
+def test_passes_on_padded_input_with_h0_and_mse_on_sigmoid(truncate):
+    net, Xs, y = _layered("lstm", 2, True, "sequence", activation="sigmoid")
+    width = 8
+    Xp = np.full((len(Xs), width, 2), np.nan)
+    yp = np.full((len(Xs), width, 2), np.nan)
+    for i, (x, t) in enumerate(zip(Xs, y)):
+        Xp[i, :len(x)], yp[i, :len(t)] = x, t
+    rng = np.random.default_rng(3)
+    h0 = tuple(rng.normal(0, 0.5, (4, len(Xs), 3)) for _ in range(2))  # (L*D, n, H)
+    report = bptt.gradcheck(net, Xp, yp, truncate=truncate, h0=h0, n_checks=6,
+                            random_state=0)
+    assert report.passed, repr(report)
+
+
+@pytest.mark.parametrize("truncate", [None, 2])
+def test_passes_with_dropout_on_the_masks_drawn(truncate):
+    net, Xs, y = _layered("gru", 3, True, "sequence", dropout=0.5)
+    report = bptt.gradcheck(net, Xs, y, truncate=truncate, n_checks=6, random_state=0)
+    assert report.passed, repr(report)
+
+
+def test_fails_when_a_ragged_bidirectional_gradient_ignores_the_truncation(monkeypatch):
+    net, Xs, y = _layered("lstm", 2, True, "mean")
+    real = bptt.RNN.loss_and_grad
+
+    def untruncated(self, X, y, **kwargs):
+        return real(self, X, y, **{**kwargs, "truncate": None})
+
+    monkeypatch.setattr(bptt.RNN, "loss_and_grad", untruncated)
+    report = bptt.gradcheck(net, Xs, y, output="mean", truncate=2, n_checks=1000,
+                            random_state=0)
+    assert {"W_hh", "W_hh_reverse", "W_hh_l1", "W_hh_l1_reverse"} <= set(report.failed)
+    assert report["b_o"].passed
+
+
+@pytest.mark.parametrize("truncate", [None, 2])
+def test_fails_on_one_wrong_entry_of_a_reversed_deep_parameter(monkeypatch, truncate):
+    net, Xs, y = _layered("rnn", 2, True, "sequence")
+
+    def one_entry_off(grads, kwargs):
+        grads["W_xh_l1_reverse"][1, 4] += 1e-4
+
+    _patched(monkeypatch, one_entry_off)
+    report = bptt.gradcheck(net, Xs, y, truncate=truncate, n_checks=1000, random_state=0)
+    assert report.failed == ["W_xh_l1_reverse"]
+    assert report["W_xh_l1_reverse"].worst_index == (1, 4)
 
 
 def test_public_names_and_docstring_example():

@@ -12,9 +12,14 @@ never touched.
 Truncated BPTT (``truncate=k``) is not the gradient of the loss but of the
 loss with the state entering each window [0, k), [k, 2k), ... held fixed at
 its value under the current parameters (the contract: detaching h at every
-boundary). The finite differences are taken of that function: the states
-entering the windows are computed once with ``forward``, and each window's
-loss is evaluated from its fixed state.
+boundary of the absolute timeline, in both directions). The finite
+differences are taken of that function, rebuilt from the public API alone:
+every layer and direction runs as a one-layer network of its own
+(``forward`` with ``h0``) on each window of every sequence, from the state
+entering it recorded once at today's parameters; the output layer and the
+loss are the contract's formulas. The rebuilt loss must equal
+``loss_and_grad``'s before any difference is taken. With dropout every
+evaluation uses the masks the analytic call drew.
 """
 
 import copy
@@ -242,9 +247,9 @@ def gradcheck(net, X, y, *, loss="mse", output="sequence", truncate=None, h0=Non
         ``MAX_WORK`` of the module ``bptt.gradcheck``). Bad X, y, loss,
         output, truncate or h0 get ``loss_and_grad``'s own errors.
     NotImplementedError
-        For ``truncate`` with input or networks whose truncated loss cannot
-        be rebuilt window by window from the public API (ragged input, two
-        directions, ``output="mean"``).
+        For ``truncate`` with a network whose truncated loss the window by
+        window rebuild does not reproduce (not a ``bptt.RNN`` of the
+        contract).
 
     Notes
     -----
@@ -279,9 +284,12 @@ def gradcheck(net, X, y, *, loss="mse", output="sequence", truncate=None, h0=Non
     rng = _rng(random_state)
 
     twin = copy.deepcopy(net)  # float64 already; the caller's net is never touched
+    # with dropout, every evaluation draws the masks the analytic call drew
+    masks_rng = (copy.deepcopy(twin._rng)
+                 if getattr(twin, "dropout", 0) and hasattr(twin, "_rng") else None)
     value, grads = twin.loss_and_grad(X, y, loss=loss, output=output, truncate=truncate,
                                       h0=h0)
-    objective = _objective(twin, X, y, loss, output, truncate, h0, value)
+    objective = _objective(twin, X, y, loss, output, truncate, h0, value, masks_rng)
 
     plan = {}
     for name, param in twin.params.items():
@@ -403,46 +411,19 @@ def _check_cost(net, X, n_entries):
 
 
 # --------------------------------------------------------------------- objective
-def _objective(net, X, y, loss, output, truncate, h0, value):
+def _objective(net, X, y, loss, output, truncate, h0, value, masks_rng=None):
     """f() -> the loss at net's current params whose gradient loss_and_grad
-    computes (for truncate, with the window states fixed at today's params)."""
+    computes (for truncate, with the window states fixed at today's params).
+    ``masks_rng``: the network's random state before the analytic call, put
+    back before every evaluation so that dropout draws the same masks."""
     if truncate is None:
         def full():
+            if masks_rng is not None:
+                net._rng = copy.deepcopy(masks_rng)
             return net.loss_and_grad(X, y, loss=loss, output=output, h0=h0)[0]
         return full
-    if isinstance(X, (list, tuple)) or getattr(net, "bidirectional", False) \
-            or output not in ("sequence", "last"):
-        raise NotImplementedError(
-            "gradcheck with truncate rebuilds the truncated loss window by window "
-            "from forward(..., h0=state), which needs an equal-length array X, one "
-            "direction and output 'sequence' or 'last'; check with truncate=None "
-            "instead (the windows share the same kernels)."
-        )
-    X = np.asarray(X)
-    if X.dtype.kind == "f" and np.isnan(X).any():
-        raise NotImplementedError(
-            "gradcheck with truncate does not take NaN-padded (ragged) X; check "
-            "with truncate=None, or on equal-length sequences."
-        )
-    T = X.shape[1]
-    spans = [(s, min(T, s + truncate)) for s in range(0, T, truncate)]
-    states, state = [], h0
-    for start, stop in spans:  # each window's entering state, at today's params
-        states.append(state)
-        _, state = net.forward(X[:, start:stop], h0=state)
-    y = np.asarray(y)
-    terms = []  # (weight, X window, y window, state): the loss is their weighted sum
-    for (start, stop), state in zip(spans, states):
-        if output == "sequence":  # a mean over every timestep
-            terms.append(((stop - start) / T, X[:, start:stop], y[:, start:stop], state))
-        elif stop == T:  # "last": only the last window has a loss
-            terms.append((1.0, X[:, start:stop], y, state))
-
-    def windowed():
-        return sum(w * net.loss_and_grad(Xw, yw, loss=loss, output=output, h0=s)[0]
-                   for w, Xw, yw, s in terms)
-
-    # The decomposition must give the loss loss_and_grad gave: if it does not,
+    windowed = _Windows(net, X, y, loss, output, truncate, h0, masks_rng)
+    # The rebuild must give the loss loss_and_grad gave: if it does not,
     # this network's truncation is not the one rebuilt here.
     rebuilt = windowed()
     if not np.isclose(rebuilt, value, rtol=1e-9, atol=1e-12):
@@ -452,3 +433,136 @@ def _objective(net, X, y, loss, output, truncate, h0, value):
             f"truncate=None."
         )
     return windowed
+
+
+class _Windows:
+    """The truncated loss rebuilt from the public API, window by window.
+
+    Every layer and direction is a one-layer, one-direction ``bptt.RNN``
+    of the same cell whose output layer is the identity (W_oh = I, b_o = 0,
+    so its outputs are its hidden states), run with ``forward(..., h0=)``
+    on each window [m k, (m + 1) k) of the absolute timeline of every
+    sequence (the reversed direction on the window's timesteps reversed,
+    entering from the window after it). The state entering each window is
+    recorded on the first call (today's params) and held fixed after it:
+    truncated BPTT's function. Dropout applies the masks the analytic call
+    drew (packed rows, as the driver lays them out); the output layer and
+    the loss are the contract's formulas in NumPy.
+    """
+
+    def __init__(self, net, X, y, loss, output, truncate, h0, masks_rng):
+        from . import _bptt
+        from ._validation import check_ragged, check_ragged_target, validate_target
+
+        self.net, self.loss, self.output, self.k = net, loss, output, truncate
+        Xp, lengths, form = check_ragged(X, net.input_size, np.float64)
+        n, T, _ = Xp.shape
+        O = net.output_size
+        if output == "sequence" and lengths is not None:
+            target = check_ragged_target(y, lengths, form, loss, O, np.float64)
+        else:
+            target = validate_target(y, loss, output, n, T, O, np.float64)
+        self.lengths = lengths = (np.full(n, T) if lengths is None
+                                  else np.asarray(lengths, dtype=np.intp))
+        self.X = [Xp[i, :L] for i, L in enumerate(lengths)]
+        self.target = ([target[i, :L] for i, L in enumerate(lengths)]
+                       if output == "sequence" else target)
+        self.D = 2 if getattr(net, "bidirectional", False) else 1
+        self.L = getattr(net, "num_layers", 1)
+        state = net._check_state(h0, n)
+        parts = state if isinstance(state, tuple) else (state,)
+        self.h0 = [a if a.ndim == 3 else a[None] for a in parts]  # (L*D, n, H)
+        self.masks, self.rows_of = None, None
+        if masks_rng is not None and getattr(net, "dropout", 0) and self.L > 1:
+            lay = _bptt.Layout(lengths)
+            self.masks = _bptt.draw_masks(net, lay.rows, copy.deepcopy(masks_rng))
+            position = np.argsort(lay.order)
+            self.rows_of = [lay.offsets[:L] + position[i] for i, L in enumerate(lengths)]
+        from .rnn import RNN
+
+        H = net.hidden_size
+        self.runs = [[RNN(net.input_size if layer == 0 else self.D * H, H, H,
+                          cell=net.cell, nonlinearity=net.nonlinearity, dtype="float64",
+                          backend=net.backend, random_state=0)
+                      for _ in range(self.D)] for layer in range(self.L)]
+        self.frozen = None
+
+    def _set(self, layer, d):
+        sub = self.runs[layer][d]
+        sfx = ("" if layer == 0 else f"_l{layer}") + ("_reverse" if d else "")
+        p = self.net.params
+        params = {name: p[name + sfx] for name in sub.params if name + sfx in p}
+        params["W_oh"] = np.eye(self.net.hidden_size)
+        params["b_o"] = np.zeros(self.net.hidden_size)
+        sub.params = params
+        return sub
+
+    def __call__(self):
+        record = self.frozen is None
+        if record:
+            self.frozen = {}
+        k, lengths, H = self.k, self.lengths, self.net.hidden_size
+        starts = range(0, int(lengths.max()), k)
+        inp = self.X
+        for layer in range(self.L):
+            out = [np.empty((L, self.D * H)) for L in lengths]
+            for d in range(self.D):
+                sub = self._set(layer, d)
+                r = layer * self.D + d
+                carried = {}  # sequence -> state leaving the last window run
+                for m in (starts if d == 0 else reversed(starts)):
+                    rows = [i for i, L in enumerate(lengths) if L > m]
+                    stops = [min(m + k, lengths[i]) for i in rows]
+                    if record:
+                        # forward: from h0 at t = 0; reversed: from h0 at
+                        # each sequence's last timestep
+                        fresh = [(m == 0) if d == 0 else (lengths[i] <= m + k)
+                                 for i in rows]
+                        entering = tuple(
+                            np.stack([h[r, i] if f else carried[i][j]
+                                      for i, f in zip(rows, fresh)])
+                            for j, h in enumerate(self.h0))
+                        self.frozen[(r, m)] = entering
+                    entering = self.frozen[(r, m)]
+                    pieces = [inp[i][m:e] if d == 0 else inp[i][m:e][::-1]
+                              for i, e in zip(rows, stops)]
+                    Y, state = sub.forward(pieces, h0=entering if len(entering) == 2
+                                           else entering[0])
+                    state = state if isinstance(state, tuple) else (state,)
+                    for b, (i, e) in enumerate(zip(rows, stops)):
+                        carried[i] = tuple(a[b] for a in state)
+                        out[i][m:e, d * H:(d + 1) * H] = Y[b] if d == 0 else Y[b][::-1]
+            if self.masks is not None and layer < self.L - 1:
+                out = [o * self.masks[layer][rows] for o, rows in zip(out, self.rows_of)]
+            inp = out
+        return self._loss(inp)
+
+    def _loss(self, top):
+        net, H, O = self.net, self.net.hidden_size, self.net.output_size
+        if self.output == "sequence":
+            Hs, target = np.concatenate(top), np.concatenate(self.target)
+        elif self.output == "last":
+            Hs = np.stack([np.concatenate([t[-1, :H], t[0, H:]]) for t in top])
+            target = self.target
+        else:
+            Hs = np.stack([t.mean(axis=0) for t in top])
+            target = self.target
+        p = net.params
+        Z = Hs @ p["W_oh"].T + p["b_o"]
+        if self.loss == "cross_entropy":
+            labels = np.asarray(target).reshape(-1).astype(np.intp)
+            shifted = Z - Z.max(axis=1, keepdims=True)
+            log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+            return float(-log_p[np.arange(len(labels)), labels].mean())
+        target = np.asarray(target, dtype=np.float64).reshape(Z.shape)
+        if self.loss == "binary_cross_entropy":
+            return float((np.logaddexp(0.0, Z) - target * Z).mean())
+        activation = net.output_activation
+        if activation == "sigmoid":
+            Y = 1.0 / (1.0 + np.exp(-Z))
+        elif activation == "softmax":
+            e = np.exp(Z - Z.max(axis=1, keepdims=True))
+            Y = e / e.sum(axis=1, keepdims=True)
+        else:
+            Y = Z
+        return float(((Y - target) ** 2).mean())
