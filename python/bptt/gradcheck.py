@@ -1,10 +1,11 @@
 """Gradient check: :func:`gradcheck` compares ``loss_and_grad`` with finite
 differences, and :class:`GradcheckReport` says where they disagree.
 
-Design: the check is written against the network's public interface only
-(``params``, ``loss_and_grad``, and ``forward`` with ``h0`` for truncation),
-so any network that keeps that interface (stacked, bidirectional, ragged
-input) is checked without changes here. It runs on a deep copy of the
+Design: the check is written against the network's public interface
+(``params``, ``loss_and_grad``, and for truncation ``forward`` with ``h0`` of
+one-layer networks built from its weights), reading only bptt's input
+validation and, with dropout, the network's random state from inside, so
+every depth, direction and input form is checked without special cases. It runs on a deep copy of the
 network, perturbing one parameter entry at a time through ``params`` (the
 validated setter), so the caller's network, its arrays and its buffers are
 never touched.
