@@ -5,10 +5,10 @@ Design: the check is written against the network's public interface
 (``params``, ``loss_and_grad``, and for truncation ``forward`` with ``h0`` of
 one-layer networks built from its weights), reading only bptt's input
 validation and, with dropout, the network's random state from inside, so
-every depth, direction and input form is checked without special cases. It runs on a deep copy of the
-network, perturbing one parameter entry at a time through ``params`` (the
-validated setter), so the caller's network, its arrays and its buffers are
-never touched.
+every depth, direction and input form is checked without special cases.
+It runs on a deep copy of the network, perturbing one parameter entry at a
+time through ``params`` (the validated setter), so the caller's network,
+its arrays and its buffers are never touched.
 
 Truncated BPTT (``truncate=k``) is not the gradient of the loss but of the
 loss with the state entering each window [0, k), [k, 2k), ... held fixed at
