@@ -192,11 +192,14 @@ def state_grads_of(flow, keys=("dh", "dc")):
     for key, a in zip(keys, flow):
         out[key] = a
         # squared norms in the arrays' dtype (np.linalg.norm's temporaries
-        # took 10x longer), in float64 where float32 overflowed
+        # took 10x longer; a * a then a GEMV against ones was no faster),
+        # in float64 where float32 overflowed
         squares = np.einsum("...k,...k->...", a, a)
         if not np.isfinite(squares).all():
             squares = np.einsum("...k,...k->...", a, a, dtype=np.float64)
-        out[key + "_norm"] = np.sqrt(squares, dtype=np.float64).mean(axis=-2)
+        # the square roots in that dtype too (a float64 copy of the
+        # (n, T) array cost more than the sum); the mean accumulates in float64
+        out[key + "_norm"] = np.sqrt(squares).mean(axis=-2, dtype=np.float64)
     return out
 
 
