@@ -592,6 +592,14 @@ class RNN:
               (n_timesteps,), float64: the L2 norm over the hidden units,
               averaged over the samples, ``norm(dh, axis=2).mean(axis=0)``.
 
+            With ``num_layers > 1`` or ``bidirectional``, (num_layers*D,
+            n_samples, n_timesteps, hidden_size) arrays (index l*D + d, as
+            ``h0``; time on the absolute timeline for both directions) and
+            (num_layers*D, n_timesteps) norms. Ragged input gets them in
+            its form: NaN-padded arrays, or a list of (T_i, hidden_size)
+            (or (num_layers*D, T_i, hidden_size)) arrays; the norms average
+            over the sequences that reach each timestep.
+
             Arrays of the network's dtype (the norms float64), fresh on
             every call.
 
