@@ -1156,7 +1156,9 @@ class RNNRegressor(RegressorMixin, _BaseRNN):
         y : ndarray
             ``output="last"``: of shape (n_samples,) or (n_samples, n_outputs);
             ``output="sequence"``: of shape (n_samples, n_timesteps) or
-            (n_samples, n_timesteps, n_outputs).
+            (n_samples, n_timesteps, n_outputs); for ragged X in X's form, a
+            list of (T_i,) or (T_i, n_outputs) arrays for a list, NaN where
+            X is padding for a NaN-padded X.
         """
         check_is_fitted(self)
         Xv = self._validate_X(X, reset=False)
@@ -1477,7 +1479,8 @@ class RNNClassifier(ClassifierMixin, _BaseRNN):
         -------
         proba : ndarray
             Of shape (n_samples, n_classes) with ``output="last"``,
-            (n_samples, n_timesteps, n_classes) with ``output="sequence"``;
+            (n_samples, n_timesteps, n_classes) with ``output="sequence"``
+            (for ragged X in X's form, as :meth:`predict`);
             the classes are ordered as in ``classes_``. Multilabel: (n_samples,
             n_labels), each label's probability (they need not sum to 1).
         """
@@ -1523,9 +1526,10 @@ class RNNClassifier(ClassifierMixin, _BaseRNN):
         y : ndarray
             Labels from ``classes_``: of shape (n_samples,) with
             ``output="last"``, (n_samples, n_timesteps) with
-            ``output="sequence"``. Multilabel: the indicator matrix
-            (n_samples, n_labels) of int, 1 where a label's probability
-            exceeds 0.5.
+            ``output="sequence"`` (for ragged X in X's form: a list of (T_i,)
+            arrays, or NaN where a NaN-padded X is padding). Multilabel: the
+            indicator matrix (n_samples, n_labels) of int, 1 where a label's
+            probability exceeds 0.5.
         """
         check_is_fitted(self)
         Xv = self._validate_X(X, reset=False)
