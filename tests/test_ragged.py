@@ -169,10 +169,73 @@ def test_estimators_take_ragged_X(output, kw):
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_estimators_ragged_errors():
     X = [np.zeros((3, 1)), np.zeros((5, 1))]
-    with pytest.raises(ValueError, match="output='last' or 'mean'"):
-        bptt.RNNRegressor(output="sequence").fit(X, [np.zeros(3), np.zeros(5)])
+    with pytest.raises(ValueError, match="timesteps"):
+        bptt.RNNRegressor(output="sequence").fit(X, [np.zeros(3), np.zeros(4)])
+    with pytest.raises(ValueError, match="padding must match"):
+        bptt.RNNRegressor(output="sequence").fit(X, np.zeros((2, 5)))
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        bptt.RNNRegressor(output="sequence").fit(X, [np.zeros(3)])
     with pytest.raises(ValueError, match="truncate=None for ragged X"):
         bptt.RNNRegressor(truncate=2, max_epochs=1).fit(X, np.zeros(2))
     est = bptt.RNNRegressor(max_epochs=1).fit(X, np.zeros(2))
     with pytest.raises(ValueError, match="features"):
         est.predict([np.zeros((3, 2)), np.zeros((2, 2))])
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("kw", [{}, {"num_layers": 2, "bidirectional": True}])
+def test_estimators_ragged_sequence_output(kw):
+    """output='sequence' with ragged X: a prediction per real timestep, in
+    the input's form (list in, list out; NaN-padded in, NaN-padded out), the
+    score over real timesteps only."""
+    rng = np.random.default_rng(1)
+    lengths = rng.integers(2, 10, size=50)
+    X = [rng.standard_normal((L, 2)) for L in lengths]
+    y = [np.cumsum(x[:, 0]) * 0.3 for x in X]  # univariate per-step targets
+    est = bptt.RNNRegressor(hidden_size=8, max_epochs=80, random_state=0,
+                            output="sequence", dtype="float64", **kw).fit(X, y)
+    est.partial_fit(_padded(X, 12), _padded(y, 12))
+    pred = est.predict(X)
+    assert isinstance(pred, list) and [p.shape for p in pred] == [(L,) for L in lengths]
+    padded = est.predict(_padded(X, 12))
+    assert padded.shape == (50, 12)
+    real = np.arange(12)[None, :] < lengths[:, None]
+    assert np.isnan(padded[~real]).all() and np.isfinite(padded[real]).all()
+    np.testing.assert_allclose(padded[real], np.concatenate(pred), rtol=1e-12)
+    # each sequence alone gives the same predictions
+    np.testing.assert_allclose(est.predict([X[3]])[0], pred[3], rtol=1e-10)
+    score = est.score(X, y)
+    assert score > 0.5
+    assert est.score(_padded(X, 12), _padded(y, 12)) == pytest.approx(score, rel=1e-12)
+    from sklearn.metrics import r2_score
+    assert score == pytest.approx(r2_score(np.concatenate(y), np.concatenate(pred)))
+    # multi-output targets (T_i, 2) come back as (T_i, 2)
+    y2 = [np.stack([t, -t], axis=1) for t in y]
+    est2 = bptt.RNNRegressor(hidden_size=4, max_epochs=2, random_state=0,
+                             output="sequence", **kw).fit(X, y2)
+    assert [p.shape for p in est2.predict(X)] == [(L, 2) for L in lengths]
+    # early stopping scores the held-out sequences over their real timesteps
+    es = bptt.RNNRegressor(hidden_size=4, max_epochs=3, random_state=0, output="sequence",
+                           early_stopping=True, **kw).fit(X, y)
+    assert len(es.validation_scores_) >= 1 and np.isfinite(es.validation_scores_).all()
+    # the classifier: labels per timestep, as lists or NaN-padded floats
+    labels = [(t > 0).astype(int) for t in y]
+    clf = bptt.RNNClassifier(hidden_size=8, max_epochs=40, random_state=0,
+                             output="sequence", **kw).fit(X, labels)
+    out = clf.predict(X)
+    assert [o.shape for o in out] == [(L,) for L in lengths]
+    proba = clf.predict_proba(X)
+    assert [q.shape for q in proba] == [(L, 2) for L in lengths]
+    assert clf.score(X, labels) > 0.6
+    flat_pred, flat_true = np.concatenate(out), np.concatenate(labels)
+    assert clf.score(X, labels) == pytest.approx(np.mean(flat_pred == flat_true))
+    pad_labels = _padded([t.astype(float) for t in labels], 12)
+    clf.partial_fit(_padded(X, 12), pad_labels)
+    pad_pred = clf.predict(_padded(X, 12))
+    assert pad_pred.shape == (50, 12) and np.isnan(pad_pred[~real]).all()
+    np.testing.assert_array_equal(pad_pred[real], np.concatenate(clf.predict(X)))
+    # string labels per timestep
+    names = [np.where(t > 0, "up", "down") for t in labels]
+    clf_s = bptt.RNNClassifier(hidden_size=4, max_epochs=2, random_state=0,
+                               output="sequence", **kw).fit(X, names)
+    assert set(np.concatenate(clf_s.predict(X))) <= {"up", "down"}

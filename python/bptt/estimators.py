@@ -44,7 +44,8 @@ from sklearn.utils.validation import (
 
 from . import persistence
 from ._cells import CELLS
-from ._validation import check_ragged, check_sample_weight, check_timesteps, is_ragged
+from ._validation import (_is_ragged_list, as_numeric_array, check_ragged,
+                          check_sample_weight, check_timesteps, is_ragged)
 from .optimizers import OPTIMIZERS
 from .rnn import RNN
 
@@ -262,12 +263,6 @@ class _BaseRNN(BaseEstimator, metaclass=ABCMeta):
         return X
 
     def _validate_ragged_X(self, X, reset, name):
-        if self.output == "sequence":
-            raise ValueError(
-                f"{name} takes ragged X (a list of sequences, or NaN padding) with "
-                f"output='last' or 'mean'; per-timestep targets of ragged sequences "
-                f"are not supported by the estimators yet (bptt.RNN.loss_and_grad "
-                f"takes them).")
         if isinstance(X, np.ndarray) and X.ndim == 2:
             X = X[:, :, np.newaxis]
         X, lengths, _ = check_ragged(X, None if reset else self.n_features_in_,
@@ -278,6 +273,82 @@ class _BaseRNN(BaseEstimator, metaclass=ABCMeta):
             # a new array of check_ragged's (the caller's X is never written)
             X[np.arange(X.shape[1])[None, :] >= lengths[:, None]] = np.nan
         return X
+
+    @staticmethod
+    def _real_steps(X):
+        """The real timesteps (n, T) of validated X (its padding is NaN), or
+        None when every timestep is real."""
+        real = ~np.isnan(X[:, :, 0])
+        return None if real.all() else real
+
+    def _ragged_sequence_target(self, y, X):
+        """Targets of output="sequence" for ragged X, in either of its forms.
+
+        ``y`` is a list of (T_i, ...) arrays, or an array (n, >= T, ...)
+        whose padding is NaN where X's is (any value when y cannot hold NaN).
+        Returns None when every timestep of validated X is real; else (y,
+        real): y (n, T, ...) with the padding set to a real value of y (so
+        that it stays a valid label; the caller masks it), real (n, T) bool.
+        """
+        real = self._real_steps(X)
+        if real is None:
+            return None
+        n, T = real.shape
+        lengths = real.sum(axis=1)
+        if isinstance(y, (list, tuple)):
+            if len(y) != n:
+                raise ValueError(f"Found input variables with inconsistent numbers of "
+                                 f"samples: [{n}, {len(y)}] (X and y).")
+            arrays = [np.asarray(t) for t in y]
+            for i, t in enumerate(arrays):
+                if t.ndim == 0 or t.shape[0] != lengths[i]:
+                    raise ValueError(
+                        f"y[{i}] has {t.shape[0] if t.ndim else 0} timesteps but X[{i}] "
+                        f"has {lengths[i]}: a target of output='sequence' needs one row "
+                        f"per timestep.")
+            if any(t.shape[1:] != arrays[0].shape[1:] for t in arrays):
+                raise ValueError("Every target sequence must have the same shape after "
+                                 "its first axis.")
+            flat = np.concatenate(arrays)
+            out = np.empty((n, T) + flat.shape[1:], dtype=flat.dtype)
+            out[real] = flat
+        else:
+            out = np.asarray(y)
+            if out.ndim < 2 or out.shape[0] != n or out.shape[1] < T:
+                raise ValueError(
+                    f"With ragged X and output='sequence', y must be a list of (T_i, ...) "
+                    f"arrays or an array (n_samples, >= {T}, ...) padded like X; got y "
+                    f"of shape {out.shape}.")
+            out = out[:, :T].copy()
+            if out.dtype.kind == "f":
+                nan = np.isnan(out).reshape(n, T, -1)
+                if (nan.any(axis=2) & real).any():
+                    i, t = np.argwhere(nan.any(axis=2) & real)[0]
+                    raise ValueError(
+                        f"y contains NaN at timestep {t} of sequence {i}, a real timestep "
+                        f"of X (X[{i}] has {lengths[i]}): the targets' padding must "
+                        f"match X's.")
+                if (~nan.all(axis=2) & ~real).any():
+                    i, t = np.argwhere(~nan.all(axis=2) & ~real)[0]
+                    raise ValueError(
+                        f"y has a target at timestep {t} of sequence {i}, where X is "
+                        f"padding (X[{i}] has {lengths[i]} timesteps): the targets' "
+                        f"padding must match X's (NaN).")
+        out[~real] = out[real][0]
+        return out, real
+
+    def _in_input_form(self, Y, X, real, fill=np.nan):
+        """Per-timestep predictions Y (n, T, ...) of ragged X in X's form: a
+        list of (T_i, ...) arrays for a list, else ``fill`` in the padding
+        (a float array for numbers, an object array otherwise)."""
+        if real is None:
+            return Y
+        if _is_ragged_list(X):
+            return [Y[i, :L].copy() for i, L in enumerate(real.sum(axis=1))]
+        Y = Y.astype(np.float64 if Y.dtype.kind in "biu" else
+                     (Y.dtype if Y.dtype.kind == "f" else object))
+        Y[~real] = fill
+        return Y
 
     def _check_y_present(self, y):
         if y is None:
@@ -1001,8 +1072,16 @@ class RNNRegressor(RegressorMixin, _BaseRNN):
 
     def _validate_targets(self, y, X, reset, classes=None):
         self._check_y_present(y)
-        y = check_array(y, ensure_2d=False, allow_nd=True,
-                        dtype=np.dtype(self.dtype).type, input_name="y", estimator=self)
+        ragged = (self._ragged_sequence_target(y, X) if self.output == "sequence"
+                  else None)
+        if ragged is not None:
+            # NaN padding, as the network's training API takes it with NaN-padded X
+            y = as_numeric_array(ragged[0], "y").astype(np.dtype(self.dtype).type)
+            y[~ragged[1]] = np.nan
+        else:
+            y = check_array(y, ensure_2d=False, allow_nd=True,
+                            dtype=np.dtype(self.dtype).type, input_name="y",
+                            estimator=self)
         check_consistent_length(X, y)
         if self.output != "sequence":
             if y.ndim not in (1, 2):
@@ -1077,11 +1156,17 @@ class RNNRegressor(RegressorMixin, _BaseRNN):
         y : ndarray
             ``output="last"``: of shape (n_samples,) or (n_samples, n_outputs);
             ``output="sequence"``: of shape (n_samples, n_timesteps) or
-            (n_samples, n_timesteps, n_outputs).
+            (n_samples, n_timesteps, n_outputs); for ragged X in X's form, a
+            list of (T_i,) or (T_i, n_outputs) arrays for a list, NaN where
+            X is padding for a NaN-padded X.
         """
         check_is_fitted(self)
-        Y = self._forward(self._validate_X(X, reset=False))
-        return Y[..., 0] if self.n_outputs_ == 1 else Y
+        Xv = self._validate_X(X, reset=False)
+        Y = self._forward(Xv)
+        Y = Y[..., 0] if self.n_outputs_ == 1 else Y
+        if self.output != "sequence":
+            return Y
+        return self._in_input_form(Y, X, self._real_steps(Xv))
 
     def score(self, X, y, sample_weight=None):
         """Coefficient of determination R^2 of the predictions.
@@ -1101,11 +1186,21 @@ class RNNRegressor(RegressorMixin, _BaseRNN):
         score : float
             R^2 (uniform average over outputs).
         """
+        Xv = self._validate_X(X, reset=False)
+        ragged = (self._ragged_sequence_target(y, Xv) if self.output == "sequence"
+                  else None)
+        if ragged is not None:
+            return self._validation_score(Xv, ragged[0], sample_weight)
         y_pred = self.predict(X)
         y = np.asarray(y)
         return self._r2(y, y_pred, sample_weight)
 
-    def _r2(self, y, y_pred, sample_weight=None):
+    def _r2(self, y, y_pred, sample_weight=None, real=None):
+        if real is not None:
+            # over the real timesteps of ragged sequences only, each a sample
+            if sample_weight is not None:
+                sample_weight = np.repeat(np.asarray(sample_weight), real.sum(axis=1))
+            return r2_score(y[real], y_pred[real], sample_weight=sample_weight)
         if y.shape != y_pred.shape and y.size == y_pred.size:
             y = y.reshape(y_pred.shape)
         if self.output == "sequence" and y.shape == y_pred.shape:
@@ -1117,8 +1212,9 @@ class RNNRegressor(RegressorMixin, _BaseRNN):
 
     def _validation_score(self, X, y, sample_weight=None):
         y_pred = self._forward(X)
+        real = self._real_steps(X) if self.output == "sequence" else None
         return self._r2(y, y_pred[..., 0] if self.n_outputs_ == 1 else y_pred,
-                        sample_weight)
+                        sample_weight, real)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -1280,12 +1376,19 @@ class RNNClassifier(ClassifierMixin, _BaseRNN):
             y = column_or_1d(y, warn=True)
             check_consistent_length(X, y)
         else:
-            y = np.asarray(y)
+            ragged = self._ragged_sequence_target(y, X)
+            y = np.asarray(y) if ragged is None else ragged[0]
             check_consistent_length(X, y)
             self._check_sequence_target_shape(y, X, (2,))
+            if ragged is not None and y.dtype.kind == "f":
+                # NaN padding made the labels floats: integral ones are ints
+                real_y = y[ragged[1]]
+                if np.array_equal(real_y, np.round(real_y)):
+                    y = y.astype(np.int64)
         if reset:
             self._multilabel = False
-        present = _unique_labels(y, "y")  # before sklearn sorts them
+        present = _unique_labels(y, "y")  # before sklearn sorts them (the
+        # padding holds a real label, so it adds none)
         check_classification_targets(y.ravel())
         if reset:
             labels = present if classes is None else _unique_labels(classes, "classes")
@@ -1303,7 +1406,11 @@ class RNNClassifier(ClassifierMixin, _BaseRNN):
             )
         codes = np.searchsorted(self.classes_, y)
         if len(self.classes_) == 2:
-            return y, codes.astype(np.dtype(self.dtype).type)
+            codes = codes.astype(np.dtype(self.dtype).type)
+            if self.output == "sequence" and self._real_steps(X) is not None:
+                # the training API reads NaN as padding of a float target
+                codes[~self._real_steps(X)] = np.nan
+            return y, codes
         return y, codes.astype(np.int64)
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -1372,12 +1479,17 @@ class RNNClassifier(ClassifierMixin, _BaseRNN):
         -------
         proba : ndarray
             Of shape (n_samples, n_classes) with ``output="last"``,
-            (n_samples, n_timesteps, n_classes) with ``output="sequence"``;
+            (n_samples, n_timesteps, n_classes) with ``output="sequence"``
+            (for ragged X in X's form, as :meth:`predict`);
             the classes are ordered as in ``classes_``. Multilabel: (n_samples,
             n_labels), each label's probability (they need not sum to 1).
         """
         check_is_fitted(self)
-        return self._proba(self._forward(self._validate_X(X, reset=False)))
+        Xv = self._validate_X(X, reset=False)
+        proba = self._proba(self._forward(Xv))
+        if self.output != "sequence":
+            return proba
+        return self._in_input_form(proba, X, self._real_steps(Xv))
 
     def _proba(self, Y):
         if self._is_multilabel():
@@ -1414,11 +1526,17 @@ class RNNClassifier(ClassifierMixin, _BaseRNN):
         y : ndarray
             Labels from ``classes_``: of shape (n_samples,) with
             ``output="last"``, (n_samples, n_timesteps) with
-            ``output="sequence"``. Multilabel: the indicator matrix
-            (n_samples, n_labels) of int, 1 where a label's probability
-            exceeds 0.5.
+            ``output="sequence"`` (for ragged X in X's form: a list of (T_i,)
+            arrays, or NaN where a NaN-padded X is padding). Multilabel: the
+            indicator matrix (n_samples, n_labels) of int, 1 where a label's
+            probability exceeds 0.5.
         """
-        return self._labels(self.predict_proba(X))
+        check_is_fitted(self)
+        Xv = self._validate_X(X, reset=False)
+        labels = self._labels(self._proba(self._forward(Xv)))
+        if self.output != "sequence":
+            return labels
+        return self._in_input_form(labels, X, self._real_steps(Xv))
 
     def _labels(self, proba):
         if self._is_multilabel():
@@ -1440,10 +1558,20 @@ class RNNClassifier(ClassifierMixin, _BaseRNN):
         -------
         score : float
         """
+        Xv = self._validate_X(X, reset=False)
+        ragged = (self._ragged_sequence_target(y, Xv) if self.output == "sequence"
+                  else None)
+        if ragged is not None:
+            return self._validation_score(Xv, ragged[0], sample_weight)
         y_pred = self.predict(X)
         return self._accuracy(np.asarray(y), y_pred, sample_weight)
 
-    def _accuracy(self, y, y_pred, sample_weight=None):
+    def _accuracy(self, y, y_pred, sample_weight=None, real=None):
+        if real is not None:
+            # over the real timesteps of ragged sequences only, each a sample
+            if sample_weight is not None:
+                sample_weight = np.repeat(np.asarray(sample_weight), real.sum(axis=1))
+            return accuracy_score(y[real], y_pred[real], sample_weight=sample_weight)
         if self.output == "sequence" and y.shape == y_pred.shape and y.ndim == 2:
             if sample_weight is not None:
                 sample_weight = np.repeat(np.asarray(sample_weight), y.shape[1])
@@ -1451,8 +1579,9 @@ class RNNClassifier(ClassifierMixin, _BaseRNN):
         return accuracy_score(y, y_pred, sample_weight=sample_weight)
 
     def _validation_score(self, X, y, sample_weight=None):
+        real = self._real_steps(X) if self.output == "sequence" else None
         return self._accuracy(y, self._labels(self._proba(self._forward(X))),
-                              sample_weight)
+                              sample_weight, real)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
