@@ -38,16 +38,18 @@ Options::
     --quick              smoke run: seed 0 only, at most 20 epochs, MLP 200 iterations
     --dtw-budget CELLS   skip 1-NN DTW above n_test*n_train*T^2 cells (default 1e9)
     --threads N          thread budget (threadpoolctl; bptt follows the BLAS count)
+    --padded             bptt gets variable-length series padded like the
+                         baselines instead of ragged (see below)
     --out FILE           also write the Markdown report to FILE
     --json FILE          save every per-seed figure (accuracy, n_iter_, final
                          loss, fit seconds, stop reason)
 
-Variable-length series (JapaneseVowels): bptt does not take ragged input
-yet (issue 14), so ``to_fixed_length`` pads every series to the longest one
-by repeating its last timestep, and every model (1-NN too) sees the padded
-arrays; a note is printed. When ragged input lands, set ``RAGGED_INPUT =
-True``: the lists of (T_i, C) arrays then go to the bptt pipelines as they
-are (the baselines keep the padded arrays).
+Variable-length series (JapaneseVowels, 7-29 steps): bptt gets the lists of
+(T_i, C) arrays as they are (ragged input, ``RAGGED_INPUT``); the baselines,
+which need one length, get every series padded to the longest one by
+repeating its last timestep (``to_fixed_length``); a note is printed.
+``--padded`` hands bptt the padded arrays too (the measurements made before
+the estimators took ragged input).
 """
 
 import argparse
@@ -109,8 +111,8 @@ EXTRA = ("ArrowHead", "OSULeaf")  # bundled with sktime, never used for tuning
 FORECASTING = ("sunspots",)
 DEFAULT_DATASETS = CLASSIFICATION + FORECASTING
 
-# bptt takes ragged input (a list of (T_i, C) arrays) once issue 14 lands.
-RAGGED_INPUT = False
+# bptt takes ragged input (a list of (T_i, C) arrays); --padded sets this False.
+RAGGED_INPUT = True
 
 SUNSPOTS_TEST_YEARS = 60
 SUNSPOTS_WINDOW = 20  # years of history per window: about two solar cycles
@@ -309,12 +311,12 @@ def classification_row(name, args, config, log):
     shape = f"train {describe(X_train)}, test {describe(X_test)}"
     log(f"{name}: {shape}, {len(np.unique(y_train))} classes")
     ragged = isinstance(X_train, list) or isinstance(X_test, list)
+    ragged_input = RAGGED_INPUT and not args.padded
     if ragged:
         length = max(x.shape[0] for x in list(X_train) + list(X_test))
-        note = (f"{name}: variable length; bptt does not take ragged input yet "
-                f"(issue 14): every series padded to T={length} by repeating its "
-                f"last timestep, for every model")
-        if RAGGED_INPUT:
+        note = (f"{name}: variable length (--padded): every series padded to "
+                f"T={length} by repeating its last timestep, for every model")
+        if ragged_input:
             note = (f"{name}: variable length; bptt gets the ragged series, the "
                     f"baselines the series padded to T={length} (last timestep repeated)")
         log("NOTE " + note)
@@ -322,7 +324,7 @@ def classification_row(name, args, config, log):
         Xtr_fixed, Xte_fixed = to_fixed_length(X_train, length), to_fixed_length(X_test, length)
     else:
         Xtr_fixed, Xte_fixed = X_train, X_test
-    Xtr_bptt, Xte_bptt = (X_train, X_test) if (ragged and RAGGED_INPUT) else (Xtr_fixed,
+    Xtr_bptt, Xte_bptt = (X_train, X_test) if (ragged and ragged_input) else (Xtr_fixed,
                                                                               Xte_fixed)
 
     row = {"name": name, "kind": "classification", "shape": shape, "notes": notes,
@@ -563,6 +565,8 @@ def parse_args(argv=None):
                     help="skip 1-NN DTW above n_test*n_train*T^2 cells (default 1e9)")
     ap.add_argument("--threads", type=int, default=None,
                     help="thread budget (threadpoolctl); bptt follows the BLAS count")
+    ap.add_argument("--padded", action="store_true",
+                    help="bptt gets variable-length series padded like the baselines")
     ap.add_argument("--out", default=None, help="also write the Markdown report here")
     ap.add_argument("--json", default=None, help="save every per-seed figure here")
     args = ap.parse_args(argv)
