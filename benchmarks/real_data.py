@@ -475,7 +475,8 @@ def header_lines(args, config, kernels):
                  + ("; --quick (at most 20 epochs)" if args.quick else ""))
     lines.append("bptt config: " + json.dumps(config, sort_keys=True)
                  + "; bptt defaults: RNNClassifier() / RNNRegressor() ("
-                 + ", ".join(f"{k}={v!r}" for k, v in _default_summary().items()) + ")")
+                 + ", ".join(f"{k}={v!r}" for k, v in _default_summary().items())
+                 + f"; RNNRegressor max_epochs={RNNRegressor().max_epochs})")
     return lines
 
 
