@@ -82,8 +82,7 @@ from compare import blas_kernels, cpu_model, git_commit
 # and explore_real.py, docs/benchmarks.md section 3) plus 64 hidden units.
 # Seeds 0-4, JapaneseVowels ragged: ItalyPowerDemand 0.968 and BasicMotions
 # 1.000 (targets 0.965, 0.975 met), JapaneseVowels 0.970, GunPoint 0.861
-# (one seed on
-# the first plateau: 0.467). 64 units, bidirectional, output="mean" was
+# (one seed on the first plateau: 0.467). 64 units, bidirectional, output="mean" was
 # measured against it on all four: no plateau on GunPoint (0.943) and
 # JapaneseVowels 0.977, but ItalyPowerDemand 0.956 and BasicMotions 0.970,
 # below their targets, at 2-3 times the time (--config '{"bidirectional":
