@@ -547,3 +547,12 @@ def test_curves_survive_save_and_load(tmp_path):
         assert getattr(loaded, name) == pytest.approx(getattr(clf, name)), name
     loaded.partial_fit(X, y)  # continues, one more entry each
     assert len(loaded.grad_norm_curve_) == 4
+
+
+def test_regressor_defaults_differ_from_the_classifiers_only_in_max_epochs():
+    # The measured defaults (docs/benchmarks.md section 3): 300 epochs
+    # overfit the forecasting benchmark, so the regressor trains for 100.
+    reg, clf = RNNRegressor().get_params(), RNNClassifier().get_params()
+    clf.pop("class_weight")
+    assert reg["max_epochs"] == 100 and clf["max_epochs"] == 300
+    assert {k for k in reg if reg[k] != clf[k]} == {"max_epochs"}

@@ -122,6 +122,36 @@ def _classes_array(classes):
     )
 
 
+def _class_weight_pairs(class_weight):
+    """A class_weight dict as a list of [label, weight] pairs for JSON.
+
+    JSON object keys are strings: {0: 1.0} would load as {"0": 1.0}, which
+    names no integer class, and mixed-type keys cannot even be sorted for
+    the checksum. A list of pairs keeps each label's type (int, float, bool,
+    str; NumPy scalars become the Python ones) and the order.
+    """
+    pairs = []
+    for key, weight in class_weight.items():
+        label = key.item() if isinstance(key, np.generic) else key
+        if not isinstance(label, (str, numbers.Integral, numbers.Real)):
+            raise ValueError(
+                f"save supports class_weight keys that are numbers or strings; "
+                f"got {key!r} of type {type(key).__name__}."
+            )
+        pairs.append([label, float(weight)])
+    return pairs
+
+
+def _class_weight_dict(pairs):
+    """Invert :func:`_class_weight_pairs` (checked: the file is untrusted)."""
+    if not isinstance(pairs, list) or not all(
+            isinstance(p, list) and len(p) == 2 and isinstance(p[0], (str, int, float))
+            and isinstance(p[1], (int, float)) and not isinstance(p[1], bool)
+            for p in pairs):
+        raise ValueError("class_weight must be a list of [label, weight] pairs")
+    return {label: float(weight) for label, weight in pairs}
+
+
 def save(estimator, path):
     """Write a fitted estimator to ``path`` (see the module docstring).
 
@@ -151,6 +181,8 @@ def save(estimator, path):
         params["random_state"] = None  # a RandomState instance is not data
     elif params["random_state"] is not None:
         params["random_state"] = int(params["random_state"])
+    if isinstance(params.get("class_weight"), dict):
+        params["class_weight"] = _class_weight_pairs(params["class_weight"])
 
     arrays = {f"param/{k}": np.array(v) for k, v in estimator.net_.params.items()}
     meta = {
@@ -402,7 +434,10 @@ def _rebuild(path, meta, arrays):
     try:
         params = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
         _check_net_shapes(meta["net"], params)
-        estimator = cls(**meta["params"])
+        init_params = dict(meta["params"])
+        if isinstance(init_params.get("class_weight"), list):
+            init_params["class_weight"] = _class_weight_dict(init_params["class_weight"])
+        estimator = cls(**init_params)
         estimator._validate_params()
         fitted = meta["fitted"]
         for attr in _FITTED_INTS:

@@ -1,0 +1,90 @@
+"""Named configurations on real_data.py's data sets, bptt only (issue 15).
+
+The exploration behind docs/benchmarks.md section 3 ("Ragged input and one
+configuration"; "The regressor's defaults"): each ``--config NAME=JSON``
+(parameters over the estimators' defaults) on each data set for each seed,
+through the same loaders, splits and ``SequenceScaler`` Pipeline as
+``real_data.py``; JapaneseVowels as the list of unequal-length series
+(ragged input) unless ``--padded``. sunspots: ``RNNRegressor`` on the same
+windows and one-step-ahead RMSE as ``real_data.py``'s forecasting row.
+
+    python benchmarks/explore_real.py --datasets GunPoint,JapaneseVowels \\
+        --seeds 0-1 --config 'bi={"bidirectional": true, "output": "mean"}'
+"""
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+from real_data import (SUNSPOTS_TEST_YEARS, SUNSPOTS_WINDOW, _seeds, load_classification,
+                       load_sunspots, run_bptt, summary, to_fixed_length)
+
+from bptt import RNNClassifier, RNNRegressor
+
+
+def sunspots_data():
+    _, s = load_sunspots()
+    n_test, W = SUNSPOTS_TEST_YEARS, SUNSPOTS_WINDOW
+    n_train = s.size - n_test
+    mu, sd = s[:n_train].mean(), s[:n_train].std()
+    X_train = np.stack([s[t - W:t] for t in range(W, n_train)])[:, :, None]
+    X_test = np.stack([s[t - W:t] for t in range(n_train, s.size)])[:, :, None]
+    y_train = (s[W:n_train] - mu) / sd
+
+    def score(pipe):
+        pred = pipe.predict(X_test) * sd + mu
+        return float(np.sqrt(np.mean((pred - s[n_train:]) ** 2)))
+
+    return X_train, y_train, score
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--datasets", default="GunPoint,JapaneseVowels")
+    ap.add_argument("--seeds", default="0-1")
+    ap.add_argument("--config", action="append", required=True,
+                    help="NAME=JSON, parameters over the defaults (repeatable)")
+    ap.add_argument("--padded", action="store_true",
+                    help="JapaneseVowels padded (last timestep repeated), not ragged")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    seeds = _seeds(args.seeds)
+    configs = {}
+    for item in args.config:
+        name, _, text = item.partition("=")
+        configs[name] = json.loads(text)
+    results = []
+    for ds in args.datasets.split(","):
+        if ds == "sunspots":
+            X_train, y_train, score = sunspots_data()
+            X_test = y_test = None
+            cls = RNNRegressor
+        else:
+            X_train, y_train, X_test, y_test = load_classification(ds)
+            score, cls = None, RNNClassifier
+            if isinstance(X_train, list) and args.padded:
+                T = max(x.shape[0] for x in X_train + X_test)
+                X_train, X_test = to_fixed_length(X_train, T), to_fixed_length(X_test, T)
+        for name, params in configs.items():
+            runs = []
+            for seed in seeds:
+                r = run_bptt(cls, params, X_train, y_train, X_test, y_test, seed, score=score)
+                print(f"{ds} {name} seed {seed}: {r['score']:.4f} {r['n_iter']} ep "
+                      f"loss {r['final_loss']:.4f} {r['seconds']:.1f}s", flush=True)
+                runs.append(r)
+            s = summary([r["score"] for r in runs], max if ds == "sunspots" else min)
+            line = (f"| {ds} | {name} | {s['mean']:.3f}±{s['std']:.3f} [{s['worst']:.3f}] | "
+                    f"{np.mean([r['n_iter'] for r in runs]):.0f} ep | "
+                    f"{np.mean([r['seconds'] for r in runs]):.1f}s |")
+            print(line, flush=True)
+            results.append({"dataset": ds, "config": name, "params": params, "runs": runs})
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
