@@ -781,28 +781,26 @@ def _backward_layers(net, lay, runs, states, masks, dtop, truncate, n_threads, b
 def _sorted_states(net, lay, state0):
     """The validated state0 (the contract's form) as one state per run, in
     sorted order, C-contiguous."""
+    spec = net._cell.spec
     LD = net.num_layers * net._directions
-    parts = state0 if isinstance(state0, tuple) else (state0,)
+    parts = spec.state_arrays(state0)
     if LD == 1:
         parts = tuple(a[None] for a in parts)
-    runs = []
-    for r in range(LD):
-        s = tuple(np.ascontiguousarray(a[r][lay.order]) for a in parts)
-        runs.append(s if isinstance(state0, tuple) else s[0])
-    return runs
+    return [spec.state_of([np.ascontiguousarray(a[r][lay.order]) for a in parts])
+            for r in range(LD)]
 
 
 def _unsorted_states(net, lay, finals):
     """Final states by run (sorted order) in the contract's form."""
-    pair = isinstance(finals[0], tuple)
-    parts = [f if pair else (f,) for f in finals]
+    spec = net._cell.spec
+    parts = [spec.state_arrays(f) for f in finals]
     out = []
     for k in range(len(parts[0])):
         a = np.empty((len(parts), lay.n, net.hidden_size), dtype=net.dtype)
         for r, f in enumerate(parts):
             a[r][lay.order] = f[k]
         out.append(a[0] if len(parts) == 1 else a)
-    return tuple(out) if pair else out[0]
+    return spec.state_of(out)
 
 
 def _pool(lay, top, output, directions):
@@ -960,8 +958,8 @@ class LayeredStepper:
         self._act = OUTPUT_ACTIVATIONS[net.output_activation]
         self._p = {name: value.copy() for name, value in net.params.items()}  # a snapshot
         self._runs = [_run_params(net, self._p, layer, 0) for layer in range(L)]
-        self._pair = isinstance(state0, tuple)
-        n = (state0[0] if self._pair else state0).shape[1]
+        self._spec = cell.spec
+        n = self._parts(state0)[0].shape[1]
         self._n, self._n_in, dtype = n, net.input_size, net.dtype
         self._caches = [cell.allocate(1, n, H, dtype) for _ in range(L)]
         self._state = copy_state(state0)
@@ -978,23 +976,24 @@ class LayeredStepper:
     def reset(self, h0):
         """Set the state (same form and shape as ``state``), validated as
         forward's h0 is."""
-        shape = (self._state[0] if self._pair else self._state).shape
-        state = check_state(h0, shape[1], shape[2], self._x.dtype, self._pair, shape[0])
+        shape = self._parts(self._state)[0].shape
+        state = check_state(h0, shape[1], shape[2], self._x.dtype,
+                            self._spec.has_cell_state, shape[0])
         for a, b in zip(self._parts(self._state), self._parts(state)):
             a[...] = b
 
     def _parts(self, state):
-        return state if self._pair else (state,)
+        return self._spec.state_arrays(state)
 
     def step(self, x):
         """Advance one timestep: x (n, I) (or (I,) for n = 1) -> y (n, O)."""
         self._x[0] = coerce_step_input(x, self._n, self._n_in, self._x.dtype)
         inp = self._x
         for layer, (p, cache) in enumerate(zip(self._runs, self._caches)):
-            s0 = tuple(np.ascontiguousarray(a[layer]) for a in self._parts(self._state))
-            self._cell.forward(inp, p, s0 if self._pair else s0[0], cache)
+            s0 = [np.ascontiguousarray(a[layer]) for a in self._parts(self._state)]
+            self._cell.forward(inp, p, self._spec.state_of(s0), cache)
             after = self._cell.state_after(cache, 0)
-            for a, b in zip(self._parts(self._state), after if self._pair else (after,)):
+            for a, b in zip(self._parts(self._state), self._parts(after)):
                 a[layer] = b
             inp = self._cell.hidden(cache)
         self._out.output_forward(inp[0], self._p["W_oh"], self._p["b_o"], self._act,
