@@ -20,20 +20,9 @@ import numpy as np
 import pytest
 
 import bptt
+from compare import GATES, SIZES, step_flops  # the sizes and FLOP count compare.py reports
 
-SIZES = {  # name: (n_samples, n_timesteps, input_size, hidden_size, output_size)
-    "S": (1, 100, 1, 16, 1),
-    "M": (32, 50, 32, 64, 8),
-    "L": (64, 100, 64, 256, 16),
-    "XL": (128, 200, 128, 512, 32),
-}
-GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 BUDGET = float(os.environ.get("BPTT_BENCH_SECONDS", "1.0"))
-
-
-def step_flops(cell, n, T, I, H, O):
-    G = GATES[cell]
-    return 3 * 2 * T * n * (G * I * H + G * H * H + H * O)
 
 
 def make_net(cell, size, dtype, backend):
