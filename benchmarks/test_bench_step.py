@@ -59,10 +59,12 @@ dtypes = params("dtype", ["float32", "float64"])
 backends = params("backend", ["cython", "numpy"])
 
 
-@cells
-@sizes
-@dtypes
-@backends
+def grid(test):
+    """Every cell, size, dtype and backend."""
+    return cells(sizes(dtypes(backends(test))))
+
+
+@grid
 def test_loss_and_grad(benchmark, cell, size, dtype, backend):
     net, X, y = make_net(cell, size, dtype, backend)
     benchmark.group = f"loss_and_grad {cell} {size}"
@@ -73,10 +75,7 @@ def test_loss_and_grad(benchmark, cell, size, dtype, backend):
     assert set(grads) == set(net.params)
 
 
-@cells
-@sizes
-@dtypes
-@backends
+@grid
 def test_forward(benchmark, cell, size, dtype, backend):
     net, X, _ = make_net(cell, size, dtype, backend)
     benchmark.group = f"forward {cell} {size}"

@@ -839,16 +839,20 @@ def _unpool(lay, dpooled, output, width, directions, buf):
     return dtop
 
 
-def layered_forward(net, lay, X, state0):
-    """forward() through the general driver: X batch-first (n, >= T, I).
-    Returns Y (rows, O) packed and the final state in the contract's form."""
+def _layered_output(net, lay, X, state0, output=None):
+    """The layers on X batch-first (n, >= T, I), then the output layer on
+    their top output (packed rows), or on its pooling for ``output`` "last"
+    or "mean" ((n, .) in sorted order). Returns Y and the final states by
+    run (sorted order)."""
     buf = Buffers(net)
     with serial_blas() if holds_blas(net, lay.n, lay.T) else nullcontext(1) as budget:
         n_threads = plan_threads(net, budget, lay.n)
         Xp = lay.pack(X, buf.empty("X", (lay.rows, X.shape[2]), net.dtype))
         _, top, finals = _forward_layers(net, lay, Xp, _sorted_states(net, lay, state0),
                                          None, n_threads, buf)
-        Z = buf.empty("Z", (lay.rows, net.output_size), net.dtype)
+        if output is not None:
+            top = np.ascontiguousarray(_pool(lay, top, output, net._directions))
+        Z = buf.empty("Z", (top.shape[0], net.output_size), net.dtype)
         Y = np.empty_like(Z)  # returned
         net._out.output_forward(top, net._params["W_oh"], net._params["b_o"],
                                 OUTPUT_ACTIVATIONS[net.output_activation], Z, Y)
@@ -858,29 +862,20 @@ def layered_forward(net, lay, X, state0):
             "forward produced non-finite outputs: the parameters hold NaN/inf "
             "or the inputs are too large for the network's dtype."
         )
+    return Y, finals
+
+
+def layered_forward(net, lay, X, state0):
+    """forward() through the general driver: X batch-first (n, >= T, I).
+    Returns Y (rows, O) packed and the final state in the contract's form."""
+    Y, finals = _layered_output(net, lay, X, state0)
     return Y, _unsorted_states(net, lay, finals)
 
 
 def layered_readout(net, lay, X, state0, output):
     """The output layer on the pooled top output ("last" or "mean"), (n, O)
     in sample order; X batch-first (n, >= T, I)."""
-    buf = Buffers(net)
-    with serial_blas() if holds_blas(net, lay.n, lay.T) else nullcontext(1) as budget:
-        n_threads = plan_threads(net, budget, lay.n)
-        Xp = lay.pack(X, buf.empty("X", (lay.rows, X.shape[2]), net.dtype))
-        _, top, _ = _forward_layers(net, lay, Xp, _sorted_states(net, lay, state0), None,
-                                    n_threads, buf)
-        Hs = np.ascontiguousarray(_pool(lay, top, output, net._directions))
-        Z = np.empty((lay.n, net.output_size), dtype=net.dtype)
-        Y = np.empty_like(Z)
-        net._out.output_forward(Hs, net._params["W_oh"], net._params["b_o"],
-                                OUTPUT_ACTIVATIONS[net.output_activation], Z, Y)
-    buf.keep()
-    if not np.isfinite(Y).all():
-        raise FloatingPointError(
-            "forward produced non-finite outputs: the parameters hold NaN/inf "
-            "or the inputs are too large for the network's dtype."
-        )
+    Y, _ = _layered_output(net, lay, X, state0, output)
     out = np.empty_like(Y)
     out[lay.order] = Y
     return out
