@@ -78,6 +78,7 @@ import time
 import numpy as np
 
 import bptt
+from bptt._cells import CELLS
 from bptt.rnn import compiled_variant
 
 SIZES = {  # name: (n_samples, n_timesteps, input_size, hidden_size, output_size)
@@ -86,7 +87,7 @@ SIZES = {  # name: (n_samples, n_timesteps, input_size, hidden_size, output_size
     "L": (64, 100, 64, 256, 16),
     "XL": (128, 200, 128, 512, 32),
 }
-GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+GATES = {name: spec.n_gates for name, spec in CELLS.items()}  # G, from the cell registry
 STREAM = (1, 1000, 1, 64, 1)  # one long sequence, inference only
 SYSTEMS = ("bptt", "numpy", "torch", "jax")
 ENV_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS",

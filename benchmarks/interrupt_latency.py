@@ -12,42 +12,21 @@ decomposition on NumPy's BLAS).
 """
 
 import os
-import signal
-import threading
-import time
+import sys
 import warnings
 
 import numpy as np
 
 import bptt
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+from interrupting import interrupted  # noqa: E402  (tests/interrupting.py)
+
 
 def latency(call, delay):
     """Seconds from SIGINT (sent `delay` s into call()) to KeyboardInterrupt,
     or None when the call ended first."""
-    sent, done = [], threading.Event()
-
-    def send():
-        if not done.wait(delay):
-            sent.append(time.perf_counter())
-            os.kill(os.getpid(), signal.SIGINT)
-
-    timer = threading.Thread(target=send)
-    timer.start()
-    try:
-        call()
-    except KeyboardInterrupt:
-        caught = time.perf_counter()
-        done.set()
-        timer.join()
-        return caught - sent[0]
-    try:
-        done.set()
-        timer.join()
-        time.sleep(0.05)
-    except KeyboardInterrupt:
-        pass
-    return None
+    return interrupted(call, delay)[1]
 
 
 def main():

@@ -20,20 +20,9 @@ import numpy as np
 import pytest
 
 import bptt
+from compare import GATES, SIZES, step_flops  # the sizes and FLOP count compare.py reports
 
-SIZES = {  # name: (n_samples, n_timesteps, input_size, hidden_size, output_size)
-    "S": (1, 100, 1, 16, 1),
-    "M": (32, 50, 32, 64, 8),
-    "L": (64, 100, 64, 256, 16),
-    "XL": (128, 200, 128, 512, 32),
-}
-GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 BUDGET = float(os.environ.get("BPTT_BENCH_SECONDS", "1.0"))
-
-
-def step_flops(cell, n, T, I, H, O):
-    G = GATES[cell]
-    return 3 * 2 * T * n * (G * I * H + G * H * H + H * O)
 
 
 def make_net(cell, size, dtype, backend):
@@ -70,10 +59,12 @@ dtypes = params("dtype", ["float32", "float64"])
 backends = params("backend", ["cython", "numpy"])
 
 
-@cells
-@sizes
-@dtypes
-@backends
+def grid(test):
+    """Every cell, size, dtype and backend."""
+    return cells(sizes(dtypes(backends(test))))
+
+
+@grid
 def test_loss_and_grad(benchmark, cell, size, dtype, backend):
     net, X, y = make_net(cell, size, dtype, backend)
     benchmark.group = f"loss_and_grad {cell} {size}"
@@ -84,10 +75,7 @@ def test_loss_and_grad(benchmark, cell, size, dtype, backend):
     assert set(grads) == set(net.params)
 
 
-@cells
-@sizes
-@dtypes
-@backends
+@grid
 def test_forward(benchmark, cell, size, dtype, backend):
     net, X, _ = make_net(cell, size, dtype, backend)
     benchmark.group = f"forward {cell} {size}"

@@ -15,6 +15,7 @@ import bptt._bptt
 from helpers import (
     ACTIVATION_LOSSES,
     GATES,
+    HAS_CELL_STATE,
     as_list,
     assert_grads_close,
     detached_loss,
@@ -121,7 +122,7 @@ class GatedCellSuite:
         dX = np.empty_like(X)
         dstate0 = cell_obj.backward(X, p, state0, cache, R.copy(), None, 0, grads, dX=dX)
         np.testing.assert_allclose(dX, numerical_gradient(loss, X), rtol=1e-6, atol=1e-8)
-        if cell == "lstm":
+        if HAS_CELL_STATE[cell]:
             for d, s in zip(dstate0, state0):
                 np.testing.assert_allclose(d, numerical_gradient(loss, s), rtol=1e-6, atol=1e-8)
         else:
@@ -150,7 +151,7 @@ class GatedCellSuite:
 
         _, cache1 = cell_forward(c, X[:s], p, state0)
         state_s = tuple(a.copy() for a in as_list(c.state_after(cache1, s - 1)))
-        state_s = state_s if cell == "lstm" else state_s[0]
+        state_s = state_s if HAS_CELL_STATE[cell] else state_s[0]
         _, cache2 = cell_forward(c, X[s:], p, state_s)
         chunks = {k: v.copy() for k, v in zeros.items()}
         carry = kernel_backward(cell, K, X[s:], p, state_s, cache2, R[s:].copy(), truncate,
@@ -161,7 +162,7 @@ class GatedCellSuite:
         dH1 = R[:s].copy()
         dH1[-1] += carry[0]
         dstate_chunks = kernel_backward(cell, K, X[:s], p, state0, cache1, dH1, truncate, chunks,
-                                        True, carry[1] if cell == "lstm" else None)
+                                        True, carry[1] if HAS_CELL_STATE[cell] else None)
         assert_grads_close(chunks, whole, rtol=1e-12, atol=1e-14)
         for u, v in zip(as_list(dstate_chunks), as_list(dstate_whole), strict=True):
             np.testing.assert_allclose(u, v, rtol=1e-12, atol=1e-14)
@@ -218,7 +219,7 @@ class GatedCellSuite:
         Y1, s1 = net.forward(X[:, :4])
         Y2, s2 = net.forward(X[:, 4:], h0=s1)
         np.testing.assert_allclose(np.concatenate([Y1, Y2], axis=1), Y, rtol=1e-12, atol=1e-14)
-        if cell == "lstm":
+        if HAS_CELL_STATE[cell]:
             assert isinstance(state, tuple) and len(state) == 2
             for u, v in zip(s2, state):
                 assert u.shape == (3, 4)

@@ -4,6 +4,40 @@ The loss helpers are written again from the contract's definitions, so a
 test comparing ``net.loss_and_grad`` with them checks one against the
 other; truncated BPTT is checked against losses whose state is held fixed
 at each window start.
+
+Tests mirror the modules: each module of ``python/bptt/`` and each kernel
+family of ``src/`` has its test file, ``test_<module>.py`` where the names
+match, else the one below; the files not listed here test behaviour across
+modules (test_property, test_learning, test_docs, test_fork, test_interrupt,
+test_fpmode, test_kernel_checks, test_batch_budgets, test_zero_timesteps, test_truncation,
+test_torch_interop).
+
+==============================  ===============================================
+module                          tests
+==============================  ===============================================
+_kernels                        test_kernels
+_threads                        test_threads (thread plans, BLAS), test_threadpool
+_validation                     test_bad_input, test_inputs (src/_inputs.pyx)
+_cells                          test_cells
+_elman / _lstm / _gru, and      test_elman, test_lstm, test_gru (kernel and
+reference/elman, lstm, gru      reference of one cell in one file; the gated
+                                cells share cell_suite.py)
+_output, reference/output       test_output
+reference (the plain maths)     test_reference
+optimizers, src/_optim.pyx      test_optimizers
+_bptt                           test_bptt, test_chunking, test_workspace;
+                                test_layers and test_ragged (its layered path),
+                                test_gradient_flow (state gradients)
+rnn                             test_rnn, test_params, test_stream
+interop                         test_interop, test_torch_interop
+persistence                     test_persistence, test_load_hardening
+estimators                      test_estimators, test_estimator_training
+gradcheck, plot, preprocessing  test_gradcheck, test_plot, test_preprocessing
+_gradient_demo, __main__        test_gradient_demo, test_cli
+src/vmath.h, src/_vmath.pyx     test_vmath
+src/threadpool.h                test_threadpool
+the package's imports           test_imports (FLOORS)
+==============================  ===============================================
 """
 
 import importlib.util
@@ -18,6 +52,8 @@ from bptt._kernels import load_kernels
 CELLS = tuple(_cells.CELLS)
 # rows of W_xh / W_hh per hidden unit
 GATES = {cell: _cells.CELLS[cell].n_gates for cell in CELLS}
+# whether a cell's state is a tuple (h, c) rather than one array h
+HAS_CELL_STATE = {cell: _cells.CELLS[cell].has_cell_state for cell in CELLS}
 # (cell, nonlinearity) of every recurrence: the Elman cell's two, the gated cells'
 CELL_NONLINEARITIES = [(cell, nl) for cell in CELLS
                        for nl in (("tanh", "relu") if _cells.CELLS[cell].nonlinearity else ("tanh",))]

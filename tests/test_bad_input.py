@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import bptt
-from helpers import CELLS
+from helpers import CELLS, HAS_CELL_STATE
 
 
 @pytest.fixture
@@ -270,7 +270,7 @@ def test_stream_reset_validates_like_forward_h0(backend, cell, dtype):
                   np.zeros(5), np.full((2, 5), "a")]
     if dtype == "float32":
         bad_arrays.append(_big((2, 5)))
-    if cell == "lstm":
+    if HAS_CELL_STATE[cell]:
         bads = [good, (good,), (good, good, good), "h"]
         bads += [(a, good) for a in bad_arrays] + [(good, a) for a in bad_arrays]
     else:
@@ -286,7 +286,7 @@ def test_stream_reset_validates_like_forward_h0(backend, cell, dtype):
         assert np.isfinite(stream.step(np.ones((2, 3)))).all()
         before = stream.state
     # a valid state (a list for the lstm, too) is taken, as forward takes it
-    h0 = [good, 2 * good] if cell == "lstm" else good
+    h0 = [good, 2 * good] if HAS_CELL_STATE[cell] else good
     stream.reset(h0)
     want, _ = net.forward(X, h0=h0)
     np.testing.assert_allclose(stream.step(np.ones((2, 3))), want[:, 0],

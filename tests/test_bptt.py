@@ -6,8 +6,10 @@ import pytest
 
 import bptt
 
+from helpers import CELLS, HAS_CELL_STATE
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("output", ["sequence", "last"])
 def test_training_data_slices_match_loss_and_grad(cell, output):
     rng = np.random.default_rng(0)
@@ -24,8 +26,8 @@ def test_training_data_slices_match_loss_and_grad(cell, output):
     # a window of timesteps from a carried state
     h = data.advance(rows, 0, 4)
     _, h_ref = net.forward(X[rows][:, :4])
-    np.testing.assert_allclose(np.asarray(h[0] if cell == "lstm" else h),
-                               np.asarray(h_ref[0] if cell == "lstm" else h_ref))
+    np.testing.assert_allclose(np.asarray(h[0] if HAS_CELL_STATE[cell] else h),
+                               np.asarray(h_ref[0] if HAS_CELL_STATE[cell] else h_ref))
     loss, grads, _ = data.loss_and_grad(rows, 4, None, h)
     yw = y[rows][:, 4:] if output == "sequence" else y[rows]
     ref, ref_grads = net.loss_and_grad(X[rows][:, 4:], yw, output=output, h0=h_ref)

@@ -16,6 +16,7 @@ from bptt import RNN, RNNClassifier, RNNRegressor
 from bptt import _bptt
 from bptt import _threads
 from bptt.rnn import load_kernels
+from helpers import make_target
 
 # The Elman cell in float64 (exact comparisons), not the defaults (GRU, float32)
 F64 = dict(cell="rnn", dtype="float64")
@@ -29,15 +30,6 @@ def _quiet_fit(est, X, y, **kw):
         return est.fit(X, y, **kw)
 
 
-def _target(rng, loss, output, n, T, O):
-    lead = (n, T) if output == "sequence" else (n,)
-    if loss == "cross_entropy":
-        return rng.integers(0, O, size=lead)
-    if loss == "binary_cross_entropy":
-        return rng.random(lead + (O,))
-    return rng.standard_normal(lead + (O,))
-
-
 def _problem(seed, cell, activation, loss, output, n=5, T=4, I=3, H=4, O=3):
     rng = np.random.default_rng(seed)
     net = RNN(I, H, O, cell=cell, output_activation=activation, dtype="float64",
@@ -45,7 +37,7 @@ def _problem(seed, cell, activation, loss, output, n=5, T=4, I=3, H=4, O=3):
     for name, value in net.params.items():
         net.params[name] = rng.normal(0, 0.5, value.shape)
     X = rng.standard_normal((n, T, I))
-    return net, X, _target(rng, loss, output, n, T, O), rng
+    return net, X, make_target(rng, loss, output, n, T, O), rng
 
 
 # ---------------------------------------------------------------- output layer

@@ -39,37 +39,7 @@ def blas_threads():
                   if i["user_api"] == "blas")
 
 
-def interrupted(call, delay, started=None):
-    """Run call() and send this process SIGINT `delay` s after `started`
-    (an Event; the call's start when None) is set: (got a
-    KeyboardInterrupt, seconds from the signal to the exception)."""
-    if started is None:
-        started = threading.Event()
-        started.set()
-    done = threading.Event()
-    sent = []
-
-    def send():
-        if started.wait(120) and not done.wait(delay):
-            sent.append(time.perf_counter())
-            os.kill(os.getpid(), signal.SIGINT)
-
-    timer = threading.Thread(target=send)
-    timer.start()
-    try:
-        call()
-    except KeyboardInterrupt:
-        caught = time.perf_counter()
-        done.set()
-        timer.join()
-        return bool(sent), caught - sent[0] if sent else None
-    try:  # the call ended first: a signal sent meanwhile lands here
-        done.set()
-        timer.join()
-        time.sleep(0.05)
-    except KeyboardInterrupt:
-        pass
-    return False, None
+from interrupting import interrupted  # tests/interrupting.py, on PYTHONPATH
 
 
 class Recording(bptt.RNNRegressor):
@@ -214,6 +184,9 @@ def _run(tmp_path, script, timeout=180):
     path = tmp_path / "interrupt.py"
     path.write_text(textwrap.dedent(script))
     env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    # the scripts import tests/interrupting.py
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.path.dirname(os.path.abspath(__file__)),
+                                                      env.get("PYTHONPATH")]))
     proc = subprocess.run([sys.executable, str(path)], capture_output=True, text=True,
                           timeout=timeout, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]

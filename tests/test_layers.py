@@ -11,9 +11,8 @@ import pytest
 import bptt
 from bptt import _bptt
 
+from helpers import CELLS, numerical_gradient
 from torch_reference import assert_close, torch_loss_grad
-
-CELLS = ["rnn", "lstm", "gru"]
 
 
 def _problem(net, n, T, output, loss="mse", seed=0):
@@ -72,20 +71,6 @@ def test_other_losses_match_torch(loss):
         assert_close(grads[name], ref_grads[name], "float64", name)
 
 
-def _numeric_grad(f, params, name, eps=1e-6):
-    p = params[name]
-    out = np.zeros_like(p)
-    for i in np.ndindex(p.shape):
-        old = p[i]
-        p[i] = old + eps
-        plus = f()
-        p[i] = old - eps
-        minus = f()
-        p[i] = old
-        out[i] = (plus - minus) / (2 * eps)
-    return out
-
-
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("output,truncate", [("sequence", None), ("sequence", 2),
                                              ("last", 3), ("mean", None)])
@@ -114,7 +99,7 @@ def test_finite_differences_numpy_backend(cell, output, truncate):
                                              state0, masks)[0]
 
     for name in params:
-        num = _numeric_grad(f, params, name)
+        num = numerical_gradient(f, params[name])
         np.testing.assert_allclose(grads[name], num, rtol=1e-5, atol=1e-8, err_msg=name)
     net.params = params  # as they were
     if truncate:

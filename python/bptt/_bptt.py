@@ -802,28 +802,26 @@ def _backward_layers(net, lay, runs, states, masks, dtop, truncate, n_threads, b
 def _sorted_states(net, lay, state0):
     """The validated state0 (the contract's form) as one state per run, in
     sorted order, C-contiguous."""
+    spec = net._cell.spec
     LD = net.num_layers * net._directions
-    parts = state0 if isinstance(state0, tuple) else (state0,)
+    parts = spec.state_arrays(state0)
     if LD == 1:
         parts = tuple(a[None] for a in parts)
-    runs = []
-    for r in range(LD):
-        s = tuple(np.ascontiguousarray(a[r][lay.order]) for a in parts)
-        runs.append(s if isinstance(state0, tuple) else s[0])
-    return runs
+    return [spec.state_of([np.ascontiguousarray(a[r][lay.order]) for a in parts])
+            for r in range(LD)]
 
 
 def _unsorted_states(net, lay, finals):
     """Final states by run (sorted order) in the contract's form."""
-    pair = isinstance(finals[0], tuple)
-    parts = [f if pair else (f,) for f in finals]
+    spec = net._cell.spec
+    parts = [spec.state_arrays(f) for f in finals]
     out = []
     for k in range(len(parts[0])):
         a = np.empty((len(parts), lay.n, net.hidden_size), dtype=net.dtype)
         for r, f in enumerate(parts):
             a[r][lay.order] = f[k]
         out.append(a[0] if len(parts) == 1 else a)
-    return tuple(out) if pair else out[0]
+    return spec.state_of(out)
 
 
 def _pool(lay, top, output, directions):
@@ -862,16 +860,20 @@ def _unpool(lay, dpooled, output, width, directions, buf):
     return dtop
 
 
-def layered_forward(net, lay, X, state0):
-    """forward() through the general driver: X batch-first (n, >= T, I).
-    Returns Y (rows, O) packed and the final state in the contract's form."""
+def _layered_output(net, lay, X, state0, output=None):
+    """The layers on X batch-first (n, >= T, I), then the output layer on
+    their top output (packed rows), or on its pooling for ``output`` "last"
+    or "mean" ((n, .) in sorted order). Returns Y and the final states by
+    run (sorted order)."""
     buf = Buffers(net)
     with serial_blas() if holds_blas(net, lay.n, lay.T) else nullcontext(1) as budget:
         n_threads = plan_threads(net, budget, lay.n)
         Xp = lay.pack(X, buf.empty("X", (lay.rows, X.shape[2]), net.dtype))
         _, top, finals = _forward_layers(net, lay, Xp, _sorted_states(net, lay, state0),
                                          None, n_threads, buf)
-        Z = buf.empty("Z", (lay.rows, net.output_size), net.dtype)
+        if output is not None:
+            top = np.ascontiguousarray(_pool(lay, top, output, net._directions))
+        Z = buf.empty("Z", (top.shape[0], net.output_size), net.dtype)
         Y = np.empty_like(Z)  # returned
         net._out.output_forward(top, net._params["W_oh"], net._params["b_o"],
                                 OUTPUT_ACTIVATIONS[net.output_activation], Z, Y)
@@ -881,29 +883,20 @@ def layered_forward(net, lay, X, state0):
             "forward produced non-finite outputs: the parameters hold NaN/inf "
             "or the inputs are too large for the network's dtype."
         )
+    return Y, finals
+
+
+def layered_forward(net, lay, X, state0):
+    """forward() through the general driver: X batch-first (n, >= T, I).
+    Returns Y (rows, O) packed and the final state in the contract's form."""
+    Y, finals = _layered_output(net, lay, X, state0)
     return Y, _unsorted_states(net, lay, finals)
 
 
 def layered_readout(net, lay, X, state0, output):
     """The output layer on the pooled top output ("last" or "mean"), (n, O)
     in sample order; X batch-first (n, >= T, I)."""
-    buf = Buffers(net)
-    with serial_blas() if holds_blas(net, lay.n, lay.T) else nullcontext(1) as budget:
-        n_threads = plan_threads(net, budget, lay.n)
-        Xp = lay.pack(X, buf.empty("X", (lay.rows, X.shape[2]), net.dtype))
-        _, top, _ = _forward_layers(net, lay, Xp, _sorted_states(net, lay, state0), None,
-                                    n_threads, buf)
-        Hs = np.ascontiguousarray(_pool(lay, top, output, net._directions))
-        Z = np.empty((lay.n, net.output_size), dtype=net.dtype)
-        Y = np.empty_like(Z)
-        net._out.output_forward(Hs, net._params["W_oh"], net._params["b_o"],
-                                OUTPUT_ACTIVATIONS[net.output_activation], Z, Y)
-    buf.keep()
-    if not np.isfinite(Y).all():
-        raise FloatingPointError(
-            "forward produced non-finite outputs: the parameters hold NaN/inf "
-            "or the inputs are too large for the network's dtype."
-        )
+    Y, _ = _layered_output(net, lay, X, state0, output)
     out = np.empty_like(Y)
     out[lay.order] = Y
     return out
@@ -1018,8 +1011,8 @@ class LayeredStepper:
         self._act = OUTPUT_ACTIVATIONS[net.output_activation]
         self._p = {name: value.copy() for name, value in net.params.items()}  # a snapshot
         self._runs = [_run_params(net, self._p, layer, 0) for layer in range(L)]
-        self._pair = isinstance(state0, tuple)
-        n = (state0[0] if self._pair else state0).shape[1]
+        self._spec = cell.spec
+        n = self._parts(state0)[0].shape[1]
         self._n, self._n_in, dtype = n, net.input_size, net.dtype
         self._caches = [cell.allocate(1, n, H, dtype) for _ in range(L)]
         self._state = copy_state(state0)
@@ -1036,23 +1029,24 @@ class LayeredStepper:
     def reset(self, h0):
         """Set the state (same form and shape as ``state``), validated as
         forward's h0 is."""
-        shape = (self._state[0] if self._pair else self._state).shape
-        state = check_state(h0, shape[1], shape[2], self._x.dtype, self._pair, shape[0])
+        shape = self._parts(self._state)[0].shape
+        state = check_state(h0, shape[1], shape[2], self._x.dtype,
+                            self._spec.has_cell_state, shape[0])
         for a, b in zip(self._parts(self._state), self._parts(state)):
             a[...] = b
 
     def _parts(self, state):
-        return state if self._pair else (state,)
+        return self._spec.state_arrays(state)
 
     def step(self, x):
         """Advance one timestep: x (n, I) (or (I,) for n = 1) -> y (n, O)."""
         self._x[0] = coerce_step_input(x, self._n, self._n_in, self._x.dtype)
         inp = self._x
         for layer, (p, cache) in enumerate(zip(self._runs, self._caches)):
-            s0 = tuple(np.ascontiguousarray(a[layer]) for a in self._parts(self._state))
-            self._cell.forward(inp, p, s0 if self._pair else s0[0], cache)
+            s0 = [np.ascontiguousarray(a[layer]) for a in self._parts(self._state)]
+            self._cell.forward(inp, p, self._spec.state_of(s0), cache)
             after = self._cell.state_after(cache, 0)
-            for a, b in zip(self._parts(self._state), after if self._pair else (after,)):
+            for a, b in zip(self._parts(self._state), self._parts(after)):
                 a[layer] = b
             inp = self._cell.hidden(cache)
         self._out.output_forward(inp[0], self._p["W_oh"], self._p["b_o"], self._act,

@@ -63,6 +63,17 @@ def _torch_cells():
     return [name for name, spec in CELLS.items() if spec.torch_module is not None]
 
 
+def _state_dict_keys(state_dict):
+    """The keys of a state dict, or a TypeError when it is not a mapping."""
+    try:
+        return list(state_dict.keys())
+    except AttributeError:
+        raise TypeError(
+            f"state_dict must be a mapping of str to arrays; got "
+            f"{type(state_dict).__name__}."
+        ) from None
+
+
 def from_torch_state_dict(network_type, state_dict, *, cell=None, nonlinearity="tanh",
                           output_activation="identity", dtype=None, backend="cython",
                           rnn_prefix="", output_prefix=""):
@@ -89,13 +100,7 @@ def from_torch_state_dict(network_type, state_dict, *, cell=None, nonlinearity="
         "weight": f"{output_prefix}weight",
         "bias": f"{output_prefix}bias",
     }
-    try:
-        keys = list(state_dict.keys())
-    except AttributeError:
-        raise TypeError(
-            f"state_dict must be a mapping of str to arrays; got "
-            f"{type(state_dict).__name__}."
-        ) from None
+    keys = _state_dict_keys(state_dict)
     unexpected = sorted(set(keys) - set(names.values()))
     if unexpected:
         modules = "/".join(dict.fromkeys(CELLS[c].torch_module for c in _torch_cells()))
@@ -243,13 +248,7 @@ def from_torch_state_dict_layers(network_type, state_dict, *, cell=None,
                                  output_prefix=""):
     """:func:`from_torch_state_dict` for any depth and direction: the layers
     and directions are read from the keys (``_l{l}``, ``_reverse``)."""
-    try:
-        keys = list(state_dict.keys())
-    except AttributeError:
-        raise TypeError(
-            f"state_dict must be a mapping of str to arrays; got "
-            f"{type(state_dict).__name__}."
-        ) from None
+    keys = _state_dict_keys(state_dict)
     pattern = re.compile(re.escape(rnn_prefix) + r"(weight|bias)_(ih|hh)_l(\d+)(_reverse)?$")
     found = [pattern.match(k) for k in keys if isinstance(k, str)]
     runs = {(int(m.group(3)), bool(m.group(4))) for m in found if m}
