@@ -551,6 +551,30 @@ def is_ragged(X):
             and X.size > 0 and bool(np.isnan(X).any()))
 
 
+def target_sequences(y, lengths, convert=None):
+    """A list target of ``output="sequence"`` for ragged X, checked against
+    X's ``lengths``: one array per sequence, (T_i, ...), all of the same
+    shape after the first axis. ``convert`` turns each item into an array
+    (default: a numeric array; the classifier passes np.asarray for labels).
+    """
+    n = len(lengths)
+    if len(y) != n:
+        raise ValueError(f"Found input variables with inconsistent numbers of "
+                         f"samples: [{n}, {len(y)}] (X and y).")
+    arrays = [as_numeric_array(t, f"y[{i}]") if convert is None else convert(t)
+              for i, t in enumerate(y)]
+    for i, t in enumerate(arrays):
+        if t.ndim == 0 or t.shape[0] != lengths[i]:
+            raise ValueError(
+                f"y[{i}] has {t.shape[0] if t.ndim else 0} timesteps but X[{i}] has "
+                f"{lengths[i]}: a target of output='sequence' needs one row per "
+                f"timestep.")
+    if any(t.shape[1:] != arrays[0].shape[1:] for t in arrays):
+        raise ValueError("Every target sequence must have the same shape after its "
+                         "first axis.")
+    return arrays
+
+
 def check_ragged_target(y, lengths, form, loss, output_size, dtype):
     """Targets of ``output="sequence"`` for ragged X, in its form.
 
@@ -560,20 +584,8 @@ def check_ragged_target(y, lengths, form, loss, output_size, dtype):
     """
     n, T = len(lengths), int(lengths.max())
     if _is_ragged_list(y) or (form == "list" and isinstance(y, (list, tuple))):
-        if len(y) != n:
-            raise ValueError(f"Found input variables with inconsistent numbers of "
-                             f"samples: [{n}, {len(y)}] (X and y).")
-        arrays = [as_numeric_array(t, f"y[{i}]") for i, t in enumerate(y)]
-        for i, t in enumerate(arrays):
-            if t.ndim == 0 or t.shape[0] != lengths[i]:
-                raise ValueError(
-                    f"y[{i}] has {t.shape[0] if t.ndim else 0} timesteps but X[{i}] has "
-                    f"{lengths[i]}: a target of output='sequence' needs one row per "
-                    f"timestep.")
+        arrays = target_sequences(y, lengths)
         tail = arrays[0].shape[1:]
-        if any(t.shape[1:] != tail for t in arrays):
-            raise ValueError("Every target sequence must have the same shape after its "
-                             "first axis.")
         pad = np.zeros((n, T) + tail, dtype=np.result_type(*arrays))
         for i, t in enumerate(arrays):
             pad[i, :len(t)] = t

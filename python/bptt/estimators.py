@@ -45,7 +45,8 @@ from sklearn.utils.validation import (
 from . import persistence
 from ._cells import CELLS
 from ._validation import (_is_ragged_list, as_numeric_array, check_ragged,
-                          check_sample_weight, check_timesteps, is_ragged)
+                          check_sample_weight, check_timesteps, is_ragged,
+                          target_sequences)
 from .optimizers import OPTIMIZERS
 from .rnn import RNN
 
@@ -296,19 +297,7 @@ class _BaseRNN(BaseEstimator, metaclass=ABCMeta):
         n, T = real.shape
         lengths = real.sum(axis=1)
         if isinstance(y, (list, tuple)):
-            if len(y) != n:
-                raise ValueError(f"Found input variables with inconsistent numbers of "
-                                 f"samples: [{n}, {len(y)}] (X and y).")
-            arrays = [np.asarray(t) for t in y]
-            for i, t in enumerate(arrays):
-                if t.ndim == 0 or t.shape[0] != lengths[i]:
-                    raise ValueError(
-                        f"y[{i}] has {t.shape[0] if t.ndim else 0} timesteps but X[{i}] "
-                        f"has {lengths[i]}: a target of output='sequence' needs one row "
-                        f"per timestep.")
-            if any(t.shape[1:] != arrays[0].shape[1:] for t in arrays):
-                raise ValueError("Every target sequence must have the same shape after "
-                                 "its first axis.")
+            arrays = target_sequences(y, lengths, convert=np.asarray)
             flat = np.concatenate(arrays)
             out = np.empty((n, T) + flat.shape[1:], dtype=flat.dtype)
             out[real] = flat
