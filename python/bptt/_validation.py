@@ -532,7 +532,10 @@ def check_ragged(X, input_size, dtype, name="X", owner="RNN"):
             out[i, :len(a)] = a
         return out, lengths, "list"
     arr = as_numeric_array(X, name)
-    if arr.ndim == 3 and arr.dtype.kind == "f" and arr.size and np.isnan(arr).any():
+    # all_finite first: one compiled pass, no (n, T, F) bool array, on the
+    # every-call path of plain finite X
+    if (arr.ndim == 3 and arr.dtype.kind == "f" and arr.size and not all_finite(arr)
+            and np.isnan(arr).any()):
         lengths = padding_lengths(arr)
         filled = np.where(np.isnan(arr), 0, arr)
         return (check_sequences(filled, input_size or arr.shape[2], dtype, name, owner),
@@ -548,7 +551,7 @@ def is_ragged(X):
     if _is_ragged_list(X):
         return True
     return (isinstance(X, np.ndarray) and X.dtype.kind == "f" and X.ndim in (2, 3)
-            and X.size > 0 and bool(np.isnan(X).any()))
+            and X.size > 0 and not all_finite(X) and bool(np.isnan(X).any()))
 
 
 def target_sequences(y, lengths, convert=None):
