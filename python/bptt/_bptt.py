@@ -710,6 +710,17 @@ def draw_masks(net, rows, rng=None):
             for _ in range(net.num_layers - 1)]
 
 
+def _each_direction(run, directions, n_threads):
+    """[run(d, threads) for each direction d]: with two directions and two
+    or more threads, both at once, each on its share of the threads
+    (_threads.run_pair), its rows then staying in its own core's cache."""
+    if directions == 2 and n_threads >= 2:
+        half = n_threads // 2
+        return list(_threads.run_pair(lambda: run(0, n_threads - half),
+                                      lambda: run(1, half)))
+    return [run(d, n_threads) for d in range(directions)]
+
+
 def _forward_layers(net, lay, X, states, masks, n_threads, buf):
     """Every run forward. Returns the runs [(X, cache)] by layer, the top
     layer's output (rows, D*H) and the final states in sorted order."""
@@ -718,10 +729,10 @@ def _forward_layers(net, lay, X, states, masks, n_threads, buf):
     runs, finals = [], []
     inp = X
     for layer in range(net.num_layers):
-        layer_runs = []
         width = D * H
         out = buf.empty(("out", layer), (rows, width), net.dtype) if D > 1 else None
-        for d in range(D):
+
+        def run(d, threads, inp=inp, layer=layer, out=out):
             if d == 0:
                 Xd = inp
             else:
@@ -730,22 +741,25 @@ def _forward_layers(net, lay, X, states, masks, n_threads, buf):
             cache = buf.get(("cache", layer, d, rows, np.dtype(net.dtype).str),
                             lambda: cell.allocate(rows, 1, H, net.dtype))
             _run_forward(cell, lay, Xd, _run_params(net, p, layer, d),
-                         states[layer * D + d], cache, n_threads)
-            layer_runs.append((Xd, cache))
-            finals.append(cell.state_after(_flat(cache, rows), lay.last_row))
+                         states[layer * D + d], cache, threads)
             Hd = cell.hidden(cache).reshape(rows, H)
-            if D == 1:
-                out = Hd
-            elif d == 0:
+            if d == 0 and D > 1:
                 out[:, :H] = Hd
-            else:
+            elif d == 1:
                 out[:, H:] = np.take(Hd, lay.rev, axis=0,
                                      out=buf.empty("Hrev", (rows, H), net.dtype))
+            return Xd, cache, Hd
+
+        done = _each_direction(run, D, n_threads)
+        runs.append([(Xd, cache) for Xd, cache, _ in done])
+        finals.extend(cell.state_after(_flat(cache, rows), lay.last_row)
+                      for _, cache, _ in done)
+        if D == 1:
+            out = done[0][2]
         if masks is not None and layer < net.num_layers - 1:
             out = np.multiply(out, masks[layer],
                               out=buf.empty(("dropped", layer), (rows, width), net.dtype))
         inp = out
-        runs.append(layer_runs)
     return runs, inp, finals
 
 
@@ -761,18 +775,17 @@ def _backward_layers(net, lay, runs, states, masks, dtop, truncate, n_threads, b
     grads = {name: np.empty_like(value) for name, value in p.items()}
     pieces = [lay.pieces(truncate, d == 1) for d in range(D)]
     for layer in reversed(range(net.num_layers)):
-        dX_sum = None
-        for d in range(D):
+
+        def run(d, threads, layer=layer, dtop=dtop):
             Xd, cache = runs[layer][d]
             if D == 1:
                 dH = dtop
             elif d == 0:
-                dH = buf.empty("dH", (rows, H), net.dtype)
+                dH = buf.empty(("dH", d), (rows, H), net.dtype)
                 dH[...] = dtop[:, :H]
             else:
-                dH = buf.empty("dH", (rows, H), net.dtype)
-                dH[...] = np.take(dtop, lay.rev, axis=0,
-                                  out=buf.empty("dtop_rev", dtop.shape, net.dtype))[:, H:]
+                dH = np.take(dtop[:, H:], lay.rev, axis=0,
+                             out=buf.empty(("dH", d), (rows, H), net.dtype))
             dX = buf.empty(("dX", layer, d), Xd.shape, net.dtype) if layer > 0 else None
             sfx = suffix(layer, d)
             g = {name: grads[name + sfx] for name in cell_param_names(cell)}
@@ -782,18 +795,18 @@ def _backward_layers(net, lay, runs, states, masks, dtop, truncate, n_threads, b
                                  buf.empty(("flow_rev", k), (rows, H), net.dtype)
                                  for k, a in enumerate(flow))
             _run_backward(cell, lay, pieces[d], Xd, _run_params(net, p, layer, d),
-                          states[layer * D + d], cache, dH, g, n_threads, dX, run_flow)
+                          states[layer * D + d], cache, dH, g, threads, dX, run_flow)
             if flow is not None and d == 1:
-                for a, run in zip(flow, run_flow):
-                    np.take(run, lay.rev, axis=0, out=a[layer * D + d])
-            if dX is None:
-                continue
-            if d == 0:
-                dX_sum = dX
-            else:
-                dX_sum += np.take(dX, lay.rev, axis=0,
-                                  out=buf.empty("dX_rev", dX.shape, net.dtype))
+                for a, run_rows in zip(flow, run_flow):
+                    np.take(run_rows, lay.rev, axis=0, out=a[layer * D + d])
+            return dX
+
+        dXs = _each_direction(run, D, n_threads)
         if layer > 0:
+            dX_sum = dXs[0]
+            if D == 2:
+                dX_sum += np.take(dXs[1], lay.rev, axis=0,
+                                  out=buf.empty("dX_rev", dX_sum.shape, net.dtype))
             dtop = dX_sum if masks is None else np.multiply(dX_sum, masks[layer - 1],
                                                             out=dX_sum)
     return grads

@@ -183,3 +183,58 @@ def plan_threads(budget, n_samples, step_work):
     if budget <= 1 or n_samples < 2:
         return 1
     return max(1, min(budget, n_samples, step_work // MIN_WORK_PER_THREAD))
+
+
+# ---------------------------------------------------------------- run_pair
+# A bidirectional layer's two runs are independent: on two threads each
+# runs whole on its own core (its rows stay in that core's cache, as a
+# slab's do), instead of both splitting their batch over the two cores
+# phase after phase. The second run goes to one Python thread kept for the
+# purpose (the kernels release the GIL), made anew in a forked child,
+# which inherits the parent's object but not its thread.
+_pair_lock = threading.Lock()
+_pair_worker = None
+
+
+class _PairWorker:
+    def __init__(self):
+        import queue
+        self.pid = os.getpid()
+        self.tasks = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._serve, name="bptt-pair", daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while True:
+            fn, box, done = self.tasks.get()
+            try:
+                box.append((True, fn()))
+            except BaseException as exc:  # handed to the caller
+                box.append((False, exc))
+            del fn
+            done.set()
+
+
+def run_pair(first, second):
+    """``first()`` on the calling thread and ``second()`` on bptt's pair
+    thread at the same time; returns ``(first(), second())``.
+
+    Both have finished when it returns or raises (the caller's buffers are
+    then free to reuse); an exception of either is raised after both are
+    done, the first's if both raised.
+    """
+    global _pair_worker
+    with _pair_lock:
+        if _pair_worker is None or _pair_worker.pid != os.getpid():
+            _pair_worker = _PairWorker()
+        worker = _pair_worker
+    box, done = [], threading.Event()
+    worker.tasks.put((second, box, done))
+    try:
+        result = first()
+    finally:
+        done.wait()
+    ok, value = box[0]
+    if not ok:
+        raise value
+    return result, value
