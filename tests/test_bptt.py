@@ -45,38 +45,48 @@ def test_training_data_validates_once():
 
 
 @pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("ragged", [False, True])
-def test_bidirectional_runs_on_two_threads_equal_one_thread(monkeypatch, cell, ragged):
-    """With two threads a bidirectional layer's runs go at once, one thread
-    each (_threads.run_pair): the arithmetic of one thread running both, but
-    for the output layer's row split (rounding only)."""
+@pytest.mark.parametrize("case", ["bidirectional", "ragged-last", "ragged-mean-dropout",
+                                  "stacked-weighted", "stacked-truncated",
+                                  "ragged-sequence-bidirectional-truncated"])
+def test_groups_on_two_threads_equal_one_thread(monkeypatch, cell, case):
+    """With two threads the general driver splits the batch into two groups
+    of sequences, each run whole on its own thread (_threads.run_each): the
+    loss, every gradient, the final state and the state gradients are those
+    of one thread, up to the order of the groups' sums."""
     from threadpoolctl import threadpool_limits
     from bptt import _threads
 
-    pairs = []
-    run_pair = _threads.run_pair
-    monkeypatch.setattr(_threads, "run_pair",
-                        lambda first, second: pairs.append(1) or run_pair(first, second))
+    calls = []
+    run_each = _threads.run_each
+    monkeypatch.setattr(_threads, "run_each",
+                        lambda fns: calls.append(len(fns)) or run_each(fns))
     rng = np.random.default_rng(1)
-    net = bptt.RNN(16, 32, 3, cell=cell, num_layers=2, bidirectional=True,
-                   random_state=0)
-    X = rng.standard_normal((16, 12, 16))
-    if ragged:
-        X = [x[:L] for x, L in zip(X, rng.integers(1, 13, 16))]
-        y = rng.standard_normal((16, 3))
-        output = "last"
+    n, T = 16, 12
+    kw = dict(num_layers=2, bidirectional="stacked" not in case,
+              dropout=0.3 if "dropout" in case else 0.0)
+    X = rng.standard_normal((n, T, 16))
+    output, weights = "sequence", None
+    truncate = 4 if "truncated" in case else None
+    if case == "ragged-sequence-bidirectional-truncated":
+        X = [x[:L] for x, L in zip(X, rng.integers(1, T + 1, n))]
+        y = [rng.standard_normal((len(x), 3)) for x in X]
+    elif case.startswith("ragged"):
+        X = [x[:L] for x, L in zip(X, rng.integers(1, T + 1, n))]
+        output = "mean" if "mean" in case else "last"
+        y = rng.standard_normal((n, 3))
     else:
-        y = rng.standard_normal((16, 12, 3))
-        output = "sequence"
+        y = rng.standard_normal((n, T, 3))
+    if case == "stacked-weighted":
+        weights = rng.random(n)
     results = {}
     for budget in (1, 2):
+        net = bptt.RNN(16, 32, 3, cell=cell, random_state=0, **kw)
         with threadpool_limits(limits=budget, user_api="blas"):
-            results[budget] = net.loss_and_grad(X, y, output=output,
-                                                return_state_grads=True)
-            results[budget] += (net.forward(X),)
-        assert len(pairs) == (0 if budget == 1 else 6)  # 2 layers forward x 3 passes
-    (loss1, grads1, flow1, (Y1, h1)), (loss2, grads2, flow2, (Y2, h2)) = (
-        results[1], results[2])
+            results[budget] = net.loss_and_grad(X, y, output=output, sample_weight=weights,
+                                                truncate=truncate, return_state_grads=True)
+            results[budget] += (net.forward(X)[1],)
+        assert calls == ([] if budget == 1 else [2])
+    (loss1, grads1, flow1, h1), (loss2, grads2, flow2, h2) = results[1], results[2]
     assert loss1 == pytest.approx(loss2, rel=1e-13)
 
     def close(a, b, what):
@@ -88,51 +98,71 @@ def test_bidirectional_runs_on_two_threads_equal_one_thread(monkeypatch, cell, r
     for key in flow1:
         for a, b in zip(flow1[key], flow2[key]):  # lists when ragged
             close(a, b, key)
-    for a, b in zip(Y1 if ragged else [Y1], Y2 if ragged else [Y2]):
-        close(a, b, "Y")
     for a, b in zip(h1 if HAS_CELL_STATE[cell] else [h1], h2 if HAS_CELL_STATE[cell] else [h2]):
         close(a, b, "state")
 
 
-def test_run_pair_returns_both_and_waits_for_both():
+@pytest.mark.parametrize("n, k", [(1, 2), (2, 2), (5, 2), (64, 2), (7, 3), (9, 4)])
+def test_layout_groups_cover_the_batch_and_balance_the_work(n, k):
+    rng = np.random.default_rng(n)
+    lengths = rng.integers(1, 200, n)
+    lay = bptt._bptt.Layout(lengths)
+    groups = lay.groups(k)
+    assert len(groups) == min(n, k)
+    # every sequence in exactly one group, every packed row exactly once
+    np.testing.assert_array_equal(np.sort(np.concatenate([g.positions for g in groups])),
+                                  np.arange(n))
+    np.testing.assert_array_equal(np.sort(np.concatenate([g.rows for g in groups])),
+                                  np.arange(lay.rows))
+    for g in groups:
+        # a group's packed row r is its sequence's timestep at the mapped row
+        np.testing.assert_array_equal(lay.t_of_row[g.rows], g.lay.t_of_row)
+        np.testing.assert_array_equal(lay.j_of_row[g.rows], g.positions[g.lay.j_of_row])
+    if n >= 4 * k:
+        work = [g.lay.rows for g in groups]
+        assert max(work) <= 1.25 * lay.rows / len(groups)
+
+
+def test_run_each_returns_all_and_waits_for_all():
     import threading
     import time
 
     from bptt import _threads
 
-    assert _threads.run_pair(lambda: 1, lambda: threading.current_thread().name) == (
-        1, "bptt-pair")
+    assert _threads.run_each([lambda: 1, lambda: threading.current_thread().name]) == [
+        1, "bptt-group-1"]
+    assert _threads.run_each([lambda: 1]) == [1]
     finished = []
 
     def slow():
         time.sleep(0.05)
-        finished.append("second")
+        finished.append("slow")
         return 2
 
     def failing():
         raise ValueError("first failed")
 
-    # the first's error is raised only once the second is done
+    # the first's error is raised only once the others are done
     with pytest.raises(ValueError, match="first failed"):
-        _threads.run_pair(failing, slow)
-    assert finished == ["second"]
+        _threads.run_each([failing, slow, slow])
+    assert finished == ["slow", "slow"]
 
-    def second_fails():
-        raise KeyError("second failed")
+    def later_fails():
+        raise KeyError("later failed")
 
-    with pytest.raises(KeyError, match="second failed"):
-        _threads.run_pair(lambda: 1, second_fails)
+    with pytest.raises(KeyError, match="later failed"):
+        _threads.run_each([lambda: 1, lambda: 2, later_fails])
 
 
-def test_run_pair_works_in_a_forked_child():
-    """A forked child inherits the pair worker's object but not its thread:
+def test_run_each_works_in_a_forked_child():
+    """A forked child inherits the workers' objects but not their threads:
     it makes its own."""
     import multiprocessing
 
     from bptt import _threads
 
-    _threads.run_pair(lambda: 0, lambda: 0)  # the parent's worker exists
+    _threads.run_each([int, int])  # the parent's worker exists
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(1) as pool:
-        got = pool.apply_async(_threads.run_pair, (int, float)).get(timeout=60)
-    assert got == (0, 0.0)
+        got = pool.apply_async(_threads.run_each, ([int, float],)).get(timeout=60)
+    assert got == [0, 0.0]

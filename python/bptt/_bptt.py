@@ -27,6 +27,7 @@ inputs arrive validated (batch-first X of the network's dtype, targets as
 """
 
 from contextlib import nullcontext
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -494,10 +495,23 @@ class Buffers:
         return self.get((tag, shape, np.dtype(dtype).str),
                         lambda: np.empty(shape, dtype=dtype))
 
+    def sub(self, tag):
+        """These buffers under keys of their own (a group's, which runs on
+        its own thread beside the others)."""
+        return _SubBuffers(self, tag)
+
     def keep(self):
         arrays = [a for v in self.used.values() for a in (v if isinstance(v, tuple) else (v,))]
         if sum(a.nbytes for a in arrays) <= KEEP_WORKSPACE_BYTES:
             self.net._buffers = self.used
+
+
+class _SubBuffers(Buffers):
+    def __init__(self, parent, tag):
+        self.parent, self.tag = parent, tag
+
+    def get(self, key, make):
+        return self.parent.get((self.tag, key), make)
 
 
 class Layout:
@@ -540,6 +554,33 @@ class Layout:
         self.j_of_row = j_of_row = np.arange(rows) - offsets[t_of_row]
         self.t_of_row = t_of_row
         self.rev = offsets[Ls[j_of_row] - 1 - t_of_row] + j_of_row
+
+    def groups(self, k):
+        """The batch in at most ``k`` groups of sequences of about equal
+        summed length, one per thread (layered_loss_grad_state).
+
+        Sequences are dealt out longest first in a snake order (0, 1, ...,
+        k-1, k-1, ..., 0, 0, ...), so each group gets a share of every
+        length. Returns a list of groups, each with ``lay`` (its own Layout,
+        its sequences in this one's sorted order), ``positions`` (its
+        sequences' sorted positions here, ascending) and ``rows`` (the
+        packed rows here of its packed rows).
+        """
+        k = max(1, min(k, self.n))
+        if k == 1:
+            return [SimpleNamespace(lay=self, positions=np.arange(self.n),
+                                    rows=np.arange(self.rows))]
+        p = np.arange(self.n)
+        turn, seat = np.divmod(p, k)
+        which = np.where(turn % 2 == 0, seat, k - 1 - seat)
+        groups = []
+        for g in range(k):
+            positions = p[which == g]
+            lay = Layout(self.sorted_lengths[positions])  # already sorted: order kept
+            groups.append(SimpleNamespace(
+                lay=lay, positions=positions,
+                rows=self.offsets[lay.t_of_row] + positions[lay.j_of_row]))
+        return groups
 
     def pack(self, X, out=None):
         """Batch-first (n, >= T, F) -> packed rows (rows, F), into ``out``
@@ -710,17 +751,6 @@ def draw_masks(net, rows, rng=None):
             for _ in range(net.num_layers - 1)]
 
 
-def _each_direction(run, directions, n_threads):
-    """[run(d, threads) for each direction d]: with two directions and two
-    or more threads, both at once, each on its share of the threads
-    (_threads.run_pair), its rows then staying in its own core's cache."""
-    if directions == 2 and n_threads >= 2:
-        half = n_threads // 2
-        return list(_threads.run_pair(lambda: run(0, n_threads - half),
-                                      lambda: run(1, half)))
-    return [run(d, n_threads) for d in range(directions)]
-
-
 def _forward_layers(net, lay, X, states, masks, n_threads, buf):
     """Every run forward. Returns the runs [(X, cache)] by layer, the top
     layer's output (rows, D*H) and the final states in sorted order."""
@@ -729,10 +759,10 @@ def _forward_layers(net, lay, X, states, masks, n_threads, buf):
     runs, finals = [], []
     inp = X
     for layer in range(net.num_layers):
+        layer_runs = []
         width = D * H
         out = buf.empty(("out", layer), (rows, width), net.dtype) if D > 1 else None
-
-        def run(d, threads, inp=inp, layer=layer, out=out):
+        for d in range(D):
             if d == 0:
                 Xd = inp
             else:
@@ -741,25 +771,22 @@ def _forward_layers(net, lay, X, states, masks, n_threads, buf):
             cache = buf.get(("cache", layer, d, rows, np.dtype(net.dtype).str),
                             lambda: cell.allocate(rows, 1, H, net.dtype))
             _run_forward(cell, lay, Xd, _run_params(net, p, layer, d),
-                         states[layer * D + d], cache, threads)
+                         states[layer * D + d], cache, n_threads)
+            layer_runs.append((Xd, cache))
+            finals.append(cell.state_after(_flat(cache, rows), lay.last_row))
             Hd = cell.hidden(cache).reshape(rows, H)
-            if d == 0 and D > 1:
+            if D == 1:
+                out = Hd
+            elif d == 0:
                 out[:, :H] = Hd
-            elif d == 1:
+            else:
                 out[:, H:] = np.take(Hd, lay.rev, axis=0,
                                      out=buf.empty("Hrev", (rows, H), net.dtype))
-            return Xd, cache, Hd
-
-        done = _each_direction(run, D, n_threads)
-        runs.append([(Xd, cache) for Xd, cache, _ in done])
-        finals.extend(cell.state_after(_flat(cache, rows), lay.last_row)
-                      for _, cache, _ in done)
-        if D == 1:
-            out = done[0][2]
         if masks is not None and layer < net.num_layers - 1:
             out = np.multiply(out, masks[layer],
                               out=buf.empty(("dropped", layer), (rows, width), net.dtype))
         inp = out
+        runs.append(layer_runs)
     return runs, inp, finals
 
 
@@ -775,17 +802,18 @@ def _backward_layers(net, lay, runs, states, masks, dtop, truncate, n_threads, b
     grads = {name: np.empty_like(value) for name, value in p.items()}
     pieces = [lay.pieces(truncate, d == 1) for d in range(D)]
     for layer in reversed(range(net.num_layers)):
-
-        def run(d, threads, layer=layer, dtop=dtop):
+        dX_sum = None
+        for d in range(D):
             Xd, cache = runs[layer][d]
             if D == 1:
                 dH = dtop
             elif d == 0:
-                dH = buf.empty(("dH", d), (rows, H), net.dtype)
+                dH = buf.empty("dH", (rows, H), net.dtype)
                 dH[...] = dtop[:, :H]
             else:
-                dH = np.take(dtop[:, H:], lay.rev, axis=0,
-                             out=buf.empty(("dH", d), (rows, H), net.dtype))
+                dH = buf.empty("dH", (rows, H), net.dtype)
+                dH[...] = np.take(dtop, lay.rev, axis=0,
+                                  out=buf.empty("dtop_rev", dtop.shape, net.dtype))[:, H:]
             dX = buf.empty(("dX", layer, d), Xd.shape, net.dtype) if layer > 0 else None
             sfx = suffix(layer, d)
             g = {name: grads[name + sfx] for name in cell_param_names(cell)}
@@ -795,18 +823,18 @@ def _backward_layers(net, lay, runs, states, masks, dtop, truncate, n_threads, b
                                  buf.empty(("flow_rev", k), (rows, H), net.dtype)
                                  for k, a in enumerate(flow))
             _run_backward(cell, lay, pieces[d], Xd, _run_params(net, p, layer, d),
-                          states[layer * D + d], cache, dH, g, threads, dX, run_flow)
+                          states[layer * D + d], cache, dH, g, n_threads, dX, run_flow)
             if flow is not None and d == 1:
-                for a, run_rows in zip(flow, run_flow):
-                    np.take(run_rows, lay.rev, axis=0, out=a[layer * D + d])
-            return dX
-
-        dXs = _each_direction(run, D, n_threads)
+                for a, run in zip(flow, run_flow):
+                    np.take(run, lay.rev, axis=0, out=a[layer * D + d])
+            if dX is None:
+                continue
+            if d == 0:
+                dX_sum = dX
+            else:
+                dX_sum += np.take(dX, lay.rev, axis=0,
+                                  out=buf.empty("dX_rev", dX.shape, net.dtype))
         if layer > 0:
-            dX_sum = dXs[0]
-            if D == 2:
-                dX_sum += np.take(dXs[1], lay.rev, axis=0,
-                                  out=buf.empty("dX_rev", dX_sum.shape, net.dtype))
             dtop = dX_sum if masks is None else np.multiply(dX_sum, masks[layer - 1],
                                                             out=dX_sum)
     return grads
@@ -958,29 +986,27 @@ def layered_loss_grad_state(net, lay, X, target, loss, output, truncate, state0,
     and the final state (contract's form); a dict ``state_grads`` also
     receives the state gradients in the input's ``form`` ("array",
     "padded" to ``width`` timesteps, or "list"; :func:`layered_state_grads`).
+
+    With several threads the batch splits into groups of sequences, one
+    per thread, balanced by their summed lengths (:meth:`Layout.groups`):
+    each group runs every layer, direction and the output layer on its own
+    thread with one-thread kernel calls, as a slab does on the one-layer
+    path, and their losses and gradients (each over the whole batch's
+    denominator) are added.
     """
     buf = Buffers(net)
     with serial_blas() if holds_blas(net, lay.n, lay.T) else nullcontext(1) as budget:
         n_threads = plan_threads(net, budget, lay.n)
         states = _sorted_states(net, lay, state0)
         Xp = lay.pack(X, buf.empty("X", (lay.rows, X.shape[2]), net.dtype))
-        runs, top, finals = _forward_layers(net, lay, Xp, states, masks, n_threads, buf)
-        final_state = _unsorted_states(net, lay, finals)
         if output == "sequence":
-            Hs = top
             labels = target.dtype == np.int64
             packed = lay.pack(target[..., None] if labels else target,
                               buf.empty("target", (lay.rows, 1 if labels else target.shape[2]),
                                         target.dtype))
             target = packed[:, 0] if labels else packed
         else:
-            Hs = np.ascontiguousarray(_pool(lay, top, output, net._directions))
             target = np.ascontiguousarray(target[lay.order])
-        N, O = Hs.shape[0], net.output_size
-        p = net._params
-        grads_out = {"W_oh": np.empty_like(p["W_oh"]), "b_o": np.empty_like(p["b_o"])}
-        Z, Y, dZ = (buf.empty(tag, (N, O), net.dtype) for tag in ("Z", "Y", "dZ"))
-        dHs = buf.empty("dHs", Hs.shape, net.dtype)
         row_weights = None
         if weights is not None:  # laid out as the target's rows
             if output == "sequence":
@@ -989,28 +1015,105 @@ def layered_loss_grad_state(net, lay, X, target, loss, output, truncate, state0,
             else:
                 row_weights = weights[lay.order]
             row_weights = np.ascontiguousarray(row_weights)
+        N = lay.rows if output == "sequence" else lay.n
         rows = N if row_weights is None else float(row_weights.sum(dtype=np.float64))
-        denominator = rows if loss == "cross_entropy" else rows * O
-        value = net._out.output_layer(
-            Hs, p["W_oh"], p["b_o"], OUTPUT_ACTIVATIONS[net.output_activation],
-            LOSSES.index(loss), np.ascontiguousarray(target), denominator, Z, Y, dZ,
-            grads_out["W_oh"], grads_out["b_o"], dHs, False, n_threads, 0, 0, row_weights)
-        check_loss(value)
-        dtop = _unpool(lay, dHs, output, top.shape[1], net._directions, buf)
-        flow = None
-        if state_grads is not None:
-            # every row of every run is written by its backward piece
-            LD = net.num_layers * net._directions
-            flow = tuple(np.empty((LD, lay.rows, net.hidden_size), dtype=net.dtype)
-                         for _ in net._cell.spec.state_arrays(states[0]))
-        grads = _backward_layers(net, lay, runs, states, masks, dtop, truncate, n_threads,
-                                 buf, flow)
+        denominator = rows if loss == "cross_entropy" else rows * net.output_size
+        flows = state_grads is not None
+        groups = lay.groups(n_threads)
+        if len(groups) == 1:
+            value, grads, finals, flow = _layered_step(
+                net, lay, Xp, states, target, row_weights, denominator, loss, output,
+                truncate, masks, flows, n_threads, buf)
+        else:
+            def group_step(g, k):
+                def packed(a):
+                    return None if a is None else np.ascontiguousarray(a[g.rows])
+                # the output layer's rows: packed for "sequence", else sequences
+                out_rows = packed if output == "sequence" else (
+                    lambda a: None if a is None else np.ascontiguousarray(a[g.positions]))
+                return _layered_step(
+                    net, g.lay, packed(Xp), [_state_rows(net, s, g.positions) for s in states],
+                    out_rows(target), out_rows(row_weights), denominator, loss, output,
+                    truncate, None if masks is None else [packed(m) for m in masks], flows,
+                    1, buf.sub(k))
+            done = _threads.run_each([lambda g=g, k=k: group_step(g, k)
+                                      for k, g in enumerate(groups)])
+            value, grads, finals, flow = _merge_groups(net, lay, groups, done)
+        final_state = _unsorted_states(net, lay, finals)
     buf.keep()
     if flow is not None:
         state_grads.update(layered_state_grads(net, lay, flow, form, width))
-    grads.update(grads_out)
     check_loss(value)
     return value, grads, final_state
+
+
+def _state_rows(net, state, positions):
+    """The rows ``positions`` of a run's state (an array or a tuple), contiguous."""
+    spec = net._cell.spec
+    return spec.state_of([np.ascontiguousarray(a[positions])
+                          for a in spec.state_arrays(state)])
+
+
+def _merge_groups(net, lay, groups, done):
+    """The whole batch's loss, gradients, final states (by run, sorted
+    order) and packed state gradients from its groups' :func:`_layered_step`."""
+    spec = net._cell.spec
+    value = sum(d[0] for d in done)
+    grads = done[0][1]
+    for d in done[1:]:
+        for name, g in d[1].items():
+            grads[name] += g
+    finals = []
+    for run in range(len(done[0][2])):
+        parts = [spec.state_arrays(d[2][run]) for d in done]
+        full = []
+        for k in range(len(parts[0])):
+            a = np.empty((lay.n, net.hidden_size), dtype=net.dtype)
+            for g, part in zip(groups, parts):
+                a[g.positions] = part[k]
+            full.append(a)
+        finals.append(spec.state_of(full))
+    flow = None
+    if done[0][3] is not None:
+        flow = tuple(np.empty((a.shape[0], lay.rows, a.shape[2]), dtype=a.dtype)
+                     for a in done[0][3])
+        for g, d in zip(groups, done):
+            for a, part in zip(flow, d[3]):
+                a[:, g.rows] = part
+    return value, grads, finals, flow
+
+
+def _layered_step(net, lay, Xp, states, target, row_weights, denominator, loss, output,
+                  truncate, masks, flows, n_threads, buf):
+    """Forward, the output layer and backward of packed X (rows, I) from
+    ``states`` (by run, sorted order), the target and row weights laid out
+    as the output layer's rows, the loss divided by ``denominator``.
+    Returns the loss, the gradients, the final states by run (sorted order)
+    and, with ``flows``, the packed (num_layers*D, rows, H) state gradients."""
+    runs, top, finals = _forward_layers(net, lay, Xp, states, masks, n_threads, buf)
+    Hs = top if output == "sequence" else np.ascontiguousarray(
+        _pool(lay, top, output, net._directions))
+    N, O = Hs.shape[0], net.output_size
+    p = net._params
+    grads_out = {"W_oh": np.empty_like(p["W_oh"]), "b_o": np.empty_like(p["b_o"])}
+    Z, Y, dZ = (buf.empty(tag, (N, O), net.dtype) for tag in ("Z", "Y", "dZ"))
+    dHs = buf.empty("dHs", Hs.shape, net.dtype)
+    value = net._out.output_layer(
+        Hs, p["W_oh"], p["b_o"], OUTPUT_ACTIVATIONS[net.output_activation],
+        LOSSES.index(loss), target, denominator, Z, Y, dZ, grads_out["W_oh"],
+        grads_out["b_o"], dHs, False, n_threads, 0, 0, row_weights)
+    check_loss(value)
+    dtop = _unpool(lay, dHs, output, top.shape[1], net._directions, buf)
+    flow = None
+    if flows:
+        # every row of every run is written by its backward piece
+        LD = net.num_layers * net._directions
+        flow = tuple(np.empty((LD, lay.rows, net.hidden_size), dtype=net.dtype)
+                     for _ in net._cell.spec.state_arrays(states[0]))
+    grads = _backward_layers(net, lay, runs, states, masks, dtop, truncate, n_threads,
+                             buf, flow)
+    grads.update(grads_out)
+    return value, grads, finals, flow
 
 
 class LayeredStepper:

@@ -185,23 +185,23 @@ def plan_threads(budget, n_samples, step_work):
     return max(1, min(budget, n_samples, step_work // MIN_WORK_PER_THREAD))
 
 
-# ---------------------------------------------------------------- run_pair
-# A bidirectional layer's two runs are independent: on two threads each
-# runs whole on its own core (its rows stay in that core's cache, as a
-# slab's do), instead of both splitting their batch over the two cores
-# phase after phase. The second run goes to one Python thread kept for the
-# purpose (the kernels release the GIL), made anew in a forked child,
-# which inherits the parent's object but not its thread.
-_pair_lock = threading.Lock()
-_pair_worker = None
+# ---------------------------------------------------------------- run_each
+# The general driver splits a batch into groups of sequences, one per
+# thread, that run whole on their own cores (their rows stay in that core's
+# cache, as a slab's do). Every group but the caller's goes to a Python
+# thread kept for the purpose (the kernels release the GIL), made anew in a
+# forked child, which inherits the parent's objects but not their threads.
+_workers_lock = threading.Lock()
+_workers = []
+_workers_pid = None
 
 
-class _PairWorker:
-    def __init__(self):
+class _Worker:
+    def __init__(self, index):
         import queue
-        self.pid = os.getpid()
         self.tasks = queue.SimpleQueue()
-        self.thread = threading.Thread(target=self._serve, name="bptt-pair", daemon=True)
+        self.thread = threading.Thread(target=self._serve, name=f"bptt-group-{index}",
+                                       daemon=True)
         self.thread.start()
 
     def _serve(self):
@@ -215,26 +215,34 @@ class _PairWorker:
             done.set()
 
 
-def run_pair(first, second):
-    """``first()`` on the calling thread and ``second()`` on bptt's pair
-    thread at the same time; returns ``(first(), second())``.
+def run_each(fns):
+    """Every function of ``fns`` at the same time, the first on the calling
+    thread and the others on bptt's worker threads; returns their results.
 
-    Both have finished when it returns or raises (the caller's buffers are
-    then free to reuse); an exception of either is raised after both are
-    done, the first's if both raised.
+    All have finished when it returns or raises (the callers' buffers are
+    then free to reuse); an exception of any is raised after all are done,
+    the earliest function's when several raised.
     """
-    global _pair_worker
-    with _pair_lock:
-        if _pair_worker is None or _pair_worker.pid != os.getpid():
-            _pair_worker = _PairWorker()
-        worker = _pair_worker
-    box, done = [], threading.Event()
-    worker.tasks.put((second, box, done))
+    global _workers, _workers_pid
+    with _workers_lock:
+        if _workers_pid != os.getpid():
+            _workers, _workers_pid = [], os.getpid()
+        while len(_workers) < len(fns) - 1:
+            _workers.append(_Worker(len(_workers) + 1))
+        workers = _workers[:len(fns) - 1]
+    boxes = [[] for _ in fns]
+    events = [threading.Event() for _ in fns[1:]]
+    for worker, fn, box, done in zip(workers, fns[1:], boxes[1:], events):
+        worker.tasks.put((fn, box, done))
     try:
-        result = first()
+        try:
+            boxes[0].append((True, fns[0]()))
+        except BaseException as exc:
+            boxes[0].append((False, exc))
     finally:
-        done.wait()
-    ok, value = box[0]
-    if not ok:
-        raise value
-    return result, value
+        for done in events:
+            done.wait()
+    for ok, value in (box[0] for box in boxes):
+        if not ok:
+            raise value
+    return [box[0][1] for box in boxes]
