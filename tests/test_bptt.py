@@ -85,8 +85,10 @@ def test_groups_on_two_threads_equal_one_thread(monkeypatch, cell, case):
             results[budget] = net.loss_and_grad(X, y, output=output, sample_weight=weights,
                                                 truncate=truncate, return_state_grads=True)
             results[budget] += (net.forward(X)[1],)
-        assert calls == ([] if budget == 1 else [2])
-    (loss1, grads1, flow1, h1), (loss2, grads2, flow2, h2) = results[1], results[2]
+            results[budget] += (net.forward(X)[0],)
+        # loss_and_grad, forward and the second forward
+        assert calls == ([] if budget == 1 else [2, 2, 2])
+    (loss1, grads1, flow1, h1, Y1), (loss2, grads2, flow2, h2, Y2) = results[1], results[2]
     assert loss1 == pytest.approx(loss2, rel=1e-13)
 
     def close(a, b, what):
@@ -100,6 +102,13 @@ def test_groups_on_two_threads_equal_one_thread(monkeypatch, cell, case):
             close(a, b, key)
     for a, b in zip(h1 if HAS_CELL_STATE[cell] else [h1], h2 if HAS_CELL_STATE[cell] else [h2]):
         close(a, b, "state")
+    for a, b in zip(Y1 if isinstance(Y1, list) else [Y1], Y2 if isinstance(Y2, list) else [Y2]):
+        close(a, b, "Y")
+    if output != "sequence":  # the pooled readout the estimators predict with
+        with threadpool_limits(limits=2, user_api="blas"):
+            pooled2 = net._readout(X, output)
+        with threadpool_limits(limits=1, user_api="blas"):
+            close(net._readout(X, output), pooled2, "readout")
 
 
 @pytest.mark.parametrize("n, k", [(1, 2), (2, 2), (5, 2), (64, 2), (7, 3), (9, 4)])

@@ -905,25 +905,47 @@ def _layered_output(net, lay, X, state0, output=None):
     """The layers on X batch-first (n, >= T, I), then the output layer on
     their top output (packed rows), or on its pooling for ``output`` "last"
     or "mean" ((n, .) in sorted order). Returns Y and the final states by
-    run (sorted order)."""
+    run (sorted order). Several threads split the batch into groups, as in
+    :func:`layered_loss_grad_state`."""
     buf = Buffers(net)
     with serial_blas() if holds_blas(net, lay.n, lay.T) else nullcontext(1) as budget:
         n_threads = plan_threads(net, budget, lay.n)
+        states = _sorted_states(net, lay, state0)
         Xp = lay.pack(X, buf.empty("X", (lay.rows, X.shape[2]), net.dtype))
-        _, top, finals = _forward_layers(net, lay, Xp, _sorted_states(net, lay, state0),
-                                         None, n_threads, buf)
-        if output is not None:
-            top = np.ascontiguousarray(_pool(lay, top, output, net._directions))
-        Z = buf.empty("Z", (top.shape[0], net.output_size), net.dtype)
-        Y = np.empty_like(Z)  # returned
-        net._out.output_forward(top, net._params["W_oh"], net._params["b_o"],
-                                OUTPUT_ACTIVATIONS[net.output_activation], Z, Y)
+        groups = lay.groups(n_threads)
+        if len(groups) == 1:
+            Y, finals = _output_step(net, lay, Xp, states, output, n_threads, buf)
+        else:
+            done = _threads.run_each([
+                lambda g=g, k=k: _output_step(
+                    net, g.lay, np.ascontiguousarray(Xp[g.rows]),
+                    [_state_rows(net, s, g.positions) for s in states], output, 1,
+                    buf.sub(k))
+                for k, g in enumerate(groups)])
+            Y = np.empty((lay.rows if output is None else lay.n, net.output_size),
+                         dtype=net.dtype)
+            for g, (Yg, _) in zip(groups, done):
+                Y[g.rows if output is None else g.positions] = Yg
+            finals = _merge_finals(net, lay, groups, [d[1] for d in done])
     buf.keep()
     if not np.isfinite(Y).all():
         raise FloatingPointError(
             "forward produced non-finite outputs: the parameters hold NaN/inf "
             "or the inputs are too large for the network's dtype."
         )
+    return Y, finals
+
+
+def _output_step(net, lay, Xp, states, output, n_threads, buf):
+    """The layers on packed X (rows, I) from ``states`` (by run, sorted
+    order) and the output layer: Y (a new array) and the final states."""
+    _, top, finals = _forward_layers(net, lay, Xp, states, None, n_threads, buf)
+    if output is not None:
+        top = np.ascontiguousarray(_pool(lay, top, output, net._directions))
+    Z = buf.empty("Z", (top.shape[0], net.output_size), net.dtype)
+    Y = np.empty_like(Z)  # returned
+    net._out.output_forward(top, net._params["W_oh"], net._params["b_o"],
+                            OUTPUT_ACTIVATIONS[net.output_activation], Z, Y)
     return Y, finals
 
 
@@ -1057,22 +1079,12 @@ def _state_rows(net, state, positions):
 def _merge_groups(net, lay, groups, done):
     """The whole batch's loss, gradients, final states (by run, sorted
     order) and packed state gradients from its groups' :func:`_layered_step`."""
-    spec = net._cell.spec
     value = sum(d[0] for d in done)
     grads = done[0][1]
     for d in done[1:]:
         for name, g in d[1].items():
             grads[name] += g
-    finals = []
-    for run in range(len(done[0][2])):
-        parts = [spec.state_arrays(d[2][run]) for d in done]
-        full = []
-        for k in range(len(parts[0])):
-            a = np.empty((lay.n, net.hidden_size), dtype=net.dtype)
-            for g, part in zip(groups, parts):
-                a[g.positions] = part[k]
-            full.append(a)
-        finals.append(spec.state_of(full))
+    finals = _merge_finals(net, lay, groups, [d[2] for d in done])
     flow = None
     if done[0][3] is not None:
         flow = tuple(np.empty((a.shape[0], lay.rows, a.shape[2]), dtype=a.dtype)
@@ -1081,6 +1093,22 @@ def _merge_groups(net, lay, groups, done):
             for a, part in zip(flow, d[3]):
                 a[:, g.rows] = part
     return value, grads, finals, flow
+
+
+def _merge_finals(net, lay, groups, group_finals):
+    """Final states by run (sorted order) from each group's."""
+    spec = net._cell.spec
+    finals = []
+    for run in range(len(group_finals[0])):
+        parts = [spec.state_arrays(f[run]) for f in group_finals]
+        full = []
+        for k in range(len(parts[0])):
+            a = np.empty((lay.n, net.hidden_size), dtype=net.dtype)
+            for g, part in zip(groups, parts):
+                a[g.positions] = part[k]
+            full.append(a)
+        finals.append(spec.state_of(full))
+    return finals
 
 
 def _layered_step(net, lay, Xp, states, target, row_weights, denominator, loss, output,
