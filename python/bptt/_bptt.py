@@ -670,8 +670,7 @@ def _run_backward(cell, lay, pieces, X, p, state0, cache, dH, grads, n_threads, 
                   flow=None):
     """BPTT of one run, piece by piece from the end; dH (rows, H) is consumed.
     ``flow``, when given, is a tuple of packed (rows, H) arrays (h, then the
-    LSTM's c) that receive the run's total dL/dstate at every row, then a
-    float64 (states, rows) array that receives the L2 norm of each row."""
+    LSTM's c) that receive the run's total dL/dstate at every row."""
     flat = _flat(cache, lay.rows)
     carry = None
     for i, (t0, t1, B, r0, k, cut) in enumerate(reversed(pieces)):
@@ -691,8 +690,7 @@ def _run_backward(cell, lay, pieces, X, p, state0, cache, dH, grads, n_threads, 
                               carry, k, grads, i > 0, n_threads,
                               None if dX is None else block(dX),
                               dstate_out=None if flow is None else
-                              (*(block(a) for a in flow[:-1]),
-                               flow[-1][:, r0:r1].reshape(-1, t1 - t0, B)))
+                              tuple(block(a) for a in flow))
         if cut is True:
             carry = None
         elif cut is not None:
@@ -756,8 +754,7 @@ def _backward_layers(net, lay, runs, states, masks, dtop, truncate, n_threads, b
     ``flow``, when given, is a tuple of (num_layers*D, rows, H) arrays (h,
     then the LSTM's c) that receive each run's total dL/dstate, packed in
     the forward rows' order (a reversed run's rows mapped back through
-    ``lay.rev``), then a float64 (num_layers*D, states, rows) array that
-    receives the L2 norms of their rows."""
+    ``lay.rev``)."""
     cell, H, D, rows = net._cell, net.hidden_size, net._directions, lay.rows
     p = net._params
     grads = {name: np.empty_like(value) for name, value in p.items()}
@@ -781,14 +778,13 @@ def _backward_layers(net, lay, runs, states, masks, dtop, truncate, n_threads, b
             run_flow = None
             if flow is not None:
                 run_flow = tuple(a[layer * D + d] if d == 0 else
-                                 buf.empty(("flow_rev", k), a.shape[1:], a.dtype)
+                                 buf.empty(("flow_rev", k), (rows, H), net.dtype)
                                  for k, a in enumerate(flow))
             _run_backward(cell, lay, pieces[d], Xd, _run_params(net, p, layer, d),
                           states[layer * D + d], cache, dH, g, n_threads, dX, run_flow)
             if flow is not None and d == 1:
-                for a, run in zip(flow[:-1], run_flow):
+                for a, run in zip(flow, run_flow):
                     np.take(run, lay.rev, axis=0, out=a[layer * D + d])
-                np.take(run_flow[-1], lay.rev, axis=1, out=flow[-1][layer * D + d])
             if dX is None:
                 continue
             if d == 0:
@@ -905,11 +901,9 @@ def layered_readout(net, lay, X, state0, output):
     return out
 
 
-def layered_state_grads(net, lay, flow, norms, form="array", width=None,
-                        keys=("dh", "dc")):
+def layered_state_grads(net, lay, flow, form="array", width=None, keys=("dh", "dc")):
     """loss_and_grad's state gradients from the packed (num_layers*D, rows,
-    H) arrays :func:`_backward_layers` filled, and the float64
-    (num_layers*D, states, rows) norms of their rows, in the input's form.
+    H) arrays :func:`_backward_layers` filled, in the input's form.
 
     "array": (n, T, H) for one layer and direction, else (num_layers*D, n,
     T, H); "padded": the same, (n, width, H), NaN in the padding; "list": a
@@ -923,8 +917,9 @@ def layered_state_grads(net, lay, flow, norms, form="array", width=None,
     fill = np.nan if form == "padded" else 0.0
     T = width if form == "padded" and width else lay.T
     out = {}
-    for k, (key, a) in enumerate(zip(keys, flow)):
-        per_step = np.add.reduceat(norms[:, k], lay.offsets[:-1], axis=-1) / counts
+    for key, a in zip(keys, flow):
+        squares = np.einsum("...k,...k->...", a, a, dtype=np.float64)
+        norms = np.add.reduceat(np.sqrt(squares), lay.offsets[:-1], axis=-1) / counts
         full = np.full((LD, lay.n, T, H), fill, dtype=a.dtype)
         full[:, lay.order[lay.j_of_row], lay.t_of_row] = a
         if form == "list":
@@ -932,7 +927,7 @@ def layered_state_grads(net, lay, flow, norms, form="array", width=None,
             out[key] = [x[0] for x in arrays] if LD == 1 else arrays
         else:
             out[key] = full[0] if LD == 1 else full
-        out[key + "_norm"] = per_step[0] if LD == 1 else per_step
+        out[key + "_norm"] = norms[0] if LD == 1 else norms
     return out
 
 
@@ -992,15 +987,13 @@ def layered_loss_grad_state(net, lay, X, target, loss, output, truncate, state0,
         if state_grads is not None:
             # every row of every run is written by its backward piece
             LD = net.num_layers * net._directions
-            S = len(net._cell.spec.state_arrays(states[0]))
-            flow = (*(np.empty((LD, lay.rows, net.hidden_size), dtype=net.dtype)
-                      for _ in range(S)),
-                    np.empty((LD, S, lay.rows), dtype=np.float64))
+            flow = tuple(np.empty((LD, lay.rows, net.hidden_size), dtype=net.dtype)
+                         for _ in net._cell.spec.state_arrays(states[0]))
         grads = _backward_layers(net, lay, runs, states, masks, dtop, truncate, n_threads,
                                  buf, flow)
     buf.keep()
     if flow is not None:
-        state_grads.update(layered_state_grads(net, lay, flow[:-1], flow[-1], form, width))
+        state_grads.update(layered_state_grads(net, lay, flow, form, width))
     grads.update(grads_out)
     check_loss(value)
     return value, grads, final_state
