@@ -6,6 +6,7 @@
 from cython cimport floating
 
 from libc.limits cimport INT_MAX
+from libc.math cimport sqrt
 from libc.string cimport memcpy
 
 from _checks cimport ANY, check_shape
@@ -14,6 +15,10 @@ from _rowops cimport backproject_rows, project_rows, weight_gradients_part
 
 cimport numpy as cnp
 import numpy as np
+
+cdef extern from "staterows.h" nogil:
+    double bptt_copy_squares_s(const float* src, float* dst, long n)
+    double bptt_copy_squares_d(const double* src, double* dst, long n)
 
 
 cdef struct CellArgs:
@@ -43,6 +48,8 @@ cdef struct CellArgs:
     void* dh_out             # (T, B, H) strided: the total dL/dH at every step, or NULL
     void* dc_out             # LSTM, the same for dL/dC, or NULL
     Py_ssize_t out_strides[2]  # dh_out's (and dc_out's) step and row strides, in elements
+    double* norms_out        # (states, T, B) strided: L2 norms of dh_out's (dc_out's) rows
+    Py_ssize_t norm_strides[3]  # norms_out's state, step and row strides, in elements
     void* scratch            # the gradient parts' blocks (weight_gradients_part)
     Py_ssize_t gradient_block  # elements of one scratch block (slabs: slab_args)
     bptt_part_fn slab_first  # slab_part runs both on a whole slab, in this order
@@ -134,6 +141,7 @@ cdef inline void slab_args(const CellArgs* a, int slab, CellArgs* s) noexcept no
     # dh_out, dc_out (T, slabs*B, H): slab s is rows s*B.., as for the states
     s.dh_out = offset(a.dh_out, batch * a.out_strides[1] * item)
     s.dc_out = offset(a.dc_out, batch * a.out_strides[1] * item)
+    s.norms_out = <double*>offset(a.norms_out, batch * a.norm_strides[2] * sizeof(double))
     s.dH = offset(a.dH, rows * H * item)
     s.dX = offset(a.dX, rows * I * item)
     s.h0 = offset(a.h0, batch * H * item)
@@ -229,11 +237,22 @@ cdef inline int check_cell(int gates, int slabs, int slab_steps, const Py_ssize_
 
 
 cdef inline void copy_rows(const floating* src, floating* dst, Py_ssize_t dst_row,
-                           Py_ssize_t rows, Py_ssize_t n) noexcept nogil:
+                           Py_ssize_t rows, Py_ssize_t n, double* norms,
+                           Py_ssize_t norm_row) noexcept nogil:
     """dst[r, :n] = src[r, :n] for r < rows: src rows n apart, dst rows
-    dst_row apart (a step of a batch-first array seen time-major)."""
+    dst_row apart (a step of a batch-first array seen time-major); unless
+    norms is NULL, norms[r * norm_row] = the L2 norm of row r, its squares
+    summed in double as it is copied (staterows.h)."""
     cdef Py_ssize_t r
-    if dst_row == n:
+    if norms != NULL:
+        for r in range(rows):
+            if floating is float:
+                norms[r * norm_row] = sqrt(bptt_copy_squares_s(src + r * n,
+                                                               dst + r * dst_row, n))
+            else:
+                norms[r * norm_row] = sqrt(bptt_copy_squares_d(src + r * n,
+                                                               dst + r * dst_row, n))
+    elif dst_row == n:
         memcpy(dst, src, <size_t>(rows * n) * sizeof(floating))
     else:
         for r in range(rows):
@@ -258,6 +277,28 @@ cdef inline int check_state_out(str name, const Py_ssize_t* shape,
         raise ValueError(f"{name} must have dh_out's strides; got "
                          f"{(byte_strides[0], byte_strides[1], byte_strides[2])}.")
     strides[0], strides[1] = byte_strides[0] // item, byte_strides[1] // item
+    return 0
+
+
+cdef inline int check_norms_out(const Py_ssize_t* shape, const Py_ssize_t* byte_strides,
+                                int states, int T, Py_ssize_t rows,
+                                Py_ssize_t* strides) except -1:
+    """A kernel's norms_out: float64 (states, at least T, rows), any strides,
+    where ``states`` is how many of dh_out (and the LSTM's dc_out) were
+    given (0: ValueError, the norms are of their rows). Sets ``strides``
+    (state, step, row) in elements."""
+    cdef int k
+    if states == 0:
+        raise ValueError("norms_out needs dh_out: it receives the L2 norms of dh_out's "
+                         "rows (and of dc_out's).")
+    if shape[0] != states or shape[1] < T or shape[2] != rows:
+        raise ValueError(f"norms_out must have shape ({states}, {T} or more, {rows}); got "
+                         f"shape {(shape[0], shape[1], shape[2])}.")
+    for k in range(3):
+        if byte_strides[k] % <Py_ssize_t>sizeof(double):
+            raise ValueError(f"norms_out's strides must be whole float64 elements; got "
+                             f"{(byte_strides[0], byte_strides[1], byte_strides[2])}.")
+        strides[k] = byte_strides[k] // <Py_ssize_t>sizeof(double)
     return 0
 
 

@@ -26,7 +26,8 @@ says why).
 
 Gradient flow (optional): dh_out[t] = dH[t] + dA[t+1] @ W_hh, the total
 dL/dH[t], copied from dA[t] just before f' turns it into dA[t], while its
-rows are in cache.
+rows are in cache; norms_out[0, t] the L2 norms of its rows, summed in the
+same pass.
 """
 from cython cimport floating
 from libc.string cimport memcpy, memset
@@ -38,9 +39,9 @@ from _activations cimport one_minus, tanh_
 from _fpmode cimport flush_enter, flush_leave, fp_mode
 from _packed cimport pack_weights, recurrent_product
 from _parallel cimport balanced_parts, bptt_parallel, import_threadpool
-from _cellparts cimport (CellArgs, check_cell, check_gradients, check_state_out,
-                        copy_rows, gradient_part, gradient_scratch, project_part,
-                        run_phases)
+from _cellparts cimport (CellArgs, check_cell, check_gradients, check_norms_out,
+                        check_state_out, copy_rows, gradient_part, gradient_scratch,
+                        project_part, run_phases)
 from _checks cimport ANY, check_shape
 from _rowops cimport add_gradient_parts, gradient_size, part_start
 from _stepping cimport (P_B_H, P_W_HH, P_W_HH_PACKED, P_W_XH,
@@ -105,10 +106,12 @@ cdef void recurrence_backward(const floating* W_hh, const floating* W_hh_packed,
                               const floating* H, floating* dA,
                               floating* dh0, int T, int B, int n_hidden, int b0, int b1,
                               bint relu, int truncate, floating* dh_out,
-                              Py_ssize_t out_step, Py_ssize_t out_row) noexcept nogil:
+                              Py_ssize_t out_step, Py_ssize_t out_row, double* norms,
+                              Py_ssize_t norm_step, Py_ssize_t norm_row) noexcept nogil:
     """The backward time loop for the batch rows b0..b1-1 (dA holds dH on entry);
     W_hh_packed is pack_weights(W_hh, transpose=False); dh_out (T, B, H) with
-    strides out_step, out_row, or NULL."""
+    strides out_step, out_row, or NULL; norms (T, B) with strides norm_step,
+    norm_row (the L2 norms of dh_out's rows), or NULL."""
     cdef Py_ssize_t step = <Py_ssize_t>B * n_hidden, t
     cdef Py_ssize_t offset = <Py_ssize_t>b0 * n_hidden
     cdef int rows = b1 - b0
@@ -116,9 +119,11 @@ cdef void recurrence_backward(const floating* W_hh, const floating* W_hh_packed,
         return
     for t in range(T - 1, -1, -1):
         if dh_out != NULL:
-            # dh_out[t] = dH[t] + dA[t+1] @ W_hh, the total dL/dH[t]
+            # dh_out[t] = dH[t] + dA[t+1] @ W_hh, the total dL/dH[t]; its norms
             copy_rows(dA + t * step + offset, dh_out + t * out_step + b0 * out_row,
-                      out_row, rows, n_hidden)
+                      out_row, rows, n_hidden,
+                      norms + t * norm_step + b0 * norm_row if norms != NULL else NULL,
+                      norm_row)
         # dA[t] = (dH[t] + dA[t+1] @ W_hh) * f'(H[t]); the carry was added below
         activation_backward(dA + t * step + offset, H + t * step + offset,
                             <Py_ssize_t>rows * n_hidden, relu)
@@ -153,7 +158,8 @@ cdef void backward_part_of(CellArgs* a, int part, int n_parts, floating tag) noe
                         <const floating*>a.H, <floating*>a.A, <floating*>a.dh0, a.T,
                         a.B, a.n_hidden, part_start(a.B, part, n_parts),
                         part_start(a.B, part + 1, n_parts), a.relu, a.truncate,
-                        <floating*>a.dh_out, a.out_strides[0], a.out_strides[1])
+                        <floating*>a.dh_out, a.out_strides[0], a.out_strides[1],
+                        a.norms_out, a.norm_strides[1], a.norm_strides[2])
 
 
 cdef void backward_part(void* args, int part, int n_parts) noexcept nogil:
@@ -222,7 +228,8 @@ def elman_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
                    int n_threads=1,                       # threads splitting the work
                    int slabs=1,                           # batch slabs, as elman_forward
                    int slab_steps=0,                      # cache timesteps per slab (0: T)
-                   floating[:, :, :] dh_out=None):        # OUT (T, B, H), optional
+                   floating[:, :, :] dh_out=None,         # OUT (T, B, H), optional
+                   double[:, :, :] norms_out=None):       # OUT (1, T, B), optional
     """Backpropagate through time; see the module docstring for the maths.
 
     With ``accumulate`` the weight gradients are added to what dW_xh, dW_hh
@@ -234,7 +241,9 @@ def elman_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
     time-major view of a batch-first array) receives the total dL/dH[t] of
     every step: dH[t] (with what the caller added into dH[-1]) plus the
     carry from step t+1 within the truncation window. With slabs it is (T,
-    slabs*B, H), rows in h0's order.
+    slabs*B, H), rows in h0's order. ``norms_out`` (float64, any strides; with
+    dh_out only) receives the L2 norm of every row of dh_out, ``norms_out[0,
+    t, b] = ||dh_out[t, b]||``, taken as the row is copied.
     """
     cdef CellArgs a
     cdef const floating* W_hh_packed
@@ -251,6 +260,9 @@ def elman_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
     if dh_out is not None:
         check_state_out("dh_out", dh_out.shape, dh_out.strides, a.T, h0.shape[0],
                         W_hh.shape[1], sizeof(floating), a.out_strides)
+    if norms_out is not None:
+        check_norms_out(norms_out.shape, norms_out.strides, dh_out is not None, a.T,
+                        h0.shape[0], a.norm_strides)
     if X.shape[0] == 0 or X.shape[1] == 0:
         return
     gradient_parts = slabs if slabs > 1 else balanced_parts(n_threads, a.T)
@@ -261,6 +273,7 @@ def elman_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
     a.dW_xh, a.dW_hh, a.db_h = &dW_xh[0, 0], &dW_hh[0, 0], &db_h[0]
     a.dX = &dX[0, 0, 0] if dX is not None else NULL
     a.dh_out = &dh_out[0, 0, 0] if dh_out is not None else NULL
+    a.norms_out = &norms_out[0, 0, 0] if norms_out is not None else NULL
     a.B, a.n_input, a.n_hidden = X.shape[1], X.shape[2], W_hh.shape[1]
     a.n_gates, a.relu, a.truncate, a.accumulate = a.n_hidden, relu, truncate, accumulate
     a.is_double = floating is double

@@ -34,7 +34,8 @@ single-threaded meanwhile (bptt/_threads.py says why).
     db_h   = sum dA ; db_hn = sum dGh_n ; dX = dA @ W_xh
 
 Gradient flow (optional): dh_out[t] = dH[t], complete (carries included)
-when step t begins.
+when step t begins; norms_out[0, t] the L2 norms of its rows, summed as they
+are copied.
 """
 from cython cimport floating
 from libc.string cimport memset
@@ -47,8 +48,8 @@ from _parallel cimport balanced_parts, bptt_parallel, import_threadpool
 from _stepping cimport (P_B_H, P_EXTRA, P_W_HH, P_W_HH_PACKED, P_W_XH,
                        P_W_XH_PACKED)
 from _cellparts cimport (CellArgs, check_cache_arrays, check_cell, check_gradients,
-                        check_state_out, copy_rows, gradient_scratch, project_part,
-                        run_phases)
+                        check_norms_out, check_state_out, copy_rows, gradient_scratch,
+                        project_part, run_phases)
 from _checks cimport check_shape
 from _rowops cimport add_gradient_parts, add_parts, column_sums, gradient_size, part_start
 
@@ -150,9 +151,11 @@ cdef void recurrence_backward(const floating* W_hh, const floating* W_hh_packed,
                               floating* dGh, floating* dAn, floating* dH, floating* dh0,
                               int T, int B, int n_hidden, int b0, int b1,
                               int truncate, floating* dh_out, Py_ssize_t out_step,
-                              Py_ssize_t out_row) noexcept nogil:
+                              Py_ssize_t out_row, double* norms, Py_ssize_t norm_step,
+                              Py_ssize_t norm_row) noexcept nogil:
     """The backward time loop for the batch rows b0..b1-1 (dGh, dAn hold G, HN);
-    dh_out (T, B, H) with strides out_step, out_row, or NULL."""
+    dh_out (T, B, H) with strides out_step, out_row, or NULL; norms (T, B)
+    with strides norm_step, norm_row (the L2 norms of dh_out's rows), or NULL."""
     cdef int n_gates = 3 * n_hidden, rows = b1 - b0
     cdef Py_ssize_t step = <Py_ssize_t>B * n_hidden, t, j
     cdef Py_ssize_t offset = <Py_ssize_t>b0 * n_hidden
@@ -174,9 +177,11 @@ cdef void recurrence_backward(const floating* W_hh, const floating* W_hh_packed,
             dh_prev = dh0 + offset
         carry = t == 0 or not (truncate > 0 and t % truncate == 0)
         if dh_out != NULL:
-            # dh_out[t] = dH[t], which holds the carries from step t+1 by now
+            # dh_out[t] = dH[t], which holds the carries from step t+1 by now; its norms
             copy_rows(dH + t * step + offset, dh_out + t * out_step + b0 * out_row,
-                      out_row, rows, n_hidden)
+                      out_row, rows, n_hidden,
+                      norms + t * norm_step + b0 * norm_row if norms != NULL else NULL,
+                      norm_row)
         # dGh[t], dA_n[t] from the gate outputs; dH[t-1] += dH[t] * z
         gates_backward(dGh + 3 * (t * step + offset), dAn + t * step + offset, h_prev,
                        dH + t * step + offset, dh_prev, carry, rows, n_hidden)
@@ -256,7 +261,8 @@ cdef void backward_part_of(CellArgs* a, int part, int n_parts, floating tag) noe
                         <floating*>a.HN, <floating*>a.dH, <floating*>a.dh0, a.T, a.B,
                         a.n_hidden, part_start(a.B, part, n_parts),
                         part_start(a.B, part + 1, n_parts), a.truncate,
-                        <floating*>a.dh_out, a.out_strides[0], a.out_strides[1])
+                        <floating*>a.dh_out, a.out_strides[0], a.out_strides[1],
+                        a.norms_out, a.norm_strides[1], a.norm_strides[2])
 
 
 cdef void backward_part(void* args, int part, int n_parts) noexcept nogil:
@@ -371,7 +377,8 @@ def gru_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
                  int n_threads=1,                       # threads splitting the work
                  int slabs=1,                           # batch slabs, as gru_forward
                  int slab_steps=0,                      # cache timesteps per slab (0: T)
-                 floating[:, :, :] dh_out=None):        # OUT (T, B, H), optional
+                 floating[:, :, :] dh_out=None,         # OUT (T, B, H), optional
+                 double[:, :, :] norms_out=None):       # OUT (1, T, B), optional
     """Backpropagate through time; see the module docstring for the maths.
 
     With ``accumulate`` the weight gradients are added to what the outputs
@@ -382,7 +389,9 @@ def gru_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
     free: the time-major view of a batch-first array) receives the total
     dL/dH[t] of every step: dH[t] (with what the caller added into dH[-1])
     plus the carries from step t+1 within the truncation window. With slabs
-    it is (T, slabs*B, H), rows in h0's order.
+    it is (T, slabs*B, H), rows in h0's order. ``norms_out`` (float64, any
+    strides; with dh_out only) receives the L2 norm of every row of dh_out,
+    ``norms_out[0, t, b] = ||dh_out[t, b]||``, taken as the row is copied.
     """
     cdef CellArgs a
     cdef const floating* W_hh_packed
@@ -401,6 +410,9 @@ def gru_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
     if dh_out is not None:
         check_state_out("dh_out", dh_out.shape, dh_out.strides, a.T, h0.shape[0],
                         W_hh.shape[1], sizeof(floating), a.out_strides)
+    if norms_out is not None:
+        check_norms_out(norms_out.shape, norms_out.strides, dh_out is not None, a.T,
+                        h0.shape[0], a.norm_strides)
     if X.shape[0] == 0 or X.shape[1] == 0 or W_hh.shape[1] == 0:
         return
     gradient_parts = slabs if slabs > 1 else balanced_parts(n_threads, a.T)
@@ -408,6 +420,7 @@ def gru_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
     a.X, a.W_xh, a.W_hh, a.W_hh_packed = &X[0, 0, 0], &W_xh[0, 0], &W_hh[0, 0], W_hh_packed
     a.h0, a.A, a.HN, a.H = &h0[0, 0], &G[0, 0, 0], &HN[0, 0, 0], &H[0, 0, 0]
     a.dh_out = &dh_out[0, 0, 0] if dh_out is not None else NULL
+    a.norms_out = &norms_out[0, 0, 0] if norms_out is not None else NULL
     a.dH, a.dh0 = &dH[0, 0, 0], &dh0[0, 0]
     a.dW_xh, a.dW_hh, a.db_h, a.db_hn = &dW_xh[0, 0], &dW_hh[0, 0], &db_h[0], &db_hn[0]
     a.dX = &dX[0, 0, 0] if dX is not None else NULL

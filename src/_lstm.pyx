@@ -32,10 +32,12 @@ slabs > 1 a part is instead all the work of one slab of sequences
 
 Gradient flow (optional): dh_out[t] = dH[t], complete (carry included) when
 step t begins, and dc_out[t] = the dc of the second line, dL/dC[t], copied
-row by row between the two loops of gates_backward, while they are in cache.
+row by row between the two loops of gates_backward, while they are in cache;
+norms_out[0, t] and norms_out[1, t] the L2 norms of their rows, summed as
+they are copied.
 """
 from cython cimport floating
-from libc.string cimport memcpy, memset
+from libc.string cimport memset
 
 from _activations cimport one_minus, sigmoid_, tanh_
 from _fpmode cimport flush_enter, flush_leave, fp_mode
@@ -44,8 +46,8 @@ from _parallel cimport balanced_parts, bptt_parallel, import_threadpool
 from _stepping cimport (P_B_H, P_W_HH, P_W_HH_PACKED, P_W_XH,
                        P_W_XH_PACKED)
 from _cellparts cimport (CellArgs, check_cache_arrays, check_cell,
-                        check_gradients, check_state_out, copy_rows, gradient_part,
-                        gradient_scratch, project_part, run_phases)
+                        check_gradients, check_norms_out, check_state_out, copy_rows,
+                        gradient_part, gradient_scratch, project_part, run_phases)
 from _checks cimport check_shape
 from _rowops cimport add_gradient_parts, gradient_size, part_start
 
@@ -90,12 +92,14 @@ cdef void gates_forward(floating* a, const floating* b_h, const floating* c_prev
 cdef void gates_backward(floating* g, const floating* c, const floating* c_prev,
                          const floating* dh, floating* dc, Py_ssize_t rows,
                          Py_ssize_t n_hidden, floating* dc_out,
-                         Py_ssize_t out_row) noexcept nogil:
+                         Py_ssize_t out_row, double* dc_norms,
+                         Py_ssize_t norm_row) noexcept nogil:
     """One step's elementwise pass backward: gate outputs g become dG in place.
 
     dc (rows, H) enters as the carry from step t+1 and leaves as dc * f, the
     carry into step t-1; dc_out (rows, H; rows out_row apart), unless NULL,
-    gets dL/dC[t].
+    gets dL/dC[t], and dc_norms (rows norm_row apart), unless NULL, its rows'
+    L2 norms.
     """
     cdef Py_ssize_t r, j
     cdef Py_ssize_t H1 = n_hidden, H2 = 2 * n_hidden, H3 = 3 * n_hidden
@@ -111,7 +115,8 @@ cdef void gates_backward(floating* g, const floating* c, const floating* c_prev,
             dc[j] = dc[j] + dhj * go * one_minus(tc * tc)
             g[H3 + j] = dhj * tc * go * one_minus(go)
         if dc_out != NULL:
-            memcpy(dc_out + r * out_row, dc, n_hidden * sizeof(floating))
+            copy_rows(dc, dc_out + r * out_row, out_row, 1, n_hidden,
+                      dc_norms + r * norm_row if dc_norms != NULL else NULL, norm_row)
         for j in range(n_hidden):
             gi = g[j]
             gf = g[H1 + j]
@@ -159,28 +164,36 @@ cdef void recurrence_backward(const floating* W_hh, const floating* W_hh_packed,
                               const floating* C, floating* dH, floating* dh0,
                               floating* dc0, int T, int B, int n_hidden, int b0, int b1,
                               int truncate, floating* dh_out, floating* dc_out,
-                              Py_ssize_t out_step, Py_ssize_t out_row) noexcept nogil:
+                              Py_ssize_t out_step, Py_ssize_t out_row, double* norms,
+                              const Py_ssize_t* norm_strides) noexcept nogil:
     """The backward time loop for the batch rows b0..b1-1 (dG holds the gate
-    outputs); dh_out, dc_out (T, B, H) with strides out_step, out_row, or NULL."""
+    outputs); dh_out, dc_out (T, B, H) with strides out_step, out_row, or NULL;
+    norms (2, T, B) with strides norm_strides (the L2 norms of dh_out's and
+    dc_out's rows), or NULL."""
     cdef int n_gates = 4 * n_hidden, rows = b1 - b0
     cdef Py_ssize_t step = <Py_ssize_t>B * n_hidden, t, j
     cdef Py_ssize_t offset = <Py_ssize_t>b0 * n_hidden
     cdef Py_ssize_t size = <Py_ssize_t>rows * n_hidden
     cdef floating* dc = dc0 + offset
     cdef const floating* c_prev
+    cdef double* step_norms = NULL
     if rows <= 0:
         return
     for t in range(T - 1, -1, -1):
         c_prev = C + (t - 1) * step + offset if t > 0 else c0 + offset
+        if norms != NULL:
+            step_norms = norms + t * norm_strides[1] + b0 * norm_strides[2]
         if dh_out != NULL:
-            # dh_out[t] = dH[t], which holds the carry from step t+1 by now
+            # dh_out[t] = dH[t], which holds the carry from step t+1 by now; its norms
             copy_rows(dH + t * step + offset, dh_out + t * out_step + b0 * out_row,
-                      out_row, rows, n_hidden)
+                      out_row, rows, n_hidden, step_norms, norm_strides[2])
         # dG[t] from the gate outputs; dc <- carry into C[t-1]
         gates_backward(dG + 4 * (t * step + offset), C + t * step + offset, c_prev,
                        dH + t * step + offset, dc, rows, n_hidden,
                        dc_out + t * out_step + b0 * out_row if dc_out != NULL else NULL,
-                       out_row)
+                       out_row,
+                       step_norms + norm_strides[0] if step_norms and dc_out else NULL,
+                       norm_strides[2])
         if t > 0 and truncate > 0 and t % truncate == 0:
             # no gradient crosses a window boundary
             for j in range(size):
@@ -219,7 +232,7 @@ cdef void backward_part_of(CellArgs* a, int part, int n_parts, floating tag) noe
                         a.n_hidden, part_start(a.B, part, n_parts),
                         part_start(a.B, part + 1, n_parts), a.truncate,
                         <floating*>a.dh_out, <floating*>a.dc_out, a.out_strides[0],
-                        a.out_strides[1])
+                        a.out_strides[1], a.norms_out, a.norm_strides)
 
 
 cdef void backward_part(void* args, int part, int n_parts) noexcept nogil:
@@ -295,7 +308,8 @@ def lstm_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
                   int slabs=1,                           # batch slabs, as lstm_forward
                   int slab_steps=0,                      # cache timesteps per slab (0: T)
                   floating[:, :, :] dh_out=None,         # OUT (T, B, H), optional
-                  floating[:, :, :] dc_out=None):        # OUT (T, B, H), optional
+                  floating[:, :, :] dc_out=None,         # OUT (T, B, H), optional
+                  double[:, :, :] norms_out=None):       # OUT (2, T, B), optional
     """Backpropagate through time; see the module docstring for the maths.
 
     dc0 carries the cell-state gradient: it enters as dL/dC[T-1] from later
@@ -309,7 +323,10 @@ def lstm_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
     and dL/dC[t] of every step: from dH[t] (with what the caller added into
     dH[-1]), the carries from step t+1 within the truncation window, and
     the dc0 passed in. With slabs they are (T, slabs*B, H), rows in h0's
-    order.
+    order. ``norms_out`` (float64, any strides; with dh_out only; (1, T, B)
+    without dc_out) receives the L2 norm of every row of dh_out and dc_out,
+    ``norms_out[0, t, b] = ||dh_out[t, b]||``, ``norms_out[1, t, b] =
+    ||dc_out[t, b]||``, taken as the rows are copied.
     """
     cdef CellArgs a
     cdef const floating* W_hh_packed
@@ -331,6 +348,10 @@ def lstm_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
     if dc_out is not None:
         check_state_out("dc_out", dc_out.shape, dc_out.strides, a.T, h0.shape[0],
                         W_hh.shape[1], sizeof(floating), a.out_strides)
+    if norms_out is not None:
+        check_norms_out(norms_out.shape, norms_out.strides,
+                        0 if dh_out is None else 1 + (dc_out is not None), a.T,
+                        h0.shape[0], a.norm_strides)
     if X.shape[0] == 0 or X.shape[1] == 0 or W_hh.shape[1] == 0:
         return
     gradient_parts = slabs if slabs > 1 else balanced_parts(n_threads, a.T)
@@ -339,6 +360,7 @@ def lstm_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
     a.h0, a.c0, a.A, a.C, a.H = &h0[0, 0], &c0[0, 0], &G[0, 0, 0], &C[0, 0, 0], &H[0, 0, 0]
     a.dh_out = &dh_out[0, 0, 0] if dh_out is not None else NULL
     a.dc_out = &dc_out[0, 0, 0] if dc_out is not None else NULL
+    a.norms_out = &norms_out[0, 0, 0] if norms_out is not None else NULL
     a.dH, a.dh0, a.dc0 = &dH[0, 0, 0], &dh0[0, 0], &dc0[0, 0]
     a.dW_xh, a.dW_hh, a.db_h = &dW_xh[0, 0], &dW_hh[0, 0], &db_h[0]
     a.dX = &dX[0, 0, 0] if dX is not None else NULL

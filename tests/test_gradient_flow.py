@@ -553,3 +553,109 @@ def test_state_grads_with_dropout_equal_torch(monkeypatch, cell):
             continue
         for got, want in zip(flow[key], ref):
             np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-12)
+
+
+# ------------------------------------------------- the norms of the rows
+
+def _kernel_backward(k, cell, X, p, h0, dH, layout, *, dh_out=None, dc_out=None,
+                     norms_out=None):
+    """A cell's kernels forward then backward on X (T, B, I), dH consumed."""
+    T, B, _ = X.shape
+    H = p["W_hh"].shape[1]
+    dt = X.dtype
+    grads = tuple(np.empty_like(p[name]) for name in ("W_xh", "W_hh", "b_h"))
+    outs = dict(dh_out=dh_out, norms_out=norms_out)
+    if cell == "rnn":
+        Hs = np.empty((T, B, H), dt)
+        k.elman_forward(X, p["W_xh"], p["W_hh"], p["b_h"], h0, False, Hs, *layout)
+        k.elman_backward(X, p["W_xh"], p["W_hh"], h0, Hs, dH, False, 0, *grads,
+                         np.empty((B, H), dt), False, None, *layout, **outs)
+    elif cell == "lstm":
+        cache = np.empty((T, B, 4 * H), dt), np.empty((T, B, H), dt), np.empty((T, B, H), dt)
+        k.lstm_forward(X, p["W_xh"], p["W_hh"], p["b_h"], h0, h0, *cache, *layout)
+        k.lstm_backward(X, p["W_xh"], p["W_hh"], h0, h0, *cache, dH, 0, *grads,
+                        np.empty((B, H), dt), np.ones((B, H), dt), False, None, *layout,
+                        dc_out=dc_out, **outs)
+    else:
+        cache = np.empty((T, B, 3 * H), dt), np.empty((T, B, H), dt), np.empty((T, B, H), dt)
+        k.gru_forward(X, p["W_xh"], p["W_hh"], p["b_h"], p["b_hn"], h0, *cache,
+                      np.empty((B, 3 * H), dt), *layout)
+        k.gru_backward(X, p["W_xh"], p["W_hh"], h0, *cache, dH, 0, *grads,
+                       np.empty(H, dt), np.empty((B, H), dt), False, None, *layout, **outs)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_kernels_write_the_norms_of_the_state_gradient_rows(cell, dtype):
+    """norms_out[k, t, b] is the L2 norm (float64) of row b of dh_out[t]
+    (k = 0) and of the LSTM's dc_out[t] (k = 1): in the reference, and in the
+    compiled kernels equal to it, serial and with the batch split over 2
+    threads, written through any strides (a transposed view here); float32
+    rows of 1e20 (squares beyond float32) give finite norms."""
+    from bptt._kernels import load_kernels
+    spec = bptt._cells.CELLS[cell]
+    S = 2 if cell == "lstm" else 1
+    T, B, I, H = 6, 5, 3, 7
+    rng = np.random.default_rng(4)
+    p = {"W_xh": rng.normal(0, 0.5, (spec.n_gates * H, I)),
+         "W_hh": rng.normal(0, 0.5, (spec.n_gates * H, H)),
+         "b_h": rng.normal(0, 0.5, spec.n_gates * H), "b_hn": rng.normal(0, 0.5, H)}
+    p = {name: value.astype(dtype) for name, value in p.items()}
+    X = rng.standard_normal((T, B, I)).astype(dtype)
+    h0 = rng.standard_normal((B, H)).astype(dtype)
+    for scale in (1.0, 1e20):
+        dH = (scale * rng.standard_normal((T, B, H))).astype(dtype)
+        results = {}
+        for backend, layout in (("numpy", ()), ("cython", (1, 1, 0)), ("cython", (2, 1, 0))):
+            k = load_kernels(backend, spec.kernel)
+            outs = [np.full((T, B, H), np.nan, dtype) for _ in range(S)]
+            norms = np.full((S, B, T), np.nan).transpose(0, 2, 1)  # (S, T, B), strided
+            _kernel_backward(k, cell, X, p, h0, dH.copy(), layout, dh_out=outs[0],
+                             dc_out=outs[1] if S == 2 else None, norms_out=norms)
+            for a, got in zip(outs, norms):
+                assert np.isfinite(a).all() and np.isfinite(got).all()
+                expected = np.linalg.norm(a.astype(np.float64), axis=2)
+                np.testing.assert_allclose(got, expected, rtol=1e-13)
+            results[backend, layout] = outs, norms
+        ref_outs, ref_norms = results["numpy", ()]
+        rtol = 1e-10 if dtype == np.float64 else 1e-4
+        for outs, norms in results.values():
+            for a, ref in zip((*outs, norms), (*ref_outs, ref_norms)):
+                np.testing.assert_allclose(a, ref, rtol=rtol, atol=rtol * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_kernels_check_norms_out(cell):
+    """norms_out is float64 (states, >= T, B) and needs dh_out (the norms are
+    of its rows), else a ValueError naming it before anything is written."""
+    from bptt._kernels import load_kernels
+    spec = bptt._cells.CELLS[cell]
+    k = load_kernels("cython", spec.kernel)
+    T, B, I, H = 4, 3, 2, 5
+    rng = np.random.default_rng(5)
+    p = {"W_xh": rng.normal(0, 0.5, (spec.n_gates * H, I)),
+         "W_hh": rng.normal(0, 0.5, (spec.n_gates * H, H)),
+         "b_h": np.zeros(spec.n_gates * H), "b_hn": np.zeros(H)}
+    X, h0 = rng.standard_normal((T, B, I)), np.zeros((B, H))
+    S = 2 if cell == "lstm" else 1
+    dc = {"dc_out": np.empty((T, B, H))} if cell == "lstm" else {}
+
+    def run(norms_out, **outs):
+        _kernel_backward(k, cell, X, p, h0, rng.standard_normal((T, B, H)), (1, 1, 0),
+                         norms_out=norms_out, **outs)
+
+    longer = np.full((S, T + 2, B), -1.0)  # more steps than T: the first T written
+    run(longer, dh_out=np.empty((T, B, H)), **dc)
+    assert (longer[:, :T] >= 0).all() and (longer[:, T:] == -1).all()
+    with pytest.raises(ValueError, match="norms_out needs dh_out"):
+        run(np.empty((S, T, B)))
+    for bad in [(S, T - 1, B), (S, T, B + 1), (S + 1, T, B)]:
+        with pytest.raises(ValueError, match=r"norms_out must have shape"):
+            run(np.empty(bad), dh_out=np.empty((T, B, H)), **dc)
+    if cell == "lstm":
+        # without dc_out, the norms of dh_out's rows only
+        run(np.empty((1, T, B)), dh_out=np.empty((T, B, H)))
+        with pytest.raises(ValueError, match=r"norms_out must have shape \(1, "):
+            run(np.empty((2, T, B)), dh_out=np.empty((T, B, H)))
+    with pytest.raises(ValueError, match="Buffer dtype mismatch"):
+        run(np.empty((S, T, B), np.float32), dh_out=np.empty((T, B, H)), **dc)

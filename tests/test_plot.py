@@ -218,9 +218,102 @@ def test_gradient_flow_bad_input(plt):
         bptt.plot.plot_gradient_flow(flows["rnn"], state="c")
     with pytest.raises(ValueError, match="state must be"):
         bptt.plot.plot_gradient_flow(flows["rnn"], state="x")
-    with pytest.raises(ValueError, match=r"got an array of shape \(2, 3\)"):
-        bptt.plot.plot_gradient_flow(np.ones((2, 3)))
+    with pytest.raises(ValueError, match=r"got an array of shape \(2, 3, 4, 5, 6\)"):
+        bptt.plot.plot_gradient_flow(np.ones((2, 3, 4, 5, 6)))
     with pytest.raises(ValueError, match="empty"):
         bptt.plot.plot_gradient_flow([])
     with pytest.raises(ValueError, match="non-zero gradient at the last"):
         bptt.plot.plot_gradient_flow(np.array([1.0, 0.0]), relative=True)
+
+
+# ------------------------------------------- layers and directions
+
+def _layered_flow(cell="rnn", layers=2, bidirectional=True, lengths=None):
+    rng = np.random.default_rng(1)
+    net = bptt.RNN(1, 5, 1, cell=cell, num_layers=layers, bidirectional=bidirectional,
+                   random_state=0)
+    if lengths is None:
+        X = rng.normal(size=(4, 12, 1))
+    else:
+        X = [rng.normal(size=(L, 1)) for L in lengths]
+    y = rng.normal(size=(len(X), 1))
+    return net.loss_and_grad(X, y, output="last", return_state_grads=True)[2]
+
+
+def test_gradient_flow_of_a_stacked_bidirectional_network(plt):
+    """(num_layers*2, T) norms: one line per layer and direction, labelled
+    as the parameters are named; a reverse direction counts its steps back
+    from the first timestep, the last it reads."""
+    flow = _layered_flow()
+    assert flow["dh_norm"].shape == (4, 12)
+    ax = bptt.plot.plot_gradient_flow(flow, bidirectional=True)
+    lines = _lines(ax)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "layer 0", "layer 0 reverse", "layer 1", "layer 1 reverse"]
+    norms = flow["dh_norm"]
+    for r, label in enumerate(["layer 0", "layer 0 reverse", "layer 1", "layer 1 reverse"]):
+        np.testing.assert_array_equal(lines[label].get_xdata(), np.arange(12))
+        expected = norms[r] if r % 2 else norms[r][::-1]
+        np.testing.assert_allclose(lines[label].get_ydata(), expected)
+    # the raw (num_layers*2, n, T, H) gradients give the same lines
+    ax = bptt.plot.plot_gradient_flow(flow["dh"], bidirectional=True)
+    for label, line in _lines(ax).items():
+        np.testing.assert_allclose(line.get_ydata(), lines[label].get_ydata(), rtol=1e-6)
+    # relative: every run starts at 1 at its own last step
+    ax = bptt.plot.plot_gradient_flow(flow["dh_norm"], relative=True, bidirectional=True)
+    for r, line in enumerate(ax.get_lines()):
+        assert line.get_ydata()[0] == 1
+        last = norms[r][0] if r % 2 else norms[r][-1]
+        np.testing.assert_allclose(line.get_ydata() * last, lines[line.get_label()].get_ydata())
+
+
+def test_gradient_flow_of_stacked_networks_and_one_layer(plt):
+    """Several networks, one stacked: "name, layer l" lines beside a plain
+    one; a stacked unidirectional flow's rows are layers; an LSTM's cell
+    states likewise; ragged input (lists) through the dict's norms."""
+    stacked = _layered_flow("lstm", layers=3, bidirectional=False, lengths=[9, 5, 12])
+    one = _flows()["rnn"]
+    ax = bptt.plot.plot_gradient_flow({"deep": stacked, "rnn": one})
+    lines = _lines(ax)
+    assert sorted(lines) == ["deep, layer 0", "deep, layer 1", "deep, layer 2", "rnn"]
+    for layer in range(3):
+        np.testing.assert_allclose(lines[f"deep, layer {layer}"].get_ydata(),
+                                   stacked["dh_norm"][layer][::-1])
+    np.testing.assert_allclose(lines["rnn"].get_ydata(), one["dh_norm"][::-1])
+    ax = bptt.plot.plot_gradient_flow(stacked, state="c")
+    np.testing.assert_allclose(_lines(ax)["layer 2"].get_ydata(), stacked["dc_norm"][2][::-1])
+    # one row of a layered flow alone: a single unlabelled line
+    ax = bptt.plot.plot_gradient_flow(stacked["dh_norm"][1])
+    assert ax.get_legend() is None and len(ax.get_lines()) == 1
+
+
+def test_gradient_flow_of_padded_gradients_leaves_the_padding_out(plt):
+    """A NaN-padded (num_layers*D, n, T, H) array: each timestep's mean runs
+    over the sequences that reach it, as dh_norm does."""
+    rng = np.random.default_rng(2)
+    lengths = [9, 5, 12]
+    X = np.full((3, 12, 1), np.nan)
+    for i, L in enumerate(lengths):
+        X[i, :L] = rng.normal(size=(L, 1))
+    net = bptt.RNN(1, 5, 1, num_layers=2, random_state=0)
+    flow = net.loss_and_grad(X, rng.normal(size=(3, 1)), output="last",
+                             return_state_grads=True)[2]
+    assert np.isnan(flow["dh"]).any()
+    ax = bptt.plot.plot_gradient_flow(flow["dh"])
+    for layer, line in enumerate(ax.get_lines()):
+        np.testing.assert_allclose(line.get_ydata(), flow["dh_norm"][layer][::-1],
+                                   rtol=1e-10)
+
+
+def test_gradient_flow_layered_bad_input(plt):
+    flow = _layered_flow(layers=1, bidirectional=True)
+    with pytest.raises(ValueError, match="bidirectional=True needs a bidirectional"):
+        bptt.plot.plot_gradient_flow(_flows()["rnn"], bidirectional=True)
+    with pytest.raises(ValueError, match="an even number of rows; the flow has 3"):
+        bptt.plot.plot_gradient_flow(np.ones((3, 5)), bidirectional=True)
+    with pytest.raises(TypeError, match="bidirectional must be True or False"):
+        bptt.plot.plot_gradient_flow(flow, bidirectional="yes")
+    with pytest.raises(ValueError, match=r"must have shape \(T,\) or \(num_layers\*D, T\)"):
+        bptt.plot.plot_gradient_flow({"dh_norm": np.ones((2, 3, 4))})
+    with pytest.raises(ValueError, match=r"got an array of shape \(1, 2, 3, 4, 5\)"):
+        bptt.plot.plot_gradient_flow(np.ones((1, 2, 3, 4, 5)))

@@ -185,22 +185,18 @@ def loss_grad_state(net, X, target, loss, output, truncate, state0, state_grads=
                      plan_threads(net, budget, n), state_grads, weights)
 
 
-def state_grads_of(flow, keys=("dh", "dc")):
-    """loss_and_grad's state gradients from the (..., n, T, H) arrays the
-    kernels filled (dh, then the LSTM's dc), with their per-timestep norms
-    averaged over the batch."""
+def state_grads_of(flow, norms, keys=("dh", "dc")):
+    """loss_and_grad's state gradients from the (n, T, H) arrays the kernels
+    filled (dh, then the LSTM's dc), with their per-timestep norms averaged
+    over the batch from the float64 (states, T, n) norms of their rows that
+    the kernels took as they wrote them (norms_out)."""
+    # one reduction for every state (a mean per state cost 10 us at M)
+    per_step = norms.sum(axis=-1)
+    per_step /= norms.shape[-1]
     out = {}
-    for key, a in zip(keys, flow):
+    for key, a, mean in zip(keys, flow, per_step):
         out[key] = a
-        # squared norms in the arrays' dtype (np.linalg.norm's temporaries
-        # took 10x longer; a * a then a GEMV against ones was no faster),
-        # in float64 where float32 overflowed
-        squares = np.einsum("...k,...k->...", a, a)
-        if not np.isfinite(squares).all():
-            squares = np.einsum("...k,...k->...", a, a, dtype=np.float64)
-        # the square roots in that dtype too (a float64 copy of the
-        # (n, T) array cost more than the sum); the mean accumulates in float64
-        out[key + "_norm"] = np.sqrt(squares).mean(axis=-2, dtype=np.float64)
+        out[key + "_norm"] = mean
     return out
 
 
@@ -254,18 +250,20 @@ def _bptt(net, X, target, loss, output, truncate, state0, n_threads=1, state_gra
                      *(np.empty((rows_max, O), dtype=net.dtype) for _ in range(3)),
                      np.empty((slabs * steps, n // slabs, H), dtype=net.dtype))
     # state gradients: the kernels write them straight into the batch-first
-    # (n, T, H) arrays returned (through their time-major views); zeros
-    # where no backward step writes (windows before the last one's loss)
+    # (n, T, H) arrays returned (through their time-major views), and the
+    # norms of their rows into a (states, T, n) float64 array as they go;
+    # zeros where no backward step writes (windows before the last one's loss)
     flow = None
     if state_grads is not None:
         new = np.zeros if output == "last" and truncate else np.empty
-        flow = tuple(new((n, T, H), dtype=net.dtype)
-                     for _ in net._cell.spec.state_arrays(state0))
+        states = len(net._cell.spec.state_arrays(state0))
+        flow = (*(new((n, T, H), dtype=net.dtype) for _ in range(states)),
+                new((states, T, n), dtype=np.float64))
     value, grads, final_state = _bptt_in(net, workspace, X, target, loss, sequence,
                                          truncate, state0, steps, starts, n_threads, slabs,
                                          flow, weights)
     if flow is not None:
-        state_grads.update(state_grads_of(flow))
+        state_grads.update(state_grads_of(flow[:-1], flow[-1]))
     if sum(a.nbytes for a in (*workspace[0], *workspace[1:])) <= KEEP_WORKSPACE_BYTES:
         net._workspace = {key: workspace}
     return value, grads, final_state
@@ -280,7 +278,7 @@ def _bptt_in(net, workspace, X, target, loss, sequence, truncate, state0, steps,
     rows and target follow that order (src/_cellparts.pxd, "slabs"; one
     slab is the plain time-major layout). ``flow``, when given, is a tuple
     of batch-first (n, T, H) arrays that receive dL/dh (and dL/dc) at every
-    timestep."""
+    timestep, then the (states, T, n) float64 array of their rows' norms."""
     n, T, I = X.shape
     H = net.hidden_size
     cell, out, p = net._cell, net._out, net._params
@@ -348,7 +346,8 @@ def _bptt_in(net, workspace, X, target, loss, sequence, truncate, state0, steps,
         carry = cell.backward(Xt, p, chunk_state0, tuple(a[s:] for a in cache), dHc,
                               carry, truncate, grads, i > 0, n_threads, None, slabs, T,
                               None if flow is None else
-                              tuple(a.transpose(1, 0, 2)[s:] for a in flow))
+                              (*(a.transpose(1, 0, 2)[s:] for a in flow[:-1]),
+                               flow[-1][:, s:]))
         if truncate and s % truncate == 0:
             carry = None  # no gradient crosses a window boundary
     check_loss(value)

@@ -53,7 +53,10 @@ The interface every binding implements:
     state0's order; time-major views of batch-first arrays will do), one per
     state array (h, then the LSTM's c), that receive the total dL/dstate at
     every step (from dH, from later timesteps within the truncation window and
-    from dstate_next); the kernels' ``dh_out`` (and ``dc_out``).
+    from dstate_next); the kernels' ``dh_out`` (and ``dc_out``), optionally
+    followed by a float64 (states, T, B) array (with slabs (states, T,
+    slabs*B)) that receives the L2 norm of each of their rows, the kernels'
+    ``norms_out``.
 ``stepper(p, state0, activation) -> Stepper or None``
     (inherited from :class:`CellBinding`) The compiled streaming stepper of
     the cell's kernels (``RNN.stream``, src/_stepper.pxi); None for the

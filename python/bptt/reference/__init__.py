@@ -21,6 +21,9 @@ Every ``<cell>_backward`` shares these conventions:
 - ``dh_out`` (and the LSTM's ``dc_out``), (T, B, H) or None, receives at
   [t] the total dL/dh_t (dL/dc_t): from the output at t, from later steps of
   its window and, at the last step, from dstate_next.
+- ``norms_out``, float64 (states, T, B) or None, receives at [k, t] the L2
+  norm of every row of dh_out[t] (k = 0) and of the LSTM's dc_out[t]
+  (k = 1), in float64 (:func:`row_norms`).
 
 The arguments the compiled kernels add at the end to partition their work
 (``n_threads``, the batch ``slabs`` and ``slab_steps`` of the cells, the
@@ -29,3 +32,11 @@ are the compiled driver's business and have no twin here: the reference
 runs one time-major batch, and the parity tests run the compiled kernels
 in every layout against it.
 """
+
+import numpy as np
+
+
+def row_norms(a):
+    """The L2 norm of every row of ``a`` (B, H), taken in float64: the
+    state-gradient norms the cells' backward passes report (norms_out)."""
+    return np.linalg.norm(a.astype(np.float64), axis=1)

@@ -29,6 +29,8 @@ loss with h_{t-1} detached.
 
 import numpy as np
 
+from . import row_norms
+
 
 def activate(A, relu):
     """Apply f in place to A and return it: tanh, or relu when ``relu``."""
@@ -72,7 +74,8 @@ def elman_forward(X, W_xh, W_hh, b_h, h0, relu, H):
 
 
 def elman_backward(X, W_xh, W_hh, h0, H, dH, relu, truncate,
-                   dW_xh, dW_hh, db_h, dh0, accumulate=False, dX=None, dh_out=None):
+                   dW_xh, dW_hh, db_h, dh0, accumulate=False, dX=None, dh_out=None,
+                   norms_out=None):
     """Backpropagate through time.
 
     Parameters
@@ -90,8 +93,9 @@ def elman_backward(X, W_xh, W_hh, h0, H, dH, relu, truncate,
     accumulate : bool                         # add into dW_xh, dW_hh, db_h
     dX : ndarray of shape (T, B, I) or None   # OUT dL/dX, skipped when None
     dh_out : ndarray of shape (T, B, H) or None   # OUT total dL/dh_t, skipped when None
+    norms_out : float64 ndarray of shape (1, T, B) or None   # OUT ||dL/dh_t|| per row
 
-    Chunks, truncation, accumulate and dh_out: bptt/reference/__init__.py.
+    Chunks, truncation, accumulate, dh_out and norms_out: bptt/reference/__init__.py.
     """
     T, B, _ = X.shape
     n_hidden = H.shape[2]
@@ -103,6 +107,8 @@ def elman_backward(X, W_xh, W_hh, h0, H, dH, relu, truncate,
         dA[t] += dh_next
         if dh_out is not None:
             dh_out[t] = dA[t]
+        if norms_out is not None:
+            norms_out[0, t] = row_norms(dA[t])
         # backprop through f
         dA[t] *= activation_grad(H[t], relu)
         # backprop into H[t-1]; no gradient crosses a window boundary

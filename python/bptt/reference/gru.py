@@ -41,6 +41,8 @@ carry into H[t-1] (both dH[t] * z and dGh[t] @ W_hh) is dropped.
 import numpy as np
 from scipy.special import expit
 
+from . import row_norms
+
 
 def gru_forward(X, W_xh, W_hh, b_h, b_hn, h0, G, HN, H, Gh):
     """Run the recurrence over all timesteps and keep what backward needs.
@@ -83,7 +85,8 @@ def gru_forward(X, W_xh, W_hh, b_h, b_hn, h0, G, HN, H, Gh):
 
 
 def gru_backward(X, W_xh, W_hh, h0, G, HN, H, dH, truncate,
-                 dW_xh, dW_hh, db_h, db_hn, dh0, accumulate=False, dX=None, dh_out=None):
+                 dW_xh, dW_hh, db_h, db_hn, dh0, accumulate=False, dX=None, dh_out=None,
+                 norms_out=None):
     """Backpropagate through time.
 
     Parameters
@@ -102,8 +105,9 @@ def gru_backward(X, W_xh, W_hh, h0, G, HN, H, dH, truncate,
     accumulate : bool                         # add into dW_xh, dW_hh, db_h, db_hn
     dX : ndarray of shape (T, B, I) or None   # OUT dL/dX, skipped when None
     dh_out : ndarray of shape (T, B, H) or None   # OUT total dL/dh_t, skipped when None
+    norms_out : float64 ndarray of shape (1, T, B) or None   # OUT ||dL/dh_t|| per row
 
-    Chunks, truncation, accumulate and dh_out: bptt/reference/__init__.py.
+    Chunks, truncation, accumulate, dh_out and norms_out: bptt/reference/__init__.py.
     """
     T = X.shape[0]
     n_hidden = H.shape[2]
@@ -117,6 +121,8 @@ def gru_backward(X, W_xh, W_hh, h0, G, HN, H, dH, truncate,
         dh = dH[t]
         if dh_out is not None:
             dh_out[t] = dh
+        if norms_out is not None:
+            norms_out[0, t] = row_norms(dh)
         # backprop through H[t] = (1 - z) * n + z * H[t-1] and the tanh of n
         dn_a = dh * (1 - z) * (1 - n * n)
         dz_a = dh * (h_prev - n) * z * (1 - z)

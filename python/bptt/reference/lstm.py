@@ -37,6 +37,8 @@ gradient of the loss with (h_{t-1}, c_{t-1}) detached.
 import numpy as np
 from scipy.special import expit
 
+from . import row_norms
+
 
 def lstm_forward(X, W_xh, W_hh, b_h, h0, c0, G, C, H):
     """Run the recurrence over all timesteps and keep what backward needs.
@@ -74,7 +76,7 @@ def lstm_forward(X, W_xh, W_hh, b_h, h0, c0, G, C, H):
 
 def lstm_backward(X, W_xh, W_hh, h0, c0, G, C, H, dH, truncate,
                   dW_xh, dW_hh, db_h, dh0, dc0, accumulate=False, dX=None,
-                  dh_out=None, dc_out=None):
+                  dh_out=None, dc_out=None, norms_out=None):
     """Backpropagate through time.
 
     Parameters
@@ -95,8 +97,10 @@ def lstm_backward(X, W_xh, W_hh, h0, c0, G, C, H, dH, truncate,
     accumulate : bool                         # add into dW_xh, dW_hh, db_h
     dX : ndarray of shape (T, B, I) or None   # OUT dL/dX, skipped when None
     dh_out, dc_out : ndarray of shape (T, B, H) or None   # OUT total dL/dh_t, dL/dc_t
+    norms_out : float64 ndarray of shape (2, T, B) or None   # OUT ||dL/dh_t||, ||dL/dc_t||
+                                              #   per row ((1, T, B): ||dL/dh_t|| only)
 
-    Chunks, truncation, accumulate and dh_out: bptt/reference/__init__.py.
+    Chunks, truncation, accumulate, dh_out and norms_out: bptt/reference/__init__.py.
     """
     T = X.shape[0]
     n_hidden = H.shape[2]
@@ -115,6 +119,10 @@ def lstm_backward(X, W_xh, W_hh, h0, c0, G, C, H, dH, truncate,
             dh_out[t] = dh
         if dc_out is not None:
             dc_out[t] = dc
+        if norms_out is not None:
+            norms_out[0, t] = row_norms(dh)
+            if norms_out.shape[0] > 1:
+                norms_out[1, t] = row_norms(dc)
         # backprop through the gates, derivatives from their outputs
         di, df, dg, do = np.split(dG[t], 4, axis=1)
         di[...] = dc * g * i * (1 - i)
