@@ -74,8 +74,9 @@ ACTIVATION_LOSSES = [
 
 
 def cell_kernels(backend, cell):
-    """The kernel module of a cell ("rnn" runs bptt._elman / reference.elman)."""
-    return load_kernels(backend, {"rnn": "elman"}.get(cell, cell))
+    """The kernel module of a cell, as its registry entry names it ("rnn"
+    runs bptt._elman / reference.elman)."""
+    return load_kernels(backend, _cells.CELLS[cell].kernel)
 
 
 def make_target(rng, loss, output, n, T, O):
