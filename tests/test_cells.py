@@ -323,10 +323,12 @@ def test_parameter_tables_match_the_registry(page):
             assert ", ".join(spec.gates) in rest, cell
 
 
-def test_estimator_docs_list_every_cell():
+def test_estimator_docs_refer_to_the_cells_table():
+    """The estimators' ``cell`` row names no cell (a new one needs no edit
+    there) but the README's table, which lists every cell."""
     rows = _table_rows((ROOT / "docs/estimators.md").read_text(), "| parameter |")
-    listed = re.findall(r'"(\w+)"', rows["cell"][1])
-    assert listed == list(CELL_NAMES)
+    assert re.findall(r'"(\w+)"', rows["cell"][1]) == []
+    assert "README's parameter table" in rows["cell"][1]
 
 
 def test_docstrings_list_every_cell():
