@@ -230,10 +230,11 @@ def lstm_forward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
                  int n_threads=1,                       # threads splitting the batch
                  int slabs=1,                           # batch slabs (_cellparts.pxd)
                  int slab_steps=0):                     # cache timesteps per slab (0: T)
-    """Run the recurrence over all timesteps and keep what backward needs.
+    """Run the recurrence over all timesteps and keep what backward needs:
+    the gate outputs G, the cell states C and the hidden states H.
 
-    With ``slabs`` > 1 the (T, B, .) arrays are (slabs*T, B, .) and the state
-    arrays (slabs*B, .): independent slabs of sequences, one part each.
+    With ``slabs`` > 1, X, G, C and H are (slabs*T, B, .) and h0, c0
+    (slabs*B, H): independent slabs of sequences, one part each.
     """
     cdef CellArgs a
     cell_args(&a, 4, slabs, slab_steps, X.shape, W_xh.shape, W_hh.shape, h0.shape,
