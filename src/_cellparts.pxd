@@ -7,11 +7,15 @@ from cython cimport floating
 
 from libc.limits cimport INT_MAX
 from libc.math cimport sqrt
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 
 from _checks cimport ANY, check_shape
-from _parallel cimport bptt_parallel, bptt_part_fn
-from _rowops cimport backproject_rows, project_rows, weight_gradients_part
+from _fpmode cimport flush_enter, flush_leave, fp_mode
+from _packed cimport pack_weights
+from _parallel cimport balanced_parts, bptt_parallel, bptt_part_fn
+from _stepping cimport MAX_EXTRA, MAX_STATES
+from _rowops cimport (add_gradient_parts, add_parts, backproject_rows, gradient_size,
+                     project_rows, weight_gradients_part)
 
 cimport numpy as cnp
 import numpy as np
@@ -19,6 +23,14 @@ import numpy as np
 cdef extern from "staterows.h" nogil:
     double bptt_copy_squares_s(const float* src, float* dst, long n)
     double bptt_copy_squares_d(const double* src, double* dst, long n)
+
+
+# The slots a cell's own arrays go in: no field of CellArgs names a cell, so
+# a new cell's arrays need no edit here. The bounds are the stepper's
+# (_stepping.pxd: MAX_STATES state arrays, MAX_EXTRA extra parameters) and
+# MAX_CACHE cache arrays beside A and H (LSTM: C; GRU: HN).
+cdef enum:
+    MAX_CACHE = 4
 
 
 cdef struct CellArgs:
@@ -29,26 +41,27 @@ cdef struct CellArgs:
     const void* W_hh         # (G*H, H)
     const void* W_hh_packed  # pack_weights(W_hh): transpose forward, not backward
     const void* b_h          # (G*H,)
-    const void* b_hn         # GRU (H,)
-    const void* h0           # (B, H)
-    const void* c0           # LSTM (B, H)
+    const void* extra[MAX_EXTRA]    # the cell's (H,) parameters after b_h (GRU: b_hn)
+    const void* state0[MAX_STATES]  # (B, H) each: h0 (LSTM: and c0)
     void* A                  # (T, B, G*H) pre-activations, then their gradients
-    void* C                  # LSTM (T, B, H) cell states
-    void* HN                 # GRU (T, B, H) W_hn h + b_hn, then dA_n
     void* H                  # (T, B, H) hidden states (Elman: A itself)
-    void* Gh                 # GRU (B, 3H) work
+    void* cache[MAX_CACHE]   # the cell's other cache arrays (T, B, cache_width[k]*H)
+    int cache_width[MAX_CACHE]  # in units of H (LSTM: C 1; GRU: HN 1)
+    void* work               # (B, work_width*H) the cell's work rows (GRU: Gh 3)
+    int work_width
     void* dH                 # (T, B, H) dL/dH (Elman: A itself)
-    void* dh0                # (B, H)
-    void* dc0                # LSTM (B, H)
+    void* dstate0[MAX_STATES]  # (B, H) each: dh0 (LSTM: and dc0)
     void* dW_xh
     void* dW_hh
     void* db_h
-    void* db_hn              # GRU
+    void* dextra[MAX_EXTRA]  # the gradients of extra, n_extra of them
+    int n_extra
     void* dX                 # (T, B, I) or NULL
-    void* dh_out             # (T, B, H) strided: the total dL/dH at every step, or NULL
-    void* dc_out             # LSTM, the same for dL/dC, or NULL
-    Py_ssize_t out_strides[2]  # dh_out's (and dc_out's) step and row strides, in elements
-    double* norms_out        # (states, T, B) strided: L2 norms of dh_out's (dc_out's) rows
+    # (T, B, H) strided, one per state array (dh_out, dc_out): the total
+    # dL/dstate at every step, or NULL
+    void* state_out[MAX_STATES]
+    Py_ssize_t out_strides[2]  # state_out's step and row strides, in elements
+    double* norms_out        # (states, T, B) strided: L2 norms of state_out's rows
     Py_ssize_t norm_strides[3]  # norms_out's state, step and row strides, in elements
     void* scratch            # the gradient parts' blocks (weight_gradients_part)
     Py_ssize_t gradient_block  # elements of one scratch block (slabs: slab_args)
@@ -78,7 +91,7 @@ cdef inline void gradient_part_of(CellArgs* a, int part, int n_parts,
                                   floating tag) noexcept nogil:
     # timesteps of dW_xh, dW_hh, db_h from dA (one (T, B, G*H) block); rows
     # of dX = dA @ W_xh
-    weight_gradients_part(<const floating*>a.X, <const floating*>a.h0,
+    weight_gradients_part(<const floating*>a.X, <const floating*>a.state0[0],
                           <const floating*>a.H, <const floating*>a.A, a.T, a.B, a.n_input,
                           a.n_hidden, a.n_gates, part, n_parts, a.accumulate,
                           <floating*>a.dW_xh, <floating*>a.dW_hh, <floating*>a.db_h,
@@ -127,33 +140,34 @@ cdef inline void slab_args(const CellArgs* a, int slab, CellArgs* s) noexcept no
 
     Slab 0 writes (or adds) the weight gradients into the outputs; slab
     s > 0 writes its own into scratch block s - 1, laid out [dW_xh | dW_hh |
-    db_h (| db_hn)], for add_gradient_parts."""
+    db_h | dextra[0] | ...], for add_gradient_parts (and run_backward's
+    sums of the extras)."""
     cdef Py_ssize_t rows = <Py_ssize_t>a.T * a.B * slab, batch = <Py_ssize_t>a.B * slab
     cdef Py_ssize_t cached = <Py_ssize_t>a.cache_steps * a.B * slab
     cdef Py_ssize_t item = sizeof(double) if a.is_double else sizeof(float)
     cdef Py_ssize_t H = a.n_hidden, G = a.n_gates, I = a.n_input
+    cdef int k
     s[0] = a[0]
     s.X = offset(a.X, rows * I * item)
     s.A = offset(a.A, (rows if a.A == a.dH else cached) * G * item)
-    s.C = offset(a.C, cached * H * item)
-    s.HN = offset(a.HN, cached * H * item)
     s.H = offset(a.H, cached * H * item)
-    # dh_out, dc_out (T, slabs*B, H): slab s is rows s*B.., as for the states
-    s.dh_out = offset(a.dh_out, batch * a.out_strides[1] * item)
-    s.dc_out = offset(a.dc_out, batch * a.out_strides[1] * item)
+    for k in range(MAX_CACHE):
+        s.cache[k] = offset(a.cache[k], cached * a.cache_width[k] * H * item)
+    for k in range(MAX_STATES):
+        s.state0[k] = offset(a.state0[k], batch * H * item)
+        s.dstate0[k] = offset(a.dstate0[k], batch * H * item)
+        # state_out (T, slabs*B, H): slab s is rows s*B.., as for the states
+        s.state_out[k] = offset(a.state_out[k], batch * a.out_strides[1] * item)
     s.norms_out = <double*>offset(a.norms_out, batch * a.norm_strides[2] * sizeof(double))
     s.dH = offset(a.dH, rows * H * item)
     s.dX = offset(a.dX, rows * I * item)
-    s.h0 = offset(a.h0, batch * H * item)
-    s.c0 = offset(a.c0, batch * H * item)
-    s.dh0 = offset(a.dh0, batch * H * item)
-    s.dc0 = offset(a.dc0, batch * H * item)
-    s.Gh = offset(a.Gh, batch * G * item)
+    s.work = offset(a.work, batch * a.work_width * H * item)
     if slab > 0 and a.scratch != NULL:
         s.dW_xh = offset(a.scratch, (slab - 1) * a.gradient_block * item)
         s.dW_hh = offset(s.dW_xh, G * I * item)
         s.db_h = offset(s.dW_hh, G * H * item)
-        s.db_hn = offset(s.db_h, G * item)
+        for k in range(a.n_extra):
+            s.dextra[k] = offset(s.db_h, (G + k * H) * item)
         s.accumulate = False
 
 
@@ -322,3 +336,128 @@ cdef inline int check_cache_arrays(int gates, str second, Py_ssize_t B, Py_ssize
     check_shape("H", Hs, 3, ANY, B, H)
     check_shape("G", G, 3, Hs[0], B, gates * H)
     return check_shape(second, S, 3, Hs[0], B, H)
+
+
+# ---------------------------------------------------------------- entry points
+#
+# What every cell's forward and backward do around their own arrays: the
+# arguments they share checked and set (cell_args, check_backward,
+# check_state_outs), then run_forward / run_backward. A cell's entry point
+# checks and sets only its own arrays (state0[1], cache, extra, work and
+# their gradients) in between and passes its part functions.
+
+cdef inline int cell_args(CellArgs* a, int gates, int slabs, int slab_steps,
+                          const Py_ssize_t* X, const Py_ssize_t* W_xh,
+                          const Py_ssize_t* W_hh, const Py_ssize_t* h0,
+                          Py_ssize_t cache_rows) except -1:
+    """Zeroes a, checks the shapes every cell's kernel takes (check_cell)
+    and sets one slab's T, the sizes and n_gates = gates * H."""
+    memset(a, 0, sizeof(CellArgs))
+    a.T = check_cell(gates, slabs, slab_steps, X, W_xh, W_hh, h0, cache_rows,
+                     &a.cache_steps)
+    a.B, a.n_input, a.n_hidden = <int>X[1], <int>X[2], <int>W_hh[1]
+    a.n_gates = gates * a.n_hidden
+    return 0
+
+
+cdef inline int run_forward(CellArgs* a, const floating[:, :, ::1] X,
+                            const floating[:, ::1] W_xh, const floating[:, ::1] W_hh,
+                            const floating[::1] b_h, const floating[:, ::1] h0,
+                            int n_threads, int slabs, bptt_part_fn forward_part) except -1:
+    """A cell's forward once cell_args and the cell have filled a: A = X @
+    W_xh.T over all rows (split by rows), then the time loop
+    (forward_part), both weights packed once for them."""
+    cdef const floating* W_hh_packed
+    cdef const floating* W_xh_packed
+    packed = pack_weights(W_hh, True, &W_hh_packed)
+    packed_xh = pack_weights(W_xh, True, &W_xh_packed)
+    a.X, a.W_xh, a.W_xh_packed = &X[0, 0, 0], &W_xh[0, 0], W_xh_packed
+    a.W_hh, a.W_hh_packed, a.b_h = &W_hh[0, 0], W_hh_packed, &b_h[0]
+    a.state0[0], a.is_double = &h0[0, 0], floating is double
+    # slabs: all of a slab's work is one part, so the time loop's batch
+    # split need not be capped
+    n_threads = max(1, n_threads if slabs > 1 else min(n_threads, a.B))
+    with nogil:
+        run_phases(a, slabs, n_threads, project_part, balanced_parts(n_threads, a.T * a.B),
+                   forward_part, n_threads)
+    return 0
+
+
+cdef inline int check_backward(const Py_ssize_t* X, const Py_ssize_t* W_xh,
+                               const Py_ssize_t* W_hh, const Py_ssize_t* h0,
+                               const Py_ssize_t* dH, const Py_ssize_t* dW_xh,
+                               const Py_ssize_t* dW_hh, const Py_ssize_t* db_h,
+                               const Py_ssize_t* dh0) except -1:
+    """dH (T, B, H), the weight gradients and dh0 (_checks.pxd)."""
+    check_shape("dH", dH, 3, X[0], X[1], W_hh[1])
+    check_gradients(W_xh, W_hh, dW_xh, dW_hh, db_h)
+    return check_shape("dh0", dh0, 2, h0[0], h0[1])
+
+
+cdef inline int check_state_outs(CellArgs* a, const Py_ssize_t* X, const Py_ssize_t* h0,
+                                 floating[:, :, ::1] dX, floating[:, :, :] dh_out,
+                                 floating[:, :, :] dc_out,
+                                 double[:, :, :] norms_out) except -1:
+    """The optional outputs: dX (T, B, I), dh_out and dc_out (a cell with a
+    cell state) as check_state_out says, and the norms of their rows as
+    check_norms_out says; each may be None."""
+    if dX is not None:
+        check_shape("dX", dX.shape, 3, X[0], X[1], X[2])
+    if dh_out is not None:
+        check_state_out("dh_out", dh_out.shape, dh_out.strides, a.T, h0[0], h0[1],
+                        sizeof(floating), a.out_strides)
+    if dc_out is not None:
+        check_state_out("dc_out", dc_out.shape, dc_out.strides, a.T, h0[0], h0[1],
+                        sizeof(floating), a.out_strides)
+    if norms_out is not None:
+        check_norms_out(norms_out.shape, norms_out.strides,
+                        0 if dh_out is None else 1 + (dc_out is not None), a.T, h0[0],
+                        a.norm_strides)
+    return 0
+
+
+cdef inline int run_backward(CellArgs* a, const floating[:, :, ::1] X,
+                             const floating[:, ::1] W_xh, const floating[:, ::1] W_hh,
+                             const floating[:, ::1] h0, floating[:, :, ::1] dH,
+                             floating[:, ::1] dW_xh, floating[:, ::1] dW_hh,
+                             floating[::1] db_h, floating[:, ::1] dh0,
+                             floating[:, :, ::1] dX, floating[:, :, :] dh_out,
+                             floating[:, :, :] dc_out, double[:, :, :] norms_out,
+                             int truncate, bint accumulate,
+                             int n_threads, int slabs, bptt_part_fn backward_part,
+                             bptt_part_fn gradient_part) except -1:
+    """A cell's backward once the cell has filled in its arrays (A, H,
+    cache, dstate0[1], dextra and n_extra): the time loop (backward_part,
+    split by batch rows), then the weight gradients (gradient_part, split
+    by timesteps or by slab) and the sum of the parts' (scratch blocks laid
+    out as slab_args says)."""
+    cdef const floating* W_hh_packed
+    cdef Py_ssize_t size = gradient_size(a.n_gates, a.n_input, a.n_hidden)
+    cdef int gradient_parts = slabs if slabs > 1 else balanced_parts(n_threads, a.T)
+    cdef int k
+    cdef fp_mode saved
+    packed = pack_weights(W_hh, False, &W_hh_packed)
+    a.X, a.W_xh, a.W_hh, a.W_hh_packed = &X[0, 0, 0], &W_xh[0, 0], &W_hh[0, 0], W_hh_packed
+    a.state0[0], a.dH, a.dstate0[0] = &h0[0, 0], &dH[0, 0, 0], &dh0[0, 0]
+    a.dW_xh, a.dW_hh, a.db_h = &dW_xh[0, 0], &dW_hh[0, 0], &db_h[0]
+    a.dX = &dX[0, 0, 0] if dX is not None else NULL
+    a.state_out[0] = &dh_out[0, 0, 0] if dh_out is not None else NULL
+    a.state_out[1] = &dc_out[0, 0, 0] if dc_out is not None else NULL
+    a.norms_out = &norms_out[0, 0, 0] if norms_out is not None else NULL
+    a.truncate, a.accumulate, a.is_double = truncate, accumulate, floating is double
+    a.gradient_block = size + <Py_ssize_t>a.n_extra * a.n_hidden
+    scratch = gradient_scratch(a, gradient_parts, a.gradient_block)
+    n_threads = max(1, n_threads)
+    with nogil:
+        # the parts' sums run outside the pool: flush here too (_fpmode.pxd)
+        saved = flush_enter()
+        run_phases(a, slabs, n_threads, backward_part, min(n_threads, a.B), gradient_part,
+                   gradient_parts)
+        add_gradient_parts(&dW_xh[0, 0], &dW_hh[0, 0], &db_h[0], a.n_gates, a.n_input,
+                           a.n_hidden, <floating*>a.scratch, a.gradient_block,
+                           gradient_parts)
+        for k in range(a.n_extra):
+            add_parts(<floating*>a.dextra[k], <floating*>a.scratch + size + k * a.n_hidden,
+                      a.n_hidden, a.gradient_block, gradient_parts - 1)
+        flush_leave(saved)
+    return 0

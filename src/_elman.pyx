@@ -36,14 +36,12 @@ cimport numpy as cnp
 import numpy as np
 
 from _activations cimport one_minus, tanh_
-from _fpmode cimport flush_enter, flush_leave, fp_mode
 from _packed cimport pack_weights, recurrent_product
 from _parallel cimport balanced_parts, bptt_parallel, import_threadpool
-from _cellparts cimport (CellArgs, check_cell, check_gradients, check_norms_out,
-                        check_state_out, copy_rows, gradient_part, gradient_scratch,
-                        project_part, run_phases)
+from _cellparts cimport (CellArgs, cell_args, check_backward, check_state_outs,
+                        copy_rows, gradient_part, run_backward, run_forward)
 from _checks cimport ANY, check_shape
-from _rowops cimport add_gradient_parts, gradient_size, part_start
+from _rowops cimport part_start
 from _stepping cimport (P_B_H, P_W_HH, P_W_HH_PACKED, P_W_XH,
                        P_W_XH_PACKED)
 
@@ -139,34 +137,23 @@ cdef void recurrence_backward(const floating* W_hh, const floating* W_hh_packed,
 
 cdef void forward_part_of(CellArgs* a, int part, int n_parts, floating tag) noexcept nogil:
     # the sequences b0..b1-1, every timestep
-    recurrence_forward(<const floating*>a.h0, <const floating*>a.W_hh,
+    recurrence_forward(<const floating*>a.state0[0], <const floating*>a.W_hh,
                        <const floating*>a.W_hh_packed, <const floating*>a.b_h,
                        <floating*>a.H, a.T, a.B, a.n_hidden, part_start(a.B, part, n_parts),
                        part_start(a.B, part + 1, n_parts), a.relu)
 
 
-cdef void forward_part(void* args, int part, int n_parts) noexcept nogil:
-    if (<CellArgs*>args).is_double:
-        forward_part_of(<CellArgs*>args, part, n_parts, <double>0)
-    else:
-        forward_part_of(<CellArgs*>args, part, n_parts, <float>0)
-
-
 cdef void backward_part_of(CellArgs* a, int part, int n_parts, floating tag) noexcept nogil:
     # the sequences b0..b1-1, every timestep
     recurrence_backward(<const floating*>a.W_hh, <const floating*>a.W_hh_packed,
-                        <const floating*>a.H, <floating*>a.A, <floating*>a.dh0, a.T,
+                        <const floating*>a.H, <floating*>a.A, <floating*>a.dstate0[0], a.T,
                         a.B, a.n_hidden, part_start(a.B, part, n_parts),
                         part_start(a.B, part + 1, n_parts), a.relu, a.truncate,
-                        <floating*>a.dh_out, a.out_strides[0], a.out_strides[1],
+                        <floating*>a.state_out[0], a.out_strides[0], a.out_strides[1],
                         a.norms_out, a.norm_strides[1], a.norm_strides[2])
 
 
-cdef void backward_part(void* args, int part, int n_parts) noexcept nogil:
-    if (<CellArgs*>args).is_double:
-        backward_part_of(<CellArgs*>args, part, n_parts, <double>0)
-    else:
-        backward_part_of(<CellArgs*>args, part, n_parts, <float>0)
+include "_cellentries.pxi"
 
 
 def elman_forward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
@@ -185,30 +172,15 @@ def elman_forward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
     independent slabs of sequences, one part each.
     """
     cdef CellArgs a
-    cdef const floating* W_hh_packed
-    cdef const floating* W_xh_packed
-    memset(&a, 0, sizeof(a))
-    a.T = check_cell(1, slabs, slab_steps, X.shape, W_xh.shape, W_hh.shape, h0.shape,
-                     H.shape[0], &a.cache_steps)
+    cell_args(&a, 1, slabs, slab_steps, X.shape, W_xh.shape, W_hh.shape, h0.shape,
+              H.shape[0])
     check_shape("b_h", b_h.shape, 1, W_hh.shape[0])
     check_shape("H", H.shape, 3, ANY, X.shape[1], W_hh.shape[1])
     if X.shape[0] == 0 or X.shape[1] == 0:
         return
-    # both weights packed once, for the projection and for every step
-    packed = pack_weights(W_hh, True, &W_hh_packed)
-    packed_xh = pack_weights(W_xh, True, &W_xh_packed)
-    a.X, a.W_xh, a.W_xh_packed = &X[0, 0, 0], &W_xh[0, 0], W_xh_packed
-    a.W_hh, a.W_hh_packed, a.b_h, a.h0 = &W_hh[0, 0], W_hh_packed, &b_h[0], &h0[0, 0]
     a.A = a.H = &H[0, 0, 0]  # A lives in H
-    a.B, a.n_input, a.n_hidden = X.shape[1], X.shape[2], W_hh.shape[1]
-    a.n_gates, a.relu, a.is_double = a.n_hidden, relu, floating is double
-    # slabs: all of a slab's work is one part, so the time loop's batch
-    # split need not be capped
-    n_threads = max(1, n_threads if slabs > 1 else min(n_threads, a.B))
-    with nogil:
-        # A = X @ W_xh.T over all rows (split by rows); then the time loop
-        run_phases(&a, slabs, n_threads, project_part, balanced_parts(n_threads, a.T * a.B),
-                   forward_part, n_threads)
+    a.relu = relu
+    run_forward(&a, X, W_xh, W_hh, b_h, h0, n_threads, slabs, forward_part)
 
 
 def elman_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
@@ -246,51 +218,22 @@ def elman_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
     t, b] = ||dh_out[t, b]||``, taken as the row is copied.
     """
     cdef CellArgs a
-    cdef const floating* W_hh_packed
-    cdef int gradient_parts
-    memset(&a, 0, sizeof(a))
-    a.T = check_cell(1, slabs, slab_steps, X.shape, W_xh.shape, W_hh.shape, h0.shape,
-                     H.shape[0], &a.cache_steps)
+    cdef floating[:, :, :] dc_out = None  # no cell state
+    cell_args(&a, 1, slabs, slab_steps, X.shape, W_xh.shape, W_hh.shape, h0.shape,
+              H.shape[0])
     check_shape("H", H.shape, 3, ANY, X.shape[1], W_hh.shape[1])
-    check_shape("dH", dH.shape, 3, X.shape[0], X.shape[1], W_hh.shape[1])
-    check_gradients(W_xh.shape, W_hh.shape, dW_xh.shape, dW_hh.shape, db_h.shape)
-    check_shape("dh0", dh0.shape, 2, h0.shape[0], h0.shape[1])
-    if dX is not None:
-        check_shape("dX", dX.shape, 3, X.shape[0], X.shape[1], X.shape[2])
-    if dh_out is not None:
-        check_state_out("dh_out", dh_out.shape, dh_out.strides, a.T, h0.shape[0],
-                        W_hh.shape[1], sizeof(floating), a.out_strides)
-    if norms_out is not None:
-        check_norms_out(norms_out.shape, norms_out.strides, dh_out is not None, a.T,
-                        h0.shape[0], a.norm_strides)
+    check_backward(X.shape, W_xh.shape, W_hh.shape, h0.shape, dH.shape, dW_xh.shape,
+                   dW_hh.shape, db_h.shape, dh0.shape)
+    check_state_outs(&a, X.shape, h0.shape, dX, dh_out, dc_out, norms_out)
     if X.shape[0] == 0 or X.shape[1] == 0:
         return
-    gradient_parts = slabs if slabs > 1 else balanced_parts(n_threads, a.T)
-    packed = pack_weights(W_hh, False, &W_hh_packed)
-    a.X, a.W_xh, a.W_hh, a.W_hh_packed = &X[0, 0, 0], &W_xh[0, 0], &W_hh[0, 0], W_hh_packed
-    a.h0, a.H, a.A, a.dh0 = &h0[0, 0], &H[0, 0, 0], &dH[0, 0, 0], &dh0[0, 0]
-    a.dH = a.A  # dA is built in dH: slab_args offsets it as a workspace
-    a.dW_xh, a.dW_hh, a.db_h = &dW_xh[0, 0], &dW_hh[0, 0], &db_h[0]
-    a.dX = &dX[0, 0, 0] if dX is not None else NULL
-    a.dh_out = &dh_out[0, 0, 0] if dh_out is not None else NULL
-    a.norms_out = &norms_out[0, 0, 0] if norms_out is not None else NULL
-    a.B, a.n_input, a.n_hidden = X.shape[1], X.shape[2], W_hh.shape[1]
-    a.n_gates, a.relu, a.truncate, a.accumulate = a.n_hidden, relu, truncate, accumulate
-    a.is_double = floating is double
-    a.gradient_block = gradient_size(a.n_gates, a.n_input, a.n_hidden)
-    scratch = gradient_scratch(&a, gradient_parts, a.gradient_block)
-    n_threads = max(1, n_threads)
-    cdef fp_mode saved
-    with nogil:
-        # add_gradient_parts runs outside the pool: flush here too (_fpmode.pxd)
-        saved = flush_enter()
-        # the time loop turns dH into dA; then the weight gradients from dA
-        run_phases(&a, slabs, n_threads, backward_part, min(n_threads, a.B), gradient_part,
-                   gradient_parts)
-        add_gradient_parts(&dW_xh[0, 0], &dW_hh[0, 0], &db_h[0], a.n_gates, a.n_input,
-                           a.n_hidden, <floating*>a.scratch,
-                           gradient_size(a.n_gates, a.n_input, a.n_hidden), gradient_parts)
-        flush_leave(saved)
+    # dA is built in dH (run_backward sets a.dH to it: slab_args offsets it
+    # as a workspace)
+    a.H, a.A, a.relu = &H[0, 0, 0], &dH[0, 0, 0], relu
+    # the time loop turns dH into dA; then the weight gradients from dA
+    run_backward(&a, X, W_xh, W_hh, h0, dH, dW_xh, dW_hh, db_h, dh0, dX, dh_out, dc_out,
+                 norms_out, truncate, accumulate, n_threads, slabs, backward_part,
+                 gradient_part)
 
 
 # ---------------------------------------------------------------- streaming

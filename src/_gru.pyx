@@ -42,16 +42,14 @@ from libc.string cimport memset
 
 from _activations cimport one_minus, sigmoid_, tanh_
 from _blas cimport gemm
-from _fpmode cimport flush_enter, flush_leave, fp_mode
 from _packed cimport pack_weights, recurrent_product
 from _parallel cimport balanced_parts, bptt_parallel, import_threadpool
 from _stepping cimport (P_B_H, P_EXTRA, P_W_HH, P_W_HH_PACKED, P_W_XH,
                        P_W_XH_PACKED)
-from _cellparts cimport (CellArgs, check_cache_arrays, check_cell, check_gradients,
-                        check_norms_out, check_state_out, copy_rows, gradient_scratch,
-                        project_part, run_phases)
+from _cellparts cimport (CellArgs, cell_args, check_backward, check_cache_arrays,
+                        check_state_outs, copy_rows, run_backward, run_forward)
 from _checks cimport check_shape
-from _rowops cimport add_gradient_parts, add_parts, column_sums, gradient_size, part_start
+from _rowops cimport column_sums, part_start
 
 cimport numpy as cnp
 import numpy as np
@@ -233,43 +231,28 @@ cdef void input_gradient(const floating* dGh, const floating* dAn, const floatin
          W_xh + <Py_ssize_t>n2 * I, I, 1, dX + <Py_ssize_t>r0 * I, I)
 
 
-cdef inline Py_ssize_t scratch_block(int n_input, int n_hidden) noexcept nogil:
-    """Elements of one gradient part's scratch block: [dW_xh | dW_hh | db_h | db_hn]."""
-    return gradient_size(3 * n_hidden, n_input, n_hidden) + n_hidden
-
-
 cdef void forward_part_of(CellArgs* a, int part, int n_parts, floating tag) noexcept nogil:
     # the sequences b0..b1-1, every timestep
-    recurrence_forward(<const floating*>a.h0, <const floating*>a.W_hh,
+    recurrence_forward(<const floating*>a.state0[0], <const floating*>a.W_hh,
                        <const floating*>a.W_hh_packed, <const floating*>a.b_h,
-                       <const floating*>a.b_hn, <floating*>a.A, <floating*>a.HN,
-                       <floating*>a.H, <floating*>a.Gh, a.T, a.B, a.n_hidden,
+                       <const floating*>a.extra[0], <floating*>a.A, <floating*>a.cache[0],
+                       <floating*>a.H, <floating*>a.work, a.T, a.B, a.n_hidden,
                        part_start(a.B, part, n_parts), part_start(a.B, part + 1, n_parts))
-
-
-cdef void forward_part(void* args, int part, int n_parts) noexcept nogil:
-    if (<CellArgs*>args).is_double:
-        forward_part_of(<CellArgs*>args, part, n_parts, <double>0)
-    else:
-        forward_part_of(<CellArgs*>args, part, n_parts, <float>0)
 
 
 cdef void backward_part_of(CellArgs* a, int part, int n_parts, floating tag) noexcept nogil:
     # the sequences b0..b1-1, every timestep
     recurrence_backward(<const floating*>a.W_hh, <const floating*>a.W_hh_packed,
-                        <const floating*>a.h0, <const floating*>a.H, <floating*>a.A,
-                        <floating*>a.HN, <floating*>a.dH, <floating*>a.dh0, a.T, a.B,
+                        <const floating*>a.state0[0], <const floating*>a.H,
+                        <floating*>a.A, <floating*>a.cache[0], <floating*>a.dH,
+                        <floating*>a.dstate0[0], a.T, a.B,
                         a.n_hidden, part_start(a.B, part, n_parts),
                         part_start(a.B, part + 1, n_parts), a.truncate,
-                        <floating*>a.dh_out, a.out_strides[0], a.out_strides[1],
+                        <floating*>a.state_out[0], a.out_strides[0], a.out_strides[1],
                         a.norms_out, a.norm_strides[1], a.norm_strides[2])
 
 
-cdef void backward_part(void* args, int part, int n_parts) noexcept nogil:
-    if (<CellArgs*>args).is_double:
-        backward_part_of(<CellArgs*>args, part, n_parts, <double>0)
-    else:
-        backward_part_of(<CellArgs*>args, part, n_parts, <float>0)
+include "_cellentries.pxi"
 
 
 cdef void gru_gradient_part_of(CellArgs* a, int part, int n_parts,
@@ -282,23 +265,24 @@ cdef void gru_gradient_part_of(CellArgs* a, int part, int n_parts,
     cdef floating* dW_xh = <floating*>a.dW_xh
     cdef floating* dW_hh = <floating*>a.dW_hh
     cdef floating* db_h = <floating*>a.db_h
-    cdef floating* db_hn = <floating*>a.db_hn
+    cdef floating* db_hn = <floating*>a.dextra[0]
     cdef bint accumulate = a.accumulate
     if part > 0:
-        dW_xh = <floating*>a.scratch + (part - 1) * scratch_block(a.n_input, a.n_hidden)
+        dW_xh = <floating*>a.scratch + (part - 1) * a.gradient_block
         dW_hh = dW_xh + <Py_ssize_t>a.n_gates * a.n_input
         db_h = dW_hh + <Py_ssize_t>a.n_gates * a.n_hidden
         db_hn = db_h + a.n_gates
         accumulate = False
     weight_gradients(<const floating*>a.X + row * a.n_input,
-                     <const floating*>a.h0 if t0 == 0 else
+                     <const floating*>a.state0[0] if t0 == 0 else
                      <const floating*>a.H + (row - a.B) * a.n_hidden,
                      <const floating*>a.H + row * a.n_hidden,
                      <const floating*>a.A + row * a.n_gates,
-                     <const floating*>a.HN + row * a.n_hidden, t1 - t0, a.B, a.n_input,
+                     <const floating*>a.cache[0] + row * a.n_hidden, t1 - t0, a.B,
+                     a.n_input,
                      a.n_hidden, accumulate, dW_xh, dW_hh, db_h, db_hn)
     if a.dX != NULL:
-        input_gradient(<const floating*>a.A, <const floating*>a.HN,
+        input_gradient(<const floating*>a.A, <const floating*>a.cache[0],
                        <const floating*>a.W_xh, a.n_input, a.n_hidden,
                        part_start(a.T * a.B, part, n_parts),
                        part_start(a.T * a.B, part + 1, n_parts), <floating*>a.dX)
@@ -324,38 +308,26 @@ def gru_forward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
                 int n_threads=1,                       # threads splitting the batch
                 int slabs=1,                           # batch slabs (_cellparts.pxd)
                 int slab_steps=0):                     # cache timesteps per slab (0: T)
-    """Run the recurrence over all timesteps and keep what backward needs.
+    """Run the recurrence over all timesteps and keep what backward needs:
+    the gate outputs G, HN = W_hn h + b_hn and the hidden states H.
 
-    With ``slabs`` > 1 the (T, B, .) arrays are (slabs*T, B, .) and the state
-    arrays (slabs*B, .): independent slabs of sequences, one part each.
+    With ``slabs`` > 1, X, G, HN and H are (slabs*T, B, .) and h0, Gh
+    (slabs*B, .): independent slabs of sequences, one part each.
     """
     cdef CellArgs a
-    cdef const floating* W_hh_packed
-    cdef const floating* W_xh_packed
-    memset(&a, 0, sizeof(a))
-    a.T = check_cell(3, slabs, slab_steps, X.shape, W_xh.shape, W_hh.shape, h0.shape,
-                     H.shape[0], &a.cache_steps)
+    cell_args(&a, 3, slabs, slab_steps, X.shape, W_xh.shape, W_hh.shape, h0.shape,
+              H.shape[0])
     check_shape("b_h", b_h.shape, 1, W_hh.shape[0])
     check_shape("b_hn", b_hn.shape, 1, W_hh.shape[1])
     check_cache_arrays(3, "HN", X.shape[1], W_hh.shape[1], G.shape, HN.shape, H.shape)
     check_shape("Gh", Gh.shape, 2, h0.shape[0], W_hh.shape[0])
     if X.shape[0] == 0 or X.shape[1] == 0 or W_hh.shape[1] == 0:
         return
-    # both weights packed once, for the projection and for every step
-    packed = pack_weights(W_hh, True, &W_hh_packed)
-    packed_xh = pack_weights(W_xh, True, &W_xh_packed)
-    a.X, a.W_xh, a.W_xh_packed = &X[0, 0, 0], &W_xh[0, 0], W_xh_packed
-    a.W_hh, a.W_hh_packed, a.b_h, a.b_hn = &W_hh[0, 0], W_hh_packed, &b_h[0], &b_hn[0]
-    a.h0, a.A, a.HN, a.H, a.Gh = &h0[0, 0], &G[0, 0, 0], &HN[0, 0, 0], &H[0, 0, 0], &Gh[0, 0]
-    a.B, a.n_input, a.n_hidden = X.shape[1], X.shape[2], W_hh.shape[1]
-    a.n_gates, a.is_double = 3 * a.n_hidden, floating is double
-    # slabs: all of a slab's work is one part, so the time loop's batch
-    # split need not be capped
-    n_threads = max(1, n_threads if slabs > 1 else min(n_threads, a.B))
-    with nogil:
-        # A = X @ W_xh.T over all rows (split by rows), in G; then the time loop
-        run_phases(&a, slabs, n_threads, project_part, balanced_parts(n_threads, a.T * a.B),
-                   forward_part, n_threads)
+    # A = X @ W_xh.T lives in G; HN is a cache array of width H, Gh the
+    # work rows (3H wide)
+    a.A, a.H, a.extra[0] = &G[0, 0, 0], &H[0, 0, 0], &b_hn[0]
+    a.cache[0], a.cache_width[0], a.work, a.work_width = &HN[0, 0, 0], 1, &Gh[0, 0], 3
+    run_forward(&a, X, W_xh, W_hh, b_h, h0, n_threads, slabs, forward_part)
 
 
 def gru_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
@@ -394,54 +366,22 @@ def gru_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
     ``norms_out[0, t, b] = ||dh_out[t, b]||``, taken as the row is copied.
     """
     cdef CellArgs a
-    cdef const floating* W_hh_packed
-    cdef int gradient_parts
-    cdef Py_ssize_t block
-    memset(&a, 0, sizeof(a))
-    a.T = check_cell(3, slabs, slab_steps, X.shape, W_xh.shape, W_hh.shape, h0.shape,
-                     H.shape[0], &a.cache_steps)
+    cdef floating[:, :, :] dc_out = None  # no cell state
+    cell_args(&a, 3, slabs, slab_steps, X.shape, W_xh.shape, W_hh.shape, h0.shape,
+              H.shape[0])
     check_cache_arrays(3, "HN", X.shape[1], W_hh.shape[1], G.shape, HN.shape, H.shape)
-    check_shape("dH", dH.shape, 3, X.shape[0], X.shape[1], W_hh.shape[1])
-    check_gradients(W_xh.shape, W_hh.shape, dW_xh.shape, dW_hh.shape, db_h.shape)
+    check_backward(X.shape, W_xh.shape, W_hh.shape, h0.shape, dH.shape, dW_xh.shape,
+                   dW_hh.shape, db_h.shape, dh0.shape)
     check_shape("db_hn", db_hn.shape, 1, W_hh.shape[1])
-    check_shape("dh0", dh0.shape, 2, h0.shape[0], h0.shape[1])
-    if dX is not None:
-        check_shape("dX", dX.shape, 3, X.shape[0], X.shape[1], X.shape[2])
-    if dh_out is not None:
-        check_state_out("dh_out", dh_out.shape, dh_out.strides, a.T, h0.shape[0],
-                        W_hh.shape[1], sizeof(floating), a.out_strides)
-    if norms_out is not None:
-        check_norms_out(norms_out.shape, norms_out.strides, dh_out is not None, a.T,
-                        h0.shape[0], a.norm_strides)
+    check_state_outs(&a, X.shape, h0.shape, dX, dh_out, dc_out, norms_out)
     if X.shape[0] == 0 or X.shape[1] == 0 or W_hh.shape[1] == 0:
         return
-    gradient_parts = slabs if slabs > 1 else balanced_parts(n_threads, a.T)
-    packed = pack_weights(W_hh, False, &W_hh_packed)
-    a.X, a.W_xh, a.W_hh, a.W_hh_packed = &X[0, 0, 0], &W_xh[0, 0], &W_hh[0, 0], W_hh_packed
-    a.h0, a.A, a.HN, a.H = &h0[0, 0], &G[0, 0, 0], &HN[0, 0, 0], &H[0, 0, 0]
-    a.dh_out = &dh_out[0, 0, 0] if dh_out is not None else NULL
-    a.norms_out = &norms_out[0, 0, 0] if norms_out is not None else NULL
-    a.dH, a.dh0 = &dH[0, 0, 0], &dh0[0, 0]
-    a.dW_xh, a.dW_hh, a.db_h, a.db_hn = &dW_xh[0, 0], &dW_hh[0, 0], &db_h[0], &db_hn[0]
-    a.dX = &dX[0, 0, 0] if dX is not None else NULL
-    a.B, a.n_input, a.n_hidden = X.shape[1], X.shape[2], W_hh.shape[1]
-    a.n_gates, a.truncate, a.accumulate = 3 * a.n_hidden, truncate, accumulate
-    a.is_double = floating is double
-    block = a.gradient_block = scratch_block(a.n_input, a.n_hidden)
-    scratch = gradient_scratch(&a, gradient_parts, block)
-    n_threads = max(1, n_threads)
-    cdef fp_mode saved
-    with nogil:
-        # the parts' sums run outside the pool: flush here too (_fpmode.pxd)
-        saved = flush_enter()
-        # the time loop turns G into dGh, HN into dA_n; then the weight gradients
-        run_phases(&a, slabs, n_threads, backward_part, min(n_threads, a.B), gru_gradient_part,
-                   gradient_parts)
-        add_gradient_parts(&dW_xh[0, 0], &dW_hh[0, 0], &db_h[0], a.n_gates, a.n_input,
-                           a.n_hidden, <floating*>a.scratch, block, gradient_parts)
-        add_parts(&db_hn[0], <floating*>a.scratch + block - a.n_hidden, a.n_hidden,
-                  block, gradient_parts - 1)
-        flush_leave(saved)
+    a.A, a.H, a.cache[0], a.cache_width[0] = &G[0, 0, 0], &H[0, 0, 0], &HN[0, 0, 0], 1
+    a.dextra[0], a.n_extra = &db_hn[0], 1
+    # the time loop turns G into dGh, HN into dA_n; then the weight gradients
+    run_backward(&a, X, W_xh, W_hh, h0, dH, dW_xh, dW_hh, db_h, dh0, dX, dh_out, dc_out,
+                 norms_out, truncate, accumulate, n_threads, slabs, backward_part,
+                 gru_gradient_part)
 
 
 # ---------------------------------------------------------------- streaming

@@ -40,16 +40,15 @@ from cython cimport floating
 from libc.string cimport memset
 
 from _activations cimport one_minus, sigmoid_, tanh_
-from _fpmode cimport flush_enter, flush_leave, fp_mode
 from _packed cimport pack_weights, recurrent_product
 from _parallel cimport balanced_parts, bptt_parallel, import_threadpool
 from _stepping cimport (P_B_H, P_W_HH, P_W_HH_PACKED, P_W_XH,
                        P_W_XH_PACKED)
-from _cellparts cimport (CellArgs, check_cache_arrays, check_cell,
-                        check_gradients, check_norms_out, check_state_out, copy_rows,
-                        gradient_part, gradient_scratch, project_part, run_phases)
+from _cellparts cimport (CellArgs, cell_args, check_backward, check_cache_arrays,
+                        check_state_outs, copy_rows, gradient_part, run_backward,
+                        run_forward)
 from _checks cimport check_shape
-from _rowops cimport add_gradient_parts, gradient_size, part_start
+from _rowops cimport part_start
 
 cimport numpy as cnp
 import numpy as np
@@ -210,36 +209,26 @@ cdef void recurrence_backward(const floating* W_hh, const floating* W_hh_packed,
 
 cdef void forward_part_of(CellArgs* a, int part, int n_parts, floating tag) noexcept nogil:
     # the sequences b0..b1-1, every timestep
-    recurrence_forward(<const floating*>a.h0, <const floating*>a.c0,
+    recurrence_forward(<const floating*>a.state0[0], <const floating*>a.state0[1],
                        <const floating*>a.W_hh, <const floating*>a.W_hh_packed,
-                       <const floating*>a.b_h, <floating*>a.A, <floating*>a.C,
+                       <const floating*>a.b_h, <floating*>a.A, <floating*>a.cache[0],
                        <floating*>a.H, a.T, a.B, a.n_hidden, part_start(a.B, part, n_parts),
                        part_start(a.B, part + 1, n_parts))
-
-
-cdef void forward_part(void* args, int part, int n_parts) noexcept nogil:
-    if (<CellArgs*>args).is_double:
-        forward_part_of(<CellArgs*>args, part, n_parts, <double>0)
-    else:
-        forward_part_of(<CellArgs*>args, part, n_parts, <float>0)
 
 
 cdef void backward_part_of(CellArgs* a, int part, int n_parts, floating tag) noexcept nogil:
     # the sequences b0..b1-1, every timestep
     recurrence_backward(<const floating*>a.W_hh, <const floating*>a.W_hh_packed,
-                        <const floating*>a.c0, <floating*>a.A, <const floating*>a.C,
-                        <floating*>a.dH, <floating*>a.dh0, <floating*>a.dc0, a.T, a.B,
+                        <const floating*>a.state0[1], <floating*>a.A,
+                        <const floating*>a.cache[0], <floating*>a.dH,
+                        <floating*>a.dstate0[0], <floating*>a.dstate0[1], a.T, a.B,
                         a.n_hidden, part_start(a.B, part, n_parts),
                         part_start(a.B, part + 1, n_parts), a.truncate,
-                        <floating*>a.dh_out, <floating*>a.dc_out, a.out_strides[0],
-                        a.out_strides[1], a.norms_out, a.norm_strides)
+                        <floating*>a.state_out[0], <floating*>a.state_out[1],
+                        a.out_strides[0], a.out_strides[1], a.norms_out, a.norm_strides)
 
 
-cdef void backward_part(void* args, int part, int n_parts) noexcept nogil:
-    if (<CellArgs*>args).is_double:
-        backward_part_of(<CellArgs*>args, part, n_parts, <double>0)
-    else:
-        backward_part_of(<CellArgs*>args, part, n_parts, <float>0)
+include "_cellentries.pxi"
 
 
 def lstm_forward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
@@ -254,37 +243,24 @@ def lstm_forward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
                  int n_threads=1,                       # threads splitting the batch
                  int slabs=1,                           # batch slabs (_cellparts.pxd)
                  int slab_steps=0):                     # cache timesteps per slab (0: T)
-    """Run the recurrence over all timesteps and keep what backward needs.
+    """Run the recurrence over all timesteps and keep what backward needs:
+    the gate outputs G, the cell states C and the hidden states H.
 
-    With ``slabs`` > 1 the (T, B, .) arrays are (slabs*T, B, .) and the state
-    arrays (slabs*B, .): independent slabs of sequences, one part each.
+    With ``slabs`` > 1, X, G, C and H are (slabs*T, B, .) and h0, c0
+    (slabs*B, H): independent slabs of sequences, one part each.
     """
     cdef CellArgs a
-    cdef const floating* W_hh_packed
-    cdef const floating* W_xh_packed
-    memset(&a, 0, sizeof(a))
-    a.T = check_cell(4, slabs, slab_steps, X.shape, W_xh.shape, W_hh.shape, h0.shape,
-                     H.shape[0], &a.cache_steps)
+    cell_args(&a, 4, slabs, slab_steps, X.shape, W_xh.shape, W_hh.shape, h0.shape,
+              H.shape[0])
     check_shape("b_h", b_h.shape, 1, W_hh.shape[0])
     check_shape("c0", c0.shape, 2, h0.shape[0], h0.shape[1])
     check_cache_arrays(4, "C", X.shape[1], W_hh.shape[1], G.shape, C.shape, H.shape)
     if X.shape[0] == 0 or X.shape[1] == 0 or W_hh.shape[1] == 0:
         return
-    # both weights packed once, for the projection and for every step
-    packed = pack_weights(W_hh, True, &W_hh_packed)
-    packed_xh = pack_weights(W_xh, True, &W_xh_packed)
-    a.X, a.W_xh, a.W_xh_packed = &X[0, 0, 0], &W_xh[0, 0], W_xh_packed
-    a.W_hh, a.W_hh_packed, a.b_h = &W_hh[0, 0], W_hh_packed, &b_h[0]
-    a.h0, a.c0, a.A, a.C, a.H = &h0[0, 0], &c0[0, 0], &G[0, 0, 0], &C[0, 0, 0], &H[0, 0, 0]
-    a.B, a.n_input, a.n_hidden = X.shape[1], X.shape[2], W_hh.shape[1]
-    a.n_gates, a.is_double = 4 * a.n_hidden, floating is double
-    # slabs: all of a slab's work is one part, so the time loop's batch
-    # split need not be capped
-    n_threads = max(1, n_threads if slabs > 1 else min(n_threads, a.B))
-    with nogil:
-        # A = X @ W_xh.T over all rows (split by rows), in G; then the time loop
-        run_phases(&a, slabs, n_threads, project_part, balanced_parts(n_threads, a.T * a.B),
-                   forward_part, n_threads)
+    # A = X @ W_xh.T lives in G; the cell states C are a cache array of width H
+    a.state0[1], a.A, a.H = &c0[0, 0], &G[0, 0, 0], &H[0, 0, 0]
+    a.cache[0], a.cache_width[0] = &C[0, 0, 0], 1
+    run_forward(&a, X, W_xh, W_hh, b_h, h0, n_threads, slabs, forward_part)
 
 
 def lstm_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
@@ -329,58 +305,22 @@ def lstm_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
     ||dc_out[t, b]||``, taken as the rows are copied.
     """
     cdef CellArgs a
-    cdef const floating* W_hh_packed
-    cdef int gradient_parts
-    memset(&a, 0, sizeof(a))
-    a.T = check_cell(4, slabs, slab_steps, X.shape, W_xh.shape, W_hh.shape, h0.shape,
-                     H.shape[0], &a.cache_steps)
+    cell_args(&a, 4, slabs, slab_steps, X.shape, W_xh.shape, W_hh.shape, h0.shape,
+              H.shape[0])
     check_shape("c0", c0.shape, 2, h0.shape[0], h0.shape[1])
     check_cache_arrays(4, "C", X.shape[1], W_hh.shape[1], G.shape, C.shape, H.shape)
-    check_shape("dH", dH.shape, 3, X.shape[0], X.shape[1], W_hh.shape[1])
-    check_gradients(W_xh.shape, W_hh.shape, dW_xh.shape, dW_hh.shape, db_h.shape)
-    check_shape("dh0", dh0.shape, 2, h0.shape[0], h0.shape[1])
+    check_backward(X.shape, W_xh.shape, W_hh.shape, h0.shape, dH.shape, dW_xh.shape,
+                   dW_hh.shape, db_h.shape, dh0.shape)
     check_shape("dc0", dc0.shape, 2, h0.shape[0], h0.shape[1])
-    if dX is not None:
-        check_shape("dX", dX.shape, 3, X.shape[0], X.shape[1], X.shape[2])
-    if dh_out is not None:
-        check_state_out("dh_out", dh_out.shape, dh_out.strides, a.T, h0.shape[0],
-                        W_hh.shape[1], sizeof(floating), a.out_strides)
-    if dc_out is not None:
-        check_state_out("dc_out", dc_out.shape, dc_out.strides, a.T, h0.shape[0],
-                        W_hh.shape[1], sizeof(floating), a.out_strides)
-    if norms_out is not None:
-        check_norms_out(norms_out.shape, norms_out.strides,
-                        0 if dh_out is None else 1 + (dc_out is not None), a.T,
-                        h0.shape[0], a.norm_strides)
+    check_state_outs(&a, X.shape, h0.shape, dX, dh_out, dc_out, norms_out)
     if X.shape[0] == 0 or X.shape[1] == 0 or W_hh.shape[1] == 0:
         return
-    gradient_parts = slabs if slabs > 1 else balanced_parts(n_threads, a.T)
-    packed = pack_weights(W_hh, False, &W_hh_packed)
-    a.X, a.W_xh, a.W_hh, a.W_hh_packed = &X[0, 0, 0], &W_xh[0, 0], &W_hh[0, 0], W_hh_packed
-    a.h0, a.c0, a.A, a.C, a.H = &h0[0, 0], &c0[0, 0], &G[0, 0, 0], &C[0, 0, 0], &H[0, 0, 0]
-    a.dh_out = &dh_out[0, 0, 0] if dh_out is not None else NULL
-    a.dc_out = &dc_out[0, 0, 0] if dc_out is not None else NULL
-    a.norms_out = &norms_out[0, 0, 0] if norms_out is not None else NULL
-    a.dH, a.dh0, a.dc0 = &dH[0, 0, 0], &dh0[0, 0], &dc0[0, 0]
-    a.dW_xh, a.dW_hh, a.db_h = &dW_xh[0, 0], &dW_hh[0, 0], &db_h[0]
-    a.dX = &dX[0, 0, 0] if dX is not None else NULL
-    a.B, a.n_input, a.n_hidden = X.shape[1], X.shape[2], W_hh.shape[1]
-    a.n_gates, a.truncate, a.accumulate = 4 * a.n_hidden, truncate, accumulate
-    a.is_double = floating is double
-    a.gradient_block = gradient_size(a.n_gates, a.n_input, a.n_hidden)
-    scratch = gradient_scratch(&a, gradient_parts, a.gradient_block)
-    n_threads = max(1, n_threads)
-    cdef fp_mode saved
-    with nogil:
-        # add_gradient_parts runs outside the pool: flush here too (_fpmode.pxd)
-        saved = flush_enter()
-        # the time loop turns G into dG; then the weight gradients from dG
-        run_phases(&a, slabs, n_threads, backward_part, min(n_threads, a.B), gradient_part,
-                   gradient_parts)
-        add_gradient_parts(&dW_xh[0, 0], &dW_hh[0, 0], &db_h[0], a.n_gates, a.n_input,
-                           a.n_hidden, <floating*>a.scratch, a.gradient_block,
-                           gradient_parts)
-        flush_leave(saved)
+    a.state0[1], a.A, a.H = &c0[0, 0], &G[0, 0, 0], &H[0, 0, 0]
+    a.cache[0], a.cache_width[0], a.dstate0[1] = &C[0, 0, 0], 1, &dc0[0, 0]
+    # the time loop turns G into dG; then the weight gradients from dG
+    run_backward(&a, X, W_xh, W_hh, h0, dH, dW_xh, dW_hh, db_h, dh0, dX, dh_out, dc_out,
+                 norms_out, truncate, accumulate, n_threads, slabs, backward_part,
+                 gradient_part)
 
 
 # ---------------------------------------------------------------- streaming

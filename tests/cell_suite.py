@@ -12,6 +12,7 @@ import pytest
 
 import bptt
 import bptt._bptt
+from bptt import _cells
 from helpers import (
     ACTIVATION_LOSSES,
     GATES,
@@ -34,25 +35,6 @@ def cell_forward(cell_obj, X, p, state0):
     cache = cell_obj.allocate(T, B, p["W_hh"].shape[1], X.dtype)
     cell_obj.forward(X, p, state0, cache)
     return cell_obj.hidden(cache), cache
-
-
-def kernel_backward(cell, kernels, X, p, state0, cache, dH, truncate, grads,
-                    accumulate, dc_in=None):
-    """Call a cell's backward kernel directly; returns dstate0."""
-    if cell == "lstm":
-        (h0, c0), (G, C, H) = state0, cache
-        dh0 = np.empty_like(h0)
-        dc0 = np.zeros_like(c0) if dc_in is None else dc_in.copy()
-        kernels.lstm_backward(X, p["W_xh"], p["W_hh"], h0, c0, G, C, H, dH, truncate,
-                              grads["W_xh"], grads["W_hh"], grads["b_h"], dh0, dc0,
-                              accumulate)
-        return dh0, dc0
-    G, HN, H = cache
-    dh0 = np.empty_like(state0)
-    kernels.gru_backward(X, p["W_xh"], p["W_hh"], state0, G, HN, H, dH, truncate,
-                         grads["W_xh"], grads["W_hh"], grads["b_h"], grads["b_hn"], dh0,
-                         accumulate)
-    return dh0
 
 
 # ------------------------------------------------------------------ parity
@@ -138,7 +120,7 @@ class GatedCellSuite:
         rng = np.random.default_rng(13)
         T, B, I, H, s = 8, 2, 3, 3, 4
         net = make_net(cell, I, H, 1, backend=backend)
-        c, K, p = net._cell, net._cell.kernels, net.params
+        c, p = net._cell, net.params
         X = rng.normal(size=(T, B, I))
         state0 = make_state(rng, cell, B, H)
         R = rng.normal(size=(T, B, H))
@@ -146,23 +128,21 @@ class GatedCellSuite:
 
         _, cache = cell_forward(c, X, p, state0)
         whole = {k: v.copy() for k, v in zeros.items()}
-        dstate_whole = kernel_backward(cell, K, X, p, state0, cache, R.copy(), truncate, whole,
-                                       False)
+        # the cell's binding calls its backward kernel (the registry's, as
+        # the driver does)
+        dstate_whole = c.backward(X, p, state0, cache, R.copy(), None, truncate, whole)
 
         _, cache1 = cell_forward(c, X[:s], p, state0)
         state_s = tuple(a.copy() for a in as_list(c.state_after(cache1, s - 1)))
-        state_s = state_s if HAS_CELL_STATE[cell] else state_s[0]
+        state_s = c.spec.state_of(state_s)
         _, cache2 = cell_forward(c, X[s:], p, state_s)
         chunks = {k: v.copy() for k, v in zeros.items()}
-        carry = kernel_backward(cell, K, X[s:], p, state_s, cache2, R[s:].copy(), truncate,
-                                chunks, False)
+        carry = c.backward(X[s:], p, state_s, cache2, R[s:].copy(), None, truncate, chunks)
         if truncate and s % truncate == 0:
-            carry = tuple(np.zeros_like(a) for a in as_list(carry))
-        carry = as_list(carry)
-        dH1 = R[:s].copy()
-        dH1[-1] += carry[0]
-        dstate_chunks = kernel_backward(cell, K, X[:s], p, state0, cache1, dH1, truncate, chunks,
-                                        True, carry[1] if HAS_CELL_STATE[cell] else None)
+            carry = c.spec.state_of([np.zeros_like(a) for a in as_list(carry)])
+        # the carry enters as dstate_next: dh into dH[-1], dc into the kernel's dc0
+        dstate_chunks = c.backward(X[:s], p, state0, cache1, R[:s].copy(), carry, truncate,
+                                   chunks, True)
         assert_grads_close(chunks, whole, rtol=1e-12, atol=1e-14)
         for u, v in zip(as_list(dstate_chunks), as_list(dstate_whole), strict=True):
             np.testing.assert_allclose(u, v, rtol=1e-12, atol=1e-14)
@@ -265,20 +245,24 @@ class GatedCellSuite:
         cell = self.cell
         I, H, O = 3, 5, 2
         G = GATES[cell]
+        spec = _cells.CELLS[cell]
         net = bptt.RNN(I, H, O, cell=cell, init=init, dtype=dtype, random_state=0)
         p = net.params
         shapes = {"W_xh": (G * H, I), "W_hh": (G * H, H), "b_h": (G * H,),
                   "W_oh": (O, H), "b_o": (O,)}
-        if cell == "gru":
-            shapes["b_hn"] = (H,)
+        # the cell's extra parameters (GRU: b_hn (H,)) start at their values
+        for name, (shape, _) in spec.extra_params.items():
+            shapes[name] = tuple(H if d == "H" else d for d in shape)
         assert {k: v.shape for k, v in p.items()} == shapes
         assert all(v.dtype == np.dtype(dtype) for v in p.values())
+        for name, (_, value) in spec.extra_params.items():
+            np.testing.assert_array_equal(p[name], value)
+        # b_h: 0 but for the gate blocks of initial_bias (LSTM: forget gate 1)
         expected_bias = np.zeros(G * H)
-        if cell == "lstm":
-            expected_bias[H:2 * H] = 1.0  # forget gate
+        for gate, value in spec.initial_bias.items():
+            k = spec.gates.index(gate)
+            expected_bias[k * H:(k + 1) * H] = value
         np.testing.assert_array_equal(p["b_h"], expected_bias)
-        if cell == "gru":
-            np.testing.assert_array_equal(p["b_hn"], 0)
         blocks = p["W_hh"].astype(np.float64).reshape(G, H, H)
         if init == "orthogonal":
             for block in blocks:

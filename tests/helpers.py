@@ -57,6 +57,11 @@ HAS_CELL_STATE = {cell: _cells.CELLS[cell].has_cell_state for cell in CELLS}
 # (cell, nonlinearity) of every recurrence: the Elman cell's two, the gated cells'
 CELL_NONLINEARITIES = [(cell, nl) for cell in CELLS
                        for nl in (("tanh", "relu") if _cells.CELLS[cell].nonlinearity else ("tanh",))]
+# the cells with a PyTorch counterpart (CellSpec.torch_module), which the
+# tests against PyTorch and of the state-dict exchange run
+TORCH_CELLS = tuple(cell for cell in CELLS if _cells.CELLS[cell].torch_module is not None)
+TORCH_CELL_NONLINEARITIES = [(cell, nl) for cell, nl in CELL_NONLINEARITIES
+                             if cell in TORCH_CELLS]
 
 # the builds of the compiled kernels this CPU runs, narrowest first:
 # "baseline" and, on x86-64, "avx2" and "avx512" where they are built
@@ -74,8 +79,9 @@ ACTIVATION_LOSSES = [
 
 
 def cell_kernels(backend, cell):
-    """The kernel module of a cell ("rnn" runs bptt._elman / reference.elman)."""
-    return load_kernels(backend, {"rnn": "elman"}.get(cell, cell))
+    """The kernel module of a cell, as its registry entry names it ("rnn"
+    runs bptt._elman / reference.elman)."""
+    return load_kernels(backend, _cells.CELLS[cell].kernel)
 
 
 def make_target(rng, loss, output, n, T, O):

@@ -16,14 +16,15 @@ from sklearn.utils._param_validation import InvalidParameterError
 import bptt
 from bptt._cells import CELLS, CellSpec, GRUCell, LSTMCell, register
 from bptt._kernels import compiled_helpers
-from helpers import CELLS as CELL_NAMES, make_state  # CELLS here is the registry
+from helpers import CELLS as CELL_NAMES, TORCH_CELLS, make_state  # CELLS here is the registry
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BACKENDS = ["numpy"] + (["cython"] if compiled_helpers("elman") is not None else [])
 
 
 def test_cell_names_are_the_registry():
-    assert CELL_NAMES == ("rnn", "lstm", "gru")
+    # bptt's own cells first; a new cell's entry adds to them
+    assert CELL_NAMES[:3] == ("rnn", "lstm", "gru")
     assert {name: spec.name for name, spec in CELLS.items()} == {n: n for n in CELL_NAMES}
 
 
@@ -196,10 +197,23 @@ def test_estimators_and_persistence_take_a_registered_cell(registered, tmp_path)
         bptt.load(path)
 
 
+class _ManyParamsGRU(GRUCell):
+    """The GRU with 12 extra parameters that do not enter its maths: their
+    gradients are zero (the GRU's kernels write only their own)."""
+
+    def backward(self, X, p, state0, cache, dH, dstate_next, truncate, grads,
+                 accumulate=False, *args, **kwargs):
+        if not accumulate:
+            for k in range(12):
+                grads[f"b_{k}"][...] = 0
+        return super().backward(X, p, state0, cache, dH, dstate_next, truncate, grads,
+                                accumulate, *args, **kwargs)
+
+
 def test_persistence_counts_a_cells_extra_parameters(registered, tmp_path):
     # more parameters than bptt's own cells have still load
     extra = {f"b_{k}": (("H",), 0.0) for k in range(12)}
-    spec = registered(CellSpec(name="gru_many", kernel="gru", binding=GRUCell,
+    spec = registered(CellSpec(name="gru_many", kernel="gru", binding=_ManyParamsGRU,
                                gates=("r", "z", "n"),
                                extra_params={"b_hn": (("H",), 0.0), **extra}))
     assert len(spec.param_names) + 2 > 16
@@ -218,7 +232,7 @@ def test_a_cell_without_kernels_is_refused_clearly(registered):
 
 
 # ---------------------------------------------------------------- interop
-@pytest.mark.parametrize("cell", CELL_NAMES)
+@pytest.mark.parametrize("cell", TORCH_CELLS)
 def test_interop_round_trip(cell):
     spec = CELLS[cell]
     net = bptt.RNN(3, 4, 2, cell=cell, random_state=0)
@@ -240,7 +254,7 @@ def test_interop_round_trip(cell):
             np.testing.assert_array_equal(again.params[k], net.params[k])
 
 
-@pytest.mark.parametrize("cell", CELL_NAMES)
+@pytest.mark.parametrize("cell", TORCH_CELLS)
 def test_interop_matches_the_torch_module_the_entry_names(cell):
     torch = pytest.importorskip("torch")
     spec = CELLS[cell]
@@ -323,10 +337,12 @@ def test_parameter_tables_match_the_registry(page):
             assert ", ".join(spec.gates) in rest, cell
 
 
-def test_estimator_docs_list_every_cell():
+def test_estimator_docs_refer_to_the_cells_table():
+    """The estimators' ``cell`` row names no cell (a new one needs no edit
+    there) but the README's table, which lists every cell."""
     rows = _table_rows((ROOT / "docs/estimators.md").read_text(), "| parameter |")
-    listed = re.findall(r'"(\w+)"', rows["cell"][1])
-    assert listed == list(CELL_NAMES)
+    assert re.findall(r'"(\w+)"', rows["cell"][1]) == []
+    assert "README's parameter table" in rows["cell"][1]
 
 
 def test_docstrings_list_every_cell():

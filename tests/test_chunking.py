@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from bptt import _bptt
+from bptt import _bptt, _cells
 from helpers import ACTIVATION_LOSSES, CELLS, make_problem
 
 
@@ -17,9 +17,8 @@ def test_chunked_bptt_equals_one_chunk(monkeypatch, cell, activation, loss, outp
     net, X, y = make_problem(9, n=3, T=23, I=2, H=4, O=3, loss=loss, output=output,
                              output_activation=activation, backend=backend, cell=cell)
     rng = np.random.default_rng(1)
-    h0 = rng.standard_normal((3, 4))
-    if cell == "lstm":
-        h0 = (h0, rng.standard_normal((3, 4)))
+    spec = _cells.CELLS[cell]
+    h0 = spec.state_of([rng.standard_normal((3, 4)) for _ in spec.state])
     expected_loss, expected = net.loss_and_grad(X, y, loss=loss, output=output,
                                                 truncate=truncate, h0=h0)
     assert _bptt.chunk_steps(net, 23, 3, truncate) == 23  # one chunk by default here

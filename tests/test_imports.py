@@ -28,11 +28,10 @@ SRC_DIR = Path(__file__).resolve().parents[1] / "src"
 FLOORS = {
     # the reference package
     "bptt.reference": 0,
-    # the NumPy reference kernels (the compiled ones import nothing of bptt)
-    "bptt.reference.elman": 1,
-    "bptt.reference.lstm": 1,
-    "bptt.reference.gru": 1,
-    "bptt.reference.output": 1,
+    # the NumPy reference kernels, every module of the reference package (the
+    # compiled ones import nothing of bptt): a new cell's needs no line here
+    **{f"bptt.reference.{path.stem}": 1
+       for path in sorted((PACKAGE_DIR / "reference").glob("*.py")) if path.stem != "__init__"},
     # kernel-variant selection and loading; thread and BLAS control
     "bptt._kernels": 2,
     "bptt._threads": 2,

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 import bptt
-from helpers import CELLS, GATES, make_net
+from helpers import GATES, TORCH_CELLS, make_net
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell", TORCH_CELLS)
 def test_state_dict_round_trip_is_exact(cell, dtype):
     net = make_net(cell, 3, 4, 2, dtype=dtype, act="sigmoid")
     sd = net.to_torch_state_dict()

@@ -11,7 +11,7 @@ import pytest
 import bptt
 from bptt import _bptt
 
-from helpers import CELLS, numerical_gradient
+from helpers import CELLS, TORCH_CELLS, numerical_gradient
 from torch_reference import assert_close, torch_loss_grad
 
 
@@ -26,7 +26,7 @@ def _problem(net, n, T, output, loss="mse", seed=0):
     return X, y
 
 
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell", TORCH_CELLS)
 @pytest.mark.parametrize("num_layers,bidirectional", [(1, True), (2, False), (2, True),
                                                       (3, True)])
 @pytest.mark.parametrize("output", ["sequence", "last", "mean"])
@@ -220,7 +220,7 @@ def test_dropout_reproducible_and_training_only():
     assert {m.min() for m in masks} == {0.0} and {m.max() for m in masks} == {2.0}
 
 
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell", TORCH_CELLS)
 def test_torch_state_dict_both_ways(cell):
     net = bptt.RNN(3, 4, 2, cell=cell, num_layers=2, bidirectional=True, random_state=0)
     sd = net.to_torch_state_dict()

@@ -20,7 +20,7 @@ from threadpoolctl import ThreadpoolController
 import bptt
 from bptt import _threads
 from bptt import _bptt
-from helpers import ACTIVATION_LOSSES, CELLS, make_target
+from helpers import ACTIVATION_LOSSES, CELLS, make_state, make_target
 
 _controller = ThreadpoolController()
 
@@ -71,9 +71,7 @@ def test_compiled_path_matches_reference(p):
     y = make_target(rng, p["loss"], p["output"], n, T, O)
     h0 = None
     if p["with_h0"]:
-        h0 = 0.5 * rng.standard_normal((n, H))
-        if p["cell"] == "lstm":
-            h0 = (h0, 0.5 * rng.standard_normal((n, H)))
+        h0 = make_state(rng, p["cell"], n, H)
     options = dict(loss=p["loss"], output=p["output"], truncate=p["truncate"], h0=h0)
     want_loss, want_grads = ref.loss_and_grad(X, y, **options)
     want_Y, want_state = ref.forward(X, h0=h0)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import bptt
-from helpers import CELL_NONLINEARITIES, CELLS
+from helpers import CELL_NONLINEARITIES, CELLS, make_state
 
 
 @pytest.mark.parametrize("backend", ["cython", "numpy"])
@@ -20,9 +20,7 @@ def test_stepping_equals_forward(n, cell, nonlinearity, activation, dtype, tol, 
                    random_state=0)
     rng = np.random.default_rng(0)
     X = rng.standard_normal((n, 30, 2))
-    h0 = 0.1 * rng.standard_normal((n, 5))
-    if cell == "lstm":
-        h0 = (h0, 0.1 * rng.standard_normal((n, 5)))
+    h0 = make_state(rng, cell, n, 5, scale=0.1)
     Y, h = net.forward(X, h0=h0)
     stream = net.stream(n_samples=n, h0=h0)
     outs = []

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import bptt
-from helpers import ACTIVATION_LOSSES, CELL_NONLINEARITIES, assert_grads_close, make_data, make_state
+from helpers import (ACTIVATION_LOSSES, TORCH_CELL_NONLINEARITIES, assert_grads_close, make_data,
+                     make_state)
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -100,7 +101,7 @@ def make_net(cell, nonlinearity, I, H, O, act, backend="cython", seed=0):
 @pytest.mark.parametrize("truncate", [None, 3])
 @pytest.mark.parametrize("output", ["sequence", "last"])
 @pytest.mark.parametrize("act,loss", ACTIVATION_LOSSES)
-@pytest.mark.parametrize("cell,nonlinearity", CELL_NONLINEARITIES)
+@pytest.mark.parametrize("cell,nonlinearity", TORCH_CELL_NONLINEARITIES)
 def test_outputs_and_gradients_match_torch(cell, nonlinearity, loss, act, output,
                                            truncate, h0):
     rng = np.random.default_rng(2)
@@ -129,7 +130,7 @@ def test_outputs_and_gradients_match_torch(cell, nonlinearity, loss, act, output
     assert_grads_close(grads, torch_grads(cell, rnn, linear), rtol=1e-8, atol=1e-10)
 
 
-@pytest.mark.parametrize("cell,nonlinearity", CELL_NONLINEARITIES)
+@pytest.mark.parametrize("cell,nonlinearity", TORCH_CELL_NONLINEARITIES)
 def test_torch_weights_load_into_bptt(cell, nonlinearity):
     """A PyTorch model (random PyTorch init, two biases) computes the same
     function after from_torch_state_dict, and comes back with the biases

@@ -206,6 +206,16 @@ class CellSpec:
         return self.binding(self, load_kernels(backend, self.kernel), nonlinearity)
 
 
+def document_cells(doc):
+    """``doc`` with ``{cells}`` replaced by the registered cells' names as a
+    numpydoc set of choices, ``{"rnn", "lstm", "gru"}``: the ``cell`` lines
+    of the docstrings of :class:`bptt.RNN` and the estimators, so that a new
+    cell needs no edit there. None (``python -OO``) stays None."""
+    if doc is None:
+        return None
+    return doc.replace("{cells}", "{" + ", ".join(f'"{name}"' for name in CELLS) + "}")
+
+
 def register(spec):
     """Add ``spec`` to :data:`CELLS` after checking that it is consistent.
 

@@ -250,8 +250,8 @@ def check_state(h0, n_samples, hidden_size, dtype, pair=False, runs=1):
         return _check_state_array(h0, "h0", shape, dtype)
     if not isinstance(h0, (tuple, list)) or len(h0) != 2:
         raise ValueError(
-            f"h0 for an lstm must be a tuple (h0, c0) of arrays of shape "
-            f"{shape}; got {type(h0).__name__}"
+            f"h0 for a cell with a cell state (lstm) must be a tuple (h0, c0) of "
+            f"arrays of shape {shape}; got {type(h0).__name__}"
             f"{f' of length {len(h0)}' if isinstance(h0, (tuple, list)) else ''}."
         )
     return tuple(_check_state_array(s, name, shape, dtype)

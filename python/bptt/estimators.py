@@ -43,7 +43,7 @@ from sklearn.utils.validation import (
 )
 
 from . import persistence
-from ._cells import CELLS
+from ._cells import CELLS, document_cells
 from ._validation import (_is_ragged_list, as_numeric_array, check_ragged,
                           check_sample_weight, check_timesteps, is_ragged,
                           target_sequences)
@@ -864,7 +864,7 @@ _PARAMETERS_DOC = """
     ----------
     hidden_size : int, default=32
         Hidden units of the recurrent layer.
-    cell : {{"rnn", "lstm", "gru"}}, default="gru"
+    cell : {{cells}}, default="gru"
         The recurrent cell (see :class:`bptt.RNN`). The default GRU learns
         the real series of the benchmark (docs/benchmarks.md, section 3),
         where the Elman cell stays near chance on the long ones (GunPoint,
@@ -1703,6 +1703,8 @@ RNNClassifier.__doc__ = """Recurrent network classifier trained by backpropagati
 """
 
 for _cls in (RNNRegressor, RNNClassifier):
+    # the cell line lists the registry's cells
+    _cls.__doc__ = document_cells(_cls.__doc__)
     for _name in ("fit", "partial_fit", "predict", "predict_proba", "predict_log_proba",
                   "score"):
         _method = _cls.__dict__.get(_name)

@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from ._cells import CELLS, OUTPUT_PARAMS, CellStepper, output_kernels
+from ._cells import CELLS, OUTPUT_PARAMS, CellStepper, document_cells, output_kernels
 # re-exported: the variant and loader have been importable from here
 from ._kernels import SIMD_VARIANTS, compiled_helpers, compiled_variant, load_kernels  # noqa: F401
 from . import _bptt, interop
@@ -199,8 +199,9 @@ class RNN:
         Hidden units, H.
     output_size : int
         Outputs per timestep, O.
-    cell : {"rnn", "lstm", "gru"}, default="rnn"
-        The recurrent cell.
+    cell : {cells}, default="rnn"
+        The recurrent cell (the registry ``bptt._cells.CELLS`` fills in
+        the choices).
     nonlinearity : {"tanh", "relu"}, default="tanh"
         f of the Elman cell; the gated cells ignore it.
     output_activation : {"identity", "sigmoid", "softmax"}, default="identity"
@@ -808,9 +809,10 @@ class RNN:
             (O, H); optionally ``bias_ih_l0``, ``bias_hh_l0`` (G*H,) and
             ``bias`` (O,) (missing biases, as for ``bias=False`` modules, are
             zero). No other keys.
-        cell : {"rnn", "lstm", "gru"} or None, default=None
-            None infers it from the shapes: G = 1, 4 or 3 rows of
-            ``weight_hh_l0`` per column.
+        cell : {cells} or None, default=None
+            None infers it from the shapes: the cell with a PyTorch
+            counterpart whose G rows of ``weight_hh_l0`` per column they
+            have.
         nonlinearity : {"tanh", "relu"}, default="tanh"
             The ``nonlinearity`` of a ``torch.nn.RNN``; not stored in its
             state dict.
@@ -839,3 +841,8 @@ class RNN:
                 + (f", num_layers={self.num_layers}" if self.num_layers > 1 else "")
                 + (", bidirectional=True" if self.bidirectional else "")
                 + (f", dropout={self.dropout!r}" if self.dropout else "") + ")")
+
+
+# the cell lines list the registry's cells
+RNN.__doc__ = document_cells(RNN.__doc__)
+RNN.from_torch_state_dict.__func__.__doc__ = document_cells(RNN.from_torch_state_dict.__doc__)
