@@ -277,6 +277,15 @@ def _fit_timed(model, X, y):
     return seconds, hit_max
 
 
+def seed_params(params, args):
+    """(seed, estimator parameters) of each seed's fit; --quick caps the epochs."""
+    for seed in args.seeds:
+        p = dict(params)
+        if args.quick:
+            p["max_epochs"] = min(p.get("max_epochs", 100), 20)
+        yield seed, p
+
+
 def run_bptt(estimator_cls, params, X_train, y_train, X_test, y_test, seed,
              score=None):
     """One bptt fit in a Pipeline with SequenceScaler; its figures."""
@@ -339,10 +348,7 @@ def classification_row(name, args, config, log):
            "n_classes": int(len(np.unique(y_train)))}
     for label, params in (("config", config), ("defaults", {})):
         runs = []
-        for seed in args.seeds:
-            p = dict(params)
-            if args.quick:
-                p["max_epochs"] = min(p.get("max_epochs", 100), 20)
+        for seed, p in seed_params(params, args):
             r = run_bptt(RNNClassifier, p, Xtr_bptt, y_train, Xte_bptt, y_test, seed)
             r["seed"] = seed
             log(f"  bptt {label:8s} seed {seed}: acc {r['score']:.3f}, "
@@ -412,10 +418,7 @@ def forecasting_row(args, config, log):
            "shape": f"{s.size} years, {X_train.shape[0]} training windows of {W}"}
     for label, params in (("config", config), ("defaults", {})):
         runs = []
-        for seed in args.seeds:
-            p = dict(params)
-            if args.quick:
-                p["max_epochs"] = min(p.get("max_epochs", 100), 20)
+        for seed, p in seed_params(params, args):
 
             def score(pipe):
                 return rmse(pipe.predict(X_test) * sd + mu)
