@@ -17,7 +17,7 @@ A binding (a subclass of :class:`CellBinding`) calls the forward and BPTT
 kernels of one backend (the compiled ``bptt._<kernel>`` module or its NumPy
 twin ``bptt.reference.<kernel>``, which share function names and
 signatures but for the compiled kernels' trailing layout arguments, which
-only they get: :func:`_layout`). Everything is time-major: X (T, B, I), H (T, B, H).
+only they get: :meth:`CellBinding._layout`). Everything is time-major: X (T, B, I), H (T, B, H).
 
 The interface every binding implements:
 
@@ -270,6 +270,22 @@ class CellBinding:
         self.gates = spec.n_gates
         self.kernels = kernels
         self.relu = spec.nonlinearity and nonlinearity == "relu"
+        self.reference = is_reference(kernels)
+
+    def _layout(self, X, cache, n_threads, slabs, slab_steps):
+        """The cache and the trailing layout arguments of a call to the kernels.
+
+        How the work is partitioned (threads, batch slabs, cache timesteps
+        per slab; src/_cellparts.pxd) is the compiled kernels' business. The
+        NumPy reference is the plain maths over one time-major batch: it runs
+        one slab, gets the chunk's X.shape[0] timesteps of the cache and no
+        layout arguments.
+        """
+        if not self.reference:
+            return cache, (n_threads, slabs, slab_steps)
+        if slabs != 1:
+            raise ValueError(f"the NumPy reference runs one slab; got slabs={slabs}.")
+        return tuple(a[:X.shape[0]] for a in cache), ()
 
     def stepper(self, p, state0, activation):
         return _compiled_stepper(self, p, state0, activation)
@@ -288,7 +304,7 @@ class ElmanCell(CellBinding):
         return cache[0][t]
 
     def forward(self, X, p, state0, cache, n_threads=1, slabs=1, slab_steps=0):
-        cache, layout = _layout(self.kernels, X, cache, n_threads, slabs, slab_steps)
+        cache, layout = self._layout(X, cache, n_threads, slabs, slab_steps)
         self.kernels.elman_forward(X, p["W_xh"], p["W_hh"], p["b_h"], state0, self.relu,
                                    cache[0], *layout)
 
@@ -298,7 +314,7 @@ class ElmanCell(CellBinding):
         if dstate_next is not None:
             _last_steps(dH, slabs)[...] += _by_slab(dstate_next, slabs)
         dh0 = np.empty_like(state0)
-        cache, layout = _layout(self.kernels, X, cache, n_threads, slabs, slab_steps)
+        cache, layout = self._layout(X, cache, n_threads, slabs, slab_steps)
         self.kernels.elman_backward(
             X, p["W_xh"], p["W_hh"], state0, cache[0], dH, self.relu, truncate,
             grads["W_xh"], grads["W_hh"], grads["b_h"], dh0, accumulate, dX, *layout,
@@ -328,7 +344,7 @@ class LSTMCell(CellBinding):
 
     def forward(self, X, p, state0, cache, n_threads=1, slabs=1, slab_steps=0):
         h0, c0 = state0
-        cache, layout = _layout(self.kernels, X, cache, n_threads, slabs, slab_steps)
+        cache, layout = self._layout(X, cache, n_threads, slabs, slab_steps)
         G, C, H = cache
         self.kernels.lstm_forward(X, p["W_xh"], p["W_hh"], p["b_h"], h0, c0, G, C, H,
                                   *layout)
@@ -337,7 +353,7 @@ class LSTMCell(CellBinding):
                  accumulate=False, n_threads=1, dX=None, slabs=1, slab_steps=0,
                  dstate_out=None):
         h0, c0 = state0
-        cache, layout = _layout(self.kernels, X, cache, n_threads, slabs, slab_steps)
+        cache, layout = self._layout(X, cache, n_threads, slabs, slab_steps)
         G, C, H = cache
         # dc0 enters as dL/dc after the last timestep and leaves as dL/dc0
         dh0 = np.empty_like(h0)
@@ -376,7 +392,7 @@ class GRUCell(CellBinding):
         return cache[2][t]
 
     def forward(self, X, p, state0, cache, n_threads=1, slabs=1, slab_steps=0):
-        cache, layout = _layout(self.kernels, X, cache, n_threads, slabs, slab_steps)
+        cache, layout = self._layout(X, cache, n_threads, slabs, slab_steps)
         G, HN, H = cache
         Gh = np.empty((state0.shape[0], G.shape[2]), dtype=X.dtype)
         self.kernels.gru_forward(X, p["W_xh"], p["W_hh"], p["b_h"], p["b_hn"], state0,
@@ -385,7 +401,7 @@ class GRUCell(CellBinding):
     def backward(self, X, p, state0, cache, dH, dstate_next, truncate, grads,
                  accumulate=False, n_threads=1, dX=None, slabs=1, slab_steps=0,
                  dstate_out=None):
-        cache, layout = _layout(self.kernels, X, cache, n_threads, slabs, slab_steps)
+        cache, layout = self._layout(X, cache, n_threads, slabs, slab_steps)
         G, HN, H = cache
         if dstate_next is not None:
             _last_steps(dH, slabs)[...] += _by_slab(dstate_next, slabs)
@@ -396,21 +412,6 @@ class GRUCell(CellBinding):
             *layout, *(dstate_out or ()),
         )
         return dh0
-
-
-def _layout(kernels, X, cache, n_threads, slabs, slab_steps):
-    """The cache and the trailing layout arguments of a call to a cell's kernels.
-
-    How the work is partitioned (threads, batch slabs, cache timesteps per
-    slab; src/_cellparts.pxd) is the compiled kernels' business. The NumPy
-    reference is the plain maths over one time-major batch: it runs one slab,
-    gets the chunk's X.shape[0] timesteps of the cache and no layout arguments.
-    """
-    if not is_reference(kernels):
-        return cache, (n_threads, slabs, slab_steps)
-    if slabs != 1:
-        raise ValueError(f"the NumPy reference runs one slab; got slabs={slabs}.")
-    return tuple(a[:X.shape[0]] for a in cache), ()
 
 
 def is_reference(kernels):

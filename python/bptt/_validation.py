@@ -178,7 +178,7 @@ def cast_finite(arr, dtype, name, copy=False):
     return out
 
 
-def check_sequences(X, input_size, dtype, name="X", owner="RNN", finite=False):
+def check_sequences(X, input_size, dtype, name="X", owner="RNN"):
     """Validate batch-first sequences.
 
     Parameters
@@ -188,9 +188,6 @@ def check_sequences(X, input_size, dtype, name="X", owner="RNN", finite=False):
         Expected n_features.
     dtype : numpy float type
         dtype of the returned array.
-    finite : bool, default=False
-        The caller has just found X finite (check_ragged): an X of ``dtype``
-        is then not scanned again.
 
     Returns
     -------
@@ -217,8 +214,6 @@ def check_sequences(X, input_size, dtype, name="X", owner="RNN", finite=False):
             f"{name} has {features} features, but {owner} is expecting "
             f"{input_size} features as input."
         )
-    if finite and X.dtype == dtype:
-        return X
     return cast_finite(X, dtype, name)
 
 
@@ -541,11 +536,9 @@ def check_ragged(X, input_size, dtype, name="X", owner="RNN"):
             out[i, :len(a)] = a
         return out, lengths, "list"
     arr = as_numeric_array(X, name)
-    # all_finite first: one compiled pass, no (n, T, F) bool array, on the
-    # every-call path of plain finite X, which check_sequences then need not
-    # scan again
-    finite = arr.ndim == 3 and arr.dtype.kind == "f" and arr.size and all_finite(arr)
-    if (arr.ndim == 3 and arr.dtype.kind == "f" and arr.size and not finite
+    # all_finite first: one compiled pass, no (n, T, F) bool array, when X
+    # holds no NaN
+    if (arr.ndim == 3 and arr.dtype.kind == "f" and arr.size and not all_finite(arr)
             and np.isnan(arr).any()):
         lengths = padding_lengths(arr)
         filled = np.where(np.isnan(arr), 0, arr)
@@ -553,8 +546,7 @@ def check_ragged(X, input_size, dtype, name="X", owner="RNN"):
                 lengths, "padded")
     if input_size is None and arr.ndim == 3:
         input_size = arr.shape[2]
-    return (check_sequences(arr, input_size, dtype, name, owner, bool(finite)), None,
-            "array")
+    return check_sequences(arr, input_size, dtype, name, owner), None, "array"
 
 
 def is_ragged(X):
