@@ -23,7 +23,8 @@ An optimizer's *update* and a stream's *step* belong to other modules.
 Every function takes the network (an :class:`bptt.RNN`) and reads its
 configuration, its ``_cell`` and ``_out`` kernels and its ``_params``;
 inputs arrive validated (batch-first X of the network's dtype, targets as
-:func:`bptt._validation.check_target` returns them).
+:func:`bptt._validation.validate_target` returns them; the one-layer path
+reads their rows, :func:`bptt._validation.target_rows`).
 """
 
 from contextlib import nullcontext
@@ -170,7 +171,7 @@ def loss_grad_state(net, X, target, loss, output, truncate, state0, state_grads=
     """Loss, gradients and final state of ``net`` on validated inputs.
 
     X (n, T, I) batch-first of the network's dtype; ``target`` as
-    check_target returns it; ``truncate`` an int (0: full BPTT); ``state0``
+    target_rows returns it; ``truncate`` an int (0: full BPTT); ``state0``
     a validated state. Holds BLAS and splits the batch over threads as
     :func:`holds_blas` and :func:`plan_threads` decide. A dict
     ``state_grads`` also receives the state gradients (:func:`state_grads_of`);
@@ -183,6 +184,32 @@ def loss_grad_state(net, X, target, loss, output, truncate, state0, state_grads=
     with serial_blas() as budget:
         return _bptt(net, X, target, loss, output, truncate, state0,
                      plan_threads(net, budget, n), state_grads, weights)
+
+
+def loss_grad(net, X, target, loss, output, truncate, state0, lengths=None,
+              state_grads=None, weights=None, form="array", width=None):
+    """Loss, gradients and final state of ``net``: the one place that picks
+    the driver. The one-layer path (:func:`loss_grad_state`) takes a
+    unidirectional single layer on sequences of one length with
+    ``output`` "sequence" or "last"; the general driver
+    (:func:`layered_loss_grad_state`, dropout masks drawn here) takes
+    everything else.
+
+    X (n, T, I) batch-first of the network's dtype (ragged input padded to
+    the longest of ``lengths``, (n,) or None); ``target`` as
+    :func:`bptt._validation.validate_target` (or ``check_ragged_target``)
+    returns it; ``truncate`` an int (0: full BPTT); ``state0`` a validated
+    state; ``state_grads`` a dict that receives the state gradients in the
+    input's ``form`` (check_ragged's, ``width`` its padded length);
+    ``weights`` (n,) or None.
+    """
+    if lengths is None and not net._layered and output != "mean":
+        return loss_grad_state(net, X, target_rows(target, output), loss, output, truncate,
+                               state0, state_grads, weights)
+    lay = Layout(np.full(X.shape[0], X.shape[1]) if lengths is None else lengths)
+    return layered_loss_grad_state(net, lay, X, target, loss, output, truncate, state0,
+                                   draw_masks(net, lay.rows), state_grads, weights, form,
+                                   width)
 
 
 def state_grads_of(flow, norms, keys=("dh", "dc")):
@@ -226,7 +253,7 @@ def _bptt(net, X, target, loss, output, truncate, state0, n_threads=1, state_gra
           weights=None):
     """Forward over every timestep, then BPTT chunk by chunk from the end.
 
-    X is batch-first and validated, target as from check_target.
+    X is batch-first and validated, target as from target_rows.
     Returns the loss, the gradients and the state after the last step;
     a dict ``state_grads`` also receives the state gradients.
     """
@@ -407,19 +434,15 @@ class TrainingData:
             y = y[:, start:stop]
         state0 = net._check_state(h0, X.shape[0]) if h0 is None else h0
         weights = None if self.weights is None else np.ascontiguousarray(self.weights[rows])
+        lengths = None
         if self.lengths is not None:
             lengths = self.lengths[rows]
             T = int(lengths.max())
-            lay = Layout(lengths)
-            return net._layered_loss(lay, np.ascontiguousarray(X[:, :T]),
-                                     y[:, :T] if self.output == "sequence" else y,
-                                     self.loss, self.output, 0, state0, None, weights)
-        if net._layered or self.output == "mean":
-            return net._layered_loss(Layout(np.full(X.shape[0], X.shape[1])), X, y,
-                                     self.loss, self.output, 0, state0, None, weights)
-        target = target_rows(y, self.output)
-        return loss_grad_state(net, X, target, self.loss, self.output, 0, state0,
-                               weights=weights)
+            X = np.ascontiguousarray(X[:, :T])
+            if self.output == "sequence":
+                y = y[:, :T]
+        return loss_grad(net, X, y, self.loss, self.output, 0, state0, lengths,
+                         weights=weights)
 
     def advance(self, rows, start=0, stop=None, h0=None):
         """The state after timesteps start..stop-1 of a minibatch (forward only)."""
@@ -1064,7 +1087,7 @@ def layered_loss_grad_state(net, lay, X, target, loss, output, truncate, state0,
     buf.keep()
     if flow is not None:
         state_grads.update(layered_state_grads(net, lay, flow, form, width))
-    check_loss(value)
+    # each group's share was checked before its backward pass (_layered_step)
     return value, grads, final_state
 
 

@@ -320,38 +320,25 @@ def coerce_step_input(x, n_samples, input_size, dtype):
     return cast_finite(np.ascontiguousarray(arr), dtype, "x")
 
 
-def check_target(y, loss, output, n_samples, n_timesteps, output_size, dtype):
-    """Return the target as rows matching the flattened time-major outputs:
-    :func:`target_rows` of :func:`validate_target`.
+def validate_target(y, loss, output, n_samples, n_timesteps, output_size, dtype):
+    """Check the target of loss_and_grad, keeping it batch-first.
 
     Parameters
     ----------
     y : array-like
         The targets: for ``output="sequence"`` of shape (n_samples,
-        n_timesteps, output_size), for ``"last"`` (n_samples, output_size);
-        the last axis may be left out when output_size == 1; class labels of
-        shape (n_samples, n_timesteps) or (n_samples,) for cross_entropy.
+        n_timesteps, output_size), for ``"last"`` and ``"mean"`` (n_samples,
+        output_size); the last axis may be left out when output_size == 1;
+        class labels of shape (n_samples, n_timesteps) or (n_samples,) for
+        cross_entropy.
     loss : {"mse", "cross_entropy", "binary_cross_entropy"}
-    output : {"sequence", "last"}
+    output : {"sequence", "last", "mean"}
     n_samples, n_timesteps : int
         The shape of the validated X.
     output_size : int
         O, the network's number of outputs.
     dtype : numpy float type
         The network's dtype.
-
-    Returns
-    -------
-    ndarray
-        float targets: (N, O) of ``dtype``, with N = T * n (sequence, time
-        major) or n (last); cross-entropy labels: int64 (N,).
-    """
-    return target_rows(validate_target(y, loss, output, n_samples, n_timesteps,
-                                       output_size, dtype), output)
-
-
-def validate_target(y, loss, output, n_samples, n_timesteps, output_size, dtype):
-    """Check the target as :func:`check_target` does, keeping it batch-first.
 
     Returns
     -------

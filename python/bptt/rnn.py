@@ -27,7 +27,6 @@ from ._validation import (
     check_sample_weight,
     check_sequences,
     check_state,
-    check_target,
     validate_target,
 )
 
@@ -638,33 +637,13 @@ class RNN:
         n, T, _ = X.shape
         state0 = self._check_state(h0, n)
         weights = check_sample_weight(sample_weight, n, self.dtype)
-        if lengths is not None:
-            if output == "sequence":
-                target = check_ragged_target(y, lengths, form, loss, self.output_size,
-                                             self.dtype)
-            else:
-                target = validate_target(y, loss, output, n, T, self.output_size,
+        if lengths is not None and output == "sequence":
+            target = check_ragged_target(y, lengths, form, loss, self.output_size,
                                          self.dtype)
-            return self._layered_loss(_bptt.Layout(lengths), X, target, loss, output,
-                                      truncate or 0, state0, state_grads, weights,
-                                      form, X.shape[1])
-        if not (self._layered or output == "mean"):
-            target = check_target(y, loss, output, n, T, self.output_size, self.dtype)
-            return _bptt.loss_grad_state(self, X, target, loss, output, truncate or 0,
-                                         state0, state_grads, weights)
-        target = validate_target(y, loss, output, n, T, self.output_size, self.dtype)
-        return self._layered_loss(_bptt.Layout(np.full(n, T)), X, target, loss, output,
-                                  truncate or 0, state0, state_grads, weights)
-
-    def _layered_loss(self, lay, X, target, loss, output, truncate, state0,
-                      state_grads=None, weights=None, form="array", width=None):
-        """The general driver's loss, gradients and state on batch-first X
-        (padded) and target (validate_target's form), dropout masks drawn;
-        state gradients in the input's ``form`` (check_ragged's)."""
-        masks = _bptt.draw_masks(self, lay.rows)
-        return _bptt.layered_loss_grad_state(self, lay, X, target, loss, output, truncate,
-                                             state0, masks, state_grads, weights, form,
-                                             width)
+        else:
+            target = validate_target(y, loss, output, n, T, self.output_size, self.dtype)
+        return _bptt.loss_grad(self, X, target, loss, output, truncate or 0, state0,
+                               lengths, state_grads, weights, form, T)
 
     def _readout(self, X, output="sequence", h0=None):
         """What the output layer gives for the loss of ``output``: forward's
