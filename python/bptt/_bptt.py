@@ -186,14 +186,37 @@ def loss_grad_state(net, X, target, loss, output, truncate, state0, state_grads=
                      plan_threads(net, budget, n), state_grads, weights)
 
 
+def one_layer(net, lengths, output="sequence"):
+    """Whether a call takes the one-layer path (:func:`forward`,
+    :func:`loss_grad_state`): a unidirectional single layer, sequences of
+    one length (``lengths`` None) and ``output`` "sequence" or "last"; the
+    general driver takes everything else."""
+    return lengths is None and not net._layered and output != "mean"
+
+
+def layout_of(X, lengths):
+    """The packed layout of batch-first X (n, T, .) whose sequences have
+    ``lengths`` (None: all T)."""
+    return Layout(np.full(X.shape[0], X.shape[1]) if lengths is None else lengths)
+
+
+def outputs(net, X, state0, lengths=None, form="array"):
+    """The outputs, in the input's ``form`` (check_ragged's), and the final
+    state of ``net`` over validated batch-first X (ragged input padded to
+    the longest of ``lengths``): the one place that picks the forward
+    driver (:func:`one_layer`)."""
+    if one_layer(net, lengths):
+        return forward(net, X, state0)
+    lay = layout_of(X, lengths)
+    Y, state = layered_forward(net, lay, X, state0)
+    return lay.in_form(Y, form, X.shape[1]), state
+
+
 def loss_grad(net, X, target, loss, output, truncate, state0, lengths=None,
               state_grads=None, weights=None, form="array", width=None):
     """Loss, gradients and final state of ``net``: the one place that picks
-    the driver. The one-layer path (:func:`loss_grad_state`) takes a
-    unidirectional single layer on sequences of one length with
-    ``output`` "sequence" or "last"; the general driver
-    (:func:`layered_loss_grad_state`, dropout masks drawn here) takes
-    everything else.
+    the training driver (:func:`one_layer`: :func:`loss_grad_state`, or
+    :func:`layered_loss_grad_state` with dropout masks drawn here).
 
     X (n, T, I) batch-first of the network's dtype (ragged input padded to
     the longest of ``lengths``, (n,) or None); ``target`` as
@@ -203,10 +226,10 @@ def loss_grad(net, X, target, loss, output, truncate, state0, lengths=None,
     input's ``form`` (check_ragged's, ``width`` its padded length);
     ``weights`` (n,) or None.
     """
-    if lengths is None and not net._layered and output != "mean":
+    if one_layer(net, lengths, output):
         return loss_grad_state(net, X, target_rows(target, output), loss, output, truncate,
                                state0, state_grads, weights)
-    lay = Layout(np.full(X.shape[0], X.shape[1]) if lengths is None else lengths)
+    lay = layout_of(X, lengths)
     return layered_loss_grad_state(net, lay, X, target, loss, output, truncate, state0,
                                    draw_masks(net, lay.rows), state_grads, weights, form,
                                    width)
@@ -448,10 +471,7 @@ class TrainingData:
         """The state after timesteps start..stop-1 of a minibatch (forward only)."""
         X = self._slice(rows, start, stop)
         state0 = self.net._check_state(h0, X.shape[0]) if h0 is None else h0
-        if self.net._layered:
-            lay = Layout(np.full(X.shape[0], X.shape[1]))
-            return layered_forward(self.net, lay, X, state0)[1]
-        return forward(self.net, X, state0)[1]
+        return outputs(self.net, X, state0)[1]
 
     def _slice(self, rows, start, stop):
         if (start or stop is not None) and self.lengths is not None:

@@ -472,11 +472,7 @@ class RNN:
         """
         X, lengths, form = check_ragged(X, self.input_size, self.dtype)
         state0 = self._check_state(h0, X.shape[0])
-        if lengths is None and not self._layered:
-            return _bptt.forward(self, X, state0)
-        lay = _bptt.Layout(np.full(X.shape[0], X.shape[1]) if lengths is None else lengths)
-        Y, state = _bptt.layered_forward(self, lay, X, state0)
-        return lay.in_form(Y, form, X.shape[1]), state
+        return _bptt.outputs(self, X, state0, lengths, form)
 
     def stream(self, n_samples=1, h0=None):
         """Prepare step-by-step inference for live data (one timestep per call).
@@ -655,14 +651,11 @@ class RNN:
         check_choice("output", output, OUTPUTS)
         X, lengths, form = check_ragged(X, self.input_size, self.dtype)
         state0 = self._check_state(h0, X.shape[0])
-        if lengths is None and not self._layered and output != "mean":
-            Y = _bptt.forward(self, X, state0)[0]
-            return Y[:, -1] if output == "last" else Y
-        lay = _bptt.Layout(np.full(X.shape[0], X.shape[1]) if lengths is None else lengths)
         if output == "sequence":
-            return lay.in_form(_bptt.layered_forward(self, lay, X, state0)[0],
-                               form, X.shape[1])
-        return _bptt.layered_readout(self, lay, X, state0, output)
+            return _bptt.outputs(self, X, state0, lengths, form)[0]
+        if _bptt.one_layer(self, lengths, output):
+            return _bptt.forward(self, X, state0)[0][:, -1]
+        return _bptt.layered_readout(self, _bptt.layout_of(X, lengths), X, state0, output)
 
     def _check_loss_output(self, loss, output):
         check_choice("loss", loss, LOSSES)
