@@ -66,9 +66,14 @@ TRAIN_ONE_CHUNK_BYTES = 1 << 22
 # allocation of a few MB comes from mmap and page-faults on first touch,
 # which doubled the GRU's M-size training step (glibc trims the heap top
 # after each call), and zeroing the fresh pages of the XL-size cache (52 MB)
-# took 3% of its step (rnn XL 113-117 -> 108-115 ms kept). Larger buffers
-# are freed: there the memory held between calls matters more.
-KEEP_WORKSPACE_BYTES = 1 << 26
+# took 3% of its step (rnn XL 113-117 -> 108-115 ms kept). The general
+# driver's L-size 2-layer bidirectional steps need 142 (rnn), 242 (GRU)
+# and 267 MB (LSTM): under the 64 MB this was first, they page-faulted
+# 17000-38000 times a step (zeroing pages and unmapping them took about 12%
+# of the rnn's step in perf). The memory is the step's own peak, held
+# between calls until RNN.release_buffers (the estimators call it after
+# fit); larger buffers are freed after each call.
+KEEP_WORKSPACE_BYTES = 1 << 29
 
 
 def copy_state(state):

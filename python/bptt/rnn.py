@@ -702,7 +702,7 @@ class RNN:
         """Free the buffers :meth:`loss_and_grad` keeps for its next call.
 
         A training loop's calls with the same shapes reuse them (up to
-        ``bptt._bptt.KEEP_WORKSPACE_BYTES``, 64 MB); this frees them when
+        ``bptt._bptt.KEEP_WORKSPACE_BYTES``, 512 MB); this frees them when
         training is over. The estimators call it at the end of ``fit`` (not
         of ``partial_fit``, whose next call often is one more batch). Nothing
         else changes: the next call allocates anew.
