@@ -84,20 +84,22 @@ from compare import blas_kernels, cpu_model, git_commit
 # forecasting row): the defaults (issue 15: GRU, float32, learning_rate
 # 0.003, reduce-on-plateau with 50 epochs of patience; 300 epochs for the
 # classifier, 100 for the regressor; chosen by benchmarks/tune_defaults.py)
-# plus two stacked layers of 64 units with dropout 0.1 between them, after
+# plus two stacked layers of 64 units with dropout 0.2 between them, after
 # SequencePatcher(max_steps=MAX_STEPS). Chosen with explore_real.py on the
 # four tuned data sets only: docs/benchmarks.md section 3, "Searching the
 # levers" and "Capping the recurrent steps". Two layers kept every GunPoint
 # seed off the first plateau at 64 units; the patches (GunPoint 150 -> 30
 # steps, BasicMotions 100 -> 25) lifted GunPoint and BasicMotions and made
-# the dropout variant safe on GunPoint (seed 2 was on the plateau without
-# them); dropout lifts JapaneseVowels to 0.980. Seeds 0-4, JapaneseVowels
-# ragged, in the screening: GunPoint 0.979, BasicMotions 1.000,
-# JapaneseVowels 0.980 (targets met), ItalyPowerDemand 0.961 (0.965 missed).
+# dropout safe on GunPoint (a seed was on the plateau without them);
+# dropout lifts JapaneseVowels (0.979 -> 0.980) and, at 0.2,
+# ItalyPowerDemand (0.961 at 0.1 -> 0.966). Seeds 0-4, JapaneseVowels
+# ragged, in the screening: GunPoint 0.973, ItalyPowerDemand 0.966,
+# BasicMotions 1.000, JapaneseVowels 0.980 (every target met, by one or two
+# test series); dropout 0.1: 0.979, 0.961, 1.000, 0.980.
 CONFIG = {
     "hidden_size": 64,
     "num_layers": 2,
-    "dropout": 0.1,
+    "dropout": 0.2,
 }
 
 # The configuration's input step: SequencePatcher(max_steps=MAX_STEPS) after
