@@ -1,4 +1,4 @@
-"""Preprocessing for sequences: :class:`SequenceScaler`.
+"""Preprocessing for sequences: :class:`SequenceScaler`, :class:`SequencePatcher`.
 
 Design: every input form (a 3-D array, a 2-D array of univariate series, a
 list of series, a NaN-padded array) is read once into a :class:`_Sequences`
@@ -9,13 +9,16 @@ The statistics are per channel over every real timestep of every series
 and streaming updates combine batches with Chan et al.'s pairwise formula.
 """
 
+from numbers import Integral
+
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import FLOAT_DTYPES, _check_sample_weight, check_array, check_is_fitted
 
 from ._validation import all_finite, padding_lengths
 
-__all__ = ["SequenceScaler"]
+__all__ = ["SequenceScaler", "SequencePatcher"]
 
 
 class _Sequences:
@@ -469,3 +472,176 @@ def _constant(var, mean, n_samples):
     (scikit-learn's bound for the two-pass algorithm, Chan et al.)."""
     eps = np.finfo(np.float64).eps
     return var <= n_samples * eps * var + (n_samples * mean * eps) ** 2
+
+
+class SequencePatcher(TransformerMixin, BaseEstimator):
+    """Cap the recurrent steps: concatenate consecutive timesteps into one.
+
+    Non-overlapping patches of ``patch_length_`` consecutive timesteps become
+    one timestep whose features are theirs side by side, so a series of
+    ``T`` steps and ``F`` features becomes ``ceil(T / patch_length_)`` steps
+    of ``patch_length_ * F`` features. ``fit`` sets ``patch_length_ =
+    ceil(T_max / max_steps)`` from the longest training series, so no
+    training series is longer than ``max_steps`` steps afterwards; series
+    no longer than ``max_steps`` pass through unchanged (patch length 1).
+    An RNN then runs ``patch_length_`` times fewer steps: backpropagation
+    through time carries gradients over fewer products of Jacobians, and
+    each step costs less than ``patch_length_`` steps of the original.
+
+    The features of output step ``j`` are input timesteps ``j*p, ...,
+    j*p + p - 1`` (``p = patch_length_``) in time order, each with its
+    ``F`` features: output feature ``k*F + f`` is feature ``f`` of
+    timestep ``j*p + k``. When ``T_i`` is not a multiple of ``p``, the last
+    patch is completed by repeating the series' last real timestep (a
+    value of the series' own scale; NaN would be a missing value inside a
+    real timestep, which the estimators reject).
+
+    Accepted forms of X, those of :class:`SequenceScaler` (the design's
+    ragged input); the output has the form and dtype of the input:
+
+    - an array of shape (n_samples, n_timesteps, n_features), or
+      (n_samples, n_timesteps) for univariate series: returned as an array
+      of shape (n_samples, ceil(n_timesteps / p), p * n_features) (3-D
+      also for a 2-D input unless ``p == 1``, when it is returned as given);
+    - a list of arrays of shape (T_i, n_features) or (T_i,): returned as a
+      list of arrays of shape (ceil(T_i / p), p * n_features) (a 1-D
+      element comes back 1-D when ``p == 1``);
+    - an array padded with trailing all-NaN timesteps: each series is
+      patched over its real timesteps and the output is NaN-padded after
+      its ``ceil(T_i / p)`` real steps.
+
+    Parameters
+    ----------
+    max_steps : int, default=64
+        The most timesteps a training series keeps. Series of test data
+        longer than the longest training series get proportionally more
+        steps (the patch length is fixed by ``fit``).
+
+    Attributes
+    ----------
+    patch_length_ : int
+        Timesteps per patch, ``ceil(T_max / max_steps)`` for the longest
+        real training series ``T_max``; 1 when it is no longer than
+        ``max_steps``.
+    n_features_in_ : int
+        Features (channels) per input timestep; 1 for a 2-D X.
+
+    See Also
+    --------
+    SequenceScaler : standardise each channel first (the usual Pipeline is
+        scaler, patcher, estimator).
+
+    Notes
+    -----
+    The patches of PatchTST (Nie et al. 2023, "A time series is worth 64
+    words") serve a Transformer; here they shorten the recurrence. The
+    patcher has no ``inverse_transform`` (the padding of the last patch is
+    not recorded) and no ``get_feature_names_out`` (see SequenceScaler).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bptt import SequencePatcher
+    >>> X = np.arange(10.0).reshape(1, 5, 2)             # 1 series, 5 steps, 2 features
+    >>> patcher = SequencePatcher(max_steps=3).fit(X)
+    >>> patcher.patch_length_
+    2
+    >>> patcher.transform(X)                              # (1, 3, 4): the last step repeated
+    array([[[0., 1., 2., 3.],
+            [4., 5., 6., 7.],
+            [8., 9., 8., 9.]]])
+    >>> [z.shape for z in patcher.transform([np.ones((4, 2)), np.ones((1, 2))])]
+    [(2, 4), (1, 4)]
+    """
+
+    _parameter_constraints = {
+        "max_steps": [Interval(Integral, 1, None, closed="left")],
+    }
+
+    def __init__(self, max_steps=64):
+        self.max_steps = max_steps
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Set the patch length from the longest training series.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_timesteps, n_features) or (n_samples, n_timesteps), or list of array-like of shape (T_i, n_features) or (T_i,)
+            Training series; NaN-padded arrays are accepted (the padding
+            does not count towards the length).
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : SequencePatcher
+            The fitted patcher.
+        """
+        seqs = _Sequences(X, copy=False, owner=type(self).__name__, writeable=False)
+        self.n_features_in_ = seqs.n_channels
+        longest = int(seqs.lengths.max())
+        self.patch_length_ = -(-longest // self.max_steps)
+        return self
+
+    def transform(self, X):
+        """Concatenate each ``patch_length_`` consecutive timesteps into one.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_timesteps, n_features) or (n_samples, n_timesteps), or list of array-like of shape (T_i, n_features) or (T_i,)
+            Series of any length with the fitted number of features; NaN
+            padding is accepted.
+
+        Returns
+        -------
+        X_patched : ndarray of shape (n_samples, ceil(n_timesteps / p), p * n_features), or list of ndarray of shape (ceil(T_i / p), p * n_features)
+            In the form and float dtype of the input (NaN-padded after each
+            series' real steps); X unchanged in shape when ``p == 1``.
+        """
+        check_is_fitted(self)
+        seqs = _Sequences(X, copy=False, owner=type(self).__name__, writeable=False)
+        if seqs.n_channels != self.n_features_in_:
+            raise ValueError(
+                f"X has {seqs.n_channels} features, but {type(self).__name__} is "
+                f"expecting {self.n_features_in_} features as input."
+            )
+        p = self.patch_length_
+        if p == 1:  # nothing to concatenate: the validated input as it came
+            if seqs.form == "list":
+                return [a.reshape(s) for a, s in zip(seqs.arrays, seqs.shapes)]
+            return seqs.arrays.reshape(seqs.shapes)
+        if seqs.form == "list":
+            return [_patch(a, p) for a in seqs.arrays]
+        A, lengths = seqs.arrays, seqs.lengths
+        n, T, F = A.shape
+        steps = -(-lengths // p)
+        if seqs.real is None:  # every series of length T
+            return _patch_array(A, p)
+        out = np.full((n, -(-T // p), p * F), np.nan, dtype=A.dtype)
+        for length in np.unique(lengths):  # series of one length at a time
+            rows = lengths == length
+            out[rows, :steps[rows][0]] = _patch_array(A[rows, :length], p)
+        return out
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.three_d_array = True
+        tags.input_tags.allow_nan = False
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
+
+
+def _patch_array(A, p):
+    """(n, T, F) -> (n, ceil(T / p), p * F), the last timestep repeated to
+    fill the last patch."""
+    n, T, F = A.shape
+    fill = -T % p
+    if fill:
+        A = np.concatenate([A, np.repeat(A[:, -1:], fill, axis=1)], axis=1)
+    return A.reshape(n, (T + fill) // p, p * F)
+
+
+def _patch(a, p):
+    """One series (T, F) -> (ceil(T / p), p * F)."""
+    return _patch_array(a[None], p)[0]
