@@ -81,7 +81,8 @@ cdef struct CellArgs:
     # (h: H, every cell; the LSTM's c: C); forward and backward read a
     # segment's initial state from it
     const void* state_rows[MAX_STATES]
-    void* previous           # backward: (rows, H), each row's previous hidden state
+    void* previous           # backward: (block rows, H), each row's previous hidden state
+    Py_ssize_t block_row     # backward: the packed row of previous's first
     bptt_part_fn gradient    # backward: the cell's gradient part, over the packed rows
 
 
@@ -217,7 +218,7 @@ cdef inline void run_phases(CellArgs* a, int slabs, int n_threads, bptt_part_fn 
 # (rows, 1, .) arrays of packed rows. A *segment* is a run of timesteps
 # t0..t1-1 with the same batch B, rows r0.. onwards: a (t1-t0, B, .) block
 # of every array, which the cells' part functions run as they run a whole
-# call (segment_args points a CellArgs at it). One kernel call runs a whole
+# call (block_args points a CellArgs at it). One kernel call runs a whole
 # run of a cell: the table of segments (int64, one row each: t0, t1, B, r0)
 # is looped here, without the GIL, so the weights are packed, the input
 # projection and the weight gradients are GEMMs over all rows, and the
@@ -274,27 +275,36 @@ cdef inline int check_segments(const int64_t[:, ::1] table, const int64_t[::1] l
     return 0
 
 
-cdef inline void segment_args(const CellArgs* a, Py_ssize_t i, CellArgs* s) noexcept nogil:
-    """s = the arguments of row i of a's segments table: its T = t1 - t0
-    timesteps of B rows from packed row r0, from the state after timestep
-    t0 - 1 (state_rows), its own truncate backward. dstate0 and work stay
-    the call's (a segment's B rows are their first)."""
-    cdef const int64_t* row = a.segments + i * a.seg_width
-    cdef Py_ssize_t t0 = row[0], B = row[2], r0 = row[3]
+cdef enum:
+    # Rows of a block: forward, the input projection runs block by block
+    # just before the block's time loop reads it, so the block's A (at most
+    # this many bytes) is still in L2; backward, the weight gradients run
+    # every BLOCK_ROWS rows or so, just after the time loop wrote their dA,
+    # as the one-layer driver's chunks do (TRAIN_CHUNK_ROWS). One pass over
+    # all rows at the end read them back from L3 (GRU: its backward took
+    # as long as the call per segment it replaced).
+    BLOCK_BYTES = 1 << 18
+    BLOCK_ROWS = 1024
+
+
+cdef inline void block_args(const CellArgs* a, Py_ssize_t r0, Py_ssize_t previous, int T,
+                            int B, CellArgs* s) noexcept nogil:
+    """s = the arguments of T timesteps of B packed rows from row r0, from
+    the state in the rows from ``previous`` (state_rows; -1: the call's
+    state0). dstate0 and work stay the call's (a block's B rows are their
+    first)."""
     cdef Py_ssize_t item = sizeof(double) if a.is_double else sizeof(float)
     cdef Py_ssize_t H = a.n_hidden, G = a.n_gates, I = a.n_input
-    # the first row of timestep t0 - 1, the last of the segment before
-    cdef Py_ssize_t previous = r0 - row[2 - a.seg_width] if t0 > 0 else 0
     cdef int k
     s[0] = a[0]
-    s.T, s.B = <int>(row[1] - t0), <int>B
+    s.T, s.B = T, B
     s.X = offset(a.X, r0 * I * item)
     s.A = offset(a.A, r0 * G * item)
     s.H = offset(a.H, r0 * H * item)
     for k in range(MAX_CACHE):
         s.cache[k] = offset(a.cache[k], r0 * a.cache_width[k] * H * item)
     for k in range(MAX_STATES):
-        if t0 > 0 and a.state0[k] != NULL:
+        if previous >= 0 and a.state0[k] != NULL:
             s.state0[k] = offset(a.state_rows[k], previous * H * item)
         # state_out (rows, 1, H): packed row r0 + t*B + j is step t's row j
         s.state_out[k] = offset(a.state_out[k], r0 * a.out_strides[0] * item)
@@ -303,55 +313,119 @@ cdef inline void segment_args(const CellArgs* a, Py_ssize_t i, CellArgs* s) noex
     s.norm_strides[1], s.norm_strides[2] = B * a.norm_strides[1], a.norm_strides[1]
     s.dH = offset(a.dH, r0 * H * item)
     s.dX = offset(a.dX, r0 * I * item)
-    if a.seg_width == 6:
-        s.truncate = <int>row[4]
+
+
+cdef inline Py_ssize_t previous_row(const CellArgs* a, Py_ssize_t i) noexcept nogil:
+    """The first row of the timestep before segment i (the last of segment
+    i - 1), or -1 for segment 0."""
+    cdef const int64_t* row = a.segments + i * a.seg_width
+    return row[3] - row[2 - a.seg_width] if row[0] > 0 else -1
+
+
+cdef inline int block_steps(int B, Py_ssize_t rows, int truncate) noexcept nogil:
+    """Timesteps of a block of about ``rows`` rows of B, a multiple of
+    ``truncate`` (a block starts a window, as a call's first step does)."""
+    cdef Py_ssize_t steps = max(1, rows // B)
+    if truncate > 0:
+        steps = (steps + truncate - 1) // truncate * truncate
+    return <int>min(steps, <Py_ssize_t>INT_MAX)
 
 
 cdef inline void segments_forward(CellArgs* a, int n_threads,
                                   bptt_part_fn forward_part) noexcept nogil:
-    """The time loop of every segment in turn (A already projected), each
-    split by batch rows as a call's is."""
+    """Every segment in turn, block by block: the block's input projection
+    (split by rows), then its time loop (split by batch rows, as a call's)."""
     cdef CellArgs s
-    cdef Py_ssize_t i
+    cdef Py_ssize_t i, r0, prev
+    cdef int T, B, u, steps
+    cdef Py_ssize_t item = sizeof(double) if a.is_double else sizeof(float)
     for i in range(a.n_segments):
-        segment_args(a, i, &s)
-        bptt_parallel(forward_part, &s, min(n_threads, s.B), n_threads)
+        T = <int>(a.segments[i * a.seg_width + 1] - a.segments[i * a.seg_width])
+        B = <int>a.segments[i * a.seg_width + 2]
+        r0, prev = a.segments[i * a.seg_width + 3], previous_row(a, i)
+        steps = block_steps(B, BLOCK_BYTES // (a.n_gates * item), 0)
+        u = 0
+        while u < T:
+            block_args(a, r0 + <Py_ssize_t>u * B, prev, min(steps, T - u), B, &s)
+            bptt_parallel(project_part, &s, balanced_parts(n_threads, s.T * B), n_threads)
+            bptt_parallel(forward_part, &s, min(n_threads, B), n_threads)
+            prev = r0 + <Py_ssize_t>(u + s.T - 1) * B
+            u += steps
 
 
 @cython.cdivision(True)
 cdef inline void segments_backward_of(CellArgs* a, int n_threads,
                                       bptt_part_fn backward_part,
                                       floating tag) noexcept nogil:
-    """The time loop of every piece from the last, the carry between them
-    as the section above says (dstate0 holds it, ``valid`` of its rows)."""
+    """The pieces from the last, block by block: each block's time loop
+    with the carry from the block after it (dstate0 holds it, ``valid`` of
+    its rows; section above), and the weight gradients of the rows since
+    the last ones' once there are BLOCK_ROWS of them (segments_gradients)."""
     cdef CellArgs s
-    cdef Py_ssize_t i, j, r, H = a.n_hidden, valid = 0, B, t0, cut
-    cdef int k
+    cdef Py_ssize_t i, j, r, H = a.n_hidden, valid = 0, t0, cut, r0, prev, end = a.T
+    cdef int k, T, B, steps, u, truncate
+    cdef bint first = True
     cdef floating* last
     cdef const floating* carry = <const floating*>a.dstate0[0]
     for i in range(a.n_segments - 1, -1, -1):
-        t0, B, cut = a.segments[i * 6], a.segments[i * 6 + 2], a.segments[i * 6 + 5]
-        segment_args(a, i, &s)
-        # h's carry into dH at the piece's last step
-        last = <floating*>s.dH + (s.T - 1) * B * H
-        for j in range(valid * H):
-            last[j] += carry[j]
-        # the others' through dstate0; none where the later piece had no row
-        for k in range(1, MAX_STATES):
-            if a.dstate0[k] != NULL and B > valid:
-                memset(<floating*>a.dstate0[k] + valid * H, 0,
-                       <size_t>((B - valid) * H) * sizeof(floating))
-        bptt_parallel(backward_part, &s, min(n_threads, <int>B), n_threads)
-        if t0 == 0:
-            continue
-        valid = 0 if cut == -1 else B
-        if cut > 0:
-            for j in range(B):
-                if (a.lengths[j] - t0) % cut == 0:
-                    for k in range(MAX_STATES):
-                        if a.dstate0[k] != NULL:
-                            for r in range(H):
-                                (<floating*>a.dstate0[k])[j * H + r] = 0
+        t0, T = a.segments[i * 6], <int>(a.segments[i * 6 + 1] - a.segments[i * 6])
+        B, r0 = <int>a.segments[i * 6 + 2], a.segments[i * 6 + 3]
+        truncate, cut = <int>a.segments[i * 6 + 4], a.segments[i * 6 + 5]
+        steps = block_steps(B, BLOCK_ROWS, truncate)
+        u = (T - 1) // steps * steps
+        while u >= 0:
+            prev = r0 + <Py_ssize_t>(u - 1) * B if u > 0 else previous_row(a, i)
+            block_args(a, r0 + <Py_ssize_t>u * B, prev, min(steps, T - u), B, &s)
+            s.truncate = truncate
+            # h's carry into dH at the block's last step
+            last = <floating*>s.dH + <Py_ssize_t>(s.T - 1) * B * H
+            for j in range(valid * H):
+                last[j] += carry[j]
+            # the others' through dstate0; none where the later block had no row
+            for k in range(1, MAX_STATES):
+                if a.dstate0[k] != NULL and B > valid:
+                    memset(<floating*>a.dstate0[k] + valid * H, 0,
+                           <size_t>((B - valid) * H) * sizeof(floating))
+            bptt_parallel(backward_part, &s, min(n_threads, B), n_threads)
+            if u > 0:
+                # a block starts a window of the piece's truncate
+                valid = 0 if truncate > 0 else B
+            elif t0 > 0:
+                valid = 0 if cut == -1 else B
+                if cut > 0:
+                    for j in range(B):
+                        if (a.lengths[j] - t0) % cut == 0:
+                            for k in range(MAX_STATES):
+                                if a.dstate0[k] != NULL:
+                                    for r in range(H):
+                                        (<floating*>a.dstate0[k])[j * H + r] = 0
+            r = r0 + <Py_ssize_t>u * B
+            if end - r >= BLOCK_ROWS or r == 0:
+                segments_gradients(a, r, end, first, n_threads, tag)
+                first, end = False, r
+            u -= steps
+
+
+cdef inline void segments_gradients(CellArgs* a, Py_ssize_t start, Py_ssize_t stop,
+                                    bint first, int n_threads,
+                                    floating tag) noexcept nogil:
+    """The weight gradients of packed rows start..stop-1 (written, or added
+    when not ``first`` or with accumulate), in parts (segments_gradient_part;
+    at most run_backward's scratch holds, none empty) whose sums add up as
+    run_backward's do."""
+    cdef CellArgs g
+    cdef Py_ssize_t size = gradient_size(a.n_gates, a.n_input, a.n_hidden)
+    cdef int k, gradient_parts = balanced_parts(n_threads, <int>(stop - start))
+    block_args(a, start, -1, <int>(stop - start), 1, &g)
+    g.H, g.block_row = a.H, start  # gather_previous reads the whole cache
+    g.accumulate = a.accumulate or not first
+    bptt_parallel(segments_gradient_part, &g, gradient_parts, n_threads)
+    add_gradient_parts(<floating*>a.dW_xh, <floating*>a.dW_hh, <floating*>a.db_h,
+                       a.n_gates, a.n_input, a.n_hidden, <floating*>a.scratch,
+                       a.gradient_block, gradient_parts)
+    for k in range(a.n_extra):
+        add_parts(<floating*>a.dextra[k], <floating*>a.scratch + size + k * a.n_hidden,
+                  a.n_hidden, a.gradient_block, gradient_parts - 1)
 
 
 cdef inline void segments_backward(CellArgs* a, int n_threads,
@@ -362,15 +436,27 @@ cdef inline void segments_backward(CellArgs* a, int n_threads,
         segments_backward_of(a, n_threads, backward_part, <float>0)
 
 
+cdef inline Py_ssize_t largest_block(const CellArgs* a) noexcept nogil:
+    """The most rows segments_gradients is given at once (a.previous's)."""
+    cdef Py_ssize_t i, B, T, most = 0
+    for i in range(a.n_segments):
+        T = a.segments[i * 6 + 1] - a.segments[i * 6]
+        B = a.segments[i * 6 + 2]
+        most = max(most, min(T, <Py_ssize_t>block_steps(<int>B, BLOCK_ROWS,
+                                                        <int>a.segments[i * 6 + 4])) * B)
+    return min(<Py_ssize_t>a.T, BLOCK_ROWS - 1 + most)
+
+
 cdef inline void gather_previous(const CellArgs* a, Py_ssize_t r_start,
                                  Py_ssize_t r_stop) noexcept nogil:
-    """Rows r_start..r_stop-1 of a.previous (rows, H) = each packed row's
-    previous hidden state: row r - B within its segment, the first B rows
-    of the step before it at its first step (state0 at t = 0)."""
+    """Rows r_start..r_stop-1 (absolute) of each packed row's previous
+    hidden state, into a.previous from its row a.block_row: row r - B
+    within its segment, the first B rows of the step before it at its
+    first step (state0 at t = 0)."""
     cdef Py_ssize_t i, t0, B, r0, r1, lo, hi, prev = 0
     cdef Py_ssize_t item = sizeof(double) if a.is_double else sizeof(float)
     cdef Py_ssize_t row = a.n_hidden * item
-    cdef char* out = <char*>a.previous
+    cdef char* out = <char*>a.previous - a.block_row * row
     cdef const char* H = <const char*>a.H
     for i in range(a.n_segments):
         t0, B, r0 = a.segments[i * a.seg_width], a.segments[i * a.seg_width + 2], \
@@ -392,14 +478,16 @@ cdef inline void gather_previous(const CellArgs* a, Py_ssize_t r_start,
 
 
 cdef inline void segments_gradient_part(void* args, int part, int n_parts) noexcept nogil:
-    """Part ``part`` of the weight gradients over the packed rows: its rows
-    of a.previous gathered, then the cell's gradient part as over one
-    sequence of T = rows steps (B = 1) whose hidden states, one step late,
-    are a.previous: dW_hh pairs each row's dA with its previous state."""
+    """Part ``part`` of the weight gradients of a block of packed rows (its
+    X, A, cache and dX from the block's first row a.block_row): its rows of
+    a.previous gathered, then the cell's gradient part as over one sequence
+    of T = rows steps (B = 1) whose hidden states, one step late, are
+    a.previous: dW_hh pairs each row's dA with its previous state."""
     cdef CellArgs* a = <CellArgs*>args
     cdef CellArgs g
     cdef Py_ssize_t item = sizeof(double) if a.is_double else sizeof(float)
-    gather_previous(a, part_start(a.T, part, n_parts), part_start(a.T, part + 1, n_parts))
+    gather_previous(a, a.block_row + part_start(a.T, part, n_parts),
+                    a.block_row + part_start(a.T, part + 1, n_parts))
     g = a[0]
     g.state0[0] = a.previous
     g.H = offset(a.previous, a.n_hidden * item)
@@ -693,7 +781,7 @@ cdef inline int run_backward(CellArgs* a, const floating[:, :, ::1] X,
     if a.state_rows[0] == NULL:
         a.state_rows[0] = a.H  # every cell's h
     if a.segments != NULL:
-        previous = np.empty(<Py_ssize_t>a.T * a.n_hidden,
+        previous = np.empty(largest_block(a) * a.n_hidden,
                             dtype=np.float64 if a.is_double else np.float32)
         a.previous, a.gradient = cnp.PyArray_DATA(previous), gradient_part
     n_threads = max(1, n_threads)
@@ -701,16 +789,17 @@ cdef inline int run_backward(CellArgs* a, const floating[:, :, ::1] X,
         # the parts' sums run outside the pool: flush here too (_fpmode.pxd)
         saved = flush_enter()
         if a.segments != NULL:
+            # the time loops and the weight gradients block by block
             segments_backward(a, n_threads, backward_part)
-            bptt_parallel(segments_gradient_part, a, gradient_parts, n_threads)
         else:
             run_phases(a, slabs, n_threads, backward_part, min(n_threads, a.B),
                        gradient_part, gradient_parts)
-        add_gradient_parts(&dW_xh[0, 0], &dW_hh[0, 0], &db_h[0], a.n_gates, a.n_input,
-                           a.n_hidden, <floating*>a.scratch, a.gradient_block,
-                           gradient_parts)
-        for k in range(a.n_extra):
-            add_parts(<floating*>a.dextra[k], <floating*>a.scratch + size + k * a.n_hidden,
-                      a.n_hidden, a.gradient_block, gradient_parts - 1)
+            add_gradient_parts(&dW_xh[0, 0], &dW_hh[0, 0], &db_h[0], a.n_gates,
+                               a.n_input, a.n_hidden, <floating*>a.scratch,
+                               a.gradient_block, gradient_parts)
+            for k in range(a.n_extra):
+                add_parts(<floating*>a.dextra[k],
+                          <floating*>a.scratch + size + k * a.n_hidden, a.n_hidden,
+                          a.gradient_block, gradient_parts - 1)
         flush_leave(saved)
     return 0

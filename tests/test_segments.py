@@ -283,3 +283,35 @@ def test_piece_tables_cover_the_segments(lengths, truncate, reverse):
             assert cut == truncate
         else:
             assert cut == 0
+
+
+@pytest.mark.parametrize("truncate,reverse", [(0, False), (7, False), (7, True), (600, True)])
+@pytest.mark.parametrize("cell,nonlinearity", CELL_NONLINEARITIES)
+def test_blocks_of_long_layouts_match_the_reference(cell, nonlinearity, truncate, reverse):
+    """Layouts of more rows than a kernel block (src/_cellparts.pxd,
+    BLOCK_ROWS backward, BLOCK_BYTES of pre-activations forward): the
+    blocks' projections, weight gradients and carries (windows cut at block
+    starts) add up to the reference's call per segment."""
+    # a first segment of 151 x 9 rows: more than a block both ways
+    lengths = [300, 250, 160, 157, 151, 170, 300, 299, 164]
+    spec, lay, p, X, state0, rng = _problem(cell, lengths, "float64", I=5, H=40, seed=3)
+    assert 151 * 9 > 1024 and 151 * 9 * spec.n_gates * 40 * 8 > 1 << 18
+    compiled, reference = _bindings(spec, nonlinearity)
+    p = {k: 0.5 * v for k, v in p.items()}  # keep 300 steps of relu finite
+    dH = rng.standard_normal((lay.rows, 40))
+    pieces = lay.pieces(truncate, reverse)
+    grads0 = {k: rng.standard_normal(v.shape) for k, v in p.items()}
+    want = _run(reference, spec, lay, p, X, state0, dH, pieces, False, 1, True, True, True,
+                grads0, np.float64)
+    for n_threads in (1, 2):
+        got = _run(compiled, spec, lay, p, X, state0, dH, pieces, False, n_threads, True,
+                   True, True, grads0, np.float64)
+        for k, (a, b) in enumerate(zip(got[0], want[0])):
+            _close(a, b, 1e-10, 1e-12, f"cache[{k}]")
+        for name in p:
+            _close(got[1][name], want[1][name], 1e-10, 1e-12, f"d{name}")
+        _close(got[2], want[2], 1e-10, 1e-12, "dX")
+        for k, (a, b) in enumerate(zip(got[3], want[3])):
+            _close(a, b, 1e-10, 1e-12, f"dstate_out[{k}]")
+        for a, b in zip(_states(spec, got[4]), _states(spec, want[4])):
+            _close(a, b, 1e-10, 1e-12, "dstate0")

@@ -548,10 +548,11 @@ class Layout:
         batch = np.searchsorted(-Ls, -np.arange(T), side="left")
         self.offsets = offsets = np.concatenate([[0], np.cumsum(batch)])
         self.rows = rows = int(offsets[-1])
-        starts = [0] + [t for t in range(1, T) if batch[t] != batch[t - 1]] + [T]
-        self.segments = [(t0, t1, int(batch[t0]), int(offsets[t0]))
-                         for t0, t1 in zip(starts[:-1], starts[1:])]
-        self.segment_table = np.array(self.segments, dtype=np.int64).reshape(-1, 4)
+        starts = np.concatenate([[0], np.flatnonzero(batch[1:] != batch[:-1]) + 1, [T]])
+        first = starts[:-1]
+        self.segment_table = np.stack([first, starts[1:], batch[first], offsets[first]],
+                                      axis=1).astype(np.int64)
+        self.segments = [tuple(row) for row in self.segment_table.tolist()]
         self._pieces = {}
         self.last_row = offsets[Ls - 1] + np.arange(n)
         t_of_row = np.repeat(np.arange(T), batch)
@@ -626,6 +627,9 @@ class Layout:
         absolute timeline): 0 nobody's, -1 every row's, k = truncate the
         rows j with (sorted_lengths[j] - t0) % k == 0."""
         key = (truncate if truncate and truncate < self.T else 0, bool(reverse))
+        if key[0] == 0:  # the segments, never cut
+            return np.concatenate([self.segment_table,
+                                   np.zeros((len(self.segments), 2), np.int64)], axis=1)
         if key not in self._pieces:
             self._pieces[key] = np.array(
                 [(t0, t1, B, r0, kt, 0 if cut is None else -1 if cut is True else truncate)
