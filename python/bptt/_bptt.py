@@ -558,7 +558,16 @@ class Layout:
         t_of_row = np.repeat(np.arange(T), batch)
         self.j_of_row = j_of_row = np.arange(rows) - offsets[t_of_row]
         self.t_of_row = t_of_row
-        self.rev = offsets[Ls[j_of_row] - 1 - t_of_row] + j_of_row
+        self._rev = None
+
+    @property
+    def rev(self):
+        """Row (t, j) -> row (T_j - 1 - t, j), made on first use (one
+        direction never reads it)."""
+        if self._rev is None:
+            self._rev = (self.offsets[self.sorted_lengths[self.j_of_row] - 1 - self.t_of_row]
+                         + self.j_of_row)
+        return self._rev
 
     def groups(self, k):
         """The batch in at most ``k`` groups of sequences of about equal
