@@ -315,3 +315,19 @@ def test_blocks_of_long_layouts_match_the_reference(cell, nonlinearity, truncate
             _close(a, b, 1e-10, 1e-12, f"dstate_out[{k}]")
         for a, b in zip(_states(spec, got[4]), _states(spec, want[4])):
             _close(a, b, 1e-10, 1e-12, "dstate0")
+
+
+def test_no_hidden_units():
+    """H = 0 (a direct kernel call): nothing to compute, no crash."""
+    from bptt import _elman
+    lay = _bptt.Layout(np.array([3, 1]))
+    X = np.ones((lay.rows, 1, 2))
+    H = np.empty((lay.rows, 1, 0))
+    _elman.elman_forward(X, np.empty((0, 2)), np.empty((0, 0)), np.empty(0), np.empty((2, 0)),
+                         False, H, 1, 1, 0, lay.segment_table)
+    grads = (np.empty((0, 2)), np.empty((0, 0)), np.empty(0), np.empty((2, 0)))
+    dX = np.full((lay.rows, 1, 2), np.nan)
+    _elman.elman_backward(X, np.empty((0, 2)), np.empty((0, 0)), np.empty((2, 0)), H,
+                          np.empty((lay.rows, 1, 0)), False, 0, *grads, False, dX,
+                          segments=lay.pieces(0, False))
+    np.testing.assert_array_equal(dX, 0)
