@@ -3,10 +3,12 @@
 # share. A part function takes (args, part, n_parts); its typed body is a
 # fused function that a tag argument specializes, and the untyped entry
 # picks float or double by is_double.
+cimport cython
 from cython cimport floating
 
 from libc.limits cimport INT_MAX
 from libc.math cimport sqrt
+from libc.stdint cimport int64_t
 from libc.string cimport memcpy, memset
 
 from _checks cimport ANY, check_shape
@@ -15,7 +17,7 @@ from _packed cimport pack_weights
 from _parallel cimport balanced_parts, bptt_parallel, bptt_part_fn
 from _stepping cimport MAX_EXTRA, MAX_STATES
 from _rowops cimport (add_gradient_parts, add_parts, backproject_rows, gradient_size,
-                     project_rows, weight_gradients_part)
+                     part_start, project_rows, weight_gradients_part)
 
 cimport numpy as cnp
 import numpy as np
@@ -70,6 +72,18 @@ cdef struct CellArgs:
     int T, B, n_input, n_hidden, n_gates, truncate   # (no "I": complex.h defines it)
     int cache_steps          # slabs: timesteps per slab of the cache arrays (>= T)
     bint relu, accumulate, is_double
+    # packed segments ("segments" below); segments NULL: off
+    const int64_t* segments  # (n_segments, seg_width): t0, t1, B, r0[, truncate, cut]
+    Py_ssize_t n_segments
+    int seg_width
+    const int64_t* lengths   # the sorted lengths, for cuts by mask (backward), or NULL
+    # the cache array (rows, H) that holds state k after each row's step
+    # (h: H, every cell; the LSTM's c: C); forward and backward read a
+    # segment's initial state from it
+    const void* state_rows[MAX_STATES]
+    void* previous           # backward: (block rows, H), each row's previous hidden state
+    Py_ssize_t block_row     # backward: the packed row of previous's first
+    bptt_part_fn gradient    # backward: the cell's gradient part, over the packed rows
 
 
 cdef inline void project_part_of(CellArgs* a, int part, int n_parts,
@@ -196,6 +210,290 @@ cdef inline void run_phases(CellArgs* a, int slabs, int n_threads, bptt_part_fn 
         bptt_parallel(second, a, second_parts, n_threads)
 
 
+# ---------------------------------------------------------------- segments
+#
+# Sequences of different lengths run *packed* (bptt/_bptt.py, Layout): sorted
+# longest first, then time-major with only the sequences still running at
+# each timestep, so X, the cache arrays, dH, dX and the state outputs are
+# (rows, 1, .) arrays of packed rows. A *segment* is a run of timesteps
+# t0..t1-1 with the same batch B, rows r0.. onwards: a (t1-t0, B, .) block
+# of every array, which the cells' part functions run as they run a whole
+# call (block_args points a CellArgs at it). One kernel call runs a whole
+# run of a cell: the table of segments (int64, one row each: t0, t1, B, r0)
+# is looped here, without the GIL, so the weights are packed, the input
+# projection and the weight gradients are GEMMs over all rows, and the
+# arguments are checked once a call instead of once a segment.
+#
+# A segment's initial state is the state after timestep t0-1 of its B
+# sequences: the first B rows of that step in the cache array that holds
+# each state (state_rows; t0 = 0: the call's state0). Backward, the table's
+# rows are *pieces* (Layout.pieces: segments cut further at truncation
+# windows) with two more columns: the piece's truncate (its kernel window,
+# in its own time) and its cut, what crosses its start t0 > 0 backward: 0
+# every row's gradient, -1 none, k > 0 all but that of the rows j with
+# (lengths[j] - t0) % k == 0 (a reversed run's windows, each at its own
+# sequence's phase). The gradient w.r.t. the state before a piece, which
+# the cell's time loop leaves in dstate0, is the carry into the piece
+# before it (segments_backward), as the driver passed it between calls:
+# state 0's (h) enters added into dH at that piece's last step, the others
+# (the LSTM's c) through dstate0 itself, which the cell reads as dL/dstate
+# after its last step; rows the later piece did not have carry nothing.
+
+cdef inline int check_segments(const int64_t[:, ::1] table, const int64_t[::1] lengths,
+                               bint backward, Py_ssize_t rows, Py_ssize_t n) except -1:
+    """Raise ValueError unless ``table`` is a segments table (see above) of
+    ``rows`` packed rows whose first timestep has n rows: (segments, 4 or
+    more) forward, (pieces, 6) backward, consecutive, non-increasing
+    batches, each piece's r0 where the one before it ends; cuts by mask
+    need ``lengths`` (n,)."""
+    cdef Py_ssize_t i, t = 0, r = 0, batch = n, width = 6 if backward else 4
+    cdef int64_t t0, t1, B, r0
+    if table.shape[0] == 0 or (table.shape[1] != 6 if backward else table.shape[1] < 4):
+        raise ValueError(f"segments must have shape (segments, {width}"
+                         f"{'' if backward else ' or more'}) with at least one row; got "
+                         f"{(table.shape[0], table.shape[1])}.")
+    for i in range(table.shape[0]):
+        t0, t1, B, r0 = table[i, 0], table[i, 1], table[i, 2], table[i, 3]
+        if t0 != t or t1 <= t0 or B < 1 or B > batch or r0 != r or (i == 0 and B != n):
+            raise ValueError(
+                f"segments row {i} (t0, t1, B, r0) = {(t0, t1, B, r0)} does not follow "
+                f"the rows before it: expected t0 = {t}, t1 > t0, 1 <= B <= {batch} "
+                f"(the first: B = {n}, h0's rows) and r0 = {r}.")
+        if backward and (table[i, 4] < 0 or table[i, 5] < -1
+                         or (table[i, 5] > 0 and lengths is None)):
+            raise ValueError(
+                f"segments row {i}: truncate must be >= 0 and cut -1, 0 or a window "
+                f"k > 0 (which needs lengths); got truncate {table[i, 4]}, cut "
+                f"{table[i, 5]}.")
+        t, r, batch = t1, r0 + (t1 - t0) * B, B
+        if t > INT_MAX:
+            raise ValueError(f"segments run to timestep {t}: too many for the kernels.")
+    if r != rows:
+        raise ValueError(f"segments cover {r} rows; X has {rows}.")
+    if lengths is not None and lengths.shape[0] != n:
+        raise ValueError(f"lengths must have shape ({n},); got ({lengths.shape[0]},).")
+    return 0
+
+
+cdef enum:
+    # Rows of a block: forward, the input projection runs block by block
+    # just before the block's time loop reads it, so the block's A (at most
+    # this many bytes) is still in L2; backward, the weight gradients run
+    # every BLOCK_ROWS rows or so, just after the time loop wrote their dA,
+    # as the one-layer driver's chunks do (TRAIN_CHUNK_ROWS). One pass over
+    # all rows at the end read them back from L3 (GRU: its backward took
+    # as long as the call per segment it replaced).
+    BLOCK_BYTES = 1 << 18
+    BLOCK_ROWS = 1024
+
+
+cdef inline void block_args(const CellArgs* a, Py_ssize_t r0, Py_ssize_t previous, int T,
+                            int B, CellArgs* s) noexcept nogil:
+    """s = the arguments of T timesteps of B packed rows from row r0, from
+    the state in the rows from ``previous`` (state_rows; -1: the call's
+    state0). dstate0 and work stay the call's (a block's B rows are their
+    first)."""
+    cdef Py_ssize_t item = sizeof(double) if a.is_double else sizeof(float)
+    cdef Py_ssize_t H = a.n_hidden, G = a.n_gates, I = a.n_input
+    cdef int k
+    s[0] = a[0]
+    s.T, s.B = T, B
+    s.X = offset(a.X, r0 * I * item)
+    s.A = offset(a.A, r0 * G * item)
+    s.H = offset(a.H, r0 * H * item)
+    for k in range(MAX_CACHE):
+        s.cache[k] = offset(a.cache[k], r0 * a.cache_width[k] * H * item)
+    for k in range(MAX_STATES):
+        if previous >= 0 and a.state0[k] != NULL:
+            s.state0[k] = offset(a.state_rows[k], previous * H * item)
+        # state_out (rows, 1, H): packed row r0 + t*B + j is step t's row j
+        s.state_out[k] = offset(a.state_out[k], r0 * a.out_strides[0] * item)
+    s.out_strides[0], s.out_strides[1] = B * a.out_strides[0], a.out_strides[0]
+    s.norms_out = <double*>offset(a.norms_out, r0 * a.norm_strides[1] * sizeof(double))
+    s.norm_strides[1], s.norm_strides[2] = B * a.norm_strides[1], a.norm_strides[1]
+    s.dH = offset(a.dH, r0 * H * item)
+    s.dX = offset(a.dX, r0 * I * item)
+
+
+cdef inline Py_ssize_t previous_row(const CellArgs* a, Py_ssize_t i) noexcept nogil:
+    """The first row of the timestep before segment i (the last of segment
+    i - 1), or -1 for segment 0."""
+    cdef const int64_t* row = a.segments + i * a.seg_width
+    return row[3] - row[2 - a.seg_width] if row[0] > 0 else -1
+
+
+cdef inline int block_steps(int B, Py_ssize_t rows, int truncate) noexcept nogil:
+    """Timesteps of a block of about ``rows`` rows of B, a multiple of
+    ``truncate`` (a block starts a window, as a call's first step does)."""
+    cdef Py_ssize_t steps = max(1, rows // B)
+    if truncate > 0:
+        steps = (steps + truncate - 1) // truncate * truncate
+    return <int>min(steps, <Py_ssize_t>INT_MAX)
+
+
+cdef inline void segments_forward(CellArgs* a, int n_threads,
+                                  bptt_part_fn forward_part) noexcept nogil:
+    """Every segment in turn, block by block: the block's input projection
+    (split by rows), then its time loop (split by batch rows, as a call's)."""
+    cdef CellArgs s
+    cdef Py_ssize_t i, r0, prev
+    cdef int T, B, u, steps
+    cdef Py_ssize_t item = sizeof(double) if a.is_double else sizeof(float)
+    for i in range(a.n_segments):
+        T = <int>(a.segments[i * a.seg_width + 1] - a.segments[i * a.seg_width])
+        B = <int>a.segments[i * a.seg_width + 2]
+        r0, prev = a.segments[i * a.seg_width + 3], previous_row(a, i)
+        steps = block_steps(B, BLOCK_BYTES // max(1, a.n_gates * item), 0)
+        u = 0
+        while u < T:
+            block_args(a, r0 + <Py_ssize_t>u * B, prev, min(steps, T - u), B, &s)
+            bptt_parallel(project_part, &s, balanced_parts(n_threads, s.T * B), n_threads)
+            bptt_parallel(forward_part, &s, min(n_threads, B), n_threads)
+            prev = r0 + <Py_ssize_t>(u + s.T - 1) * B
+            u += steps
+
+
+@cython.cdivision(True)
+cdef inline void segments_backward_of(CellArgs* a, int n_threads,
+                                      bptt_part_fn backward_part,
+                                      floating tag) noexcept nogil:
+    """The pieces from the last, block by block: each block's time loop
+    with the carry from the block after it (dstate0 holds it, ``valid`` of
+    its rows; section above), and the weight gradients of the rows since
+    the last ones' once there are BLOCK_ROWS of them (segments_gradients)."""
+    cdef CellArgs s
+    cdef Py_ssize_t i, j, r, H = a.n_hidden, valid = 0, t0, cut, r0, prev, end = a.T
+    cdef int k, T, B, steps, u, truncate
+    cdef bint first = True
+    cdef floating* last
+    cdef const floating* carry = <const floating*>a.dstate0[0]
+    for i in range(a.n_segments - 1, -1, -1):
+        t0, T = a.segments[i * 6], <int>(a.segments[i * 6 + 1] - a.segments[i * 6])
+        B, r0 = <int>a.segments[i * 6 + 2], a.segments[i * 6 + 3]
+        truncate, cut = <int>a.segments[i * 6 + 4], a.segments[i * 6 + 5]
+        steps = block_steps(B, BLOCK_ROWS, truncate)
+        u = (T - 1) // steps * steps
+        while u >= 0:
+            prev = r0 + <Py_ssize_t>(u - 1) * B if u > 0 else previous_row(a, i)
+            block_args(a, r0 + <Py_ssize_t>u * B, prev, min(steps, T - u), B, &s)
+            s.truncate = truncate
+            # h's carry into dH at the block's last step
+            last = <floating*>s.dH + <Py_ssize_t>(s.T - 1) * B * H
+            for j in range(valid * H):
+                last[j] += carry[j]
+            # the others' through dstate0; none where the later block had no row
+            for k in range(1, MAX_STATES):
+                if a.dstate0[k] != NULL and B > valid:
+                    memset(<floating*>a.dstate0[k] + valid * H, 0,
+                           <size_t>((B - valid) * H) * sizeof(floating))
+            bptt_parallel(backward_part, &s, min(n_threads, B), n_threads)
+            if u > 0:
+                # a block starts a window of the piece's truncate
+                valid = 0 if truncate > 0 else B
+            elif t0 > 0:
+                valid = 0 if cut == -1 else B
+                if cut > 0:
+                    for j in range(B):
+                        if (a.lengths[j] - t0) % cut == 0:
+                            for k in range(MAX_STATES):
+                                if a.dstate0[k] != NULL:
+                                    for r in range(H):
+                                        (<floating*>a.dstate0[k])[j * H + r] = 0
+            r = r0 + <Py_ssize_t>u * B
+            if end - r >= BLOCK_ROWS or r == 0:
+                segments_gradients(a, r, end, first, n_threads, tag)
+                first, end = False, r
+            u -= steps
+
+
+cdef inline void segments_gradients(CellArgs* a, Py_ssize_t start, Py_ssize_t stop,
+                                    bint first, int n_threads,
+                                    floating tag) noexcept nogil:
+    """The weight gradients of packed rows start..stop-1 (written, or added
+    when not ``first`` or with accumulate), in parts (segments_gradient_part;
+    at most run_backward's scratch holds, none empty) whose sums add up as
+    run_backward's do."""
+    cdef CellArgs g
+    cdef Py_ssize_t size = gradient_size(a.n_gates, a.n_input, a.n_hidden)
+    cdef int k, gradient_parts = balanced_parts(n_threads, <int>(stop - start))
+    block_args(a, start, -1, <int>(stop - start), 1, &g)
+    g.H, g.block_row = a.H, start  # gather_previous reads the whole cache
+    g.accumulate = a.accumulate or not first
+    bptt_parallel(segments_gradient_part, &g, gradient_parts, n_threads)
+    add_gradient_parts(<floating*>a.dW_xh, <floating*>a.dW_hh, <floating*>a.db_h,
+                       a.n_gates, a.n_input, a.n_hidden, <floating*>a.scratch,
+                       a.gradient_block, gradient_parts)
+    for k in range(a.n_extra):
+        add_parts(<floating*>a.dextra[k], <floating*>a.scratch + size + k * a.n_hidden,
+                  a.n_hidden, a.gradient_block, gradient_parts - 1)
+
+
+cdef inline void segments_backward(CellArgs* a, int n_threads,
+                                   bptt_part_fn backward_part) noexcept nogil:
+    if a.is_double:
+        segments_backward_of(a, n_threads, backward_part, <double>0)
+    else:
+        segments_backward_of(a, n_threads, backward_part, <float>0)
+
+
+cdef inline Py_ssize_t largest_block(const CellArgs* a) noexcept nogil:
+    """The most rows segments_gradients is given at once (a.previous's)."""
+    cdef Py_ssize_t i, B, T, most = 0
+    for i in range(a.n_segments):
+        T = a.segments[i * 6 + 1] - a.segments[i * 6]
+        B = a.segments[i * 6 + 2]
+        most = max(most, min(T, <Py_ssize_t>block_steps(<int>B, BLOCK_ROWS,
+                                                        <int>a.segments[i * 6 + 4])) * B)
+    return min(<Py_ssize_t>a.T, BLOCK_ROWS - 1 + most)
+
+
+cdef inline void gather_previous(const CellArgs* a, Py_ssize_t r_start,
+                                 Py_ssize_t r_stop) noexcept nogil:
+    """Rows r_start..r_stop-1 (absolute) of each packed row's previous
+    hidden state, into a.previous from its row a.block_row: row r - B
+    within its segment, the first B rows of the step before it at its
+    first step (state0 at t = 0)."""
+    cdef Py_ssize_t i, t0, B, r0, r1, lo, hi, prev = 0
+    cdef Py_ssize_t item = sizeof(double) if a.is_double else sizeof(float)
+    cdef Py_ssize_t row = a.n_hidden * item
+    cdef char* out = <char*>a.previous - a.block_row * row
+    cdef const char* H = <const char*>a.H
+    for i in range(a.n_segments):
+        t0, B, r0 = a.segments[i * a.seg_width], a.segments[i * a.seg_width + 2], \
+            a.segments[i * a.seg_width + 3]
+        r1 = r0 + (a.segments[i * a.seg_width + 1] - t0) * B
+        if r0 < r_stop and r1 > r_start:
+            # the first step's rows: from the step before (or state0)
+            lo, hi = max(r_start, r0), min(r_stop, r0 + B)
+            if hi > lo:
+                memcpy(out + lo * row,
+                       (H + (prev + lo - r0) * row) if t0 > 0 else
+                       (<const char*>a.state0[0] + (lo - r0) * row),
+                       <size_t>((hi - lo) * row))
+            # the others: the row B before
+            lo, hi = max(r_start, r0 + B), min(r_stop, r1)
+            if hi > lo:
+                memcpy(out + lo * row, H + (lo - B) * row, <size_t>((hi - lo) * row))
+        prev = r1 - B
+
+
+cdef inline void segments_gradient_part(void* args, int part, int n_parts) noexcept nogil:
+    """Part ``part`` of the weight gradients of a block of packed rows (its
+    X, A, cache and dX from the block's first row a.block_row): its rows of
+    a.previous gathered, then the cell's gradient part as over one sequence
+    of T = rows steps (B = 1) whose hidden states, one step late, are
+    a.previous: dW_hh pairs each row's dA with its previous state."""
+    cdef CellArgs* a = <CellArgs*>args
+    cdef CellArgs g
+    cdef Py_ssize_t item = sizeof(double) if a.is_double else sizeof(float)
+    gather_previous(a, a.block_row + part_start(a.T, part, n_parts),
+                    a.block_row + part_start(a.T, part + 1, n_parts))
+    g = a[0]
+    g.state0[0] = a.previous
+    g.H = offset(a.previous, a.n_hidden * item)
+    a.gradient(&g, part, n_parts)
+
+
 cdef inline void* offset(const void* p, Py_ssize_t nbytes) noexcept nogil:
     """p + nbytes, NULL kept NULL."""
     return NULL if p == NULL else <void*>(<const char*>p + nbytes)
@@ -231,12 +529,13 @@ cdef inline int check_cache(int slabs, int T, int slab_steps,
 cdef inline int check_cell(int gates, int slabs, int slab_steps, const Py_ssize_t* X,
                            const Py_ssize_t* W_xh, const Py_ssize_t* W_hh,
                            const Py_ssize_t* h0, Py_ssize_t cache_rows,
-                           int* cache_steps) except -1:
+                           int* cache_steps, bint packed=False) except -1:
     """The shapes every cell kernel's arguments share (_checks.pxd): X
     (slabs*T, B, I), W_xh (G*H, I), W_hh (G*H, H), h0 (slabs*B, H), cache
     arrays of cache_rows timesteps (check_cache), H = W_hh.shape[1] and G =
-    ``gates``. Returns one slab's T and sets ``cache_steps``; raises
-    ValueError on the first that disagrees."""
+    ``gates``; ``packed`` (segments): X (rows, 1, I), one slab, h0 (n, H)
+    (check_segments checks n). Returns one slab's T (packed: the rows) and
+    sets ``cache_steps``; raises ValueError on the first that disagrees."""
     cdef Py_ssize_t H = W_hh[1]
     check_shape("W_hh", W_hh, 2, gates * H, H)
     check_shape("W_xh", W_xh, 2, gates * H, X[2])
@@ -244,6 +543,14 @@ cdef inline int check_cell(int gates, int slabs, int slab_steps, const Py_ssize_
     if X[0] * X[1] > INT_MAX or gates * H > INT_MAX or X[2] > INT_MAX:
         raise ValueError(f"arrays of {X[0]} x {X[1]} rows, {gates * H} gate rows and "
                          f"{X[2]} inputs are too large for the kernels (int sizes).")
+    if packed:
+        if slabs != 1 or X[1] != 1:
+            raise ValueError(f"segments take X of packed rows, shape (rows, 1, I), and "
+                             f"slabs=1; got X of shape {(X[0], X[1], X[2])} and "
+                             f"slabs={slabs}.")
+        check_shape("h0", h0, 2, ANY, H)
+        cache_steps[0] = check_cache(1, <int>X[0], slab_steps, cache_rows)
+        return <int>X[0]
     T = check_slabs(slabs, X[0], X[1], h0[0])
     check_shape("h0", h0, 2, slabs * X[1], H)
     cache_steps[0] = check_cache(slabs, T, slab_steps, cache_rows)
@@ -349,14 +656,25 @@ cdef inline int check_cache_arrays(int gates, str second, Py_ssize_t B, Py_ssize
 cdef inline int cell_args(CellArgs* a, int gates, int slabs, int slab_steps,
                           const Py_ssize_t* X, const Py_ssize_t* W_xh,
                           const Py_ssize_t* W_hh, const Py_ssize_t* h0,
-                          Py_ssize_t cache_rows) except -1:
+                          Py_ssize_t cache_rows, const int64_t[:, ::1] segments=None,
+                          const int64_t[::1] lengths=None, bint backward=False) except -1:
     """Zeroes a, checks the shapes every cell's kernel takes (check_cell)
-    and sets one slab's T, the sizes and n_gates = gates * H."""
+    and sets one slab's T, the sizes and n_gates = gates * H; with
+    ``segments`` (not None) the packed layout and its table
+    (check_segments; the caller keeps both arrays alive)."""
     memset(a, 0, sizeof(CellArgs))
     a.T = check_cell(gates, slabs, slab_steps, X, W_xh, W_hh, h0, cache_rows,
-                     &a.cache_steps)
+                     &a.cache_steps, segments is not None)
     a.B, a.n_input, a.n_hidden = <int>X[1], <int>X[2], <int>W_hh[1]
     a.n_gates = gates * a.n_hidden
+    if segments is not None:
+        check_segments(segments, lengths, backward, X[0], h0[0])
+        a.segments, a.n_segments = &segments[0, 0], segments.shape[0]
+        a.seg_width = <int>segments.shape[1]
+        a.lengths = &lengths[0] if lengths is not None else NULL
+    elif lengths is not None:
+        raise ValueError("lengths are read with segments only (cuts by mask); got "
+                         "lengths without segments.")
     return 0
 
 
@@ -374,6 +692,14 @@ cdef inline int run_forward(CellArgs* a, const floating[:, :, ::1] X,
     a.X, a.W_xh, a.W_xh_packed = &X[0, 0, 0], &W_xh[0, 0], W_xh_packed
     a.W_hh, a.W_hh_packed, a.b_h = &W_hh[0, 0], W_hh_packed, &b_h[0]
     a.state0[0], a.is_double = &h0[0, 0], floating is double
+    if a.state_rows[0] == NULL:
+        a.state_rows[0] = a.H  # every cell's h
+    if a.segments != NULL:
+        n_threads = max(1, n_threads)
+        with nogil:
+            bptt_parallel(project_part, a, balanced_parts(n_threads, a.T), n_threads)
+            segments_forward(a, n_threads, forward_part)
+        return 0
     # slabs: all of a slab's work is one part, so the time loop's batch
     # split need not be capped
     n_threads = max(1, n_threads if slabs > 1 else min(n_threads, a.B))
@@ -401,17 +727,19 @@ cdef inline int check_state_outs(CellArgs* a, const Py_ssize_t* X, const Py_ssiz
     """The optional outputs: dX (T, B, I), dh_out and dc_out (a cell with a
     cell state) as check_state_out says, and the norms of their rows as
     check_norms_out says; each may be None."""
+    # the state rows of a step: h0's (packed: one row a step, as X's)
+    cdef Py_ssize_t rows = h0[0] if a.segments == NULL else X[1]
     if dX is not None:
         check_shape("dX", dX.shape, 3, X[0], X[1], X[2])
     if dh_out is not None:
-        check_state_out("dh_out", dh_out.shape, dh_out.strides, a.T, h0[0], h0[1],
+        check_state_out("dh_out", dh_out.shape, dh_out.strides, a.T, rows, h0[1],
                         sizeof(floating), a.out_strides)
     if dc_out is not None:
-        check_state_out("dc_out", dc_out.shape, dc_out.strides, a.T, h0[0], h0[1],
+        check_state_out("dc_out", dc_out.shape, dc_out.strides, a.T, rows, h0[1],
                         sizeof(floating), a.out_strides)
     if norms_out is not None:
         check_norms_out(norms_out.shape, norms_out.strides,
-                        0 if dh_out is None else 1 + (dc_out is not None), a.T, h0[0],
+                        0 if dh_out is None else 1 + (dc_out is not None), a.T, rows,
                         a.norm_strides)
     return 0
 
@@ -445,19 +773,33 @@ cdef inline int run_backward(CellArgs* a, const floating[:, :, ::1] X,
     a.state_out[1] = &dc_out[0, 0, 0] if dc_out is not None else NULL
     a.norms_out = &norms_out[0, 0, 0] if norms_out is not None else NULL
     a.truncate, a.accumulate, a.is_double = truncate, accumulate, floating is double
+    if a.segments != NULL and truncate != 0:
+        raise ValueError(f"with segments the pieces' truncate column sets each one's "
+                         f"window; truncate must be 0, got {truncate}.")
     a.gradient_block = size + <Py_ssize_t>a.n_extra * a.n_hidden
     scratch = gradient_scratch(a, gradient_parts, a.gradient_block)
+    if a.state_rows[0] == NULL:
+        a.state_rows[0] = a.H  # every cell's h
+    if a.segments != NULL:
+        previous = np.empty(largest_block(a) * a.n_hidden,
+                            dtype=np.float64 if a.is_double else np.float32)
+        a.previous, a.gradient = cnp.PyArray_DATA(previous), gradient_part
     n_threads = max(1, n_threads)
     with nogil:
         # the parts' sums run outside the pool: flush here too (_fpmode.pxd)
         saved = flush_enter()
-        run_phases(a, slabs, n_threads, backward_part, min(n_threads, a.B), gradient_part,
-                   gradient_parts)
-        add_gradient_parts(&dW_xh[0, 0], &dW_hh[0, 0], &db_h[0], a.n_gates, a.n_input,
-                           a.n_hidden, <floating*>a.scratch, a.gradient_block,
-                           gradient_parts)
-        for k in range(a.n_extra):
-            add_parts(<floating*>a.dextra[k], <floating*>a.scratch + size + k * a.n_hidden,
-                      a.n_hidden, a.gradient_block, gradient_parts - 1)
+        if a.segments != NULL:
+            # the time loops and the weight gradients block by block
+            segments_backward(a, n_threads, backward_part)
+        else:
+            run_phases(a, slabs, n_threads, backward_part, min(n_threads, a.B),
+                       gradient_part, gradient_parts)
+            add_gradient_parts(&dW_xh[0, 0], &dW_hh[0, 0], &db_h[0], a.n_gates,
+                               a.n_input, a.n_hidden, <floating*>a.scratch,
+                               a.gradient_block, gradient_parts)
+            for k in range(a.n_extra):
+                add_parts(<floating*>a.dextra[k],
+                          <floating*>a.scratch + size + k * a.n_hidden, a.n_hidden,
+                          a.gradient_block, gradient_parts - 1)
         flush_leave(saved)
     return 0

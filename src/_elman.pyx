@@ -30,6 +30,7 @@ rows are in cache; norms_out[0, t] the L2 norms of its rows, summed in the
 same pass.
 """
 from cython cimport floating
+from libc.stdint cimport int64_t
 from libc.string cimport memcpy, memset
 
 cimport numpy as cnp
@@ -165,15 +166,19 @@ def elman_forward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
                   floating[:, :, ::1] H not None,        # OUT (T, B, H)
                   int n_threads=1,                       # threads splitting the batch
                   int slabs=1,                           # batch slabs (_cellparts.pxd)
-                  int slab_steps=0):                     # cache timesteps per slab (0: T)
+                  int slab_steps=0,                      # cache timesteps per slab (0: T)
+                  const int64_t[:, ::1] segments=None):  # packed rows (_cellparts.pxd)
     """Run the recurrence over all timesteps and keep every hidden state.
 
     With ``slabs`` > 1, X (slabs*T, B, I), H likewise and h0 (slabs*B, H):
-    independent slabs of sequences, one part each.
+    independent slabs of sequences, one part each. With ``segments`` (int64
+    (segments, 4): t0, t1, B, r0), X and H hold packed rows (rows, 1, .) of
+    sequences of different lengths and h0 (n, H) (_cellparts.pxd,
+    "segments").
     """
     cdef CellArgs a
     cell_args(&a, 1, slabs, slab_steps, X.shape, W_xh.shape, W_hh.shape, h0.shape,
-              H.shape[0])
+              H.shape[0], segments)
     check_shape("b_h", b_h.shape, 1, W_hh.shape[0])
     check_shape("H", H.shape, 3, ANY, X.shape[1], W_hh.shape[1])
     if X.shape[0] == 0 or X.shape[1] == 0:
@@ -201,7 +206,9 @@ def elman_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
                    int slabs=1,                           # batch slabs, as elman_forward
                    int slab_steps=0,                      # cache timesteps per slab (0: T)
                    floating[:, :, :] dh_out=None,         # OUT (T, B, H), optional
-                   double[:, :, :] norms_out=None):       # OUT (1, T, B), optional
+                   double[:, :, :] norms_out=None,        # OUT (1, T, B), optional
+                   const int64_t[:, ::1] segments=None,   # packed pieces (_cellparts.pxd)
+                   const int64_t[::1] lengths=None):      # sorted lengths, cuts by mask
     """Backpropagate through time; see the module docstring for the maths.
 
     With ``accumulate`` the weight gradients are added to what dW_xh, dW_hh
@@ -215,12 +222,15 @@ def elman_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
     carry from step t+1 within the truncation window. With slabs it is (T,
     slabs*B, H), rows in h0's order. ``norms_out`` (float64, any strides; with
     dh_out only) receives the L2 norm of every row of dh_out, ``norms_out[0,
-    t, b] = ||dh_out[t, b]||``, taken as the row is copied.
+    t, b] = ||dh_out[t, b]||``, taken as the row is copied. With
+    ``segments`` (int64 (pieces, 6): t0, t1, B, r0, truncate, cut) the
+    arrays hold packed rows (rows, 1, .), dh_out and norms_out too, and
+    truncate is 0 (_cellparts.pxd, "segments").
     """
     cdef CellArgs a
     cdef floating[:, :, :] dc_out = None  # no cell state
     cell_args(&a, 1, slabs, slab_steps, X.shape, W_xh.shape, W_hh.shape, h0.shape,
-              H.shape[0])
+              H.shape[0], segments, lengths, True)
     check_shape("H", H.shape, 3, ANY, X.shape[1], W_hh.shape[1])
     check_backward(X.shape, W_xh.shape, W_hh.shape, h0.shape, dH.shape, dW_xh.shape,
                    dW_hh.shape, db_h.shape, dh0.shape)

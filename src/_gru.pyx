@@ -38,6 +38,7 @@ when step t begins; norms_out[0, t] the L2 norms of its rows, summed as they
 are copied.
 """
 from cython cimport floating
+from libc.stdint cimport int64_t
 from libc.string cimport memset
 
 from _activations cimport one_minus, sigmoid_, tanh_
@@ -307,16 +308,18 @@ def gru_forward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
                 floating[:, ::1] Gh not None,          # WORK (B, 3H)
                 int n_threads=1,                       # threads splitting the batch
                 int slabs=1,                           # batch slabs (_cellparts.pxd)
-                int slab_steps=0):                     # cache timesteps per slab (0: T)
+                int slab_steps=0,                      # cache timesteps per slab (0: T)
+                const int64_t[:, ::1] segments=None):  # packed rows (_cellparts.pxd)
     """Run the recurrence over all timesteps and keep what backward needs:
     the gate outputs G, HN = W_hn h + b_hn and the hidden states H.
 
     With ``slabs`` > 1, X, G, HN and H are (slabs*T, B, .) and h0, Gh
-    (slabs*B, .): independent slabs of sequences, one part each.
+    (slabs*B, .): independent slabs of sequences, one part each. With
+    ``segments``, packed rows as elman_forward's (Gh (n, 3H)).
     """
     cdef CellArgs a
     cell_args(&a, 3, slabs, slab_steps, X.shape, W_xh.shape, W_hh.shape, h0.shape,
-              H.shape[0])
+              H.shape[0], segments)
     check_shape("b_h", b_h.shape, 1, W_hh.shape[0])
     check_shape("b_hn", b_hn.shape, 1, W_hh.shape[1])
     check_cache_arrays(3, "HN", X.shape[1], W_hh.shape[1], G.shape, HN.shape, H.shape)
@@ -350,7 +353,9 @@ def gru_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
                  int slabs=1,                           # batch slabs, as gru_forward
                  int slab_steps=0,                      # cache timesteps per slab (0: T)
                  floating[:, :, :] dh_out=None,         # OUT (T, B, H), optional
-                 double[:, :, :] norms_out=None):       # OUT (1, T, B), optional
+                 double[:, :, :] norms_out=None,        # OUT (1, T, B), optional
+                 const int64_t[:, ::1] segments=None,   # packed pieces (_cellparts.pxd)
+                 const int64_t[::1] lengths=None):      # sorted lengths, cuts by mask
     """Backpropagate through time; see the module docstring for the maths.
 
     With ``accumulate`` the weight gradients are added to what the outputs
@@ -364,11 +369,12 @@ def gru_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
     it is (T, slabs*B, H), rows in h0's order. ``norms_out`` (float64, any
     strides; with dh_out only) receives the L2 norm of every row of dh_out,
     ``norms_out[0, t, b] = ||dh_out[t, b]||``, taken as the row is copied.
+    With ``segments``, packed rows as elman_backward's.
     """
     cdef CellArgs a
     cdef floating[:, :, :] dc_out = None  # no cell state
     cell_args(&a, 3, slabs, slab_steps, X.shape, W_xh.shape, W_hh.shape, h0.shape,
-              H.shape[0])
+              H.shape[0], segments, lengths, True)
     check_cache_arrays(3, "HN", X.shape[1], W_hh.shape[1], G.shape, HN.shape, H.shape)
     check_backward(X.shape, W_xh.shape, W_hh.shape, h0.shape, dH.shape, dW_xh.shape,
                    dW_hh.shape, db_h.shape, dh0.shape)

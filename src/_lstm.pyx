@@ -37,6 +37,7 @@ norms_out[0, t] and norms_out[1, t] the L2 norms of their rows, summed as
 they are copied.
 """
 from cython cimport floating
+from libc.stdint cimport int64_t
 from libc.string cimport memset
 
 from _activations cimport one_minus, sigmoid_, tanh_
@@ -242,16 +243,18 @@ def lstm_forward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
                  floating[:, :, ::1] H not None,        # OUT (T, B, H) hidden states
                  int n_threads=1,                       # threads splitting the batch
                  int slabs=1,                           # batch slabs (_cellparts.pxd)
-                 int slab_steps=0):                     # cache timesteps per slab (0: T)
+                 int slab_steps=0,                      # cache timesteps per slab (0: T)
+                 const int64_t[:, ::1] segments=None):  # packed rows (_cellparts.pxd)
     """Run the recurrence over all timesteps and keep what backward needs:
     the gate outputs G, the cell states C and the hidden states H.
 
     With ``slabs`` > 1, X, G, C and H are (slabs*T, B, .) and h0, c0
-    (slabs*B, H): independent slabs of sequences, one part each.
+    (slabs*B, H): independent slabs of sequences, one part each. With
+    ``segments``, packed rows as elman_forward's.
     """
     cdef CellArgs a
     cell_args(&a, 4, slabs, slab_steps, X.shape, W_xh.shape, W_hh.shape, h0.shape,
-              H.shape[0])
+              H.shape[0], segments)
     check_shape("b_h", b_h.shape, 1, W_hh.shape[0])
     check_shape("c0", c0.shape, 2, h0.shape[0], h0.shape[1])
     check_cache_arrays(4, "C", X.shape[1], W_hh.shape[1], G.shape, C.shape, H.shape)
@@ -259,7 +262,7 @@ def lstm_forward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
         return
     # A = X @ W_xh.T lives in G; the cell states C are a cache array of width H
     a.state0[1], a.A, a.H = &c0[0, 0], &G[0, 0, 0], &H[0, 0, 0]
-    a.cache[0], a.cache_width[0] = &C[0, 0, 0], 1
+    a.cache[0], a.cache_width[0], a.state_rows[1] = &C[0, 0, 0], 1, &C[0, 0, 0]
     run_forward(&a, X, W_xh, W_hh, b_h, h0, n_threads, slabs, forward_part)
 
 
@@ -285,7 +288,9 @@ def lstm_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
                   int slab_steps=0,                      # cache timesteps per slab (0: T)
                   floating[:, :, :] dh_out=None,         # OUT (T, B, H), optional
                   floating[:, :, :] dc_out=None,         # OUT (T, B, H), optional
-                  double[:, :, :] norms_out=None):       # OUT (2, T, B), optional
+                  double[:, :, :] norms_out=None,        # OUT (2, T, B), optional
+                  const int64_t[:, ::1] segments=None,   # packed pieces (_cellparts.pxd)
+                  const int64_t[::1] lengths=None):      # sorted lengths, cuts by mask
     """Backpropagate through time; see the module docstring for the maths.
 
     dc0 carries the cell-state gradient: it enters as dL/dC[T-1] from later
@@ -302,11 +307,13 @@ def lstm_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
     order. ``norms_out`` (float64, any strides; with dh_out only; (1, T, B)
     without dc_out) receives the L2 norm of every row of dh_out and dc_out,
     ``norms_out[0, t, b] = ||dh_out[t, b]||``, ``norms_out[1, t, b] =
-    ||dc_out[t, b]||``, taken as the rows are copied.
+    ||dc_out[t, b]||``, taken as the rows are copied. With ``segments``,
+    packed rows as elman_backward's; dc0 then enters unread (no state
+    after the run's last step) and leaves as dL/dc0.
     """
     cdef CellArgs a
     cell_args(&a, 4, slabs, slab_steps, X.shape, W_xh.shape, W_hh.shape, h0.shape,
-              H.shape[0])
+              H.shape[0], segments, lengths, True)
     check_shape("c0", c0.shape, 2, h0.shape[0], h0.shape[1])
     check_cache_arrays(4, "C", X.shape[1], W_hh.shape[1], G.shape, C.shape, H.shape)
     check_backward(X.shape, W_xh.shape, W_hh.shape, h0.shape, dH.shape, dW_xh.shape,
@@ -317,6 +324,7 @@ def lstm_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
         return
     a.state0[1], a.A, a.H = &c0[0, 0], &G[0, 0, 0], &H[0, 0, 0]
     a.cache[0], a.cache_width[0], a.dstate0[1] = &C[0, 0, 0], 1, &dc0[0, 0]
+    a.state_rows[1] = &C[0, 0, 0]
     # the time loop turns G into dG; then the weight gradients from dG
     run_backward(&a, X, W_xh, W_hh, h0, dH, dW_xh, dW_hh, db_h, dh0, dX, dh_out, dc_out,
                  norms_out, truncate, accumulate, n_threads, slabs, backward_part,

@@ -157,7 +157,10 @@ def test_estimators_take_ragged_X(output, kw):
     pred = est.predict(X)
     assert pred.shape == (60,) and est.score(X, y) > 0.5
     np.testing.assert_allclose(est.predict(_padded(X, 13)), pred, rtol=1e-12)
-    np.testing.assert_allclose(est.predict([X[5]]), pred[5:6], rtol=1e-12)
+    # alone, a sequence's rows share the kernels' row tiles with no other
+    # (packedgemm.h sums a lone row's products in another order): equal to
+    # float32's rounding, not bit for bit
+    np.testing.assert_allclose(est.predict([X[5]]), pred[5:6], rtol=1e-5)
     labels = (y > 0).astype(int)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

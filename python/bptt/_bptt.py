@@ -574,6 +574,9 @@ class Layout:
     sorted_lengths : ndarray of shape (n,)
     segments : list of (t0, t1, batch, r0)
         Timesteps t0..t1-1 running ``batch`` sequences, from row r0.
+    segment_table : ndarray of shape (len(segments), 4)
+        The same as int64, as the cells' kernels take it
+        (src/_cellparts.pxd, "segments").
     last_row : ndarray of shape (n,)
         The row of each sorted sequence's last timestep.
     rev : ndarray of shape (rows,)
@@ -593,14 +596,26 @@ class Layout:
         batch = np.searchsorted(-Ls, -np.arange(T), side="left")
         self.offsets = offsets = np.concatenate([[0], np.cumsum(batch)])
         self.rows = rows = int(offsets[-1])
-        starts = [0] + [t for t in range(1, T) if batch[t] != batch[t - 1]] + [T]
-        self.segments = [(t0, t1, int(batch[t0]), int(offsets[t0]))
-                         for t0, t1 in zip(starts[:-1], starts[1:])]
+        starts = np.concatenate([[0], np.flatnonzero(batch[1:] != batch[:-1]) + 1, [T]])
+        first = starts[:-1]
+        self.segment_table = np.stack([first, starts[1:], batch[first], offsets[first]],
+                                      axis=1).astype(np.int64)
+        self.segments = [tuple(row) for row in self.segment_table.tolist()]
+        self._pieces = {}
         self.last_row = offsets[Ls - 1] + np.arange(n)
         t_of_row = np.repeat(np.arange(T), batch)
         self.j_of_row = j_of_row = np.arange(rows) - offsets[t_of_row]
         self.t_of_row = t_of_row
-        self.rev = offsets[Ls[j_of_row] - 1 - t_of_row] + j_of_row
+        self._rev = None
+
+    @property
+    def rev(self):
+        """Row (t, j) -> row (T_j - 1 - t, j), made on first use (one
+        direction never reads it)."""
+        if self._rev is None:
+            self._rev = (self.offsets[self.sorted_lengths[self.j_of_row] - 1 - self.t_of_row]
+                         + self.j_of_row)
+        return self._rev
 
     def groups(self, k):
         """The batch in at most ``k`` groups of sequences of about equal
@@ -661,10 +676,27 @@ class Layout:
         return [full[i, :L].copy() for i, L in enumerate(self.lengths)]
 
     def pieces(self, truncate, reverse):
-        """The backward pass's pieces of one run: (t0, t1, batch, r0,
-        kernel truncate, cut) from the first; ``cut`` is True (every row),
-        None, or a boolean mask of the piece's rows whose gradient must not
-        flow back past t0 (a window boundary of the absolute timeline)."""
+        """The backward pass's pieces of one run (forward, or ``reverse``d
+        within each sequence), an int64 table (pieces, 6) as the cells'
+        kernels take it (src/_cellparts.pxd, "segments"): rows (t0, t1,
+        batch, r0, kernel truncate, cut) from the first, where ``cut`` says
+        whose gradient must not flow back past t0 (a window boundary of the
+        absolute timeline): 0 nobody's, -1 every row's, k = truncate the
+        rows j with (sorted_lengths[j] - t0) % k == 0."""
+        key = (truncate if truncate and truncate < self.T else 0, bool(reverse))
+        if key[0] == 0:  # the segments, never cut
+            return np.concatenate([self.segment_table,
+                                   np.zeros((len(self.segments), 2), np.int64)], axis=1)
+        if key not in self._pieces:
+            self._pieces[key] = np.array(
+                [(t0, t1, B, r0, kt, 0 if cut is None else -1 if cut is True else truncate)
+                 for t0, t1, B, r0, kt, cut in self._piece_list(*key)],
+                dtype=np.int64).reshape(-1, 6)
+        return self._pieces[key]
+
+    def _piece_list(self, truncate, reverse):
+        """pieces() as tuples whose ``cut`` is True (every row), None, or a
+        boolean mask of the piece's rows."""
         k = truncate
         if not k or k >= self.T:
             return [(*s, 0, None) for s in self.segments]
@@ -714,76 +746,24 @@ def _run_params(net, p, layer, direction):
     return {name: p[name + sfx] for name in cell_param_names(net._cell)}
 
 
-def _rows_of(state, B):
-    """The first B rows of a state (or tuple of states)."""
-    if isinstance(state, tuple):
-        return tuple(a[:B] for a in state)
-    return state[:B]
-
-
-def _pad_rows(state, B):
-    """A state (or tuple) padded with zero rows to B rows."""
-    if isinstance(state, tuple):
-        return tuple(_pad_rows(a, B) for a in state)
-    if state.shape[0] == B:
-        return state
-    out = np.zeros((B, state.shape[1]), dtype=state.dtype)
-    out[:state.shape[0]] = state
-    return out
-
-
-def _zero_rows(state, mask):
-    if isinstance(state, tuple):
-        for a in state:
-            a[:mask.shape[0]][mask] = 0
-    else:
-        state[:mask.shape[0]][mask] = 0
-
-
 def _flat(cache, rows):
     return tuple(a.reshape(rows, -1) for a in cache)
 
 
 def _run_forward(cell, lay, X, p, state0, cache, n_threads):
-    """One run of a cell over packed X (rows, F), segment by segment."""
-    state = state0
-    for t0, t1, B, r0 in lay.segments:
-        r1 = r0 + (t1 - t0) * B
-        part = tuple(a[r0:r1].reshape(t1 - t0, B, -1) for a in cache)
-        cell.forward(X[r0:r1].reshape(t1 - t0, B, -1), p, _rows_of(state, B), part,
-                     n_threads)
-        state = cell.state_after(part, t1 - t0 - 1)
+    """One run of a cell over packed X (rows, F): one kernel call, which
+    loops the segments (the NumPy reference loops them in the binding)."""
+    cell.run_forward(X, p, state0, cache, lay.segment_table, n_threads)
 
 
 def _run_backward(cell, lay, pieces, X, p, state0, cache, dH, grads, n_threads, dX,
                   flow=None):
-    """BPTT of one run, piece by piece from the end; dH (rows, H) is consumed.
-    ``flow``, when given, is a tuple of packed (rows, H) arrays (h, then the
-    LSTM's c) that receive the run's total dL/dstate at every row."""
-    flat = _flat(cache, lay.rows)
-    carry = None
-    for i, (t0, t1, B, r0, k, cut) in enumerate(reversed(pieces)):
-        r1 = r0 + (t1 - t0) * B
-
-        def block(a):
-            return a[r0:r1].reshape(t1 - t0, B, -1)
-
-        if t0 == 0:
-            s0 = _rows_of(state0, B)
-        else:
-            prev = int(lay.offsets[t0 - 1])
-            s0 = cell.state_after(flat, slice(prev, prev + B))
-        if carry is not None:
-            carry = _pad_rows(carry, B)
-        carry = cell.backward(block(X), p, s0, tuple(block(a) for a in cache), block(dH),
-                              carry, k, grads, i > 0, n_threads,
-                              None if dX is None else block(dX),
-                              dstate_out=None if flow is None else
-                              tuple(block(a) for a in flow))
-        if cut is True:
-            carry = None
-        elif cut is not None:
-            _zero_rows(carry, cut)
+    """BPTT of one run over its ``pieces`` (Layout.pieces) in one kernel
+    call; dH (rows, H) is consumed. ``flow``, when given, is a tuple of
+    packed (rows, H) arrays (h, then the LSTM's c) that receive the run's
+    total dL/dstate at every row."""
+    cell.run_backward(X, p, state0, cache, dH, pieces, lay.sorted_lengths, grads, False,
+                      n_threads, dX, flow)
 
 
 def draw_masks(net, rows, rng=None):

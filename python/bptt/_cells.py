@@ -57,6 +57,15 @@ The interface every binding implements:
     followed by a float64 (states, T, B) array (with slabs (states, T,
     slabs*B)) that receives the L2 norm of each of their rows, the kernels'
     ``norms_out``.
+``run_forward(X, p, state0, cache, segments, n_threads=1)`` and ``run_backward(X, p, state0, cache, dH, pieces, lengths, grads, accumulate=False, n_threads=1, dX=None, dstate_out=None)``
+    (inherited from :class:`CellBinding`) One run of the cell over sequences
+    of different lengths in the packed layout (``bptt._bptt.Layout``): X
+    (rows, I), the cache ``allocate(rows, 1, H)``, dH and dX (rows, .),
+    ``dstate_out`` arrays (rows, H) (and norms (states, rows)), a state
+    (n, H) in sorted order; ``segments`` / ``pieces`` the layout's int64
+    tables (src/_cellparts.pxd, "segments"). The compiled kernels take the
+    table in one call; the NumPy reference loops it here, one call per
+    segment, passing the states and their gradients between them.
 ``stepper(p, state0, activation) -> Stepper or None``
     (inherited from :class:`CellBinding`) The compiled streaming stepper of
     the cell's kernels (``RNN.stream``, src/_stepper.pxi); None for the
@@ -287,8 +296,84 @@ class CellBinding:
             raise ValueError(f"the NumPy reference runs one slab; got slabs={slabs}.")
         return tuple(a[:X.shape[0]] for a in cache), ()
 
+    def _packed(self, segments, *lengths):
+        """The compiled kernels' keyword arguments of the packed layout:
+        ``segments``, and backward ``lengths``."""
+        if segments is None:
+            return {}
+        if self.reference:
+            raise ValueError("the NumPy reference runs one time-major batch; segments "
+                             "are looped by run_forward / run_backward.")
+        return {"segments": segments, **{"lengths": a for a in lengths}}
+
     def stepper(self, p, state0, activation):
         return _compiled_stepper(self, p, state0, activation)
+
+    def run_forward(self, X, p, state0, cache, segments, n_threads=1):
+        """One run over packed rows X (rows, I) from state0 (n, H, sorted
+        order), filling the cache (``allocate(rows, 1, H)``) segment by
+        segment; ``segments`` int64 (k, 4): t0, t1, B, r0 (Layout)."""
+        if not self.reference:
+            self.forward(X[:, None], p, state0, cache, n_threads, segments=segments)
+            return
+        state = state0
+        for t0, t1, B, r0 in segments[:, :4].tolist():
+            r1 = r0 + (t1 - t0) * B
+            part = tuple(a[r0:r1].reshape(t1 - t0, B, -1) for a in cache)
+            self.forward(X[r0:r1].reshape(t1 - t0, B, -1), p, _rows_of(state, B), part)
+            state = self.state_after(part, t1 - t0 - 1)
+
+    def run_backward(self, X, p, state0, cache, dH, pieces, lengths, grads,
+                     accumulate=False, n_threads=1, dX=None, dstate_out=None):
+        """BPTT of one run over packed rows, piece by piece from the end.
+
+        ``pieces`` int64 (k, 6): t0, t1, B, r0, truncate, cut (Layout.pieces;
+        cut -1: no gradient crosses t0, k > 0: none from the sequences j with
+        (lengths[j] - t0) % k == 0, the sorted ``lengths``). dH (rows, H) is
+        consumed; dX (rows, I) or None; ``dstate_out``: (rows, H) arrays, one
+        per state array, optionally followed by float64 (states, rows) norms
+        of their rows. Writes (or with ``accumulate`` adds) the gradients
+        into ``grads``; returns dL/dstate0 (n, H) (the LSTM: (dh0, dc0)).
+        """
+        n_states = len(self.spec.state)
+        if not self.reference:
+            out = None
+            if dstate_out is not None:
+                out = tuple(a[:, None] if k < n_states else a[:, :, None]
+                            for k, a in enumerate(dstate_out))
+            return self.backward(X[:, None], p, state0, cache, dH[:, None], None, 0, grads,
+                                 accumulate, n_threads,
+                                 None if dX is None else dX[:, None], dstate_out=out,
+                                 segments=pieces, lengths=lengths)
+        flat = tuple(a.reshape(X.shape[0], -1) for a in cache)
+        carry = None
+        for i, (t0, t1, B, r0, k, cut) in enumerate(pieces[::-1].tolist()):
+            r1 = r0 + (t1 - t0) * B
+
+            def block(a):
+                return a[r0:r1].reshape(t1 - t0, B, -1)
+
+            if t0 == 0:
+                s0 = _rows_of(state0, B)
+            else:
+                prev = r0 - int(pieces[len(pieces) - i - 2, 2])  # timestep t0 - 1
+                s0 = self.state_after(flat, slice(prev, prev + B))
+            out = None
+            if dstate_out is not None:
+                out = tuple(block(a) if j < n_states else
+                            a[:, r0:r1].reshape(a.shape[0], t1 - t0, B)
+                            for j, a in enumerate(dstate_out))
+            carry = self.backward(block(X), p, s0, tuple(block(a) for a in cache),
+                                  block(dH), None if carry is None else _pad_rows(carry, B),
+                                  k, grads, accumulate or i > 0, n_threads,
+                                  None if dX is None else block(dX), dstate_out=out)
+            if t0 == 0:
+                continue
+            if cut == -1:
+                carry = None
+            elif cut > 0:
+                _zero_rows(carry, (lengths[:B] - t0) % cut == 0)
+        return carry
 
 
 class ElmanCell(CellBinding):
@@ -303,14 +388,15 @@ class ElmanCell(CellBinding):
     def state_after(self, cache, t):
         return cache[0][t]
 
-    def forward(self, X, p, state0, cache, n_threads=1, slabs=1, slab_steps=0):
+    def forward(self, X, p, state0, cache, n_threads=1, slabs=1, slab_steps=0,
+                segments=None):
         cache, layout = self._layout(X, cache, n_threads, slabs, slab_steps)
         self.kernels.elman_forward(X, p["W_xh"], p["W_hh"], p["b_h"], state0, self.relu,
-                                   cache[0], *layout)
+                                   cache[0], *layout, **self._packed(segments))
 
     def backward(self, X, p, state0, cache, dH, dstate_next, truncate, grads,
                  accumulate=False, n_threads=1, dX=None, slabs=1, slab_steps=0,
-                 dstate_out=None):
+                 dstate_out=None, segments=None, lengths=None):
         if dstate_next is not None:
             _last_steps(dH, slabs)[...] += _by_slab(dstate_next, slabs)
         dh0 = np.empty_like(state0)
@@ -318,7 +404,7 @@ class ElmanCell(CellBinding):
         self.kernels.elman_backward(
             X, p["W_xh"], p["W_hh"], state0, cache[0], dH, self.relu, truncate,
             grads["W_xh"], grads["W_hh"], grads["b_h"], dh0, accumulate, dX, *layout,
-            *(dstate_out or ()),
+            *(dstate_out or ()), **self._packed(segments, lengths),
         )
         return dh0
 
@@ -342,16 +428,17 @@ class LSTMCell(CellBinding):
     def state_after(self, cache, t):
         return cache[2][t], cache[1][t]
 
-    def forward(self, X, p, state0, cache, n_threads=1, slabs=1, slab_steps=0):
+    def forward(self, X, p, state0, cache, n_threads=1, slabs=1, slab_steps=0,
+                segments=None):
         h0, c0 = state0
         cache, layout = self._layout(X, cache, n_threads, slabs, slab_steps)
         G, C, H = cache
         self.kernels.lstm_forward(X, p["W_xh"], p["W_hh"], p["b_h"], h0, c0, G, C, H,
-                                  *layout)
+                                  *layout, **self._packed(segments))
 
     def backward(self, X, p, state0, cache, dH, dstate_next, truncate, grads,
                  accumulate=False, n_threads=1, dX=None, slabs=1, slab_steps=0,
-                 dstate_out=None):
+                 dstate_out=None, segments=None, lengths=None):
         h0, c0 = state0
         cache, layout = self._layout(X, cache, n_threads, slabs, slab_steps)
         G, C, H = cache
@@ -365,7 +452,7 @@ class LSTMCell(CellBinding):
         self.kernels.lstm_backward(
             X, p["W_xh"], p["W_hh"], h0, c0, G, C, H, dH, truncate,
             grads["W_xh"], grads["W_hh"], grads["b_h"], dh0, dc0, accumulate, dX, *layout,
-            *(dstate_out or ()),
+            *(dstate_out or ()), **self._packed(segments, lengths),
         )
         return dh0, dc0
 
@@ -391,16 +478,17 @@ class GRUCell(CellBinding):
     def state_after(self, cache, t):
         return cache[2][t]
 
-    def forward(self, X, p, state0, cache, n_threads=1, slabs=1, slab_steps=0):
+    def forward(self, X, p, state0, cache, n_threads=1, slabs=1, slab_steps=0,
+                segments=None):
         cache, layout = self._layout(X, cache, n_threads, slabs, slab_steps)
         G, HN, H = cache
         Gh = np.empty((state0.shape[0], G.shape[2]), dtype=X.dtype)
         self.kernels.gru_forward(X, p["W_xh"], p["W_hh"], p["b_h"], p["b_hn"], state0,
-                                 G, HN, H, Gh, *layout)
+                                 G, HN, H, Gh, *layout, **self._packed(segments))
 
     def backward(self, X, p, state0, cache, dH, dstate_next, truncate, grads,
                  accumulate=False, n_threads=1, dX=None, slabs=1, slab_steps=0,
-                 dstate_out=None):
+                 dstate_out=None, segments=None, lengths=None):
         cache, layout = self._layout(X, cache, n_threads, slabs, slab_steps)
         G, HN, H = cache
         if dstate_next is not None:
@@ -409,7 +497,7 @@ class GRUCell(CellBinding):
         self.kernels.gru_backward(
             X, p["W_xh"], p["W_hh"], state0, G, HN, H, dH, truncate,
             grads["W_xh"], grads["W_hh"], grads["b_h"], grads["b_hn"], dh0, accumulate, dX,
-            *layout, *(dstate_out or ()),
+            *layout, *(dstate_out or ()), **self._packed(segments, lengths),
         )
         return dh0
 
@@ -451,6 +539,30 @@ def output_kernels(kernels):
     """The output layer's kernel module as the driver calls it: the compiled
     module itself, or the NumPy reference through :class:`ReferenceOutput`."""
     return ReferenceOutput(kernels) if is_reference(kernels) else kernels
+
+
+def _rows_of(state, B):
+    """The first B rows of a state (or tuple of states)."""
+    if isinstance(state, tuple):
+        return tuple(a[:B] for a in state)
+    return state[:B]
+
+
+def _pad_rows(state, B):
+    """A state (or tuple) padded with zero rows to B rows."""
+    if isinstance(state, tuple):
+        return tuple(_pad_rows(a, B) for a in state)
+    if state.shape[0] == B:
+        return state
+    out = np.zeros((B, state.shape[1]), dtype=state.dtype)
+    out[:state.shape[0]] = state
+    return out
+
+
+def _zero_rows(state, mask):
+    """Zero the rows of a state (or tuple) where the (B,) ``mask`` is True."""
+    for a in state if isinstance(state, tuple) else (state,):
+        a[:mask.shape[0]][mask] = 0
 
 
 def _by_slab(state, slabs):
