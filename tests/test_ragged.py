@@ -242,3 +242,36 @@ def test_estimators_ragged_sequence_output(kw):
     clf_s = bptt.RNNClassifier(hidden_size=4, max_epochs=2, random_state=0,
                                output="sequence", **kw).fit(X, names)
     assert set(np.concatenate(clf_s.predict(X))) <= {"up", "down"}
+
+
+def test_kept_layout_follows_the_lengths():
+    # the network keeps its last layout (bptt._bptt.layout_of): a call with
+    # other lengths of the same count must not reuse it, one with the same
+    # lengths does, and NaN or another dtype in a list still gets checked
+    rng = np.random.default_rng(3)
+    net = bptt.RNN(2, 5, 1, cell="gru", num_layers=2, random_state=0)
+    twin = bptt.RNN(2, 5, 1, cell="gru", num_layers=2, random_state=0)
+    y = rng.standard_normal((4, 1))
+    batches = [[rng.standard_normal((L, 2)) for L in lengths]
+               for lengths in ((3, 7, 2, 5), (7, 3, 5, 2), (3, 7, 2, 5))]
+    from threadpoolctl import threadpool_limits
+    kept = []
+    for seqs in batches:
+        with threadpool_limits(limits=2, user_api="blas"):
+            value, grads = net.loss_and_grad(seqs, y, output="last")
+        kept.append(net._layout[1])
+        fresh = twin.loss_and_grad(seqs, y, output="last")
+        twin.release_buffers()
+        assert value == pytest.approx(fresh[0], rel=1e-12)
+        for name in grads:
+            np.testing.assert_allclose(grads[name], fresh[1][name], rtol=1e-10, atol=1e-14)
+    assert kept[1] is not kept[0] and kept[2] is not kept[1]
+    net.loss_and_grad(batches[2], y, output="last")
+    assert net._layout[1] is kept[2]
+    bad = [a.copy() for a in batches[0]]
+    bad[1][4, 0] = np.nan
+    with pytest.raises(ValueError, match=r"X\[1\]"):
+        net.loss_and_grad(bad, y, output="last")
+    as32 = [a.astype(np.float32) for a in batches[0]]
+    np.testing.assert_allclose(net.loss_and_grad(as32, y, output="last")[0],
+                               net.loss_and_grad(batches[0], y, output="last")[0], rtol=1e-6)

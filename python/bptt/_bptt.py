@@ -199,10 +199,19 @@ def one_layer(net, lengths, output="sequence"):
     return lengths is None and not net._layered and output != "mean"
 
 
-def layout_of(X, lengths):
+def layout_of(net, X, lengths):
     """The packed layout of batch-first X (n, T, .) whose sequences have
-    ``lengths`` (None: all T)."""
-    return Layout(np.full(X.shape[0], X.shape[1]) if lengths is None else lengths)
+    ``lengths`` (None: all T). The last one made is kept on the network
+    for the next call with the same lengths (a training loop's batch):
+    making it and its groups took about 5% of a 2-thread ragged step."""
+    if lengths is None:
+        lengths = np.full(X.shape[0], X.shape[1])
+    key = np.asarray(lengths, dtype=np.intp).tobytes()
+    # dict.pop is atomic: a concurrent call on this network makes its own
+    kept = net.__dict__.pop("_layout", None)
+    lay = kept[1] if kept is not None and kept[0] == key else Layout(lengths)
+    net._layout = (key, lay)
+    return lay
 
 
 def outputs(net, X, state0, lengths=None, form="array"):
@@ -212,7 +221,7 @@ def outputs(net, X, state0, lengths=None, form="array"):
     driver (:func:`one_layer`)."""
     if one_layer(net, lengths):
         return forward(net, X, state0)
-    lay = layout_of(X, lengths)
+    lay = layout_of(net, X, lengths)
     Y, state = layered_forward(net, lay, X, state0)
     return lay.in_form(Y, form, X.shape[1]), state
 
@@ -234,7 +243,7 @@ def loss_grad(net, X, target, loss, output, truncate, state0, lengths=None,
     if one_layer(net, lengths, output):
         return loss_grad_state(net, X, target_rows(target, output), loss, output, truncate,
                                state0, state_grads, weights)
-    lay = layout_of(X, lengths)
+    lay = layout_of(net, X, lengths)
     return layered_loss_grad_state(net, lay, X, target, loss, output, truncate, state0,
                                    draw_masks(net, lay.rows), state_grads, weights, form,
                                    width)
@@ -602,6 +611,7 @@ class Layout:
                                       axis=1).astype(np.int64)
         self.segments = [tuple(row) for row in self.segment_table.tolist()]
         self._pieces = {}
+        self._groups = {}
         self.last_row = offsets[Ls - 1] + np.arange(n)
         t_of_row = np.repeat(np.arange(T), batch)
         self.j_of_row = j_of_row = np.arange(rows) - offsets[t_of_row]
@@ -629,6 +639,11 @@ class Layout:
         packed rows here of its packed rows).
         """
         k = max(1, min(k, self.n))
+        if k not in self._groups:
+            self._groups[k] = self._make_groups(k)
+        return self._groups[k]
+
+    def _make_groups(self, k):
         if k == 1:
             return [SimpleNamespace(lay=self, positions=np.arange(self.n),
                                     rows=np.arange(self.rows))]

@@ -499,6 +499,17 @@ def check_ragged(X, input_size, dtype, name="X", owner="RNN"):
         # the every-call case (a training loop's batch): checked in one pass
         return X, None, "array"
     if _is_ragged_list(X):
+        if input_size is not None and all(
+                type(a) is np.ndarray and a.dtype == dtype and a.ndim == 2
+                and a.shape[0] and a.shape[1] == input_size for a in X):
+            # the every-call case (a training loop's ragged batch): copied,
+            # then checked in one compiled pass over the padded array
+            lengths = np.array([a.shape[0] for a in X])
+            out = np.zeros((len(X), int(lengths.max()), input_size), dtype=dtype)
+            for i, a in enumerate(X):
+                out[i, :len(a)] = a
+            if all_finite(out):
+                return out, lengths, "list"
         seqs = []
         for i, seq in enumerate(X):
             arr = as_numeric_array(seq, f"{name}[{i}]")

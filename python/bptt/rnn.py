@@ -655,7 +655,8 @@ class RNN:
             return _bptt.outputs(self, X, state0, lengths, form)[0]
         if _bptt.one_layer(self, lengths, output):
             return _bptt.forward(self, X, state0)[0][:, -1]
-        return _bptt.layered_readout(self, _bptt.layout_of(X, lengths), X, state0, output)
+        lay = _bptt.layout_of(self, X, lengths)
+        return _bptt.layered_readout(self, lay, X, state0, output)
 
     def _check_loss_output(self, loss, output):
         check_choice("loss", loss, LOSSES)
@@ -709,6 +710,7 @@ class RNN:
         """
         self.__dict__.pop("_workspace", None)
         self.__dict__.pop("_buffers", None)  # the layered driver's (_bptt.Buffers)
+        self.__dict__.pop("_layout", None)  # and its last layout
 
     def __getstate__(self):
         # kernel modules do not pickle; they are looked up again on load
@@ -716,6 +718,7 @@ class RNN:
         del state["_cell"], state["_out"]
         state.pop("_workspace", None)  # buffers, not state
         state.pop("_buffers", None)
+        state.pop("_layout", None)
         return state
 
     def __setstate__(self, state):
