@@ -25,6 +25,7 @@ import numpy as np
 cdef extern from "staterows.h" nogil:
     double bptt_copy_squares_s(const float* src, float* dst, long n)
     double bptt_copy_squares_d(const double* src, double* dst, long n)
+    void bptt_prefetch_write(const void* p, long nbytes)
 
 
 # The slots a cell's own arrays go in: no field of CellArgs names a cell, so
@@ -567,6 +568,8 @@ cdef inline void copy_rows(const floating* src, floating* dst, Py_ssize_t dst_ro
     cdef Py_ssize_t r
     if norms != NULL:
         for r in range(rows):
+            if r + 4 < rows and dst_row != n:
+                bptt_prefetch_write(dst + (r + 4) * dst_row, n * sizeof(floating))
             if floating is float:
                 norms[r * norm_row] = sqrt(bptt_copy_squares_s(src + r * n,
                                                                dst + r * dst_row, n))

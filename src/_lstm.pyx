@@ -45,9 +45,9 @@ from _packed cimport pack_weights, recurrent_product
 from _parallel cimport balanced_parts, bptt_parallel, import_threadpool
 from _stepping cimport (P_B_H, P_W_HH, P_W_HH_PACKED, P_W_XH,
                        P_W_XH_PACKED)
-from _cellparts cimport (CellArgs, cell_args, check_backward, check_cache_arrays,
-                        check_state_outs, copy_rows, gradient_part, run_backward,
-                        run_forward)
+from _cellparts cimport (CellArgs, bptt_prefetch_write, cell_args, check_backward,
+                        check_cache_arrays, check_state_outs, copy_rows, gradient_part,
+                        run_backward, run_forward)
 from _checks cimport check_shape
 from _rowops cimport part_start
 
@@ -115,6 +115,9 @@ cdef void gates_backward(floating* g, const floating* c, const floating* c_prev,
             dc[j] = dc[j] + dhj * go * one_minus(tc * tc)
             g[H3 + j] = dhj * tc * go * one_minus(go)
         if dc_out != NULL:
+            if r + 4 < rows:
+                # rows of a batch-first array: out_row apart (copy_rows says why)
+                bptt_prefetch_write(dc_out + (r + 4) * out_row, n_hidden * sizeof(floating))
             copy_rows(dc, dc_out + r * out_row, out_row, 1, n_hidden,
                       dc_norms + r * norm_row if dc_norms != NULL else NULL, norm_row)
         for j in range(n_hidden):

@@ -24,6 +24,16 @@
    rows' adds overlap. The partial sums are in double (of float rows too),
    so the result does not depend on how the compiler schedules them beyond
    the order (s0 + s1) + (s2 + s3) of the lanes' sums. */
+/* Asks for the cache lines of [p, p + bytes) for writing: the rows of a
+   batch-first array that copy_rows writes one timestep at a time lie
+   n_timesteps * H elements apart, each in lines no prefetcher foresees. */
+static inline void bptt_prefetch_write(const void *p, long bytes)
+{
+    long o;
+    for (o = 0; o < bytes; o += 64)
+        __builtin_prefetch((const char *)p + o, 1, 3);
+}
+
 typedef double bptt_sq_v4d __attribute__((vector_size(32)));
 typedef float bptt_sq_v4f __attribute__((vector_size(16)));
 
