@@ -42,65 +42,35 @@ static inline double bptt_sq_sum(bptt_sq_v4d v)
     return (v[0] + v[1]) + (v[2] + v[3]);
 }
 
-static inline double bptt_copy_squares_s(const float *src, float *dst, long n)
-{
-    bptt_sq_v4d s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
-    double total;
-    long j = 0;
-    for (; j + 16 <= n; j += 16) {
-        bptt_sq_v4f a, b, c, d;
-        bptt_sq_v4d x;
-        memcpy(&a, src + j, sizeof a);
-        memcpy(&b, src + j + 4, sizeof b);
-        memcpy(&c, src + j + 8, sizeof c);
-        memcpy(&d, src + j + 12, sizeof d);
-        memcpy(dst + j, &a, sizeof a);
-        memcpy(dst + j + 4, &b, sizeof b);
-        memcpy(dst + j + 8, &c, sizeof c);
-        memcpy(dst + j + 12, &d, sizeof d);
-        x = __builtin_convertvector(a, bptt_sq_v4d);
-        s0 += x * x;
-        x = __builtin_convertvector(b, bptt_sq_v4d);
-        s1 += x * x;
-        x = __builtin_convertvector(c, bptt_sq_v4d);
-        s2 += x * x;
-        x = __builtin_convertvector(d, bptt_sq_v4d);
-        s3 += x * x;
-    }
-    total = bptt_sq_sum((s0 + s1) + (s2 + s3));
-    for (; j < n; j++) {
-        dst[j] = src[j];
-        total += (double)src[j] * src[j];
-    }
-    return total;
+/* V: a 4-lane vector of T; TO_DOUBLE(v): its lanes as bptt_sq_v4d. */
+#define BPTT_DEFINE_COPY_SQUARES(SUF, T, V, TO_DOUBLE)                                  \
+static inline double bptt_copy_squares_##SUF(const T *src, T *dst, long n)              \
+{                                                                                       \
+    bptt_sq_v4d s[4] = {{0}, {0}, {0}, {0}};                                            \
+    double total;                                                                       \
+    long j = 0;                                                                         \
+    int k;                                                                              \
+    for (; j + 16 <= n; j += 16) {                                                      \
+        for (k = 0; k < 4; k++) {                                                       \
+            V a;                                                                        \
+            bptt_sq_v4d x;                                                              \
+            memcpy(&a, src + j + 4 * k, sizeof a);                                      \
+            memcpy(dst + j + 4 * k, &a, sizeof a);                                      \
+            x = TO_DOUBLE(a);                                                           \
+            s[k] += x * x;                                                              \
+        }                                                                               \
+    }                                                                                   \
+    total = bptt_sq_sum((s[0] + s[1]) + (s[2] + s[3]));                                 \
+    for (; j < n; j++) {                                                                \
+        dst[j] = src[j];                                                                \
+        total += (double)src[j] * src[j];                                               \
+    }                                                                                   \
+    return total;                                                                       \
 }
 
-static inline double bptt_copy_squares_d(const double *src, double *dst, long n)
-{
-    bptt_sq_v4d s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
-    double total;
-    long j = 0;
-    for (; j + 16 <= n; j += 16) {
-        bptt_sq_v4d a, b, c, d;
-        memcpy(&a, src + j, sizeof a);
-        memcpy(&b, src + j + 4, sizeof b);
-        memcpy(&c, src + j + 8, sizeof c);
-        memcpy(&d, src + j + 12, sizeof d);
-        memcpy(dst + j, &a, sizeof a);
-        memcpy(dst + j + 4, &b, sizeof b);
-        memcpy(dst + j + 8, &c, sizeof c);
-        memcpy(dst + j + 12, &d, sizeof d);
-        s0 += a * a;
-        s1 += b * b;
-        s2 += c * c;
-        s3 += d * d;
-    }
-    total = bptt_sq_sum((s0 + s1) + (s2 + s3));
-    for (; j < n; j++) {
-        dst[j] = src[j];
-        total += src[j] * src[j];
-    }
-    return total;
-}
+#define BPTT_FLOATS_TO_DOUBLE(v) __builtin_convertvector(v, bptt_sq_v4d)
+#define BPTT_DOUBLES_AS_DOUBLE(v) (v)
+BPTT_DEFINE_COPY_SQUARES(s, float, bptt_sq_v4f, BPTT_FLOATS_TO_DOUBLE)
+BPTT_DEFINE_COPY_SQUARES(d, double, bptt_sq_v4d, BPTT_DOUBLES_AS_DOUBLE)
 
 #endif

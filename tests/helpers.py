@@ -257,3 +257,23 @@ def assert_grads_close(actual, expected, rtol, atol=0.0, scale_atol=True):
         tol = atol * max(np.abs(exp).max(), 1e-300) if scale_atol else atol
         np.testing.assert_allclose(actual[name], exp, rtol=rtol, atol=tol,
                                    err_msg=f"gradient of {name}")
+
+
+# scikit-learn's checks that the series transformers (bptt.SequenceScaler,
+# SequencePatcher) fail by design: a 2-D X is a batch of univariate series
+# (n_samples, n_timesteps), so its second axis is time, which a fitted
+# transformer accepts at any length, and n_features_in_ counts channels.
+VARIABLE_LENGTH = (
+    "a 2-D X is (n_samples, n_timesteps) univariate series: series of another "
+    "length are valid input, and n_features_in_ counts features per timestep (1)"
+)
+SERIES_TRANSFORMER_EXPECTED_FAILED = {
+    "check_n_features_in": VARIABLE_LENGTH,
+    "check_n_features_in_after_fitting": VARIABLE_LENGTH,
+    "check_transformer_general": VARIABLE_LENGTH + " (it ends by expecting X[:, :-1] "
+    "to be rejected)",
+    "check_estimators_empty_data_messages": "the second axis of a 2-D X is time: "
+    "the message for shape (12, 0) says '0 timestep(s)', not '0 feature(s)'",
+    "check_transformer_data_not_an_array": "a list is a list of series (the "
+    "design's ragged input) and comes back as a list of arrays, not as one array",
+}

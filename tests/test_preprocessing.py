@@ -15,30 +15,11 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 import bptt
 from bptt import RNNRegressor, SequenceScaler
 
-# ---------------------------------------------------------------- sklearn checks
-# As for the estimators (tests/test_estimators.py): a 2-D X is a batch of
-# univariate series (n_samples, n_timesteps), so its second axis is time,
-# which the fitted scaler accepts at any length, and n_features_in_ counts
-# channels (1 for it).
-_VARIABLE_LENGTH = (
-    "a 2-D X is (n_samples, n_timesteps) univariate series: series of another "
-    "length are valid input, and n_features_in_ counts features per timestep (1)"
-)
-_EXPECTED_FAILED = {
-    "check_n_features_in": _VARIABLE_LENGTH,
-    "check_n_features_in_after_fitting": _VARIABLE_LENGTH,
-    "check_transformer_general": _VARIABLE_LENGTH + " (every other assertion of "
-    "the check passes; it ends by expecting X[:, :-1] to be rejected)",
-    "check_estimators_empty_data_messages": "the second axis of a 2-D X is time: "
-    "the message for shape (12, 0) says '0 timestep(s)', not '0 feature(s)'",
-    "check_transformer_data_not_an_array": "a list is a list of series (the "
-    "design's ragged input) and comes back as a list of arrays, not as one array "
-    "(the check's _NotAnArray part passes)",
-}
+from helpers import SERIES_TRANSFORMER_EXPECTED_FAILED
 
 
-@parametrize_with_checks([SequenceScaler()],
-                         expected_failed_checks=lambda est: _EXPECTED_FAILED)
+@parametrize_with_checks([SequenceScaler()], expected_failed_checks=lambda est:
+                         SERIES_TRANSFORMER_EXPECTED_FAILED)
 def test_sklearn_compatible(estimator, check):
     check(estimator)
 

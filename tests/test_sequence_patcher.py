@@ -8,25 +8,11 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from bptt import RNNClassifier, SequencePatcher, SequenceScaler
 
-# The same variable-length reasons as SequenceScaler's (tests/test_preprocessing.py):
-# a 2-D X is a batch of univariate series, its second axis is time.
-_VARIABLE_LENGTH = (
-    "a 2-D X is (n_samples, n_timesteps) univariate series: series of another "
-    "length are valid input, and n_features_in_ counts features per timestep (1)"
-)
-_EXPECTED_FAILED = {
-    "check_n_features_in": _VARIABLE_LENGTH,
-    "check_n_features_in_after_fitting": _VARIABLE_LENGTH,
-    "check_transformer_general": _VARIABLE_LENGTH,
-    "check_estimators_empty_data_messages": "the second axis of a 2-D X is time: "
-    "the message for shape (12, 0) says '0 timestep(s)', not '0 feature(s)'",
-    "check_transformer_data_not_an_array": "a list is a list of series (the "
-    "design's ragged input) and comes back as a list of arrays",
-}
+from helpers import SERIES_TRANSFORMER_EXPECTED_FAILED
 
 
-@parametrize_with_checks([SequencePatcher(max_steps=2)],
-                         expected_failed_checks=lambda est: _EXPECTED_FAILED)
+@parametrize_with_checks([SequencePatcher(max_steps=2)], expected_failed_checks=lambda est:
+                         SERIES_TRANSFORMER_EXPECTED_FAILED)
 def test_sklearn_compatible(estimator, check):
     check(estimator)
 

@@ -197,7 +197,20 @@ def _batch_statistics(Z, weights, with_var):
     return count, mean, m2
 
 
-class SequenceScaler(TransformerMixin, BaseEstimator):
+class _SeriesTransformer(TransformerMixin, BaseEstimator):
+    """What the series transformers share: scikit-learn's tags for input in
+    the forms of the design's ragged input, returned in its own dtype."""
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.three_d_array = True
+        # NaN is accepted only as trailing padding, not as missing values
+        tags.input_tags.allow_nan = False
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
+
+
+class SequenceScaler(_SeriesTransformer):
     """Standardise each channel of sequences over all their timesteps.
 
     ``z = (x - mean_) / scale_``, where ``mean_`` and ``scale_`` are the mean
@@ -458,14 +471,6 @@ class SequenceScaler(TransformerMixin, BaseEstimator):
 
         return seqs.apply(scale_in_place)
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.three_d_array = True
-        # NaN is accepted only as trailing padding, not as missing values
-        tags.input_tags.allow_nan = False
-        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
-        return tags
-
 
 def _constant(var, mean, n_samples):
     """Channels whose variance is zero up to the rounding of its computation
@@ -474,7 +479,7 @@ def _constant(var, mean, n_samples):
     return var <= n_samples * eps * var + (n_samples * mean * eps) ** 2
 
 
-class SequencePatcher(TransformerMixin, BaseEstimator):
+class SequencePatcher(_SeriesTransformer):
     """Cap the recurrent steps: concatenate consecutive timesteps into one.
 
     Non-overlapping patches of ``patch_length_`` consecutive timesteps become
@@ -623,13 +628,6 @@ class SequencePatcher(TransformerMixin, BaseEstimator):
             rows = lengths == length
             out[rows, :steps[rows][0]] = _patch_array(A[rows, :length], p)
         return out
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.three_d_array = True
-        tags.input_tags.allow_nan = False
-        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
-        return tags
 
 
 def _patch_array(A, p):
