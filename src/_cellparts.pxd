@@ -398,8 +398,8 @@ cdef inline void segments_backward_of(CellArgs* a, int n_threads,
                         if (a.lengths[j] - t0) % cut == 0:
                             for k in range(MAX_STATES):
                                 if a.dstate0[k] != NULL:
-                                    for r in range(H):
-                                        (<floating*>a.dstate0[k])[j * H + r] = 0
+                                    memset(<floating*>a.dstate0[k] + j * H, 0,
+                                           <size_t>H * sizeof(floating))
             r = r0 + <Py_ssize_t>u * B
             if end - r >= BLOCK_ROWS or r == 0:
                 segments_gradients(a, r, end, first, n_threads, tag)

@@ -698,23 +698,19 @@ class Layout:
         whose gradient must not flow back past t0 (a window boundary of the
         absolute timeline): 0 nobody's, -1 every row's, k = truncate the
         rows j with (sorted_lengths[j] - t0) % k == 0."""
-        key = (truncate if truncate and truncate < self.T else 0, bool(reverse))
-        if key[0] == 0:  # the segments, never cut
-            return np.concatenate([self.segment_table,
-                                   np.zeros((len(self.segments), 2), np.int64)], axis=1)
+        k = truncate if truncate and truncate < self.T else 0
+        key = (k, bool(reverse) and k > 0)
         if key not in self._pieces:
-            self._pieces[key] = np.array(
-                [(t0, t1, B, r0, kt, 0 if cut is None else -1 if cut is True else truncate)
-                 for t0, t1, B, r0, kt, cut in self._piece_list(*key)],
-                dtype=np.int64).reshape(-1, 6)
+            if k == 0:  # the segments, never cut
+                table = np.concatenate([self.segment_table,
+                                        np.zeros((len(self.segments), 2), np.int64)], axis=1)
+            else:
+                table = np.array(self._cut_pieces(k, reverse), dtype=np.int64).reshape(-1, 6)
+            self._pieces[key] = table
         return self._pieces[key]
 
-    def _piece_list(self, truncate, reverse):
-        """pieces() as tuples whose ``cut`` is True (every row), None, or a
-        boolean mask of the piece's rows."""
-        k = truncate
-        if not k or k >= self.T:
-            return [(*s, 0, None) for s in self.segments]
+    def _cut_pieces(self, k, reverse):
+        """pieces() for a window 0 < k < T, as a list of rows."""
         Ls = self.sorted_lengths
         # boundaries of run time tau: forward tau = m k; reversed, the
         # absolute boundary m k of sequence j is tau = T_j - m k
@@ -725,12 +721,12 @@ class Layout:
             for t0, t1, B, r0 in self.segments:
                 c = t0 + (phase - t0) % k
                 if c > t0 and c < t1:
-                    pieces.append((t0, c, B, r0, 0, None))
+                    pieces.append((t0, c, B, r0, 0, 0))
                     t0, r0 = c, r0 + (c - t0) * B
                 if (t0 - phase) % k == 0:
-                    pieces.append((t0, t1, B, r0, k, True if t0 > 0 else None))
+                    pieces.append((t0, t1, B, r0, k, -1 if t0 > 0 else 0))
                 else:
-                    pieces.append((t0, t1, B, r0, 0, None))
+                    pieces.append((t0, t1, B, r0, 0, 0))
             return pieces
         # sequences of different phases: a piece at every boundary of any
         cuts = sorted({int(L - m * k) for L in set(Ls.tolist())
@@ -738,10 +734,10 @@ class Layout:
         for t0, t1, B, r0 in self.segments:
             bounds = [t0] + [c for c in cuts if t0 < c < t1] + [t1]
             for a, b in zip(bounds[:-1], bounds[1:]):
-                cut = None
+                cut = 0
                 if a > 0:
-                    mask = (Ls[:B] - a) % k == 0
-                    cut = True if mask.all() else (mask if mask.any() else None)
+                    whose = (Ls[:B] - a) % k == 0
+                    cut = -1 if whose.all() else (k if whose.any() else 0)
                 pieces.append((a, b, B, r0 + (a - t0) * B, 0, cut))
         return pieces
 

@@ -296,15 +296,15 @@ class CellBinding:
             raise ValueError(f"the NumPy reference runs one slab; got slabs={slabs}.")
         return tuple(a[:X.shape[0]] for a in cache), ()
 
-    def _packed(self, segments, *lengths):
+    def _packed(self, segments, **backward):
         """The compiled kernels' keyword arguments of the packed layout:
-        ``segments``, and backward ``lengths``."""
+        ``segments``, and backward's ``lengths``."""
         if segments is None:
             return {}
         if self.reference:
             raise ValueError("the NumPy reference runs one time-major batch; segments "
                              "are looped by run_forward / run_backward.")
-        return {"segments": segments, **{"lengths": a for a in lengths}}
+        return {"segments": segments, **backward}
 
     def stepper(self, p, state0, activation):
         return _compiled_stepper(self, p, state0, activation)
@@ -404,7 +404,7 @@ class ElmanCell(CellBinding):
         self.kernels.elman_backward(
             X, p["W_xh"], p["W_hh"], state0, cache[0], dH, self.relu, truncate,
             grads["W_xh"], grads["W_hh"], grads["b_h"], dh0, accumulate, dX, *layout,
-            *(dstate_out or ()), **self._packed(segments, lengths),
+            *(dstate_out or ()), **self._packed(segments, lengths=lengths),
         )
         return dh0
 
@@ -452,7 +452,7 @@ class LSTMCell(CellBinding):
         self.kernels.lstm_backward(
             X, p["W_xh"], p["W_hh"], h0, c0, G, C, H, dH, truncate,
             grads["W_xh"], grads["W_hh"], grads["b_h"], dh0, dc0, accumulate, dX, *layout,
-            *(dstate_out or ()), **self._packed(segments, lengths),
+            *(dstate_out or ()), **self._packed(segments, lengths=lengths),
         )
         return dh0, dc0
 
@@ -497,7 +497,7 @@ class GRUCell(CellBinding):
         self.kernels.gru_backward(
             X, p["W_xh"], p["W_hh"], state0, G, HN, H, dH, truncate,
             grads["W_xh"], grads["W_hh"], grads["b_h"], grads["b_hn"], dh0, accumulate, dX,
-            *layout, *(dstate_out or ()), **self._packed(segments, lengths),
+            *layout, *(dstate_out or ()), **self._packed(segments, lengths=lengths),
         )
         return dh0
 
