@@ -254,9 +254,10 @@ def state_grads_of(flow, norms, keys=("dh", "dc")):
     filled (dh, then the LSTM's dc), with their per-timestep norms averaged
     over the batch from the float64 (states, T, n) norms of their rows that
     the kernels took as they wrote them (norms_out)."""
-    # one reduction for every state (a mean per state cost 10 us at M)
-    per_step = norms.sum(axis=-1)
-    per_step /= norms.shape[-1]
+    # one product for every state: a matrix-vector product with 1/n takes
+    # 3 us at M, the same mean as sum(axis=-1) / n 8 us
+    n = norms.shape[-1]
+    per_step = norms @ np.full(n, 1.0 / n) if n else np.full(norms.shape[:-1], np.nan)
     out = {}
     for key, a, mean in zip(keys, flow, per_step):
         out[key] = a
