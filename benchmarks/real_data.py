@@ -33,8 +33,9 @@ Recommended command::
 Options::
 
     --datasets A,B,...   GunPoint, ItalyPowerDemand, BasicMotions, JapaneseVowels,
-                         sunspots (default: these five); ArrowHead, OSULeaf, ACSF1
-                         (bundled, never tuned on); "all" for every one
+                         sunspots (default: these five); ArrowHead, OSULeaf, ACSF1,
+                         PLAID (ragged), UnitTest (bundled, never tuned on); "all"
+                         for every one
     --seeds 0,1,2,3,4    random states of bptt and the MLP (or a range: 0-4)
     --config JSON        keyword arguments merged over CONFIG, e.g.
                          '{"hidden_size": 32}'; '{}' keeps CONFIG
@@ -49,10 +50,11 @@ Options::
     --json FILE          save every per-seed figure (accuracy, n_iter_, final
                          loss, fit seconds, stop reason)
 
-Variable-length series (JapaneseVowels, 7-29 steps): bptt gets the lists of
-(T_i, C) arrays as they are (ragged input, ``RAGGED_INPUT``); the baselines,
-which need one length, get every series padded to the longest one by
-repeating its last timestep (``to_fixed_length``); a note is printed.
+Variable-length series (JapaneseVowels, 7-29 steps; PLAID, 100-1344): bptt
+gets the lists of (T_i, C) arrays as they are (ragged input,
+``RAGGED_INPUT``); the baselines, which need one length, get every series
+padded to the longest one by repeating its last timestep
+(``to_fixed_length``); a note is printed.
 ``--padded`` hands bptt the padded arrays too (the measurements made before
 the estimators took ragged input).
 """
@@ -128,13 +130,17 @@ PUBLISHED = {
     "OSULeaf": {"FCN": 0.977, "ResNet": 0.979},
     # UCR 2018 archive only: not in the 2015 archive of that paper
     "ACSF1": {"FCN": None, "ResNet": None},
+    "PLAID": {"FCN": None, "ResNet": None},
+    # sktime's UnitTest: 20 training and 22 test series of Chinatown (UCR 2018)
+    "UnitTest": {"FCN": None, "ResNet": None},
 }
 PUBLISHED_CITATION = ("Fawaz et al. 2019, Deep learning for time series classification: "
                       "a review, DMKD 33:917-963 (mean of 10 runs; "
                       "github.com/hfawaz/dl-4-tsc results/)")
 
 CLASSIFICATION = ("GunPoint", "ItalyPowerDemand", "BasicMotions", "JapaneseVowels")
-EXTRA = ("ArrowHead", "OSULeaf", "ACSF1")  # bundled with sktime, never used for tuning
+# bundled with sktime, never used for tuning
+EXTRA = ("ArrowHead", "OSULeaf", "ACSF1", "PLAID", "UnitTest")
 FORECASTING = ("sunspots",)
 DEFAULT_DATASETS = CLASSIFICATION + FORECASTING
 
@@ -160,10 +166,13 @@ def _sktime_loader(name):
         load_italy_power_demand,
         load_japanese_vowels,
         load_osuleaf,
+        load_plaid,
+        load_unit_test,
     )
     loaders = {"GunPoint": load_gunpoint, "ItalyPowerDemand": load_italy_power_demand,
                "BasicMotions": load_basic_motions, "JapaneseVowels": load_japanese_vowels,
-               "ArrowHead": load_arrow_head, "OSULeaf": load_osuleaf}
+               "ArrowHead": load_arrow_head, "OSULeaf": load_osuleaf,
+               "PLAID": load_plaid, "UnitTest": load_unit_test}
     return loaders[name] if name in loaders else _bundled_ts_loader(name)
 
 
