@@ -70,6 +70,7 @@ import time
 import warnings
 
 import numpy as np
+from sklearn.ensemble import VotingClassifier, VotingRegressor
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.neural_network import MLPClassifier, MLPRegressor
@@ -330,20 +331,38 @@ def seed_params(params, args):
         yield seed, p
 
 
+def make_model(estimator_cls, params, seed, max_steps=0, ensemble=1):
+    """The Pipeline of SequenceScaler, SequencePatcher (when max_steps > 0) and
+    the estimator; with ensemble > 1, a scikit-learn soft VotingClassifier
+    (VotingRegressor) of that many such Pipelines, member j with
+    random_state ``seed * ensemble + j`` (so the seeds' members differ)."""
+    def pipe(random_state):
+        steps = [("scale", SequenceScaler())]
+        if max_steps:
+            steps.append(("patch", SequencePatcher(max_steps=max_steps)))
+        return Pipeline(steps + [("rnn", estimator_cls(**params,
+                                                        random_state=random_state))])
+
+    if ensemble == 1:
+        return pipe(seed)
+    members = [(f"m{j}", pipe(seed * ensemble + j)) for j in range(ensemble)]
+    if issubclass(estimator_cls, RNNRegressor):
+        return VotingRegressor(members)
+    return VotingClassifier(members, voting="soft")
+
+
 def run_bptt(estimator_cls, params, X_train, y_train, X_test, y_test, seed,
-             score=None, max_steps=0):
-    """One bptt fit in a Pipeline with SequenceScaler (and SequencePatcher
-    when max_steps > 0); its figures."""
-    steps = [("scale", SequenceScaler())]
-    if max_steps:
-        steps.append(("patch", SequencePatcher(max_steps=max_steps)))
-    pipe = Pipeline(steps + [("rnn", estimator_cls(**params, random_state=seed))])
-    seconds, hit_max = _fit_timed(pipe, X_train, y_train)
-    est = pipe[-1]
-    value = score(pipe) if score is not None else float(pipe.score(X_test, y_test))
-    return {"score": value, "seconds": seconds, "n_iter": int(est.n_iter_),
-            "final_loss": float(est.loss_curve_[-1]),
-            "best_loss": float(min(est.loss_curve_)),
+             score=None, max_steps=0, ensemble=1):
+    """One bptt fit of ``make_model``; its figures (an ensemble's epochs and
+    losses: the mean over its members)."""
+    model = make_model(estimator_cls, params, seed, max_steps, ensemble)
+    seconds, hit_max = _fit_timed(model, X_train, y_train)
+    ests = [model[-1]] if ensemble == 1 else [m[-1] for m in model.estimators_]
+    value = score(model) if score is not None else float(model.score(X_test, y_test))
+    return {"score": value, "seconds": seconds,
+            "n_iter": int(round(np.mean([e.n_iter_ for e in ests]))),
+            "final_loss": float(np.mean([e.loss_curve_[-1] for e in ests])),
+            "best_loss": float(np.mean([min(e.loss_curve_) for e in ests])),
             "stopped": "max_epochs" if hit_max else "tol"}
 
 
