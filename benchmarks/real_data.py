@@ -121,13 +121,15 @@ MAX_STEPS = 32
 # The configuration's model: a soft vote (VotingClassifier; VotingRegressor
 # for the forecasting row) of ENSEMBLE Pipelines that differ only in their
 # random_state, seed * ENSEMBLE + j for member j. Chosen for small training
-# sets (ArrowHead: 36 series; fitted, but a seed's test accuracy swings by
-# 0.1) by cross-validation inside training series only (train_cv.py: on
-# GunPoint's 50 training series, folds of 33, one network scored 0.53-1.00
-# a fold, 85/100 in all, three 0.77-0.94, 88/100; ArrowHead's 36: 52/72
-# against 50/72) and the four tuned data sets, seeds 0-4: GunPoint 0.973 ->
-# 0.980, ItalyPowerDemand 0.966 -> 0.967, BasicMotions 1.000 -> 1.000,
-# JapaneseVowels 0.980 -> 0.981, at three times the training time
+# sets by cross-validation inside training series only (train_cv.py: on
+# GunPoint's 50 training series, folds of 33, one network failed some
+# folds, 0.53-1.00 a fold, 85/100 in all; three seeds 0.76-0.94, 88/100;
+# on ArrowHead's 36 no candidate beat one network, 52/72, the vote 50/72;
+# weight decay and early stopping were worse on both) and the four tuned
+# data sets, seeds 0-4, one network ->
+# vote on the same build: GunPoint 0.977 -> 0.980, ItalyPowerDemand 0.966
+# -> 0.967, BasicMotions 1.000 -> 1.000, JapaneseVowels 0.980 -> 0.981
+# (one or two test series in all), at three times the training time
 # (JapaneseVowels 32 s a fit at load average 4). docs/benchmarks.md,
 # "Few training series".
 ENSEMBLE = 3
