@@ -4,7 +4,8 @@ The measuring instrument for the training defaults (issue 15). For every
 classification data set, in one run:
 
 - bptt: ``RNNClassifier`` with ONE fixed configuration (``CONFIG`` below, or
-  ``--config``), the same for every data set, never tuned per data set;
+  ``--config``; a soft vote of ``ENSEMBLE`` seeds, ``--ensemble``), the
+  same for every data set, never tuned per data set;
 - bptt with its plain defaults (``RNNClassifier(random_state=seed)``);
 - 1-NN Euclidean distance, 1-NN DTW (full window, NumPy; skipped with a note
   when it would exceed ``--dtw-budget`` cells), scikit-learn's
