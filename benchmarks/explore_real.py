@@ -17,7 +17,9 @@ z*h_prev, so a positive bias carries the state) to B after the estimator's
 initialisation, or with ``chrono`` to log(U(1, T-1)) per unit (Tallec and
 Ollivier 2018), T the longest training series after the patcher;
 ``--min-updates N`` raises max_epochs to ceil(N / minibatches per epoch)
-for each data set (an update budget that follows the data size).
+for each data set (an update budget that follows the data size). A
+config's key ``"ensemble": K`` makes the model a soft vote of K seeds
+(``real_data.make_model``).
 
     python benchmarks/explore_real.py --datasets GunPoint,JapaneseVowels \\
         --seeds 0-1 --config 'bi={"bidirectional": true, "output": "mean"}'
@@ -130,9 +132,11 @@ def main(argv=None):
                 params = {**params, "max_epochs": max(params.get("max_epochs", default),
                                                       math.ceil(args.min_updates / batches))}
             runs = []
+            fit_params = dict(params)
+            ensemble = fit_params.pop("ensemble", 1)
             for seed in seeds:
-                r = run_bptt(cls, params, X_train, y_train, X_test, y_test, seed, score=score,
-                             max_steps=args.max_steps)
+                r = run_bptt(cls, fit_params, X_train, y_train, X_test, y_test, seed,
+                             score=score, max_steps=args.max_steps, ensemble=ensemble)
                 print(f"{ds} {name} seed {seed}: {r['score']:.4f} {r['n_iter']} ep "
                       f"loss {r['final_loss']:.4f} {r['seconds']:.1f}s", flush=True)
                 runs.append(r)
