@@ -33,7 +33,7 @@ import sys
 import numpy as np
 
 from real_data import (SUNSPOTS_TEST_YEARS, SUNSPOTS_WINDOW, _seeds, load_classification,
-                       load_sunspots, run_bptt, summary, to_fixed_length)
+                       load_sunspots, run_bptt, summary, to_fixed_length, write_json)
 
 from bptt import RNNClassifier, RNNRegressor
 
@@ -146,9 +146,7 @@ def main(argv=None):
                     f"{np.mean([r['seconds'] for r in runs]):.1f}s |")
             print(line, flush=True)
             results.append({"dataset": ds, "config": name, "params": params, "runs": runs})
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+    write_json(args.json, results)
     return 0
 
 

@@ -387,6 +387,14 @@ def run_bptt(estimator_cls, params, X_train, y_train, X_test, y_test, seed,
             "stopped": "max_epochs" if hit_max else "tol"}
 
 
+def write_json(path, results):
+    """The per-run records of a search script (explore_real.py, train_cv.py)
+    to ``path``, when one was given."""
+    if path:
+        with open(path, "w") as f:
+            json.dump(results, f, indent=1)
+
+
 def summary(values, worst=min):
     a = np.asarray(values, dtype=float)
     return {"mean": float(a.mean()), "std": float(a.std()), "worst": float(worst(a)),

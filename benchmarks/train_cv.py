@@ -25,7 +25,7 @@ import sys
 import numpy as np
 from sklearn.model_selection import RepeatedStratifiedKFold, train_test_split
 
-from real_data import CONFIG, MAX_STEPS, load_classification, run_bptt
+from real_data import CONFIG, MAX_STEPS, load_classification, run_bptt, write_json
 
 from bptt import RNNClassifier
 
@@ -78,9 +78,7 @@ def main(argv=None):
                   f"{np.std(accs):.3f} | {np.mean(secs):.1f}s |", flush=True)
             results.append({"dataset": ds, "config": name, "params": params,
                             "accuracy": correct / total, "folds": accs, "seconds": secs})
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+    write_json(args.json, results)
     return 0
 
 
