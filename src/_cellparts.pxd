@@ -348,7 +348,7 @@ cdef inline void segments_forward(CellArgs* a, int n_threads,
         T = <int>(a.segments[i * a.seg_width + 1] - a.segments[i * a.seg_width])
         B = <int>a.segments[i * a.seg_width + 2]
         r0, prev = a.segments[i * a.seg_width + 3], previous_row(a, i)
-        steps = block_steps(B, BLOCK_BYTES // max(1, a.n_gates * a.n_hidden * item), 0)
+        steps = block_steps(B, BLOCK_BYTES // max(1, a.n_gates * item), 0)
         u = 0
         while u < T:
             block_args(a, r0 + <Py_ssize_t>u * B, prev, min(steps, T - u), B, &s)
