@@ -698,9 +698,11 @@ cdef inline int run_forward(CellArgs* a, const floating[:, :, ::1] X,
     if a.state_rows[0] == NULL:
         a.state_rows[0] = a.H  # every cell's h
     if a.segments != NULL:
+        # segments_forward projects each block just before its time loop:
+        # every row once (a projection of all rows here as well doubled the
+        # LSTM's forward projection time)
         n_threads = max(1, n_threads)
         with nogil:
-            bptt_parallel(project_part, a, balanced_parts(n_threads, a.T), n_threads)
             segments_forward(a, n_threads, forward_part)
         return 0
     # slabs: all of a slab's work is one part, so the time loop's batch
