@@ -703,7 +703,8 @@ cdef inline int run_forward(CellArgs* a, const floating[:, :, ::1] X,
                             int n_threads, int slabs, bptt_part_fn forward_part) except -1:
     """A cell's forward once cell_args and the cell have filled a: A = X @
     W_xh.T over all rows (split by rows), then the time loop
-    (forward_part), both weights packed once for them."""
+    (forward_part), both weights packed once for them; with segments, both
+    block by block (segments_forward)."""
     cdef const floating* W_hh_packed
     cdef const floating* W_xh_packed
     packed = pack_weights(W_hh, True, &W_hh_packed)
@@ -714,9 +715,11 @@ cdef inline int run_forward(CellArgs* a, const floating[:, :, ::1] X,
     if a.state_rows[0] == NULL:
         a.state_rows[0] = a.H  # every cell's h
     if a.segments != NULL:
+        # segments_forward projects each block just before its time loop,
+        # every row once (a projection of all rows here as well doubled the
+        # forward's projection time)
         n_threads = max(1, n_threads)
         with nogil:
-            bptt_parallel(project_part, a, balanced_parts(n_threads, a.T), n_threads)
             segments_forward(a, n_threads, forward_part)
         return 0
     # slabs: all of a slab's work is one part, so the time loop's batch

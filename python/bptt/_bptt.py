@@ -791,6 +791,40 @@ def draw_masks(net, rows, rng=None):
             for _ in range(net.num_layers - 1)]
 
 
+def _rows_reversed(lay, src, out, scratch=None, add=False):
+    """out[r] = src[lay.rev[r]] (with ``add``: +=) for every packed row r:
+    a run's rows in the other direction's order (rev is an involution).
+    src and out (rows, F) may be column blocks of wider arrays; ``scratch``,
+    a function returning a contiguous (rows, F) array, is called when a
+    gather cannot write into ``out`` itself. Returns out.
+
+    Sequences of one length (a uniform layout, the usual minibatch): rev
+    reverses the order of the T timesteps of n rows each, so this is one
+    strided copy (or add) of the reversed blocks. np.take gathered row by
+    row through the index array and needed a buffer and a second pass for
+    a column block: the gathers and copies of a 2-layer bidirectional M step
+    took about 5% of it."""
+    if lay.uniform:
+        blocks = []
+        for a in (src, out):
+            view = a.view()
+            view.shape = (lay.T, lay.n, a.shape[1])  # raises rather than copy
+            blocks.append(view)
+        if add:
+            np.add(blocks[1], blocks[0][::-1], out=blocks[1])
+        else:
+            np.copyto(blocks[1], blocks[0][::-1])
+        return out
+    if not add and out.flags.c_contiguous:
+        return np.take(src, lay.rev, axis=0, out=out)
+    gathered = np.take(src, lay.rev, axis=0, out=scratch())
+    if add:
+        out += gathered
+    else:
+        out[...] = gathered
+    return out
+
+
 def _forward_layers(net, lay, X, states, masks, n_threads, buf):
     """Every run forward. Returns the runs [(X, cache)] by layer, the top
     layer's output (rows, D*H) and the final states in sorted order."""
@@ -806,8 +840,8 @@ def _forward_layers(net, lay, X, states, masks, n_threads, buf):
             if d == 0:
                 Xd = inp
             else:
-                Xd = np.take(inp, lay.rev, axis=0,
-                             out=buf.empty(("Xrev", layer), inp.shape, net.dtype))
+                Xd = _rows_reversed(lay, inp, buf.empty(("Xrev", layer), inp.shape,
+                                                        net.dtype))
             cache = buf.get(("cache", layer, d, rows, np.dtype(net.dtype).str),
                             lambda: cell.allocate(rows, 1, H, net.dtype))
             _run_forward(cell, lay, Xd, _run_params(net, p, layer, d),
@@ -820,8 +854,8 @@ def _forward_layers(net, lay, X, states, masks, n_threads, buf):
             elif d == 0:
                 out[:, :H] = Hd
             else:
-                out[:, H:] = np.take(Hd, lay.rev, axis=0,
-                                     out=buf.empty("Hrev", (rows, H), net.dtype))
+                _rows_reversed(lay, Hd, out[:, H:],
+                               lambda: buf.empty("Hrev", (rows, H), net.dtype))
         if masks is not None and layer < net.num_layers - 1:
             out = np.multiply(out, masks[layer],
                               out=buf.empty(("dropped", layer), (rows, width), net.dtype))
@@ -858,9 +892,7 @@ def _backward_layers(net, lay, runs, states, masks, dtop, truncate, n_threads, b
                 dH = buf.empty("dH", (rows, H), net.dtype)
                 dH[...] = dtop[:, :H]
             else:
-                dH = buf.empty("dH", (rows, H), net.dtype)
-                dH[...] = np.take(dtop, lay.rev, axis=0,
-                                  out=buf.empty("dtop_rev", dtop.shape, net.dtype))[:, H:]
+                dH = _rows_reversed(lay, dtop[:, H:], buf.empty("dH", (rows, H), net.dtype))
             dX = buf.empty(("dX", layer, d), Xd.shape, net.dtype) if layer > 0 else None
             sfx = suffix(layer, d)
             g = {name: grads[name + sfx] for name in cell_param_names(cell)}
@@ -880,8 +912,8 @@ def _backward_layers(net, lay, runs, states, masks, dtop, truncate, n_threads, b
             if d == 0:
                 dX_sum = dX
             else:
-                dX_sum += np.take(dX, lay.rev, axis=0,
-                                  out=buf.empty("dX_rev", dX.shape, net.dtype))
+                _rows_reversed(lay, dX, dX_sum,
+                               lambda: buf.empty("dX_rev", dX.shape, net.dtype), add=True)
         if layer > 0:
             dtop = dX_sum if masks is None else np.multiply(dX_sum, masks[layer - 1],
                                                             out=dX_sum)
