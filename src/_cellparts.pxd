@@ -78,10 +78,6 @@ cdef struct CellArgs:
     Py_ssize_t n_segments
     int seg_width
     const int64_t* lengths   # the sorted lengths, for cuts by mask (backward), or NULL
-    # backward with segments: (n, H) sorted, the loss's dL/dh at each
-    # sequence's last step, dH then holding no loss gradient (only a
-    # workspace: each block's rows are zeroed as the block starts), or NULL
-    const void* dlast
     # the cache array (rows, H) that holds state k after each row's step
     # (h: H, every cell; the LSTM's c: C); forward and backward read a
     # segment's initial state from it
@@ -368,7 +364,6 @@ cdef inline void segments_backward_of(CellArgs* a, int n_threads,
     the last ones' once there are BLOCK_ROWS of them (segments_gradients)."""
     cdef CellArgs s
     cdef Py_ssize_t i, j, r, H = a.n_hidden, valid = 0, t0, cut, r0, prev, end = a.T
-    cdef Py_ssize_t ended
     cdef int k, T, B, steps, u, truncate
     cdef bint first = True
     cdef floating* last
@@ -383,19 +378,8 @@ cdef inline void segments_backward_of(CellArgs* a, int n_threads,
             prev = r0 + <Py_ssize_t>(u - 1) * B if u > 0 else previous_row(a, i)
             block_args(a, r0 + <Py_ssize_t>u * B, prev, min(steps, T - u), B, &s)
             s.truncate = truncate
-            last = <floating*>s.dH + <Py_ssize_t>(s.T - 1) * B * H
-            if a.dlast != NULL:
-                # dH zero but for the last steps: zeroed here, just before
-                # the time loop reads it, rather than all rows ahead of the
-                # call (which then came back from L3); the sequences that
-                # end at the piece's last step (those beyond the next
-                # piece's batch) get theirs
-                memset(s.dH, 0, <size_t>(<Py_ssize_t>s.T * B * H) * sizeof(floating))
-                if u + s.T == T:
-                    ended = a.segments[(i + 1) * 6 + 2] * H if i + 1 < a.n_segments else 0
-                    for j in range(ended, <Py_ssize_t>B * H):
-                        last[j] += (<const floating*>a.dlast)[j]
             # h's carry into dH at the block's last step
+            last = <floating*>s.dH + <Py_ssize_t>(s.T - 1) * B * H
             for j in range(valid * H):
                 last[j] += carry[j]
             # the others' through dstate0; none where the later block had no row
@@ -775,14 +759,12 @@ cdef inline int run_backward(CellArgs* a, const floating[:, :, ::1] X,
                              floating[:, :, :] dc_out, double[:, :, :] norms_out,
                              int truncate, bint accumulate,
                              int n_threads, int slabs, bptt_part_fn backward_part,
-                             bptt_part_fn gradient_part,
-                             const floating[:, ::1] dlast=None) except -1:
+                             bptt_part_fn gradient_part) except -1:
     """A cell's backward once the cell has filled in its arrays (A, H,
     cache, dstate0[1], dextra and n_extra): the time loop (backward_part,
     split by batch rows), then the weight gradients (gradient_part, split
     by timesteps or by slab) and the sum of the parts' (scratch blocks laid
-    out as slab_args says). ``dlast`` (n, H), segments only: the loss's
-    gradient at each sequence's last step, dH's content then unread."""
+    out as slab_args says)."""
     cdef const floating* W_hh_packed
     cdef Py_ssize_t size = gradient_size(a.n_gates, a.n_input, a.n_hidden)
     cdef int gradient_parts = slabs if slabs > 1 else balanced_parts(n_threads, a.T)
@@ -797,12 +779,6 @@ cdef inline int run_backward(CellArgs* a, const floating[:, :, ::1] X,
     a.state_out[1] = &dc_out[0, 0, 0] if dc_out is not None else NULL
     a.norms_out = &norms_out[0, 0, 0] if norms_out is not None else NULL
     a.truncate, a.accumulate, a.is_double = truncate, accumulate, floating is double
-    if dlast is not None:
-        if a.segments == NULL:
-            raise ValueError("dlast (the gradient at each sequence's last step) is read "
-                             "with segments only; got dlast without segments.")
-        check_shape("dlast", dlast.shape, 2, h0.shape[0], h0.shape[1])
-        a.dlast = &dlast[0, 0]
     if a.segments != NULL and truncate != 0:
         raise ValueError(f"with segments the pieces' truncate column sets each one's "
                          f"window; truncate must be 0, got {truncate}.")

@@ -208,8 +208,7 @@ def elman_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
                    floating[:, :, :] dh_out=None,         # OUT (T, B, H), optional
                    double[:, :, :] norms_out=None,        # OUT (1, T, B), optional
                    const int64_t[:, ::1] segments=None,   # packed pieces (_cellparts.pxd)
-                   const int64_t[::1] lengths=None,       # sorted lengths, cuts by mask
-                   const floating[:, ::1] dlast=None):    # IN (n, H) sorted, segments only
+                   const int64_t[::1] lengths=None):      # sorted lengths, cuts by mask
     """Backpropagate through time; see the module docstring for the maths.
 
     With ``accumulate`` the weight gradients are added to what dW_xh, dW_hh
@@ -226,10 +225,7 @@ def elman_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
     t, b] = ||dh_out[t, b]||``, taken as the row is copied. With
     ``segments`` (int64 (pieces, 6): t0, t1, B, r0, truncate, cut) the
     arrays hold packed rows (rows, 1, .), dh_out and norms_out too, and
-    truncate is 0 (_cellparts.pxd, "segments"); ``dlast`` (n, H), if given,
-    is then the only loss gradient: dL/dH at each (sorted) sequence's last
-    step, dH a workspace whose content is not read (a pooled "last"
-    output, without a whole zeroed dH array).
+    truncate is 0 (_cellparts.pxd, "segments").
     """
     cdef CellArgs a
     cdef floating[:, :, :] dc_out = None  # no cell state
@@ -247,7 +243,7 @@ def elman_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
     # the time loop turns dH into dA; then the weight gradients from dA
     run_backward(&a, X, W_xh, W_hh, h0, dH, dW_xh, dW_hh, db_h, dh0, dX, dh_out, dc_out,
                  norms_out, truncate, accumulate, n_threads, slabs, backward_part,
-                 gradient_part, dlast)
+                 gradient_part)
 
 
 # ---------------------------------------------------------------- streaming

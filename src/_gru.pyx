@@ -355,8 +355,7 @@ def gru_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
                  floating[:, :, :] dh_out=None,         # OUT (T, B, H), optional
                  double[:, :, :] norms_out=None,        # OUT (1, T, B), optional
                  const int64_t[:, ::1] segments=None,   # packed pieces (_cellparts.pxd)
-                 const int64_t[::1] lengths=None,       # sorted lengths, cuts by mask
-                 const floating[:, ::1] dlast=None):    # IN (n, H) sorted, segments only
+                 const int64_t[::1] lengths=None):      # sorted lengths, cuts by mask
     """Backpropagate through time; see the module docstring for the maths.
 
     With ``accumulate`` the weight gradients are added to what the outputs
@@ -370,7 +369,7 @@ def gru_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
     it is (T, slabs*B, H), rows in h0's order. ``norms_out`` (float64, any
     strides; with dh_out only) receives the L2 norm of every row of dh_out,
     ``norms_out[0, t, b] = ||dh_out[t, b]||``, taken as the row is copied.
-    With ``segments``, packed rows as elman_backward's (``dlast`` too).
+    With ``segments``, packed rows as elman_backward's.
     """
     cdef CellArgs a
     cdef floating[:, :, :] dc_out = None  # no cell state
@@ -388,7 +387,7 @@ def gru_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
     # the time loop turns G into dGh, HN into dA_n; then the weight gradients
     run_backward(&a, X, W_xh, W_hh, h0, dH, dW_xh, dW_hh, db_h, dh0, dX, dh_out, dc_out,
                  norms_out, truncate, accumulate, n_threads, slabs, backward_part,
-                 gru_gradient_part, dlast)
+                 gru_gradient_part)
 
 
 # ---------------------------------------------------------------- streaming

@@ -293,8 +293,7 @@ def lstm_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
                   floating[:, :, :] dc_out=None,         # OUT (T, B, H), optional
                   double[:, :, :] norms_out=None,        # OUT (2, T, B), optional
                   const int64_t[:, ::1] segments=None,   # packed pieces (_cellparts.pxd)
-                  const int64_t[::1] lengths=None,       # sorted lengths, cuts by mask
-                  const floating[:, ::1] dlast=None):    # IN (n, H) sorted, segments only
+                  const int64_t[::1] lengths=None):      # sorted lengths, cuts by mask
     """Backpropagate through time; see the module docstring for the maths.
 
     dc0 carries the cell-state gradient: it enters as dL/dC[T-1] from later
@@ -312,8 +311,8 @@ def lstm_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
     without dc_out) receives the L2 norm of every row of dh_out and dc_out,
     ``norms_out[0, t, b] = ||dh_out[t, b]||``, ``norms_out[1, t, b] =
     ||dc_out[t, b]||``, taken as the rows are copied. With ``segments``,
-    packed rows as elman_backward's (``dlast`` too); dc0 then enters unread
-    (no state after the run's last step) and leaves as dL/dc0.
+    packed rows as elman_backward's; dc0 then enters unread (no state
+    after the run's last step) and leaves as dL/dc0.
     """
     cdef CellArgs a
     cell_args(&a, 4, slabs, slab_steps, X.shape, W_xh.shape, W_hh.shape, h0.shape,
@@ -332,7 +331,7 @@ def lstm_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
     # the time loop turns G into dG; then the weight gradients from dG
     run_backward(&a, X, W_xh, W_hh, h0, dH, dW_xh, dW_hh, db_h, dh0, dX, dh_out, dc_out,
                  norms_out, truncate, accumulate, n_threads, slabs, backward_part,
-                 gradient_part, dlast)
+                 gradient_part)
 
 
 # ---------------------------------------------------------------- streaming

@@ -62,7 +62,7 @@ def _states(spec, state):
 
 
 def _run(cell_obj, spec, lay, p, X, state0, dH, pieces, accumulate, n_threads, with_dX,
-         with_flow, with_norms, grads0, dtype, dlast=None):
+         with_flow, with_norms, grads0, dtype):
     """Forward then backward of one run through ``cell_obj``; everything
     the kernels write."""
     H = p["W_hh"].shape[1]
@@ -78,7 +78,7 @@ def _run(cell_obj, spec, lay, p, X, state0, dH, pieces, accumulate, n_threads, w
         if with_norms:
             flow += (np.full((states, lay.rows), np.nan),)
     dstate0 = cell_obj.run_backward(X, p, state0, cache, dH.copy(), pieces, lay.sorted_lengths,
-                                    grads, accumulate, n_threads, dX, flow, dlast)
+                                    grads, accumulate, n_threads, dX, flow)
     return after, grads, dX, flow, dstate0
 
 
@@ -315,57 +315,6 @@ def test_blocks_of_long_layouts_match_the_reference(cell, nonlinearity, truncate
             _close(a, b, 1e-10, 1e-12, f"dstate_out[{k}]")
         for a, b in zip(_states(spec, got[4]), _states(spec, want[4])):
             _close(a, b, 1e-10, 1e-12, "dstate0")
-
-
-@pytest.mark.parametrize("lengths,truncate,reverse", LAYOUTS + [
-    ([300, 250, 160, 157, 151, 170, 300, 299, 164], 0, False),
-    ([300, 250, 160, 157, 151, 170, 300, 299, 164], 7, True)])
-@pytest.mark.parametrize("cell,nonlinearity", CELL_NONLINEARITIES)
-def test_last_step_gradients_are_a_dense_dH(cell, nonlinearity, lengths, truncate, reverse):
-    """``dlast`` (the "last" readout's gradient at each sequence's last
-    step; the kernels zero dH block by block, never reading what it held)
-    gives what the dense dH, zero but at those rows, gives: compiled (1 and
-    2 threads, through blocks of long layouts) and reference alike."""
-    spec, lay, p, X, state0, rng = _problem(cell, lengths, "float64", I=5, H=6, seed=4)
-    compiled, reference = _bindings(spec, nonlinearity)
-    p = {k: 0.5 * v for k, v in p.items()}
-    dlast = rng.standard_normal((lay.n, 6))
-    dense = np.zeros((lay.rows, 6))
-    dense[lay.last_row] = dlast
-    garbage = np.full((lay.rows, 6), np.nan)
-    pieces = lay.pieces(truncate, reverse)
-    grads0 = {k: rng.standard_normal(v.shape) for k, v in p.items()}
-    want = _run(reference, spec, lay, p, X, state0, dense, pieces, False, 1, True, True, True,
-                grads0, np.float64)
-    runs = [(reference, 1), (compiled, 1), (compiled, 2)]
-    for cell_obj, n_threads in runs:
-        got = _run(cell_obj, spec, lay, p, X, state0, garbage, pieces, False, n_threads, True,
-                   True, True, grads0, np.float64, dlast)
-        tag = f"reference={cell_obj is reference} n_threads={n_threads}"
-        for name in p:
-            _close(got[1][name], want[1][name], 1e-10, 1e-12, f"d{name} {tag}")
-        _close(got[2], want[2], 1e-10, 1e-12, f"dX {tag}")
-        for k, (a, b) in enumerate(zip(got[3], want[3])):
-            _close(a, b, 1e-10, 1e-12, f"dstate_out[{k}] {tag}")
-        for a, b in zip(_states(spec, got[4]), _states(spec, want[4])):
-            _close(a, b, 1e-10, 1e-12, f"dstate0 {tag}")
-
-
-def test_bad_last_step_gradients_are_refused():
-    spec, lay, p, X, state0, _ = _problem("rnn", [3, 2, 1], "float64")
-    from bptt import _elman
-    H = 4
-    cache = np.zeros((lay.rows, 1, H))
-    args = (X[:, None], p["W_xh"], p["W_hh"], state0, cache, np.zeros((lay.rows, 1, H)),
-            False, 0)
-    grads = (np.empty_like(p["W_xh"]), np.empty_like(p["W_hh"]), np.empty_like(p["b_h"]),
-             np.empty_like(state0))
-    with pytest.raises(ValueError, match=r"dlast must have shape \(3, 4\)"):
-        _elman.elman_backward(*args, *grads, segments=lay.pieces(0, False),
-                              dlast=np.zeros((2, 4)))
-    with pytest.raises(ValueError, match="dlast .* with segments only"):
-        _elman.elman_backward(*args[:3], state0[:1], *args[4:], *grads[:3], grads[3][:1],
-                              dlast=np.zeros((1, 4)))
 
 
 def test_no_hidden_units():

@@ -769,14 +769,13 @@ def _run_forward(cell, lay, X, p, state0, cache, n_threads):
 
 
 def _run_backward(cell, lay, pieces, X, p, state0, cache, dH, grads, n_threads, dX,
-                  flow=None, dlast=None):
+                  flow=None):
     """BPTT of one run over its ``pieces`` (Layout.pieces) in one kernel
-    call; dH (rows, H) is consumed (with ``dlast`` (n, H), the gradient at
-    each sequence's last step, only a workspace). ``flow``, when given, is
-    a tuple of packed (rows, H) arrays (h, then the LSTM's c) that receive
-    the run's total dL/dstate at every row."""
+    call; dH (rows, H) is consumed. ``flow``, when given, is a tuple of
+    packed (rows, H) arrays (h, then the LSTM's c) that receive the run's
+    total dL/dstate at every row."""
     cell.run_backward(X, p, state0, cache, dH, pieces, lay.sorted_lengths, grads, False,
-                      n_threads, dX, flow, dlast)
+                      n_threads, dX, flow)
 
 
 def draw_masks(net, rows, rng=None):
@@ -865,14 +864,12 @@ def _forward_layers(net, lay, X, states, masks, n_threads, buf):
 
 
 def _backward_layers(net, lay, runs, states, masks, dtop, truncate, n_threads, buf,
-                     flow=None, dlast=None):
-    """Every run backward from dL/d(top output) (rows, D*H), or with
-    ``dtop`` None from ``dlast`` (n, D*H), sorted order: dL/d(top output)
-    at each sequence's last step of each run, zero elsewhere (the "last"
-    readout); the gradients. ``flow``, when given, is a tuple of
-    (num_layers*D, rows, H) arrays (h, then the LSTM's c) that receive each
-    run's total dL/dstate, packed in the forward rows' order (a reversed
-    run's rows mapped back through ``lay.rev``)."""
+                     flow=None):
+    """Every run backward from dL/d(top output) (rows, D*H); the gradients.
+    ``flow``, when given, is a tuple of (num_layers*D, rows, H) arrays (h,
+    then the LSTM's c) that receive each run's total dL/dstate, packed in
+    the forward rows' order (a reversed run's rows mapped back through
+    ``lay.rev``)."""
     cell, H, D, rows = net._cell, net.hidden_size, net._directions, lay.rows
     p = net._params
     grads = {name: np.empty_like(value) for name, value in p.items()}
@@ -881,12 +878,7 @@ def _backward_layers(net, lay, runs, states, masks, dtop, truncate, n_threads, b
         dX_sum = None
         for d in range(D):
             Xd, cache = runs[layer][d]
-            run_last = None
-            if dtop is None:
-                # the kernel zeroes dH block by block and adds run_last
-                dH = buf.empty("dH", (rows, H), net.dtype)
-                run_last = dlast if D == 1 else np.ascontiguousarray(dlast[:, d * H:][:, :H])
-            elif D == 1:
+            if D == 1:
                 dH = dtop
             elif d == 0:
                 dH = buf.empty("dH", (rows, H), net.dtype)
@@ -902,8 +894,7 @@ def _backward_layers(net, lay, runs, states, masks, dtop, truncate, n_threads, b
                                  buf.empty(("flow_rev", k), (rows, H), net.dtype)
                                  for k, a in enumerate(flow))
             _run_backward(cell, lay, pieces[d], Xd, _run_params(net, p, layer, d),
-                          states[layer * D + d], cache, dH, g, n_threads, dX, run_flow,
-                          run_last)
+                          states[layer * D + d], cache, dH, g, n_threads, dX, run_flow)
             if flow is not None and d == 1:
                 for a, run in zip(flow, run_flow):
                     np.take(run, lay.rev, axis=0, out=a[layer * D + d])
@@ -963,13 +954,18 @@ def _pool(lay, top, output, directions):
     return pooled
 
 
-def _unpool(lay, dpooled, output, width, buf):
-    """dL/d(top output) (rows, width) from dL/d(what _pool returned) for
-    "sequence" and "mean" ("last" needs none: _backward_layers's dlast)."""
+def _unpool(lay, dpooled, output, width, directions, buf):
+    """dL/d(top output) (rows, width) from dL/d(what _pool returned)."""
     if output == "sequence":
         return dpooled
     dtop = buf.empty("dtop", (lay.rows, width), dpooled.dtype)
     dtop[...] = 0
+    if output == "last":
+        H = width // directions
+        dtop[lay.last_row, :H] = dpooled[:, :H]
+        if directions == 2:
+            dtop[:lay.n, H:] += dpooled[:, H:]
+        return dtop
     scaled = dpooled / lay.sorted_lengths[:, None]
     for t0, t1, B, r0 in lay.segments:
         dtop[r0:r0 + (t1 - t0) * B].reshape(t1 - t0, B, -1)[...] = scaled[:B]
@@ -1206,8 +1202,7 @@ def _layered_step(net, lay, Xp, states, target, row_weights, denominator, loss, 
         LOSSES.index(loss), target, denominator, Z, Y, dZ, grads_out["W_oh"],
         grads_out["b_o"], dHs, False, n_threads, 0, 0, row_weights)
     check_loss(value)
-    # "last": each run's gradient enters at its sequences' last steps (dlast)
-    dtop = None if output == "last" else _unpool(lay, dHs, output, top.shape[1], buf)
+    dtop = _unpool(lay, dHs, output, top.shape[1], net._directions, buf)
     flow = None
     if flows:
         # every row of every run is written by its backward piece
@@ -1215,7 +1210,7 @@ def _layered_step(net, lay, Xp, states, target, row_weights, denominator, loss, 
         flow = tuple(np.empty((LD, lay.rows, net.hidden_size), dtype=net.dtype)
                      for _ in net._cell.spec.state_arrays(states[0]))
     grads = _backward_layers(net, lay, runs, states, masks, dtop, truncate, n_threads,
-                             buf, flow, dHs if dtop is None else None)
+                             buf, flow)
     grads.update(grads_out)
     return value, grads, finals, flow
 

@@ -298,10 +298,8 @@ class CellBinding:
 
     def _packed(self, segments, **backward):
         """The compiled kernels' keyword arguments of the packed layout:
-        ``segments``, and backward's ``lengths`` and ``dlast``."""
+        ``segments``, and backward's ``lengths``."""
         if segments is None:
-            if backward.get("dlast") is not None:
-                raise ValueError("dlast is read with segments only.")
             return {}
         if self.reference:
             raise ValueError("the NumPy reference runs one time-major batch; segments "
@@ -326,20 +324,16 @@ class CellBinding:
             state = self.state_after(part, t1 - t0 - 1)
 
     def run_backward(self, X, p, state0, cache, dH, pieces, lengths, grads,
-                     accumulate=False, n_threads=1, dX=None, dstate_out=None,
-                     dlast=None):
+                     accumulate=False, n_threads=1, dX=None, dstate_out=None):
         """BPTT of one run over packed rows, piece by piece from the end.
 
         ``pieces`` int64 (k, 6): t0, t1, B, r0, truncate, cut (Layout.pieces;
         cut -1: no gradient crosses t0, k > 0: none from the sequences j with
         (lengths[j] - t0) % k == 0, the sorted ``lengths``). dH (rows, H) is
-        consumed; with ``dlast`` (n, H), the loss's gradient at each sorted
-        sequence's last step, dH is only a workspace (its content unread)
-        and dlast the whole loss gradient. dX (rows, I) or None;
-        ``dstate_out``: (rows, H) arrays, one per state array, optionally
-        followed by float64 (states, rows) norms of their rows. Writes (or
-        with ``accumulate`` adds) the gradients into ``grads``; returns
-        dL/dstate0 (n, H) (the LSTM: (dh0, dc0)).
+        consumed; dX (rows, I) or None; ``dstate_out``: (rows, H) arrays, one
+        per state array, optionally followed by float64 (states, rows) norms
+        of their rows. Writes (or with ``accumulate`` adds) the gradients
+        into ``grads``; returns dL/dstate0 (n, H) (the LSTM: (dh0, dc0)).
         """
         n_states = len(self.spec.state)
         if not self.reference:
@@ -350,11 +344,7 @@ class CellBinding:
             return self.backward(X[:, None], p, state0, cache, dH[:, None], None, 0, grads,
                                  accumulate, n_threads,
                                  None if dX is None else dX[:, None], dstate_out=out,
-                                 segments=pieces, lengths=lengths, dlast=dlast)
-        if dlast is not None:
-            # the plain maths: dH zero but at each sequence's last step
-            dH[...] = 0
-            dH[_last_rows(pieces)] = dlast
+                                 segments=pieces, lengths=lengths)
         flat = tuple(a.reshape(X.shape[0], -1) for a in cache)
         carry = None
         for i, (t0, t1, B, r0, k, cut) in enumerate(pieces[::-1].tolist()):
@@ -406,7 +396,7 @@ class ElmanCell(CellBinding):
 
     def backward(self, X, p, state0, cache, dH, dstate_next, truncate, grads,
                  accumulate=False, n_threads=1, dX=None, slabs=1, slab_steps=0,
-                 dstate_out=None, segments=None, lengths=None, dlast=None):
+                 dstate_out=None, segments=None, lengths=None):
         if dstate_next is not None:
             _last_steps(dH, slabs)[...] += _by_slab(dstate_next, slabs)
         dh0 = np.empty_like(state0)
@@ -414,7 +404,7 @@ class ElmanCell(CellBinding):
         self.kernels.elman_backward(
             X, p["W_xh"], p["W_hh"], state0, cache[0], dH, self.relu, truncate,
             grads["W_xh"], grads["W_hh"], grads["b_h"], dh0, accumulate, dX, *layout,
-            *(dstate_out or ()), **self._packed(segments, lengths=lengths, dlast=dlast),
+            *(dstate_out or ()), **self._packed(segments, lengths=lengths),
         )
         return dh0
 
@@ -448,7 +438,7 @@ class LSTMCell(CellBinding):
 
     def backward(self, X, p, state0, cache, dH, dstate_next, truncate, grads,
                  accumulate=False, n_threads=1, dX=None, slabs=1, slab_steps=0,
-                 dstate_out=None, segments=None, lengths=None, dlast=None):
+                 dstate_out=None, segments=None, lengths=None):
         h0, c0 = state0
         cache, layout = self._layout(X, cache, n_threads, slabs, slab_steps)
         G, C, H = cache
@@ -462,7 +452,7 @@ class LSTMCell(CellBinding):
         self.kernels.lstm_backward(
             X, p["W_xh"], p["W_hh"], h0, c0, G, C, H, dH, truncate,
             grads["W_xh"], grads["W_hh"], grads["b_h"], dh0, dc0, accumulate, dX, *layout,
-            *(dstate_out or ()), **self._packed(segments, lengths=lengths, dlast=dlast),
+            *(dstate_out or ()), **self._packed(segments, lengths=lengths),
         )
         return dh0, dc0
 
@@ -498,7 +488,7 @@ class GRUCell(CellBinding):
 
     def backward(self, X, p, state0, cache, dH, dstate_next, truncate, grads,
                  accumulate=False, n_threads=1, dX=None, slabs=1, slab_steps=0,
-                 dstate_out=None, segments=None, lengths=None, dlast=None):
+                 dstate_out=None, segments=None, lengths=None):
         cache, layout = self._layout(X, cache, n_threads, slabs, slab_steps)
         G, HN, H = cache
         if dstate_next is not None:
@@ -507,7 +497,7 @@ class GRUCell(CellBinding):
         self.kernels.gru_backward(
             X, p["W_xh"], p["W_hh"], state0, G, HN, H, dH, truncate,
             grads["W_xh"], grads["W_hh"], grads["b_h"], grads["b_hn"], dh0, accumulate, dX,
-            *layout, *(dstate_out or ()), **self._packed(segments, lengths=lengths, dlast=dlast),
+            *layout, *(dstate_out or ()), **self._packed(segments, lengths=lengths),
         )
         return dh0
 
@@ -549,17 +539,6 @@ def output_kernels(kernels):
     """The output layer's kernel module as the driver calls it: the compiled
     module itself, or the NumPy reference through :class:`ReferenceOutput`."""
     return ReferenceOutput(kernels) if is_reference(kernels) else kernels
-
-
-def _last_rows(pieces):
-    """The packed row of each sorted sequence's last step, (n,), from a
-    pieces (or segments) table: the sequences j beyond the next piece's
-    batch end at a piece's last step."""
-    t0, t1, B, r0 = (pieces[:, k] for k in range(4))
-    ended = np.append(B[1:], 0)
-    j = np.arange(int(B[0]))
-    which = np.searchsorted(-ended, -j, side="left")  # the piece j ends in
-    return r0[which] + (t1[which] - 1 - t0[which]) * B[which] + j
 
 
 def _rows_of(state, B):
