@@ -18,12 +18,6 @@
 
 #include <string.h>
 
-/* Four independent sums: one accumulator made each row a chain of dependent
-   adds (8 of them at H = 64, each waiting out the add latency), which cost
-   rnn M's backward about 5% (36 of 724 us at one thread); with four the
-   rows' adds overlap. The partial sums are in double (of float rows too),
-   so the result does not depend on how the compiler schedules them beyond
-   the order (s0 + s1) + (s2 + s3) of the lanes' sums. */
 /* Asks for the cache lines of [p, p + bytes) for writing: the rows of a
    batch-first array that copy_rows writes one timestep at a time lie
    n_timesteps * H elements apart, each in lines no prefetcher foresees. */
@@ -42,7 +36,13 @@ static inline double bptt_sq_sum(bptt_sq_v4d v)
     return (v[0] + v[1]) + (v[2] + v[3]);
 }
 
-/* V: a 4-lane vector of T; TO_DOUBLE(v): its lanes as bptt_sq_v4d. */
+/* Four independent sums: one accumulator made each row a chain of dependent
+   adds (8 of them at H = 64, each waiting out the add latency), which cost
+   rnn M's backward about 5% (36 of 724 us at one thread); with four the
+   rows' adds overlap. The partial sums are in double (of float rows too),
+   so the result does not depend on how the compiler schedules them beyond
+   the order (s0 + s1) + (s2 + s3) of the lanes' sums.
+   V: a 4-lane vector of T; TO_DOUBLE(v): its lanes as bptt_sq_v4d. */
 #define BPTT_DEFINE_COPY_SQUARES(SUF, T, V, TO_DOUBLE)                                  \
 static inline double bptt_copy_squares_##SUF(const T *src, T *dst, long n)              \
 {                                                                                       \

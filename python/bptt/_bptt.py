@@ -256,8 +256,8 @@ def state_grads_of(flow, norms, keys=("dh", "dc")):
     the kernels took as they wrote them (norms_out)."""
     # one product for every state: a matrix-vector product with 1/n takes
     # 3 us at M, the same mean as sum(axis=-1) / n 8 us
-    n = norms.shape[-1]
-    per_step = norms @ np.full(n, 1.0 / n) if n else np.full(norms.shape[:-1], np.nan)
+    n = norms.shape[-1]  # >= 1: X of no sequences is refused
+    per_step = norms @ np.full(n, 1.0 / n)
     out = {}
     for key, a, mean in zip(keys, flow, per_step):
         out[key] = a
@@ -897,7 +897,7 @@ def _backward_layers(net, lay, runs, states, masks, dtop, truncate, n_threads, b
                           states[layer * D + d], cache, dH, g, n_threads, dX, run_flow)
             if flow is not None and d == 1:
                 for a, run in zip(flow, run_flow):
-                    np.take(run, lay.rev, axis=0, out=a[layer * D + d])
+                    _rows_reversed(lay, run, a[layer * D + d])
             if dX is None:
                 continue
             if d == 0:
