@@ -248,6 +248,104 @@ def test_state_grads_are_fresh_arrays():
         assert first[key].flags.c_contiguous and first[key].flags.writeable
 
 
+def _flows(net, X, y, **kw):
+    return net.loss_and_grad(X, y, return_state_grads=True, **kw)[2]
+
+
+@pytest.mark.parametrize("output,truncate", [("sequence", None), ("last", 3)])
+@pytest.mark.parametrize("layers,bidirectional,ragged", [
+    (1, False, False), (2, True, False), (1, False, True), (2, True, True)])
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+def test_state_grads_recycle_only_dropped_arrays(monkeypatch, cell, layers, bidirectional,
+                                                 ragged, output, truncate):
+    """A call may write its state gradients into the arrays the previous
+    call returned once the caller has dropped them (no page faults on fresh
+    memory); arrays the caller still refers to (directly, through a view,
+    a dict or a weak reference) are never touched, and a recycled array
+    holds exactly what a fresh one would ("last" with truncation: the zeros
+    before the last window included, in chunks of timesteps)."""
+    import weakref
+    monkeypatch.setattr(_bptt, "TRAIN_ONE_CHUNK_BYTES", 0)
+    monkeypatch.setattr(_bptt, "TRAIN_CHUNK_ROWS", 12)
+    lengths = [9, 4, 9, 6] if ragged else [9] * 4
+    net, Xs, y, h0 = _layered_problem(cell, "tanh", "mse", output, lengths,
+                                      layers=layers, bidirectional=bidirectional)
+    X, Y = (Xs, y) if ragged else (np.stack(Xs), np.asarray(y))
+
+    def scaled(s):
+        return [x * s for x in X] if ragged else X * s
+
+    kw = dict(truncate=truncate, h0=h0, output=output)
+    expected = [_flows(net, scaled(s), Y, **kw) for s in (1.0, 0.5, 2.0)]
+    expected = [{k: (v if isinstance(v, list) else v.copy()) for k, v in e.items()}
+                for e in expected]
+    net.release_buffers()
+
+    def address(flows):
+        dh = flows["dh"]
+        return (dh[0] if isinstance(dh, list) else dh).__array_interface__["data"][0]
+
+    def check(got, want):
+        for key in want:
+            if isinstance(want[key], list):
+                for a, b in zip(got[key], want[key]):
+                    np.testing.assert_array_equal(a, b)
+            else:
+                np.testing.assert_array_equal(got[key], want[key])
+
+    # held directly: the next call returns other memory, the first is unchanged
+    first = _flows(net, X, Y, **kw)
+    second = _flows(net, scaled(0.5), Y, **kw)
+    assert address(second) != address(first)
+    check(first, expected[0])
+    check(second, expected[1])
+    # held through a view, a dict, or only a weak reference: not recycled
+    for hold in (lambda f: f["dh"][..., :1] if not isinstance(f["dh"], list) else f["dh"],
+                 lambda f: {"kept": f["dh"]},
+                 lambda f: f):
+        kept = hold(first)
+        spent = address(first)
+        del first
+        first = _flows(net, X, Y, **kw)
+        assert address(first) != spent
+        check(first, expected[0])
+        del kept
+    # the last array returned, referred to only weakly: freed, not overwritten
+    del second
+    third = _flows(net, scaled(2.0), Y, **kw)
+    check(third, expected[2])
+    if not ragged:
+        ref = weakref.ref(third["dh"])
+        del third
+        third = _flows(net, scaled(2.0), Y, **kw)
+        assert ref() is None
+        check(third, expected[2])
+    # dropped: recycled (the list form copies per sequence, so arrays only)
+    spent = address(third)
+    del third
+    again = _flows(net, scaled(0.5), Y, **kw)
+    check(again, expected[1])
+    if not ragged and _bptt._COUNTS_REFERENCES:
+        assert address(again) == spent
+    assert {k: v.dtype for k, v in again.items() if not isinstance(v, list)} == {
+        k: v.dtype for k, v in expected[1].items() if not isinstance(v, list)}
+    # recycled after a call that wrote every timestep: truncation's zeros again
+    del again
+    _flows(net, scaled(0.5), Y, **{**kw, "truncate": None})
+    check(_flows(net, scaled(0.5), Y, **kw), expected[1])
+
+
+def test_release_buffers_and_pickle_drop_the_recycled_state_grads():
+    import pickle
+    net, X, y, h0 = _problem("gru", "tanh", "mse", "sequence", n=4, T=9)
+    _flows(net, X, y, h0=h0)
+    assert net.__dict__.get("_returned")
+    assert "_returned" not in net.__getstate__()
+    assert pickle.loads(pickle.dumps(net)).__dict__.get("_returned") is None
+    net.release_buffers()
+    assert "_returned" not in net.__dict__
+
+
 def test_return_state_grads_must_be_a_bool():
     net, X, y, _ = _problem("rnn", "tanh", "mse", "sequence")
     with pytest.raises(TypeError, match="return_state_grads must be True or False"):

@@ -27,6 +27,8 @@ inputs arrive validated (batch-first X of the network's dtype, targets as
 reads their rows, :func:`bptt._validation.target_rows`).
 """
 
+import sys
+import weakref
 from contextlib import nullcontext
 from types import SimpleNamespace
 
@@ -74,6 +76,39 @@ TRAIN_ONE_CHUNK_BYTES = 1 << 22
 # between calls until RNN.release_buffers (the estimators call it after
 # fit); larger buffers are freed after each call.
 KEEP_WORKSPACE_BYTES = 1 << 29
+
+
+# sys.getrefcount counts exactly only where the GIL serialises reference
+# counting (not on free-threaded builds, not on PyPy, which has no count)
+_COUNTS_REFERENCES = (hasattr(sys, "getrefcount")
+                      and getattr(sys, "_is_gil_enabled", lambda: True)())
+
+
+def returned_array(net, key, shape, dtype, fill=None):
+    """A new array of ``shape`` for loss_and_grad to return (the state
+    gradients), filled with ``fill`` unless None.
+
+    The array returned under ``key`` last time is used again when the
+    caller has dropped it: only this network still refers to it (no view,
+    dict, or weak reference does). On this VM the first touch of fresh
+    pages costs a fault each: the LSTM L-size state gradients (13 MB a
+    call) took 1100 faults and 20-35 ms of system time in a 130 ms step.
+    NumPy elides temporaries on the same evidence (a reference count of
+    one). A caller who keeps the arrays gets new ones on every call."""
+    kept = net.__dict__.get("_returned")
+    full = (key, shape, np.dtype(dtype).str)
+    arr = None if kept is None else kept.pop(full, None)
+    # two references: ``arr`` and getrefcount's argument
+    if (arr is None or not _COUNTS_REFERENCES or sys.getrefcount(arr) != 2
+            or weakref.getweakrefcount(arr)):
+        arr = np.empty(shape, dtype=dtype)
+    if arr.nbytes <= KEEP_WORKSPACE_BYTES:
+        if kept is None:
+            kept = net.__dict__.setdefault("_returned", {})
+        kept[full] = arr
+    if fill is not None:
+        arr.fill(fill)
+    return arr
 
 
 def copy_state(state):
@@ -320,10 +355,12 @@ def _bptt(net, X, target, loss, output, truncate, state0, n_threads=1, state_gra
     # zeros where no backward step writes (windows before the last one's loss)
     flow = None
     if state_grads is not None:
-        new = np.zeros if output == "last" and truncate else np.empty
+        fill = 0.0 if output == "last" and truncate else None
         states = len(net._cell.spec.state_arrays(state0))
-        flow = (*(new((n, T, H), dtype=net.dtype) for _ in range(states)),
-                new((states, T, n), dtype=np.float64))
+        flow = (*(returned_array(net, k, (n, T, H), net.dtype, fill)
+                  for k in ("dh", "dc")[:states]),
+                np.zeros((states, T, n)) if fill is not None
+                else np.empty((states, T, n)))
     value, grads, final_state = _bptt_in(net, workspace, X, target, loss, sequence,
                                          truncate, state0, steps, starts, n_threads, slabs,
                                          flow, weights)
@@ -1055,7 +1092,10 @@ def layered_state_grads(net, lay, flow, form="array", width=None, keys=("dh", "d
     for key, a in zip(keys, flow):
         squares = np.einsum("...k,...k->...", a, a, dtype=np.float64)
         norms = np.add.reduceat(np.sqrt(squares), lay.offsets[:-1], axis=-1) / counts
-        full = np.full((LD, lay.n, T, H), fill, dtype=a.dtype)
+        # the scatter writes every element when no sequence is short of T
+        every = form != "list" and lay.uniform and T == lay.T
+        full = (returned_array(net, key, (LD, lay.n, T, H), a.dtype, None if every else fill)
+                if form != "list" else np.full((LD, lay.n, T, H), fill, dtype=a.dtype))
         full[:, lay.order[lay.j_of_row], lay.t_of_row] = a
         if form == "list":
             arrays = [full[:, i, :L].copy() for i, L in enumerate(lay.lengths)]
@@ -1131,7 +1171,7 @@ def layered_loss_grad_state(net, lay, X, target, loss, output, truncate, state0,
                     1, buf.sub(k))
             done = _threads.run_each([lambda g=g, k=k: group_step(g, k)
                                       for k, g in enumerate(groups)])
-            value, grads, finals, flow = _merge_groups(net, lay, groups, done)
+            value, grads, finals, flow = _merge_groups(net, lay, groups, done, buf)
         final_state = _unsorted_states(net, lay, finals)
     buf.keep()
     if flow is not None:
@@ -1147,7 +1187,7 @@ def _state_rows(net, state, positions):
                           for a in spec.state_arrays(state)])
 
 
-def _merge_groups(net, lay, groups, done):
+def _merge_groups(net, lay, groups, done, buf):
     """The whole batch's loss, gradients, final states (by run, sorted
     order) and packed state gradients from its groups' :func:`_layered_step`."""
     value = sum(d[0] for d in done)
@@ -1158,8 +1198,8 @@ def _merge_groups(net, lay, groups, done):
     finals = _merge_finals(net, lay, groups, [d[2] for d in done])
     flow = None
     if done[0][3] is not None:
-        flow = tuple(np.empty((a.shape[0], lay.rows, a.shape[2]), dtype=a.dtype)
-                     for a in done[0][3])
+        flow = tuple(buf.empty(("flow", k), (a.shape[0], lay.rows, a.shape[2]), a.dtype)
+                     for k, a in enumerate(done[0][3]))
         for g, d in zip(groups, done):
             for a, part in zip(flow, d[3]):
                 a[:, g.rows] = part
@@ -1207,8 +1247,8 @@ def _layered_step(net, lay, Xp, states, target, row_weights, denominator, loss, 
     if flows:
         # every row of every run is written by its backward piece
         LD = net.num_layers * net._directions
-        flow = tuple(np.empty((LD, lay.rows, net.hidden_size), dtype=net.dtype)
-                     for _ in net._cell.spec.state_arrays(states[0]))
+        flow = tuple(buf.empty(("flow", k), (LD, lay.rows, net.hidden_size), net.dtype)
+                     for k, _ in enumerate(net._cell.spec.state_arrays(states[0])))
     grads = _backward_layers(net, lay, runs, states, masks, dtop, truncate, n_threads,
                              buf, flow)
     grads.update(grads_out)

@@ -596,8 +596,11 @@ class RNN:
             (or (num_layers*D, T_i, hidden_size)) arrays; the norms average
             over the sequences that reach each timestep.
 
-            Arrays of the network's dtype (the norms float64), fresh on
-            every call.
+            Arrays of the network's dtype (the norms float64), the
+            caller's: no later call changes them while the caller refers
+            to them. Once it has dropped them, the next call may write its
+            own into their memory (fresh memory costs a page fault per page
+            on first touch; :meth:`release_buffers` frees it).
 
         Examples
         --------
@@ -705,12 +708,16 @@ class RNN:
         A training loop's calls with the same shapes reuse them (up to
         ``bptt._bptt.KEEP_WORKSPACE_BYTES``, 512 MB); this frees them when
         training is over. The estimators call it at the end of ``fit`` (not
-        of ``partial_fit``, whose next call often is one more batch). Nothing
+        of ``partial_fit``, whose next call often is one more batch). It
+        also frees the state-gradient arrays the last call with
+        ``return_state_grads=True`` returned, which the network keeps to
+        write the next call's into once the caller has dropped them. Nothing
         else changes: the next call allocates anew.
         """
         self.__dict__.pop("_workspace", None)
         self.__dict__.pop("_buffers", None)  # the layered driver's (_bptt.Buffers)
         self.__dict__.pop("_layout", None)  # and its last layout
+        self.__dict__.pop("_returned", None)  # state gradients (_bptt.returned_array)
 
     def __getstate__(self):
         # kernel modules do not pickle; they are looked up again on load
@@ -719,6 +726,7 @@ class RNN:
         state.pop("_workspace", None)  # buffers, not state
         state.pop("_buffers", None)
         state.pop("_layout", None)
+        state.pop("_returned", None)
         return state
 
     def __setstate__(self, state):
