@@ -400,15 +400,18 @@ def seed_params(params, args):
         yield seed, p
 
 
-def make_model(estimator_cls, params, seed, max_steps=0, ensemble=1):
-    """The Pipeline of SequenceScaler, SequencePatcher (when max_steps > 0) and
+def make_model(estimator_cls, params, seed, max_steps=0, ensemble=1,
+               length_quantile=1.0):
+    """The Pipeline of SequenceScaler, SequencePatcher (when max_steps > 0;
+    ``SequencePatcher(max_steps, length_quantile=length_quantile)``) and
     the estimator; with ensemble > 1, a scikit-learn soft VotingClassifier
     (VotingRegressor) of that many such Pipelines, member j with
     random_state ``seed * ensemble + j`` (so the seeds' members differ)."""
     def pipe(random_state):
         steps = [("scale", SequenceScaler())]
         if max_steps:
-            steps.append(("patch", SequencePatcher(max_steps=max_steps)))
+            steps.append(("patch", SequencePatcher(max_steps=max_steps,
+                                                   length_quantile=length_quantile)))
         return Pipeline(steps + [("rnn", estimator_cls(**params,
                                                         random_state=random_state))])
 
@@ -421,10 +424,10 @@ def make_model(estimator_cls, params, seed, max_steps=0, ensemble=1):
 
 
 def run_bptt(estimator_cls, params, X_train, y_train, X_test, y_test, seed,
-             score=None, max_steps=0, ensemble=1):
+             score=None, max_steps=0, ensemble=1, length_quantile=1.0):
     """One bptt fit of ``make_model``; its figures (an ensemble's epochs and
     losses: the mean over its members)."""
-    model = make_model(estimator_cls, params, seed, max_steps, ensemble)
+    model = make_model(estimator_cls, params, seed, max_steps, ensemble, length_quantile)
     seconds, hit_max = _fit_timed(model, X_train, y_train)
     ests = [model[-1]] if ensemble == 1 else [m[-1] for m in model.estimators_]
     value = score(model) if score is not None else float(model.score(X_test, y_test))
