@@ -50,6 +50,10 @@ Options::
                          (default MAX_STEPS; 0: no patcher)
     --ensemble K         the config's model: a soft vote of K seeds' Pipelines
                          (default ENSEMBLE; 1: one network)
+    --length-quantile Q  SequencePatcher(length_quantile=Q) in the config's Pipeline
+                         (default LENGTH_QUANTILE)
+    --slices N           the config's classifier trained and predicted on N windows
+                         of 0.9 of each series (WindowSlices; default SLICES; 0: none)
     --quick              smoke run: seed 0 only, at most 20 epochs, MLP 200 iterations
     --no-defaults        skip the plain-defaults bptt column (long series: the
                          defaults run every timestep)
@@ -81,6 +85,7 @@ import time
 import warnings
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.ensemble import VotingClassifier, VotingRegressor
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.neighbors import KNeighborsClassifier
@@ -140,6 +145,13 @@ MAX_STEPS = 32
 # (JapaneseVowels 32 s a fit at load average 4). docs/benchmarks.md,
 # "Few training series".
 ENSEMBLE = 3
+
+# SequencePatcher's length_quantile in the configuration's Pipeline.
+LENGTH_QUANTILE = 1.0
+
+# The configuration's classifier trained with window slicing (WindowSlices:
+# SLICES windows of 0.9 of each series; 0: none).
+SLICES = 0
 
 # Published accuracies, mean over 10 runs (std in brackets in the source):
 # H. Ismail Fawaz, G. Forestier, J. Weber, L. Idoumghar, P.-A. Muller,
@@ -400,20 +412,69 @@ def seed_params(params, args):
         yield seed, p
 
 
+class WindowSlices(ClassifierMixin, BaseEstimator):
+    """Window slicing (Le Guennec, Malinowski and Tavenard 2016, "Data
+    augmentation for time series classification using convolutional neural
+    networks"): the classifier is trained on ``n_slices`` windows of
+    ``fraction`` of each training series' length, at evenly spaced starts
+    from its first to its last timestep, each with the series' label; a
+    series is predicted by the mean of the classifier's probabilities over
+    the same windows of it. A candidate for few training series (a window
+    shifts the series against the patches too); a train_cv.py key
+    ``"slices": n``.
+    """
+
+    def __init__(self, estimator, fraction=0.9, n_slices=5):
+        self.estimator = estimator
+        self.fraction = fraction
+        self.n_slices = n_slices
+
+    def _windows(self, X):
+        out = []
+        for x in X:  # (T_i, C) or (T,) for an array of univariate rows
+            T = len(x)
+            w = max(1, int(round(self.fraction * T)))
+            for start in np.linspace(0, T - w, self.n_slices).round().astype(int):
+                out.append(np.asarray(x[start:start + w]))
+        return out if isinstance(X, list) else np.stack(out)
+
+    def fit(self, X, y):
+        y = np.asarray(y)
+        self.estimator_ = clone(self.estimator).fit(self._windows(X),
+                                                    np.repeat(y, self.n_slices))
+        self.classes_ = self.estimator_.classes_
+        return self
+
+    def predict_proba(self, X):
+        P = self.estimator_.predict_proba(self._windows(X))
+        return P.reshape(-1, self.n_slices, P.shape[1]).mean(axis=1)
+
+    def predict(self, X):
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+
 def make_model(estimator_cls, params, seed, max_steps=0, ensemble=1,
-               length_quantile=1.0):
+               length_quantile=1.0, slices=0):
     """The Pipeline of SequenceScaler, SequencePatcher (when max_steps > 0;
     ``SequencePatcher(max_steps, length_quantile=length_quantile)``) and
     the estimator; with ensemble > 1, a scikit-learn soft VotingClassifier
     (VotingRegressor) of that many such Pipelines, member j with
-    random_state ``seed * ensemble + j`` (so the seeds' members differ)."""
+    random_state ``seed * ensemble + j`` (so the seeds' members differ).
+    With slices > 0 every member is ``WindowSlices(pipeline, n_slices=slices)``
+    at ``max_epochs / slices`` epochs (rounded up): slices times the series
+    an epoch, the same number of gradient updates as without slicing."""
+    if slices:
+        epochs = params.get("max_epochs", estimator_cls().max_epochs)
+        params = {**params, "max_epochs": -(-epochs // slices)}
+
     def pipe(random_state):
         steps = [("scale", SequenceScaler())]
         if max_steps:
             steps.append(("patch", SequencePatcher(max_steps=max_steps,
                                                    length_quantile=length_quantile)))
-        return Pipeline(steps + [("rnn", estimator_cls(**params,
-                                                        random_state=random_state))])
+        model = Pipeline(steps + [("rnn", estimator_cls(**params,
+                                                         random_state=random_state))])
+        return WindowSlices(model, n_slices=slices) if slices else model
 
     if ensemble == 1:
         return pipe(seed)
@@ -424,12 +485,14 @@ def make_model(estimator_cls, params, seed, max_steps=0, ensemble=1,
 
 
 def run_bptt(estimator_cls, params, X_train, y_train, X_test, y_test, seed,
-             score=None, max_steps=0, ensemble=1, length_quantile=1.0):
+             score=None, max_steps=0, ensemble=1, length_quantile=1.0, slices=0):
     """One bptt fit of ``make_model``; its figures (an ensemble's epochs and
     losses: the mean over its members)."""
-    model = make_model(estimator_cls, params, seed, max_steps, ensemble, length_quantile)
+    model = make_model(estimator_cls, params, seed, max_steps, ensemble, length_quantile,
+                       slices)
     seconds, hit_max = _fit_timed(model, X_train, y_train)
-    ests = [model[-1]] if ensemble == 1 else [m[-1] for m in model.estimators_]
+    members = [model] if ensemble == 1 else model.estimators_
+    ests = [(m.estimator_ if slices else m)[-1] for m in members]
     value = score(model) if score is not None else float(model.score(X_test, y_test))
     return {"score": value, "seconds": seconds,
             "n_iter": int(round(np.mean([e.n_iter_ for e in ests]))),
@@ -504,7 +567,9 @@ def classification_row(name, args, config, log):
         for seed, p in seed_params(params, args):
             r = run_bptt(RNNClassifier, p, Xtr_bptt, y_train, Xte_bptt, y_test, seed,
                          max_steps=args.max_steps if label == "config" else 0,
-                         ensemble=args.ensemble if label == "config" else 1)
+                         ensemble=args.ensemble if label == "config" else 1,
+                         length_quantile=args.length_quantile,
+                         slices=args.slices if label == "config" else 0)
             r["seed"] = seed
             log(f"  bptt {label:8s} seed {seed}: acc {r['score']:.3f}, "
                 f"{r['n_iter']} epochs ({r['stopped']}), loss {r['final_loss']:.4f}, "
@@ -584,7 +649,8 @@ def forecasting_row(args, config, log):
             r = run_bptt(RNNRegressor, p, X_train, (y_train - mu) / sd, None, None,
                          seed, score=score,
                          max_steps=args.max_steps if label == "config" else 0,
-                         ensemble=args.ensemble if label == "config" else 1)
+                         ensemble=args.ensemble if label == "config" else 1,
+                         length_quantile=args.length_quantile)
             r["seed"] = seed
             log(f"  bptt {label:8s} seed {seed}: RMSE {r['score']:.2f}, {r['n_iter']} "
                 f"epochs ({r['stopped']}), loss {r['final_loss']:.4f}, {r['seconds']:.1f}s")
@@ -640,8 +706,11 @@ def header_lines(args, config, kernels):
     lines.append(f"seeds: {','.join(map(str, args.seeds))}"
                  + ("; --quick (at most 20 epochs)" if args.quick else ""))
     lines.append("bptt config: " + json.dumps(config, sort_keys=True)
-                 + (f" after SequenceScaler, SequencePatcher(max_steps={args.max_steps})"
+                 + (f" after SequenceScaler, SequencePatcher(max_steps={args.max_steps}, "
+                    f"length_quantile={args.length_quantile})"
                     if args.max_steps else " after SequenceScaler")
+                 + (f", window slicing ({args.slices} windows of 0.9 T; classifiers)"
+                    if args.slices else "")
                  + (f", soft vote of {args.ensemble} seeds" if args.ensemble > 1 else "")
                  + "; bptt defaults: RNNClassifier() / RNNRegressor() ("
                  + ", ".join(f"{k}={v!r}" for k, v in _default_summary().items())
@@ -749,6 +818,12 @@ def parse_args(argv=None):
     ap.add_argument("--max-steps", type=int, default=MAX_STEPS,
                     help=f"SequencePatcher(max_steps=N) in the config's Pipeline "
                          f"(default {MAX_STEPS}; 0: none)")
+    ap.add_argument("--length-quantile", type=float, default=LENGTH_QUANTILE,
+                    help=f"SequencePatcher's length_quantile in the config's Pipeline "
+                         f"(default {LENGTH_QUANTILE})")
+    ap.add_argument("--slices", type=int, default=SLICES,
+                    help=f"the config's classifier: window slicing, N windows of 0.9 T "
+                         f"(WindowSlices; default {SLICES}; 0: none)")
     ap.add_argument("--ensemble", type=int, default=ENSEMBLE,
                     help=f"the config's model: a soft vote of K seeds (default "
                          f"{ENSEMBLE}; 1: one network)")
@@ -785,6 +860,10 @@ def parse_args(argv=None):
         args.seeds = args.seeds[:1]
     if args.ensemble < 1:
         ap.error(f"--ensemble takes a positive int; got {args.ensemble}")
+    if args.slices < 0:
+        ap.error(f"--slices takes 0 (none) or a positive int; got {args.slices}")
+    if not 0 < args.length_quantile <= 1:
+        ap.error(f"--length-quantile takes a number in (0, 1]; got {args.length_quantile}")
     if args.max_steps < 0:
         ap.error(f"--max-steps takes 0 (no patcher) or a positive int; got {args.max_steps}")
     args.extra_config = {}

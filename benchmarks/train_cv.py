@@ -10,7 +10,8 @@ training series; the test split is never loaded into a model. Fold r of
 repeat k is fitted with ``random_state=k * n_splits + r``. A config's key
 ``"ensemble": K`` makes the model a soft vote of K seeds
 (``real_data.make_model``); ``"length_quantile": q`` is the patcher's
-(``SequencePatcher(max_steps, length_quantile=q)``).
+(``SequencePatcher(max_steps, length_quantile=q)``); ``"slices": n``
+wraps each member in ``real_data.WindowSlices`` (window slicing).
 
     python benchmarks/train_cv.py --datasets ArrowHead,GunPoint \\
         --config 'base={}' --config 'l2={"alpha": 0.01}'
@@ -64,12 +65,13 @@ def main(argv=None):
             params = dict(params)
             ensemble = params.pop("ensemble", 1)
             quantile = params.pop("length_quantile", 1.0)
+            slices = params.pop("slices", 0)
             correct = total = 0
             accs, secs = [], []
             for seed, (tr, va) in enumerate(folds):
                 r = run_bptt(RNNClassifier, params, _take(X, tr), y[tr], _take(X, va), y[va],
                              seed, max_steps=args.max_steps, ensemble=ensemble,
-                             length_quantile=quantile)
+                             length_quantile=quantile, slices=slices)
                 accs.append(r["score"])
                 secs.append(r["seconds"])
                 correct += round(r["score"] * len(va))
