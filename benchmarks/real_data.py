@@ -413,41 +413,74 @@ def seed_params(params, args):
 
 
 class WindowSlices(ClassifierMixin, BaseEstimator):
-    """Window slicing (Le Guennec, Malinowski and Tavenard 2016, "Data
-    augmentation for time series classification using convolutional neural
-    networks"): the classifier is trained on ``n_slices`` windows of
-    ``fraction`` of each training series' length, at evenly spaced starts
-    from its first to its last timestep, each with the series' label; a
-    series is predicted by the mean of the classifier's probabilities over
-    the same windows of it. A candidate for few training series (a window
-    shifts the series against the patches too); a train_cv.py key
-    ``"slices": n``.
+    """Training and prediction on several shifted copies of every series.
+
+    ``kind="window"``: window slicing (Le Guennec, Malinowski and Tavenard
+    2016, "Data augmentation for time series classification using
+    convolutional neural networks"): ``n_slices`` windows of ``fraction``
+    of each series' length, at evenly spaced starts from its first to its
+    last timestep. ``kind="phase"``: the patch phases of a
+    ``SequencePatcher(max_steps, length_quantile=length_quantile)`` fitted
+    on the training series (patch length p): each series shifted left by
+    k = 0 .. p-1 timesteps (``min(n_slices, p)`` evenly spaced k), its
+    last timestep repeated k times at the end as the patcher fills its
+    last patch, so every copy keeps its length and the patch length stays
+    p; p = 1 (short series) gives the series alone. Where the patch
+    boundaries fall is an artefact of the patcher; this teaches the
+    network not to depend on it. The classifier is trained on every copy
+    with the series' label; a series is predicted by the mean of the
+    probabilities over its copies.
     """
 
-    def __init__(self, estimator, fraction=0.9, n_slices=5):
+    def __init__(self, estimator, kind="window", fraction=0.9, n_slices=5, max_steps=32,
+                 length_quantile=1.0):
         self.estimator = estimator
+        self.kind = kind
         self.fraction = fraction
         self.n_slices = n_slices
+        self.max_steps = max_steps
+        self.length_quantile = length_quantile
 
-    def _windows(self, X):
+    def _offsets(self, X):
+        if self.kind == "window":
+            return self.n_slices
+        p = SequencePatcher(max_steps=self.max_steps,
+                            length_quantile=self.length_quantile).fit(X).patch_length_
+        return np.unique(np.linspace(0, p - 1, min(self.n_slices, p)).round().astype(int))
+
+    def _copies(self, X):
         out = []
-        for x in X:  # (T_i, C) or (T,) for an array of univariate rows
+        for x in X:  # (T_i, C), or (T,) for an array of univariate rows
+            x = np.asarray(x)
             T = len(x)
-            w = max(1, int(round(self.fraction * T)))
-            for start in np.linspace(0, T - w, self.n_slices).round().astype(int):
-                out.append(np.asarray(x[start:start + w]))
+            if self.kind == "window":
+                w = max(1, int(round(self.fraction * T)))
+                for start in np.linspace(0, T - w, self.n_slices).round().astype(int):
+                    out.append(x[start:start + w])
+            else:
+                for k in self.offsets_:
+                    k = min(k, T - 1)
+                    out.append(np.concatenate([x[k:], np.repeat(x[-1:], k, axis=0)]))
         return out if isinstance(X, list) else np.stack(out)
+
+    def n_copies(self):
+        return self.n_slices if self.kind == "window" else len(self.offsets_)
 
     def fit(self, X, y):
         y = np.asarray(y)
-        self.estimator_ = clone(self.estimator).fit(self._windows(X),
-                                                    np.repeat(y, self.n_slices))
+        self.offsets_ = self._offsets(X)
+        est = clone(self.estimator)
+        if self.kind == "phase":  # the unsliced fit's number of updates
+            rnn = est[-1]
+            est.set_params(**{f"{est.steps[-1][0]}__max_epochs":
+                              -(-rnn.max_epochs // self.n_copies())})
+        self.estimator_ = est.fit(self._copies(X), np.repeat(y, self.n_copies()))
         self.classes_ = self.estimator_.classes_
         return self
 
     def predict_proba(self, X):
-        P = self.estimator_.predict_proba(self._windows(X))
-        return P.reshape(-1, self.n_slices, P.shape[1]).mean(axis=1)
+        P = self.estimator_.predict_proba(self._copies(X))
+        return P.reshape(-1, self.n_copies(), P.shape[1]).mean(axis=1)
 
     def predict(self, X):
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
@@ -463,7 +496,8 @@ def make_model(estimator_cls, params, seed, max_steps=0, ensemble=1,
     With slices > 0 every member is ``WindowSlices(pipeline, n_slices=slices)``
     at ``max_epochs / slices`` epochs (rounded up): slices times the series
     an epoch, the same number of gradient updates as without slicing."""
-    if slices:
+    phase = slices < 0  # -n: kind="phase" with n_slices=n
+    if slices > 0:
         epochs = params.get("max_epochs", estimator_cls().max_epochs)
         params = {**params, "max_epochs": -(-epochs // slices)}
 
@@ -474,7 +508,11 @@ def make_model(estimator_cls, params, seed, max_steps=0, ensemble=1,
                                                    length_quantile=length_quantile)))
         model = Pipeline(steps + [("rnn", estimator_cls(**params,
                                                          random_state=random_state))])
-        return WindowSlices(model, n_slices=slices) if slices else model
+        if not slices:
+            return model
+        return WindowSlices(model, kind="phase" if phase else "window",
+                            n_slices=abs(slices), max_steps=max_steps,
+                            length_quantile=length_quantile)
 
     if ensemble == 1:
         return pipe(seed)
@@ -860,8 +898,6 @@ def parse_args(argv=None):
         args.seeds = args.seeds[:1]
     if args.ensemble < 1:
         ap.error(f"--ensemble takes a positive int; got {args.ensemble}")
-    if args.slices < 0:
-        ap.error(f"--slices takes 0 (none) or a positive int; got {args.slices}")
     if not 0 < args.length_quantile <= 1:
         ap.error(f"--length-quantile takes a number in (0, 1]; got {args.length_quantile}")
     if args.max_steps < 0:
