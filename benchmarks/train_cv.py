@@ -46,6 +46,9 @@ def main(argv=None):
     ap.add_argument("--subsample", type=int, default=0,
                     help="keep N training series (stratified) before the split")
     ap.add_argument("--max-steps", type=int, default=MAX_STEPS)
+    ap.add_argument("--skip", type=int, default=0,
+                    help="skip the first N folds (already run: a run with more repeats "
+                         "adds folds; fold k keeps random_state k)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     configs = {}
@@ -69,6 +72,8 @@ def main(argv=None):
             correct = total = 0
             accs, secs = [], []
             for seed, (tr, va) in enumerate(folds):
+                if seed < args.skip:
+                    continue
                 r = run_bptt(RNNClassifier, params, _take(X, tr), y[tr], _take(X, va), y[va],
                              seed, max_steps=args.max_steps, ensemble=ensemble,
                              length_quantile=quantile, slices=slices)
