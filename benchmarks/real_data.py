@@ -496,7 +496,7 @@ class WindowSlices(ClassifierMixin, BaseEstimator):
 
 
 def make_model(estimator_cls, params, seed, max_steps=0, ensemble=1,
-               length_quantile=1.0, slices=0):
+               length_quantile=1.0, slices=0, phases=0):
     """The Pipeline of SequenceScaler, SequencePatcher (when max_steps > 0;
     ``SequencePatcher(max_steps, length_quantile=length_quantile)``) and
     the estimator; with ensemble > 1, a scikit-learn soft VotingClassifier
@@ -504,9 +504,11 @@ def make_model(estimator_cls, params, seed, max_steps=0, ensemble=1,
     random_state ``seed * ensemble + j`` (so the seeds' members differ).
     With slices > 0 every member is ``WindowSlices(pipeline, n_slices=slices)``
     at ``max_epochs / slices`` epochs (rounded up): slices times the series
-    an epoch, the same number of gradient updates as without slicing."""
-    phase = slices < 0  # -n: kind="phase" with n_slices=n
-    if slices > 0:
+    an epoch, the same number of gradient updates as without slicing. With
+    phases > 0 (and no slices), ``WindowSlices(pipeline, kind="phase",
+    n_slices=phases)``, which divides the epochs by its number of copies
+    itself (that number depends on the data)."""
+    if slices:
         epochs = params.get("max_epochs", estimator_cls().max_epochs)
         params = {**params, "max_epochs": -(-epochs // slices)}
 
@@ -517,11 +519,12 @@ def make_model(estimator_cls, params, seed, max_steps=0, ensemble=1,
                                                    length_quantile=length_quantile)))
         model = Pipeline(steps + [("rnn", estimator_cls(**params,
                                                          random_state=random_state))])
-        if not slices:
-            return model
-        return WindowSlices(model, kind="phase" if phase else "window",
-                            n_slices=abs(slices), max_steps=max_steps,
-                            length_quantile=length_quantile)
+        if slices:
+            return WindowSlices(model, n_slices=slices)
+        if phases:
+            return WindowSlices(model, kind="phase", n_slices=phases,
+                                max_steps=max_steps, length_quantile=length_quantile)
+        return model
 
     if ensemble == 1:
         return pipe(seed)
@@ -532,14 +535,15 @@ def make_model(estimator_cls, params, seed, max_steps=0, ensemble=1,
 
 
 def run_bptt(estimator_cls, params, X_train, y_train, X_test, y_test, seed,
-             score=None, max_steps=0, ensemble=1, length_quantile=1.0, slices=0):
+             score=None, max_steps=0, ensemble=1, length_quantile=1.0, slices=0,
+             phases=0):
     """One bptt fit of ``make_model``; its figures (an ensemble's epochs and
     losses: the mean over its members)."""
     model = make_model(estimator_cls, params, seed, max_steps, ensemble, length_quantile,
-                       slices)
+                       slices, phases)
     seconds, hit_max = _fit_timed(model, X_train, y_train)
     members = [model] if ensemble == 1 else model.estimators_
-    ests = [(m.estimator_ if slices else m)[-1] for m in members]
+    ests = [(m.estimator_ if slices or phases else m)[-1] for m in members]
     value = score(model) if score is not None else float(model.score(X_test, y_test))
     return {"score": value, "seconds": seconds,
             "n_iter": int(round(np.mean([e.n_iter_ for e in ests]))),

@@ -11,7 +11,8 @@ repeat k is fitted with ``random_state=k * n_splits + r``. A config's key
 ``"ensemble": K`` makes the model a soft vote of K seeds
 (``real_data.make_model``); ``"length_quantile": q`` is the patcher's
 (``SequencePatcher(max_steps, length_quantile=q)``); ``"slices": n``
-wraps each member in ``real_data.WindowSlices`` (window slicing).
+wraps each member in ``real_data.WindowSlices`` (window slicing), ``"phases":
+n`` in ``WindowSlices(kind="phase")`` (the patch phases).
 
     python benchmarks/train_cv.py --datasets ArrowHead,GunPoint \\
         --config 'base={}' --config 'l2={"alpha": 0.01}'
@@ -69,6 +70,7 @@ def main(argv=None):
             ensemble = params.pop("ensemble", 1)
             quantile = params.pop("length_quantile", 1.0)
             slices = params.pop("slices", 0)
+            phases = params.pop("phases", 0)
             correct = total = 0
             accs, secs = [], []
             for seed, (tr, va) in enumerate(folds):
@@ -76,7 +78,7 @@ def main(argv=None):
                     continue
                 r = run_bptt(RNNClassifier, params, _take(X, tr), y[tr], _take(X, va), y[va],
                              seed, max_steps=args.max_steps, ensemble=ensemble,
-                             length_quantile=quantile, slices=slices)
+                             length_quantile=quantile, slices=slices, phases=phases)
                 accs.append(r["score"])
                 secs.append(r["seconds"])
                 correct += round(r["score"] * len(va))
