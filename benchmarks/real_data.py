@@ -15,8 +15,10 @@ classification data set, in one run:
 Every model sees the same input: each channel standardised over all
 timesteps of the training series (``bptt.SequenceScaler``, in a Pipeline
 with the estimator). The configuration's Pipeline adds
-``bptt.SequencePatcher(max_steps=MAX_STEPS)`` between the two, for every
-data set (series of at most ``MAX_STEPS`` steps pass through unchanged),
+``bptt.SequencePatcher(max_steps=MAX_STEPS, length_quantile=LENGTH_QUANTILE)``
+between the two, for every data set (series of at most ``MAX_STEPS`` steps
+pass through unchanged; ragged data's patch length from a quantile of the
+training lengths),
 and the configuration's model is a soft vote of ``ENSEMBLE`` such
 Pipelines that differ only in their random_state (``make_model``);
 the plain defaults get the scaler alone. bptt and the MLP run for every random_state in
