@@ -56,6 +56,8 @@ Options::
                          (default LENGTH_QUANTILE)
     --slices N           the config's classifier trained and predicted on N windows
                          of 0.9 of each series (WindowSlices; default SLICES; 0: none)
+    --phases N           the config's classifier trained and predicted on up to N
+                         patch phases (WindowSlices kind="phase"; default 0: none)
     --quick              smoke run: seed 0 only, at most 20 epochs, MLP 200 iterations
     --no-defaults        skip the plain-defaults bptt column (long series: the
                          defaults run every timestep)
@@ -622,7 +624,8 @@ def classification_row(name, args, config, log):
                          max_steps=args.max_steps if label == "config" else 0,
                          ensemble=args.ensemble if label == "config" else 1,
                          length_quantile=args.length_quantile,
-                         slices=args.slices if label == "config" else 0)
+                         slices=args.slices if label == "config" else 0,
+                         phases=args.phases if label == "config" else 0)
             r["seed"] = seed
             log(f"  bptt {label:8s} seed {seed}: acc {r['score']:.3f}, "
                 f"{r['n_iter']} epochs ({r['stopped']}), loss {r['final_loss']:.4f}, "
@@ -764,6 +767,8 @@ def header_lines(args, config, kernels):
                     if args.max_steps else " after SequenceScaler")
                  + (f", window slicing ({args.slices} windows of 0.9 T; classifiers)"
                     if args.slices else "")
+                 + (f", patch phases (up to {args.phases} copies; classifiers)"
+                    if args.phases and not args.slices else "")
                  + (f", soft vote of {args.ensemble} seeds" if args.ensemble > 1 else "")
                  + "; bptt defaults: RNNClassifier() / RNNRegressor() ("
                  + ", ".join(f"{k}={v!r}" for k, v in _default_summary().items())
@@ -877,6 +882,9 @@ def parse_args(argv=None):
     ap.add_argument("--slices", type=int, default=SLICES,
                     help=f"the config's classifier: window slicing, N windows of 0.9 T "
                          f"(WindowSlices; default {SLICES}; 0: none)")
+    ap.add_argument("--phases", type=int, default=0,
+                    help="the config's classifier: the patch phases, up to N shifted "
+                         "copies (WindowSlices kind='phase'; default 0: none)")
     ap.add_argument("--ensemble", type=int, default=ENSEMBLE,
                     help=f"the config's model: a soft vote of K seeds (default "
                          f"{ENSEMBLE}; 1: one network)")
@@ -913,6 +921,8 @@ def parse_args(argv=None):
         args.seeds = args.seeds[:1]
     if args.ensemble < 1:
         ap.error(f"--ensemble takes a positive int; got {args.ensemble}")
+    if args.slices < 0 or args.phases < 0:
+        ap.error("--slices and --phases take 0 (none) or a positive int")
     if not 0 < args.length_quantile <= 1:
         ap.error(f"--length-quantile takes a number in (0, 1]; got {args.length_quantile}")
     if args.max_steps < 0:
