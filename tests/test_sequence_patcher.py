@@ -137,3 +137,70 @@ def test_pipeline_trains_on_ragged_series_and_predicts_other_lengths():
     assert pipe[1].patch_length_ == 5  # ceil(40 / 8)
     assert pipe.predict(X_test).shape == (40,)
     assert pipe.score(X_test, y_test) > 0.75  # chance is 0.5
+
+
+# ---------------------------------------------------------------- length_quantile
+@parametrize_with_checks([SequencePatcher(max_steps=2, length_quantile=0.5)],
+                         expected_failed_checks=lambda est: SERIES_TRANSFORMER_EXPECTED_FAILED)
+def test_sklearn_compatible_with_a_length_quantile(estimator, check):
+    check(estimator)
+
+
+def _reference_by_loop(lengths, q):
+    """The smallest training length with at least a fraction q of the
+    lengths at or below it: the q-quantile, taken as one of the lengths
+    (NumPy's "higher" method: index ceil(q * (n - 1)) of the sorted lengths)."""
+    ordered = sorted(lengths)
+    n = len(ordered)
+    k = 0
+    while k < q * (n - 1) - 1e-12:
+        k += 1
+    return ordered[k]
+
+
+@pytest.mark.parametrize("q", [1.0, 0.9, 0.75, 0.5, 0.3, 0.01])
+@pytest.mark.parametrize("lengths", [(10, 3, 1, 7), (100, 200, 300, 434, 1344), (5,),
+                                     (8, 8, 8), (2, 50, 3, 4, 6, 60, 7)])
+def test_length_quantile_matches_a_loop(lengths, q):
+    rng = np.random.default_rng(3)
+    seqs = [rng.normal(size=(T, 2)) for T in lengths]
+    padded = np.full((len(seqs), max(lengths), 2), np.nan)
+    for i, s in enumerate(seqs):
+        padded[i, :len(s)] = s
+    max_steps = 4
+    ref = _reference_by_loop(lengths, q)
+    p = -(-ref // max_steps)
+    for X in (seqs, padded):
+        patcher = SequencePatcher(max_steps=max_steps, length_quantile=q).fit(X)
+        assert patcher.reference_length_ == ref
+        assert patcher.patch_length_ == p
+    out = patcher.transform(seqs)
+    for s, z in zip(seqs, out):
+        np.testing.assert_array_equal(z, _by_loop(s, p))  # one patch length for all
+        if len(s) <= ref:
+            assert z.shape[0] <= max_steps
+
+
+def test_length_quantile_keeps_short_series_and_changes_nothing_for_equal_lengths():
+    # PLAID-like lengths: from the longest (1344), a 100-step series keeps
+    # 3 steps of 32; from the median (300) it keeps 10
+    lengths = [100, 200, 200, 300, 300, 434, 500, 1344, 250]
+    seqs = [np.zeros(T) for T in lengths]
+    longest = SequencePatcher(max_steps=32).fit(seqs)
+    median = SequencePatcher(max_steps=32, length_quantile=0.5).fit(seqs)
+    assert (longest.reference_length_, longest.patch_length_) == (1344, 42)
+    assert (median.reference_length_, median.patch_length_) == (300, 10)
+    assert longest.transform([np.zeros(100)])[0].shape == (3, 42)
+    assert median.transform([np.zeros(100)])[0].shape == (10, 10)
+    assert median.transform([np.zeros(1344)])[0].shape == (135, 10)  # more steps
+    # series of one length: every quantile is that length
+    X = np.zeros((5, 150, 1))
+    for q in (1.0, 0.5, 0.01):
+        patcher = SequencePatcher(max_steps=32, length_quantile=q).fit(X)
+        assert (patcher.reference_length_, patcher.patch_length_) == (150, 5)
+
+
+@pytest.mark.parametrize("q", [0, -0.5, 1.5, np.nan, "median", None])
+def test_bad_length_quantile_is_rejected(q):
+    with pytest.raises((ValueError, TypeError), match="length_quantile"):
+        SequencePatcher(max_steps=4, length_quantile=q).fit(np.ones((2, 5, 1)))

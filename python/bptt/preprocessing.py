@@ -9,7 +9,7 @@ The statistics are per channel over every real timestep of every series
 and streaming updates combine batches with Chan et al.'s pairwise formula.
 """
 
-from numbers import Integral
+from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
@@ -486,9 +486,15 @@ class SequencePatcher(_SeriesTransformer):
     one timestep whose features are theirs side by side, so a series of
     ``T`` steps and ``F`` features becomes ``ceil(T / patch_length_)`` steps
     of ``patch_length_ * F`` features. ``fit`` sets ``patch_length_ =
-    ceil(T_max / max_steps)`` from the longest training series, so no
-    training series is longer than ``max_steps`` steps afterwards; series
-    no longer than ``max_steps`` pass through unchanged (patch length 1).
+    ceil(T_ref / max_steps)``, where ``T_ref`` (``reference_length_``) is
+    by default the longest training series, so no training series is
+    longer than ``max_steps`` steps afterwards; series no longer than
+    ``max_steps`` pass through unchanged (patch length 1). With series of
+    very different lengths, ``length_quantile`` takes ``T_ref`` from a
+    quantile of the lengths instead (0.5: the median series gets
+    ``max_steps`` steps, the longer ones more), so the short series are not
+    reduced to a few steps. Every series gets the same patch length, so a
+    step means the same span of time in every series.
     An RNN then runs ``patch_length_`` times fewer steps: backpropagation
     through time carries gradients over fewer products of Jacobians, and
     each step costs less than ``patch_length_`` steps of the original.
@@ -518,16 +524,29 @@ class SequencePatcher(_SeriesTransformer):
     Parameters
     ----------
     max_steps : int, default=64
-        The most timesteps a training series keeps. Series of test data
-        longer than the longest training series get proportionally more
-        steps (the patch length is fixed by ``fit``).
+        The most timesteps a training series of length ``T_ref`` keeps
+        (every training series, with the default ``length_quantile``).
+        Longer series, of test data or above the quantile, get
+        proportionally more steps (the patch length is fixed by ``fit``).
+    length_quantile : float in (0, 1], default=1.0
+        Which training length ``T_ref`` gets ``max_steps`` steps: the
+        ``length_quantile`` quantile of the real lengths of the training
+        series, taken as one of those lengths (NumPy's ``method="higher"``).
+        1.0 is the longest series; 0.5 the median one, for ragged data
+        whose short series would otherwise keep a few steps (a series of
+        100 steps among series of up to 1344 keeps 3 steps of 32 at 1.0).
+        Training then runs up to ``T_max / T_ref`` times more steps on the
+        longest series. Equal-length series give the same patch length
+        for every value.
 
     Attributes
     ----------
     patch_length_ : int
-        Timesteps per patch, ``ceil(T_max / max_steps)`` for the longest
-        real training series ``T_max``; 1 when it is no longer than
-        ``max_steps``.
+        Timesteps per patch, ``ceil(reference_length_ / max_steps)``; 1
+        when ``reference_length_`` is no longer than ``max_steps``.
+    reference_length_ : int
+        ``T_ref``: the ``length_quantile`` quantile of the real lengths of
+        the training series (the longest one at 1.0).
     n_features_in_ : int
         Features (channels) per input timestep; 1 for a 2-D X.
 
@@ -557,18 +576,35 @@ class SequencePatcher(_SeriesTransformer):
             [8., 9., 8., 9.]]])
     >>> [z.shape for z in patcher.transform([np.ones((4, 2)), np.ones((1, 2))])]
     [(2, 4), (1, 4)]
+
+    Ragged series of lengths 10, 12 and 40 with ``max_steps=4``: from the
+    longest, a patch of 10 steps leaves the short series one or two steps;
+    from the median (12), a patch of 3 gives them four or five, and the
+    longest 14:
+
+    >>> ragged = [np.ones(10), np.ones(12), np.ones(40)]
+    >>> SequencePatcher(max_steps=4).fit(ragged).patch_length_
+    10
+    >>> median = SequencePatcher(max_steps=4, length_quantile=0.5).fit(ragged)
+    >>> median.reference_length_, median.patch_length_
+    (12, 3)
+    >>> [z.shape[0] for z in median.transform(ragged)]
+    [4, 4, 14]
     """
 
     _parameter_constraints = {
         "max_steps": [Interval(Integral, 1, None, closed="left")],
+        "length_quantile": [Interval(Real, 0, 1, closed="right")],
     }
 
-    def __init__(self, max_steps=64):
+    def __init__(self, max_steps=64, *, length_quantile=1.0):
         self.max_steps = max_steps
+        self.length_quantile = length_quantile
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
-        """Set the patch length from the longest training series.
+        """Set the patch length from a quantile of the training lengths
+        (the longest series by default).
 
         Parameters
         ----------
@@ -585,8 +621,10 @@ class SequencePatcher(_SeriesTransformer):
         """
         seqs = _Sequences(X, copy=False, owner=type(self).__name__, writeable=False)
         self.n_features_in_ = seqs.n_channels
-        longest = int(seqs.lengths.max())
-        self.patch_length_ = -(-longest // self.max_steps)
+        # "higher": a training series' own length, the longest one at 1.0
+        self.reference_length_ = int(np.quantile(seqs.lengths, self.length_quantile,
+                                                 method="higher"))
+        self.patch_length_ = -(-self.reference_length_ // self.max_steps)
         return self
 
     def transform(self, X):
