@@ -1072,10 +1072,10 @@ def _layered_output(net, lay, X, state0, output=None):
     return Y, finals, lay
 
 
-def plain(lay, rows, axis=0):
-    """Packed rows (rows along ``axis``) of a grouped layout in the plain
-    Layout's order (unchanged for a plain Layout)."""
-    return rows if isinstance(lay, Layout) else np.take(rows, lay.rows_of_plain, axis=axis)
+def plain(lay, rows):
+    """Packed rows (rows, .) of a grouped layout in the plain Layout's order
+    (unchanged for a plain Layout)."""
+    return rows if isinstance(lay, Layout) else rows[lay.rows_of_plain]
 
 
 def _output_step(net, lay, Xp, states, output, n_threads, buf):
@@ -1189,9 +1189,14 @@ def layered_loss_grad_state(net, lay, X, target, loss, output, truncate, state0,
             net, lay, Xp, states, target, row_weights, denominator, loss, output,
             truncate, masks, state_grads is not None, n_threads, buf)
         final_state = _unsorted_states(net, lay, finals)
+        if flow is not None and lay is not plain_lay:
+            # the state gradients in the plain layout's row order, into kept
+            # buffers (fresh pages fault on first touch: Buffers)
+            flow = tuple(np.take(a, lay.rows_of_plain, axis=1,
+                                 out=buf.empty(("flow_plain", k), a.shape, a.dtype))
+                         for k, a in enumerate(flow))
     buf.keep()
     if flow is not None:
-        flow = tuple(plain(lay, a, axis=1) for a in flow)
         state_grads.update(layered_state_grads(net, plain_lay, flow, form, width))
     return value, grads, final_state
 
