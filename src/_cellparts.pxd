@@ -78,6 +78,7 @@ cdef struct CellArgs:
     Py_ssize_t n_segments
     int seg_width
     const int64_t* lengths   # the sorted lengths, for cuts by mask (backward), or NULL
+    int n_groups             # groups of sequences in the table ("groups" below)
     # the cache array (rows, H) that holds state k after each row's step
     # (h: H, every cell; the LSTM's c: C); forward and backward read a
     # segment's initial state from it
@@ -239,15 +240,26 @@ cdef inline void run_phases(CellArgs* a, int slabs, int n_threads, bptt_part_fn 
 # state 0's (h) enters added into dH at that piece's last step, the others
 # (the LSTM's c) through dstate0 itself, which the cell reads as dL/dstate
 # after its last step; rows the later piece did not have carry nothing.
+#
+# A table may hold several *groups* of sequences one after another: a row
+# with t0 = 0 after the first starts a group, whose sequences are the next
+# rows of state0 (and of lengths and dstate0) and whose rows follow the
+# rows of the group before it. A call then runs each group whole as one
+# part on the thread pool (group_args; its own time loops, projections and
+# weight gradients, one thread each), as a slab does, so the driver splits
+# a batch over threads in one call per run; the groups' weight gradients
+# are added at the end as the slabs' are.
 
 cdef inline int check_segments(const int64_t[:, ::1] table, const int64_t[::1] lengths,
                                bint backward, Py_ssize_t rows, Py_ssize_t n) except -1:
     """Raise ValueError unless ``table`` is a segments table (see above) of
-    ``rows`` packed rows whose first timestep has n rows: (segments, 4 or
-    more) forward, (pieces, 6) backward, consecutive, non-increasing
-    batches, each piece's r0 where the one before it ends; cuts by mask
-    need ``lengths`` (n,)."""
-    cdef Py_ssize_t i, t = 0, r = 0, batch = n, width = 6 if backward else 4
+    ``rows`` packed rows whose groups' first timesteps have n rows in all:
+    (segments, 4 or more) forward, (pieces, 6) backward, consecutive,
+    non-increasing batches within a group, each piece's r0 where the one
+    before it ends; cuts by mask need ``lengths`` (n,). Returns the number
+    of groups."""
+    cdef Py_ssize_t i, t = 0, r = 0, batch = n, width = 6 if backward else 4, states = 0
+    cdef int groups = 0
     cdef int64_t t0, t1, B, r0
     if table.shape[0] == 0 or (table.shape[1] != 6 if backward else table.shape[1] < 4):
         raise ValueError(f"segments must have shape (segments, {width}"
@@ -255,11 +267,18 @@ cdef inline int check_segments(const int64_t[:, ::1] table, const int64_t[::1] l
                          f"{(table.shape[0], table.shape[1])}.")
     for i in range(table.shape[0]):
         t0, t1, B, r0 = table[i, 0], table[i, 1], table[i, 2], table[i, 3]
-        if t0 != t or t1 <= t0 or B < 1 or B > batch or r0 != r or (i == 0 and B != n):
+        if t0 == 0:  # a group starts: its sequences are the next rows of h0
+            t, batch = 0, n - states
+            groups += 1
+        if (t0 != t or t1 <= t0 or B < 1 or B > batch or r0 != r
+                or (i == 0 and t0 != 0)):
             raise ValueError(
                 f"segments row {i} (t0, t1, B, r0) = {(t0, t1, B, r0)} does not follow "
-                f"the rows before it: expected t0 = {t}, t1 > t0, 1 <= B <= {batch} "
-                f"(the first: B = {n}, h0's rows) and r0 = {r}.")
+                f"the rows before it: expected t0 = {t} (or 0, a new group), t1 > t0, "
+                f"1 <= B <= {batch} (h0's rows not taken by a group before it) and "
+                f"r0 = {r}.")
+        if t0 == 0:
+            states += B
         if backward and (table[i, 4] < 0 or table[i, 5] < -1
                          or (table[i, 5] > 0 and lengths is None)):
             raise ValueError(
@@ -269,11 +288,14 @@ cdef inline int check_segments(const int64_t[:, ::1] table, const int64_t[::1] l
         t, r, batch = t1, r0 + (t1 - t0) * B, B
         if t > INT_MAX:
             raise ValueError(f"segments run to timestep {t}: too many for the kernels.")
+    if states != n:
+        raise ValueError(f"the segments' groups start with {states} sequences in all; h0 "
+                         f"has {n} rows.")
     if r != rows:
         raise ValueError(f"segments cover {r} rows; X has {rows}.")
     if lengths is not None and lengths.shape[0] != n:
         raise ValueError(f"lengths must have shape ({n},); got ({lengths.shape[0]},).")
-    return 0
+    return groups
 
 
 cdef enum:
@@ -368,6 +390,10 @@ cdef inline void segments_backward_of(CellArgs* a, int n_threads,
     cdef bint first = True
     cdef floating* last
     cdef const floating* carry = <const floating*>a.dstate0[0]
+    # end: the rows after the table's last (a.T rows in all; a group's own)
+    end = a.segments[(a.n_segments - 1) * 6 + 3] + (
+        a.segments[(a.n_segments - 1) * 6 + 1]
+        - a.segments[(a.n_segments - 1) * 6]) * a.segments[(a.n_segments - 1) * 6 + 2]
     for i in range(a.n_segments - 1, -1, -1):
         t0, T = a.segments[i * 6], <int>(a.segments[i * 6 + 1] - a.segments[i * 6])
         B, r0 = <int>a.segments[i * 6 + 2], a.segments[i * 6 + 3]
@@ -401,7 +427,7 @@ cdef inline void segments_backward_of(CellArgs* a, int n_threads,
                                     memset(<floating*>a.dstate0[k] + j * H, 0,
                                            <size_t>H * sizeof(floating))
             r = r0 + <Py_ssize_t>u * B
-            if end - r >= BLOCK_ROWS or r == 0:
+            if end - r >= BLOCK_ROWS or r == a.segments[3]:
                 segments_gradients(a, r, end, first, n_threads, tag)
                 first, end = False, r
             u -= steps
@@ -493,6 +519,62 @@ cdef inline void segments_gradient_part(void* args, int part, int n_parts) noexc
     g.state0[0] = a.previous
     g.H = offset(a.previous, a.n_hidden * item)
     a.gradient(&g, part, n_parts)
+
+
+cdef inline void group_args(const CellArgs* a, int group, CellArgs* s) noexcept nogil:
+    """s = the arguments of group ``group`` of a's table (section
+    "segments"): its rows of the table, its rows of state0, dstate0, work
+    and lengths, its own block of a.previous (backward); group g > 0 writes
+    its weight gradients into scratch block g - 1, laid out as slab_args
+    says, for run_backward to add."""
+    cdef Py_ssize_t item = sizeof(double) if a.is_double else sizeof(float)
+    cdef Py_ssize_t H = a.n_hidden, G = a.n_gates, I = a.n_input
+    cdef Py_ssize_t i, first = 0, base = 0, count
+    cdef int g = -1, k
+    for i in range(a.n_segments):
+        if a.segments[i * a.seg_width] == 0:
+            g += 1
+            if g == group:
+                first = i
+                break
+            base += a.segments[i * a.seg_width + 2]
+    count = 1
+    while (first + count < a.n_segments
+           and a.segments[(first + count) * a.seg_width] != 0):
+        count += 1
+    s[0] = a[0]
+    s.segments, s.n_segments, s.n_groups = a.segments + first * a.seg_width, count, 1
+    for k in range(MAX_STATES):
+        s.state0[k] = offset(a.state0[k], base * H * item)
+        s.dstate0[k] = offset(a.dstate0[k], base * H * item)
+    s.work = offset(a.work, base * a.work_width * H * item)
+    if a.lengths != NULL:
+        s.lengths = a.lengths + base
+    if a.previous != NULL:  # backward (a table of pieces)
+        s.previous = offset(a.previous, group * largest_block(a) * H * item)
+    if group > 0 and a.scratch != NULL:
+        s.dW_xh = offset(a.scratch, (group - 1) * a.gradient_block * item)
+        s.dW_hh = offset(s.dW_xh, G * I * item)
+        s.db_h = offset(s.dW_hh, G * H * item)
+        for k in range(a.n_extra):
+            s.dextra[k] = offset(s.db_h, (G + k * H) * item)
+        s.accumulate = False
+
+
+cdef inline void group_forward_part(void* args, int group, int n_groups) noexcept nogil:
+    """Part ``group``: that group's segments_forward on one thread, with the
+    cell's time loop a.slab_second."""
+    cdef CellArgs s
+    group_args(<CellArgs*>args, group, &s)
+    segments_forward(&s, 1, s.slab_second)
+
+
+cdef inline void group_backward_part(void* args, int group, int n_groups) noexcept nogil:
+    """Part ``group``: that group's segments_backward on one thread, with the
+    cell's time loop a.slab_second."""
+    cdef CellArgs s
+    group_args(<CellArgs*>args, group, &s)
+    segments_backward(&s, 1, s.slab_second)
 
 
 cdef inline void* offset(const void* p, Py_ssize_t nbytes) noexcept nogil:
@@ -671,7 +753,7 @@ cdef inline int cell_args(CellArgs* a, int gates, int slabs, int slab_steps,
     a.B, a.n_input, a.n_hidden = <int>X[1], <int>X[2], <int>W_hh[1]
     a.n_gates = gates * a.n_hidden
     if segments is not None:
-        check_segments(segments, lengths, backward, X[0], h0[0])
+        a.n_groups = check_segments(segments, lengths, backward, X[0], h0[0])
         a.segments, a.n_segments = &segments[0, 0], segments.shape[0]
         a.seg_width = <int>segments.shape[1]
         a.lengths = &lengths[0] if lengths is not None else NULL
@@ -704,7 +786,11 @@ cdef inline int run_forward(CellArgs* a, const floating[:, :, ::1] X,
         # forward's projection time)
         n_threads = max(1, n_threads)
         with nogil:
-            segments_forward(a, n_threads, forward_part)
+            if a.n_groups > 1:
+                a.slab_second = forward_part
+                bptt_parallel(group_forward_part, a, a.n_groups, n_threads)
+            else:
+                segments_forward(a, n_threads, forward_part)
         return 0
     # slabs: all of a slab's work is one part, so the time loop's batch
     # split need not be capped
@@ -768,6 +854,7 @@ cdef inline int run_backward(CellArgs* a, const floating[:, :, ::1] X,
     cdef const floating* W_hh_packed
     cdef Py_ssize_t size = gradient_size(a.n_gates, a.n_input, a.n_hidden)
     cdef int gradient_parts = slabs if slabs > 1 else balanced_parts(n_threads, a.T)
+    cdef int groups = a.n_groups if a.segments != NULL else 1
     cdef int k
     cdef fp_mode saved
     packed = pack_weights(W_hh, False, &W_hh_packed)
@@ -783,18 +870,29 @@ cdef inline int run_backward(CellArgs* a, const floating[:, :, ::1] X,
         raise ValueError(f"with segments the pieces' truncate column sets each one's "
                          f"window; truncate must be 0, got {truncate}.")
     a.gradient_block = size + <Py_ssize_t>a.n_extra * a.n_hidden
-    scratch = gradient_scratch(a, gradient_parts, a.gradient_block)
+    scratch = gradient_scratch(a, max(gradient_parts, groups), a.gradient_block)
     if a.state_rows[0] == NULL:
         a.state_rows[0] = a.H  # every cell's h
     if a.segments != NULL:
-        previous = np.empty(largest_block(a) * a.n_hidden,
+        previous = np.empty(groups * largest_block(a) * a.n_hidden,
                             dtype=np.float64 if a.is_double else np.float32)
         a.previous, a.gradient = cnp.PyArray_DATA(previous), gradient_part
     n_threads = max(1, n_threads)
     with nogil:
         # the parts' sums run outside the pool: flush here too (_fpmode.pxd)
         saved = flush_enter()
-        if a.segments != NULL:
+        if a.segments != NULL and groups > 1:
+            # each group whole on one thread, then the groups' gradients added
+            a.slab_second = backward_part
+            bptt_parallel(group_backward_part, a, groups, n_threads)
+            add_gradient_parts(&dW_xh[0, 0], &dW_hh[0, 0], &db_h[0], a.n_gates,
+                               a.n_input, a.n_hidden, <floating*>a.scratch,
+                               a.gradient_block, groups)
+            for k in range(a.n_extra):
+                add_parts(<floating*>a.dextra[k],
+                          <floating*>a.scratch + size + k * a.n_hidden, a.n_hidden,
+                          a.gradient_block, groups - 1)
+        elif a.segments != NULL:
             # the time loops and the weight gradients block by block
             segments_backward(a, n_threads, backward_part)
         else:

@@ -50,16 +50,20 @@ def test_training_data_validates_once():
                                   "ragged-sequence-bidirectional-truncated"])
 def test_groups_on_two_threads_equal_one_thread(monkeypatch, cell, case):
     """With two threads the general driver splits the batch into two groups
-    of sequences, each run whole on its own thread (_threads.run_each): the
-    loss, every gradient, the final state and the state gradients are those
-    of one thread, up to the order of the groups' sums."""
+    of sequences, which every kernel call runs each whole on its own thread
+    (a segments table of two groups, src/_cellparts.pxd): the loss, every
+    gradient, the final state and the state gradients are those of one
+    thread, up to the order of the groups' sums."""
     from threadpoolctl import threadpool_limits
-    from bptt import _threads
+    from bptt import _cells
 
-    calls = []
-    run_each = _threads.run_each
-    monkeypatch.setattr(_threads, "run_each",
-                        lambda fns: calls.append(len(fns)) or run_each(fns))
+    calls = set()
+    run_forward = _cells.CellBinding.run_forward
+
+    def counting(self, X, p, state0, cache, segments, *args, **kw):
+        calls.add(int((segments[:, 0] == 0).sum()))  # groups: rows with t0 = 0
+        return run_forward(self, X, p, state0, cache, segments, *args, **kw)
+    monkeypatch.setattr(_cells.CellBinding, "run_forward", counting)
     rng = np.random.default_rng(1)
     n, T = 16, 12
     kw = dict(num_layers=2, bidirectional="stacked" not in case,
@@ -86,8 +90,9 @@ def test_groups_on_two_threads_equal_one_thread(monkeypatch, cell, case):
                                                 truncate=truncate, return_state_grads=True)
             results[budget] += (net.forward(X)[1],)
             results[budget] += (net.forward(X)[0],)
-        # loss_and_grad, forward and the second forward
-        assert calls == ([] if budget == 1 else [2, 2, 2])
+        # loss_and_grad, forward and the second forward: groups per call
+        assert calls == {budget}
+        calls.clear()
     (loss1, grads1, flow1, h1, Y1), (loss2, grads2, flow2, h2, Y2) = results[1], results[2]
     assert loss1 == pytest.approx(loss2, rel=1e-13)
 
@@ -112,24 +117,39 @@ def test_groups_on_two_threads_equal_one_thread(monkeypatch, cell, case):
 
 
 @pytest.mark.parametrize("n, k", [(1, 2), (2, 2), (5, 2), (64, 2), (7, 3), (9, 4)])
-def test_layout_groups_cover_the_batch_and_balance_the_work(n, k):
+@pytest.mark.parametrize("uniform", [False, True])
+def test_grouped_layout_covers_the_batch_and_balances_the_work(n, k, uniform):
     rng = np.random.default_rng(n)
-    lengths = rng.integers(1, 200, n)
-    lay = bptt._bptt.Layout(lengths)
-    groups = lay.groups(k)
-    assert len(groups) == min(n, k)
-    # every sequence in exactly one group, every packed row exactly once
-    np.testing.assert_array_equal(np.sort(np.concatenate([g.positions for g in groups])),
-                                  np.arange(n))
-    np.testing.assert_array_equal(np.sort(np.concatenate([g.rows for g in groups])),
-                                  np.arange(lay.rows))
-    for g in groups:
-        # a group's packed row r is its sequence's timestep at the mapped row
-        np.testing.assert_array_equal(lay.t_of_row[g.rows], g.lay.t_of_row)
-        np.testing.assert_array_equal(lay.j_of_row[g.rows], g.positions[g.lay.j_of_row])
+    lengths = np.full(n, 37) if uniform else rng.integers(1, 200, n)
+    plain = bptt._bptt.Layout(lengths)
+    lay = plain.grouped(k)
+    if n == 1:
+        assert lay is plain
+        return
+    assert len(lay.parts) == min(n, k)
+    # every sequence at one position, every packed row exactly once
+    np.testing.assert_array_equal(np.sort(lay.order), np.arange(n))
+    np.testing.assert_array_equal(np.sort(lay.plain_rows), np.arange(plain.rows))
+    np.testing.assert_array_equal(lay.plain_rows[lay.rows_of_plain], np.arange(plain.rows))
+    # a row holds the same sequence's timestep as the plain row it maps to
+    np.testing.assert_array_equal(plain.t_of_row[lay.plain_rows], lay.t_of_row)
+    np.testing.assert_array_equal(plain.order[plain.j_of_row[lay.plain_rows]],
+                                  lay.order[lay.j_of_row])
+    np.testing.assert_array_equal(lay.sorted_lengths, lengths[lay.order])
+    for part, r0, p0 in lay.parts:  # each group sorted, its rows in one block
+        assert (np.diff(lay.sorted_lengths[p0:p0 + part.n]) <= 0).all()
+        np.testing.assert_array_equal(lay.j_of_row[r0:r0 + part.rows] - p0, part.j_of_row)
+    # rev, last and first rows, pack: as the plain layout's, through the map
+    np.testing.assert_array_equal(lay.plain_rows[lay.rev], plain.rev[lay.plain_rows])
+    np.testing.assert_array_equal(lay.plain_rows[lay.last_row],
+                                  plain.last_row[np.argsort(plain.order)[lay.order]])
+    np.testing.assert_array_equal(lay.t_of_row[lay.first_row], 0)
+    np.testing.assert_array_equal(lay.j_of_row[lay.first_row], np.arange(n))
+    X = rng.standard_normal((n, int(lengths.max()) + 2, 3))
+    np.testing.assert_array_equal(lay.pack(X), plain.pack(X)[lay.plain_rows])
     if n >= 4 * k:
-        work = [g.lay.rows for g in groups]
-        assert max(work) <= 1.25 * lay.rows / len(groups)
+        work = [part.rows for part, _, _ in lay.parts]
+        assert max(work) <= 1.25 * plain.rows / len(lay.parts)
 
 
 def test_run_each_returns_all_and_waits_for_all():

@@ -35,12 +35,13 @@ LAYOUTS = [
 ]
 
 
-def _problem(cell, lengths, dtype, I=3, H=4, seed=0):
-    """A binding pair (compiled, reference), parameters, the layout, packed
-    X and a state0 in sorted order, all of ``dtype``."""
+def _problem(cell, lengths, dtype, I=3, H=4, seed=0, groups=1):
+    """A binding pair (compiled, reference), parameters, the layout (in
+    ``groups`` groups of sequences: Layout.grouped), packed X and a state0
+    by position, all of ``dtype``."""
     spec = _cells.CELLS[cell]
     rng = np.random.default_rng(seed)
-    lay = _bptt.Layout(np.array(lengths))
+    lay = _bptt.Layout(np.array(lengths)).grouped(groups)
     G = spec.n_gates
     p = {"W_xh": rng.uniform(-0.6, 0.6, (G * H, I)), "W_hh": rng.uniform(-0.6, 0.6, (G * H, H)),
          "b_h": rng.uniform(-0.3, 0.3, G * H)}
@@ -89,11 +90,15 @@ def _close(a, b, rtol, atol, what):
 @pytest.mark.parametrize("lengths,truncate,reverse", LAYOUTS)
 @pytest.mark.parametrize("cell,nonlinearity", CELL_NONLINEARITIES)
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_segments_match_the_reference(cell, nonlinearity, lengths, truncate, reverse, dtype):
+@pytest.mark.parametrize("groups", [1, 2, 3])
+def test_segments_match_the_reference(cell, nonlinearity, lengths, truncate, reverse, dtype,
+                                      groups):
     """One compiled call per run against the reference's call per segment:
     caches, gradients (written and accumulated), dX, dL/dstate0, the state
-    gradients and their norms, on 1 and 2 threads."""
-    spec, lay, p, X, state0, rng = _problem(cell, lengths, dtype)
+    gradients and their norms, on 1 and 2 threads; the batch in 1 to 3
+    groups of sequences (src/_cellparts.pxd, "groups"), which the kernels
+    run one per thread."""
+    spec, lay, p, X, state0, rng = _problem(cell, lengths, dtype, groups=groups)
     compiled, reference = _bindings(spec, nonlinearity)
     H = p["W_hh"].shape[1]
     dH = rng.standard_normal((lay.rows, H)).astype(dtype)
@@ -173,8 +178,8 @@ class _Counting:
 def test_one_kernel_call_per_run(cell, threads, monkeypatch):
     """Ragged input: every run (layer x direction) is one forward and one
     backward kernel call, however many segments its layout has (so the
-    per-segment path cannot come back unnoticed); with several threads, one
-    per group of sequences."""
+    per-segment path cannot come back unnoticed); with several threads too,
+    whose groups of sequences the call runs one per thread."""
     from threadpoolctl import threadpool_limits
 
     rng = np.random.default_rng(0)
@@ -194,7 +199,7 @@ def test_one_kernel_call_per_run(cell, threads, monkeypatch):
             net.loss_and_grad(X, y, output="last", truncate=3)
     finally:
         del cell_obj.__dict__["kernels"]
-    runs = 2 * 2 * threads  # layers x directions (x groups)
+    runs = 2 * 2  # layers x directions
     kernel = _cells.CELLS[cell].kernel
     assert counts == {f"{kernel}_forward": runs, f"{kernel}_backward": runs}
 
@@ -216,6 +221,10 @@ def test_numpy_backend_loops_segments_in_the_binding():
     ([[0, 1, 3, 0], [1, 2, 4, 3]], "does not follow"),
     ([[0, 1, 3, 0], [1, 0, 1, 3]], "does not follow"),
     ([[0, 1, 3]], "shape"),
+    # groups (a row with t0 = 0 starts one): more sequences than h0 has rows,
+    # or fewer
+    ([[0, 2, 2, 0], [0, 2, 2, 4]], "does not follow"),
+    ([[0, 3, 1, 0], [0, 3, 1, 3]], "groups start with 2 sequences in all; h0 has 3"),
 ])
 def test_bad_segment_tables_are_refused(table, message):
     spec, lay, p, X, state0, _ = _problem("rnn", [3, 2, 1, 1][:3], "float64")

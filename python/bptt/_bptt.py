@@ -30,7 +30,6 @@ reads their rows, :func:`bptt._validation.target_rows`).
 import sys
 import weakref
 from contextlib import nullcontext
-from types import SimpleNamespace
 
 import numpy as np
 
@@ -562,6 +561,9 @@ class TrainingData:
 # with the rows permuted by ``Layout.rev`` (an involution). Layer l > 0
 # reads layer l-1's output [h_fwd(t), h_bwd(t)] (times the dropout mask
 # while training); backward, the dX of layer l's runs is layer l-1's dL/dH.
+# With several threads the sequences go in groups, one per thread, each
+# packed on its own and the groups' rows one after another
+# (GroupedLayout): each kernel call runs every group on a thread of its own.
 
 
 class Buffers:
@@ -589,23 +591,10 @@ class Buffers:
         return self.get((tag, shape, np.dtype(dtype).str),
                         lambda: np.empty(shape, dtype=dtype))
 
-    def sub(self, tag):
-        """These buffers under keys of their own (a group's, which runs on
-        its own thread beside the others)."""
-        return _SubBuffers(self, tag)
-
     def keep(self):
         arrays = [a for v in self.used.values() for a in (v if isinstance(v, tuple) else (v,))]
         if sum(a.nbytes for a in arrays) <= KEEP_WORKSPACE_BYTES:
             self.net._buffers = self.used
-
-
-class _SubBuffers(Buffers):
-    def __init__(self, parent, tag):
-        self.parent, self.tag = parent, tag
-
-    def get(self, key, make):
-        return self.parent.get((self.tag, key), make)
 
 
 class Layout:
@@ -630,6 +619,10 @@ class Layout:
         Row (t, j) -> row (T_j - 1 - t, j).
     uniform : bool
         Every length is T (the layout is plain time-major (T, n, .)).
+    parts : list of (Layout, int, int)
+        Its groups (:class:`GroupedLayout`): here one, ``(self, 0, 0)``.
+    first_row : ndarray of shape (n,)
+        The row of each sorted sequence's first timestep.
     """
 
     def __init__(self, lengths):
@@ -655,6 +648,9 @@ class Layout:
         self.j_of_row = j_of_row = np.arange(rows) - offsets[t_of_row]
         self.t_of_row = t_of_row
         self._rev = None
+        # (layout, first row, first position) of each group: one, itself
+        self.parts = [(self, 0, 0)]
+        self.first_row = np.arange(n)
 
     @property
     def rev(self):
@@ -665,46 +661,27 @@ class Layout:
                          + self.j_of_row)
         return self._rev
 
-    def groups(self, k):
-        """The batch in at most ``k`` groups of sequences of about equal
-        summed length, one per thread (layered_loss_grad_state).
-
-        Sequences are dealt out longest first in a snake order (0, 1, ...,
-        k-1, k-1, ..., 0, 0, ...), so each group gets a share of every
-        length. Returns a list of groups, each with ``lay`` (its own Layout,
-        its sequences in this one's sorted order), ``positions`` (its
-        sequences' sorted positions here, ascending) and ``rows`` (the
-        packed rows here of its packed rows).
-        """
+    def grouped(self, k):
+        """This layout with its batch in at most ``k`` groups of sequences
+        of about equal summed length, one per thread: a
+        :class:`GroupedLayout` (``self`` when k <= 1 or n = 1), kept for
+        the next call."""
         k = max(1, min(k, self.n))
-        if k not in self._groups:
-            self._groups[k] = self._make_groups(k)
-        return self._groups[k]
-
-    def _make_groups(self, k):
         if k == 1:
-            return [SimpleNamespace(lay=self, positions=np.arange(self.n),
-                                    rows=np.arange(self.rows))]
-        p = np.arange(self.n)
-        turn, seat = np.divmod(p, k)
-        which = np.where(turn % 2 == 0, seat, k - 1 - seat)
-        groups = []
-        for g in range(k):
-            positions = p[which == g]
-            lay = Layout(self.sorted_lengths[positions])  # already sorted: order kept
-            groups.append(SimpleNamespace(
-                lay=lay, positions=positions,
-                rows=self.offsets[lay.t_of_row] + positions[lay.j_of_row]))
-        return groups
+            return self
+        if k not in self._groups:
+            self._groups[k] = GroupedLayout(self, k)
+        return self._groups[k]
 
     def pack(self, X, out=None):
         """Batch-first (n, >= T, F) -> packed rows (rows, F), into ``out``
         (rows, F) when given, else a new array."""
         if out is None:
             out = np.empty((self.rows, X.shape[2]), dtype=X.dtype)
-        if self.uniform:  # the stable sort kept the order
-            time_major(np.ascontiguousarray(X[:, :self.T]), 0, self.T,
-                       out.reshape(self.T, self.n, -1))
+        if self.uniform:  # the stable sort kept the order; groups are blocks
+            for part, r0, p0 in self.parts:
+                time_major(np.ascontiguousarray(X[p0:p0 + part.n, :self.T]), 0, self.T,
+                           out[r0:r0 + part.rows].reshape(self.T, part.n, -1))
             return out
         flat = np.ascontiguousarray(X).reshape(-1, X.shape[2])
         np.take(flat, self.order[self.j_of_row] * X.shape[1] + self.t_of_row, axis=0,
@@ -780,6 +757,101 @@ class Layout:
         return pieces
 
 
+class GroupedLayout:
+    """A :class:`Layout`'s sequences in ``k`` groups, each packed on its own
+    and the groups' rows one after another: the kernels run each group on
+    a thread of its own in one call (src/_cellparts.pxd, "groups"), so the
+    driver's Python work happens once a step, not once a group per thread.
+
+    Sequences are dealt out longest first in a snake order (0, 1, ...,
+    k-1, k-1, ..., 0, 0, ...), so each group gets a share of every length;
+    sequences of one length go in k blocks of consecutive sequences (as
+    well balanced, and packed by plain copies). A *position* is a
+    sequence's place in this layout: the groups' sequences one after
+    another, each group's sorted longest first.
+
+    Attributes
+    ----------
+    n, T, rows, lengths, uniform
+        As the Layout's.
+    parts : list of (Layout, int, int)
+        Each group's own layout, its first row and its first position.
+    order : ndarray of shape (n,)
+        Position -> sample.
+    sorted_lengths : ndarray of shape (n,)
+        The lengths by position (sorted within each group).
+    segment_table : ndarray of shape (segments, 4)
+        The groups' tables one after another, rows shifted to theirs.
+    last_row, first_row : ndarray of shape (n,)
+        The row of each position's last and first timestep.
+    t_of_row, j_of_row : ndarray of shape (rows,)
+        Each row's timestep and position.
+    rev : ndarray of shape (rows,)
+        Row (t, j) -> row (T_j - 1 - t, j), within its group.
+    plain_rows, rows_of_plain : ndarray of shape (rows,)
+        The plain Layout's row each row holds, and the inverse: an array
+        of the plain Layout's rows is ``a[rows_of_plain]`` of this one's.
+    """
+
+    def __init__(self, lay, k):
+        self.n, self.T, self.rows = lay.n, lay.T, lay.rows
+        self.lengths, self.uniform = lay.lengths, lay.uniform
+        p = np.arange(lay.n)
+        if lay.uniform:
+            which = p * k // lay.n
+        else:
+            turn, seat = np.divmod(p, k)
+            which = np.where(turn % 2 == 0, seat, k - 1 - seat)
+        positions = [p[which == g] for g in range(k)]
+        self.parts, r0, p0 = [], 0, 0
+        for pos in positions:
+            part = Layout(lay.sorted_lengths[pos])  # already sorted: order kept
+            self.parts.append((part, r0, p0))
+            r0, p0 = r0 + part.rows, p0 + part.n
+        self.order = lay.order[np.concatenate(positions)]
+        self.sorted_lengths = lay.lengths[self.order]
+        self.segment_table = self._joined(lambda part: part.segment_table)
+        self.segments = [tuple(row) for row in self.segment_table.tolist()]
+        self.last_row = np.concatenate([part.last_row + r0 for part, r0, _ in self.parts])
+        self.first_row = np.concatenate([np.arange(part.n) + r0
+                                         for part, r0, _ in self.parts])
+        self.t_of_row = np.concatenate([part.t_of_row for part, _, _ in self.parts])
+        self.j_of_row = np.concatenate([part.j_of_row + p0 for part, _, p0 in self.parts])
+        position = np.empty(lay.n, dtype=np.intp)
+        position[lay.order] = np.arange(lay.n)
+        self.plain_rows = lay.offsets[self.t_of_row] + position[self.order[self.j_of_row]]
+        self.rows_of_plain = np.empty(self.rows, dtype=np.intp)
+        self.rows_of_plain[self.plain_rows] = np.arange(self.rows)
+        self._rev = None
+        self._pieces = {}
+
+    def _joined(self, table_of):
+        """The groups' int64 tables (rows t0, t1, B, r0, ...) one after
+        another, each group's r0 shifted by its first row."""
+        tables = []
+        for part, r0, _ in self.parts:
+            table = table_of(part).copy()
+            table[:, 3] += r0
+            tables.append(table)
+        return np.ascontiguousarray(np.concatenate(tables))
+
+    @property
+    def rev(self):
+        """Row (t, j) -> row (T_j - 1 - t, j), made on first use."""
+        if self._rev is None:
+            self._rev = np.concatenate([part.rev + r0 for part, r0, _ in self.parts])
+        return self._rev
+
+    def pieces(self, truncate, reverse):
+        """The groups' Layout.pieces one after another (their rows shifted)."""
+        key = (truncate, bool(reverse))
+        if key not in self._pieces:
+            self._pieces[key] = self._joined(lambda part: part.pieces(truncate, reverse))
+        return self._pieces[key]
+
+    pack = Layout.pack
+
+
 def suffix(layer, direction):
     """The parameter-name suffix of a layer and direction (DESIGN.md)."""
     return ("" if layer == 0 else f"_l{layer}") + ("_reverse" if direction else "")
@@ -841,15 +913,16 @@ def _rows_reversed(lay, src, out, scratch=None, add=False):
     a column block: the gathers and copies of a 2-layer bidirectional M step
     took about 5% of it."""
     if lay.uniform:
-        blocks = []
-        for a in (src, out):
-            view = a.view()
-            view.shape = (lay.T, lay.n, a.shape[1])  # raises rather than copy
-            blocks.append(view)
-        if add:
-            np.add(blocks[1], blocks[0][::-1], out=blocks[1])
-        else:
-            np.copyto(blocks[1], blocks[0][::-1])
+        for part, r0, _ in lay.parts:  # each group's rows on their own
+            blocks = []
+            for a in (src, out):
+                view = a[r0:r0 + part.rows].view()
+                view.shape = (lay.T, part.n, a.shape[1])  # raises rather than copy
+                blocks.append(view)
+            if add:
+                np.add(blocks[1], blocks[0][::-1], out=blocks[1])
+            else:
+                np.copyto(blocks[1], blocks[0][::-1])
         return out
     if not add and out.flags.c_contiguous:
         return np.take(src, lay.rev, axis=0, out=out)
@@ -983,10 +1056,13 @@ def _pool(lay, top, output, directions):
         if directions == 1:
             return top[lay.last_row]
         H = top.shape[1] // 2
-        return np.concatenate([top[lay.last_row, :H], top[:lay.n, H:]], axis=1)
+        return np.concatenate([top[lay.last_row, :H], top[lay.first_row, H:]], axis=1)
     pooled = np.zeros((lay.n, top.shape[1]), dtype=top.dtype)
-    for t0, t1, B, r0 in lay.segments:
-        pooled[:B] += top[r0:r0 + (t1 - t0) * B].reshape(t1 - t0, B, -1).sum(axis=0)
+    for part, g0, p0 in lay.parts:
+        for t0, t1, B, r0 in part.segments:
+            r0 += g0
+            pooled[p0:p0 + B] += top[r0:r0 + (t1 - t0) * B].reshape(t1 - t0, B, -1).sum(
+                axis=0)
     pooled /= lay.sorted_lengths[:, None]
     return pooled
 
@@ -1001,47 +1077,42 @@ def _unpool(lay, dpooled, output, width, directions, buf):
         H = width // directions
         dtop[lay.last_row, :H] = dpooled[:, :H]
         if directions == 2:
-            dtop[:lay.n, H:] += dpooled[:, H:]
+            dtop[lay.first_row, H:] += dpooled[:, H:]
         return dtop
     scaled = dpooled / lay.sorted_lengths[:, None]
-    for t0, t1, B, r0 in lay.segments:
-        dtop[r0:r0 + (t1 - t0) * B].reshape(t1 - t0, B, -1)[...] = scaled[:B]
+    for part, g0, p0 in lay.parts:
+        for t0, t1, B, r0 in part.segments:
+            r0 += g0
+            dtop[r0:r0 + (t1 - t0) * B].reshape(t1 - t0, B, -1)[...] = scaled[p0:p0 + B]
     return dtop
 
 
 def _layered_output(net, lay, X, state0, output=None):
     """The layers on X batch-first (n, >= T, I), then the output layer on
     their top output (packed rows), or on its pooling for ``output`` "last"
-    or "mean" ((n, .) in sorted order). Returns Y and the final states by
-    run (sorted order). Several threads split the batch into groups, as in
-    :func:`layered_loss_grad_state`."""
+    or "mean" ((n, .) by position). Returns Y, the final states by run (by
+    position) and the layout they are in: with several threads, ``lay``
+    grouped (:class:`GroupedLayout`)."""
     buf = Buffers(net)
     with serial_blas() if holds_blas(net, lay.n, lay.T) else nullcontext(1) as budget:
         n_threads = plan_threads(net, budget, lay.n)
+        lay = lay.grouped(n_threads)  # one group of sequences per thread
         states = _sorted_states(net, lay, state0)
         Xp = lay.pack(X, buf.empty("X", (lay.rows, X.shape[2]), net.dtype))
-        groups = lay.groups(n_threads)
-        if len(groups) == 1:
-            Y, finals = _output_step(net, lay, Xp, states, output, n_threads, buf)
-        else:
-            done = _threads.run_each([
-                lambda g=g, k=k: _output_step(
-                    net, g.lay, np.ascontiguousarray(Xp[g.rows]),
-                    [_state_rows(net, s, g.positions) for s in states], output, 1,
-                    buf.sub(k))
-                for k, g in enumerate(groups)])
-            Y = np.empty((lay.rows if output is None else lay.n, net.output_size),
-                         dtype=net.dtype)
-            for g, (Yg, _) in zip(groups, done):
-                Y[g.rows if output is None else g.positions] = Yg
-            finals = _merge_finals(net, lay, groups, [d[1] for d in done])
+        Y, finals = _output_step(net, lay, Xp, states, output, n_threads, buf)
     buf.keep()
     if not np.isfinite(Y).all():
         raise FloatingPointError(
             "forward produced non-finite outputs: the parameters hold NaN/inf "
             "or the inputs are too large for the network's dtype."
         )
-    return Y, finals
+    return Y, finals, lay
+
+
+def plain(lay, rows):
+    """Packed rows (rows, .) of a grouped layout in the plain Layout's order
+    (unchanged for a plain Layout)."""
+    return rows if isinstance(lay, Layout) else rows[lay.rows_of_plain]
 
 
 def _output_step(net, lay, Xp, states, output, n_threads, buf):
@@ -1060,14 +1131,14 @@ def _output_step(net, lay, Xp, states, output, n_threads, buf):
 def layered_forward(net, lay, X, state0):
     """forward() through the general driver: X batch-first (n, >= T, I).
     Returns Y (rows, O) packed and the final state in the contract's form."""
-    Y, finals = _layered_output(net, lay, X, state0)
-    return Y, _unsorted_states(net, lay, finals)
+    Y, finals, lay = _layered_output(net, lay, X, state0)
+    return plain(lay, Y), _unsorted_states(net, lay, finals)
 
 
 def layered_readout(net, lay, X, state0, output):
     """The output layer on the pooled top output ("last" or "mean"), (n, O)
     in sample order; X batch-first (n, >= T, I)."""
-    Y, _ = _layered_output(net, lay, X, state0, output)
+    Y, _, lay = _layered_output(net, lay, X, state0, output)
     out = np.empty_like(Y)
     out[lay.order] = Y
     return out
@@ -1121,15 +1192,18 @@ def layered_loss_grad_state(net, lay, X, target, loss, output, truncate, state0,
     "padded" to ``width`` timesteps, or "list"; :func:`layered_state_grads`).
 
     With several threads the batch splits into groups of sequences, one
-    per thread, balanced by their summed lengths (:meth:`Layout.groups`):
-    each group runs every layer, direction and the output layer on its own
-    thread with one-thread kernel calls, as a slab does on the one-layer
-    path, and their losses and gradients (each over the whole batch's
-    denominator) are added.
+    per thread, balanced by their summed lengths (:class:`GroupedLayout`):
+    every kernel call runs each group whole on its own thread (the output
+    layer splits its rows), so the step's Python work is done once. The
+    dropout ``masks`` are (rows, D*H) in the plain layout's row order.
     """
     buf = Buffers(net)
+    plain_lay = lay
     with serial_blas() if holds_blas(net, lay.n, lay.T) else nullcontext(1) as budget:
         n_threads = plan_threads(net, budget, lay.n)
+        lay = lay.grouped(n_threads)  # one group of sequences per thread
+        if masks is not None and lay is not plain_lay:
+            masks = [np.ascontiguousarray(m[lay.plain_rows]) for m in masks]
         states = _sorted_states(net, lay, state0)
         Xp = lay.pack(X, buf.empty("X", (lay.rows, X.shape[2]), net.dtype))
         if output == "sequence":
@@ -1151,75 +1225,20 @@ def layered_loss_grad_state(net, lay, X, target, loss, output, truncate, state0,
         N = lay.rows if output == "sequence" else lay.n
         rows = N if row_weights is None else float(row_weights.sum(dtype=np.float64))
         denominator = rows if loss == "cross_entropy" else rows * net.output_size
-        flows = state_grads is not None
-        groups = lay.groups(n_threads)
-        if len(groups) == 1:
-            value, grads, finals, flow = _layered_step(
-                net, lay, Xp, states, target, row_weights, denominator, loss, output,
-                truncate, masks, flows, n_threads, buf)
-        else:
-            def group_step(g, k):
-                def packed(a):
-                    return None if a is None else np.ascontiguousarray(a[g.rows])
-                # the output layer's rows: packed for "sequence", else sequences
-                out_rows = packed if output == "sequence" else (
-                    lambda a: None if a is None else np.ascontiguousarray(a[g.positions]))
-                return _layered_step(
-                    net, g.lay, packed(Xp), [_state_rows(net, s, g.positions) for s in states],
-                    out_rows(target), out_rows(row_weights), denominator, loss, output,
-                    truncate, None if masks is None else [packed(m) for m in masks], flows,
-                    1, buf.sub(k))
-            done = _threads.run_each([lambda g=g, k=k: group_step(g, k)
-                                      for k, g in enumerate(groups)])
-            value, grads, finals, flow = _merge_groups(net, lay, groups, done, buf)
+        value, grads, finals, flow = _layered_step(
+            net, lay, Xp, states, target, row_weights, denominator, loss, output,
+            truncate, masks, state_grads is not None, n_threads, buf)
         final_state = _unsorted_states(net, lay, finals)
+        if flow is not None and lay is not plain_lay:
+            # the state gradients in the plain layout's row order, into kept
+            # buffers (fresh pages fault on first touch: Buffers)
+            flow = tuple(np.take(a, lay.rows_of_plain, axis=1,
+                                 out=buf.empty(("flow_plain", k), a.shape, a.dtype))
+                         for k, a in enumerate(flow))
     buf.keep()
     if flow is not None:
-        state_grads.update(layered_state_grads(net, lay, flow, form, width))
-    # each group's share was checked before its backward pass (_layered_step)
+        state_grads.update(layered_state_grads(net, plain_lay, flow, form, width))
     return value, grads, final_state
-
-
-def _state_rows(net, state, positions):
-    """The rows ``positions`` of a run's state (an array or a tuple), contiguous."""
-    spec = net._cell.spec
-    return spec.state_of([np.ascontiguousarray(a[positions])
-                          for a in spec.state_arrays(state)])
-
-
-def _merge_groups(net, lay, groups, done, buf):
-    """The whole batch's loss, gradients, final states (by run, sorted
-    order) and packed state gradients from its groups' :func:`_layered_step`."""
-    value = sum(d[0] for d in done)
-    grads = done[0][1]
-    for d in done[1:]:
-        for name, g in d[1].items():
-            grads[name] += g
-    finals = _merge_finals(net, lay, groups, [d[2] for d in done])
-    flow = None
-    if done[0][3] is not None:
-        flow = tuple(buf.empty(("flow", k), (a.shape[0], lay.rows, a.shape[2]), a.dtype)
-                     for k, a in enumerate(done[0][3]))
-        for g, d in zip(groups, done):
-            for a, part in zip(flow, d[3]):
-                a[:, g.rows] = part
-    return value, grads, finals, flow
-
-
-def _merge_finals(net, lay, groups, group_finals):
-    """Final states by run (sorted order) from each group's."""
-    spec = net._cell.spec
-    finals = []
-    for run in range(len(group_finals[0])):
-        parts = [spec.state_arrays(f[run]) for f in group_finals]
-        full = []
-        for k in range(len(parts[0])):
-            a = np.empty((lay.n, net.hidden_size), dtype=net.dtype)
-            for g, part in zip(groups, parts):
-                a[g.positions] = part[k]
-            full.append(a)
-        finals.append(spec.state_of(full))
-    return finals
 
 
 def _layered_step(net, lay, Xp, states, target, row_weights, denominator, loss, output,

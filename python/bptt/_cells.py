@@ -63,9 +63,12 @@ The interface every binding implements:
     (rows, I), the cache ``allocate(rows, 1, H)``, dH and dX (rows, .),
     ``dstate_out`` arrays (rows, H) (and norms (states, rows)), a state
     (n, H) in sorted order; ``segments`` / ``pieces`` the layout's int64
-    tables (src/_cellparts.pxd, "segments"). The compiled kernels take the
-    table in one call; the NumPy reference loops it here, one call per
-    segment, passing the states and their gradients between them.
+    tables (src/_cellparts.pxd, "segments"), whose batch may be split into
+    groups of sequences (a row with t0 = 0 starts one; a layout's groups,
+    one per thread). The compiled kernels take the table in one call and
+    run each group on a thread of its own; the NumPy reference loops it
+    here, one call per segment, passing the states and their gradients
+    between them.
 ``stepper(p, state0, activation) -> Stepper or None``
     (inherited from :class:`CellBinding`) The compiled streaming stepper of
     the cell's kernels (``RNN.stream``, src/_stepper.pxi); None for the
@@ -312,10 +315,19 @@ class CellBinding:
     def run_forward(self, X, p, state0, cache, segments, n_threads=1):
         """One run over packed rows X (rows, I) from state0 (n, H, sorted
         order), filling the cache (``allocate(rows, 1, H)``) segment by
-        segment; ``segments`` int64 (k, 4): t0, t1, B, r0 (Layout)."""
+        segment; ``segments`` int64 (k, 4): t0, t1, B, r0 (Layout), possibly
+        in groups (a row with t0 = 0 starts one, whose sequences are the
+        next rows of state0; src/_cellparts.pxd, "segments"), which the
+        compiled kernels run one per thread."""
         if not self.reference:
             self.forward(X[:, None], p, state0, cache, n_threads, segments=segments)
             return
+        for table, rows in _groups_of(segments):
+            self._run_forward_group(X, p, _rows_of(state0, rows), cache, table)
+
+    def _run_forward_group(self, X, p, state0, cache, segments):
+        """run_forward of one group's segments from its state0 (the NumPy
+        reference)."""
         state = state0
         for t0, t1, B, r0 in segments[:, :4].tolist():
             r1 = r0 + (t1 - t0) * B
@@ -345,6 +357,23 @@ class CellBinding:
                                  accumulate, n_threads,
                                  None if dX is None else dX[:, None], dstate_out=out,
                                  segments=pieces, lengths=lengths)
+        carries = []
+        for g, (table, rows) in enumerate(_groups_of(pieces)):
+            carries.append(self._run_backward_group(
+                X, p, _rows_of(state0, rows), cache, dH, table,
+                None if lengths is None else lengths[rows], grads, accumulate or g > 0, dX,
+                dstate_out))
+        if len(carries) == 1:
+            return carries[0]
+        if isinstance(carries[0], tuple):
+            return tuple(np.concatenate(parts) for parts in zip(*carries))
+        return np.concatenate(carries)
+
+    def _run_backward_group(self, X, p, state0, cache, dH, pieces, lengths, grads,
+                            accumulate, dX, dstate_out):
+        """run_backward of one group's pieces, its state0 and lengths (the
+        NumPy reference)."""
+        n_states = len(self.spec.state)
         flat = tuple(a.reshape(X.shape[0], -1) for a in cache)
         carry = None
         for i, (t0, t1, B, r0, k, cut) in enumerate(pieces[::-1].tolist()):
@@ -365,7 +394,7 @@ class CellBinding:
                             for j, a in enumerate(dstate_out))
             carry = self.backward(block(X), p, s0, tuple(block(a) for a in cache),
                                   block(dH), None if carry is None else _pad_rows(carry, B),
-                                  k, grads, accumulate or i > 0, n_threads,
+                                  k, grads, accumulate or i > 0, 1,
                                   None if dX is None else block(dX), dstate_out=out)
             if t0 == 0:
                 continue
@@ -542,10 +571,24 @@ def output_kernels(kernels):
 
 
 def _rows_of(state, B):
-    """The first B rows of a state (or tuple of states)."""
+    """The first B rows of a state (or tuple of states); B may be a slice."""
+    rows = B if isinstance(B, slice) else slice(None, B)
     if isinstance(state, tuple):
-        return tuple(a[:B] for a in state)
-    return state[:B]
+        return tuple(a[rows] for a in state)
+    return state[rows]
+
+
+def _groups_of(table):
+    """A segments table's groups (src/_cellparts.pxd, "groups": a row with
+    t0 = 0 starts one): a list of (its rows of the table, the slice of the
+    state's rows its sequences take)."""
+    starts = np.flatnonzero(table[:, 0] == 0).tolist() + [table.shape[0]]
+    groups, base = [], 0
+    for a, b in zip(starts[:-1], starts[1:]):
+        n = int(table[a, 2])
+        groups.append((table[a:b], slice(base, base + n)))
+        base += n
+    return groups
 
 
 def _pad_rows(state, B):
