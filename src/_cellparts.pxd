@@ -151,6 +151,24 @@ cdef inline object gradient_scratch(CellArgs* a, int n_parts, Py_ssize_t block):
 # cache line takes 4x longer to pass between them, and the 2-thread M step
 # then ran 1.8x slower, slower than on one thread.
 
+cdef inline void own_gradients(const CellArgs* a, int part, CellArgs* s) noexcept nogil:
+    """Part ``part`` > 0 of a slabs' or groups' split writes its weight
+    gradients into block part - 1 of a.scratch, laid out [dW_xh | dW_hh |
+    db_h | dextra[0] | ...] (added to the real ones once
+    every part is done), not accumulating; no scratch: nothing to do."""
+    cdef Py_ssize_t item = sizeof(double) if a.is_double else sizeof(float)
+    cdef Py_ssize_t H = a.n_hidden, G = a.n_gates, I = a.n_input
+    cdef int k
+    if a.scratch == NULL:
+        return
+    s.dW_xh = offset(a.scratch, (part - 1) * a.gradient_block * item)
+    s.dW_hh = offset(s.dW_xh, G * I * item)
+    s.db_h = offset(s.dW_hh, G * H * item)
+    for k in range(a.n_extra):
+        s.dextra[k] = offset(s.db_h, (G + k * H) * item)
+    s.accumulate = False
+
+
 cdef inline void slab_args(const CellArgs* a, int slab, CellArgs* s) noexcept nogil:
     """s = the arguments of slab ``slab`` of a (a.T, a.B are one slab's).
 
@@ -178,13 +196,8 @@ cdef inline void slab_args(const CellArgs* a, int slab, CellArgs* s) noexcept no
     s.dH = offset(a.dH, rows * H * item)
     s.dX = offset(a.dX, rows * I * item)
     s.work = offset(a.work, batch * a.work_width * H * item)
-    if slab > 0 and a.scratch != NULL:
-        s.dW_xh = offset(a.scratch, (slab - 1) * a.gradient_block * item)
-        s.dW_hh = offset(s.dW_xh, G * I * item)
-        s.db_h = offset(s.dW_hh, G * H * item)
-        for k in range(a.n_extra):
-            s.dextra[k] = offset(s.db_h, (G + k * H) * item)
-        s.accumulate = False
+    if slab > 0:
+        own_gradients(a, slab, s)
 
 
 cdef inline void slab_part(void* args, int slab, int n_slabs) noexcept nogil:
@@ -525,10 +538,10 @@ cdef inline void group_args(const CellArgs* a, int group, CellArgs* s) noexcept 
     """s = the arguments of group ``group`` of a's table (section
     "segments"): its rows of the table, its rows of state0, dstate0, work
     and lengths, its own block of a.previous (backward); group g > 0 writes
-    its weight gradients into scratch block g - 1, laid out as slab_args
-    says, for run_backward to add."""
+    its weight gradients into scratch block g - 1 (own_gradients), for
+    run_backward to add."""
     cdef Py_ssize_t item = sizeof(double) if a.is_double else sizeof(float)
-    cdef Py_ssize_t H = a.n_hidden, G = a.n_gates, I = a.n_input
+    cdef Py_ssize_t H = a.n_hidden
     cdef Py_ssize_t i, first = 0, base = 0, count
     cdef int g = -1, k
     for i in range(a.n_segments):
@@ -552,13 +565,8 @@ cdef inline void group_args(const CellArgs* a, int group, CellArgs* s) noexcept 
         s.lengths = a.lengths + base
     if a.previous != NULL:  # backward (a table of pieces)
         s.previous = offset(a.previous, group * largest_block(a) * H * item)
-    if group > 0 and a.scratch != NULL:
-        s.dW_xh = offset(a.scratch, (group - 1) * a.gradient_block * item)
-        s.dW_hh = offset(s.dW_xh, G * I * item)
-        s.db_h = offset(s.dW_hh, G * H * item)
-        for k in range(a.n_extra):
-            s.dextra[k] = offset(s.db_h, (G + k * H) * item)
-        s.accumulate = False
+    if group > 0:
+        own_gradients(a, group, s)
 
 
 cdef inline void group_forward_part(void* args, int group, int n_groups) noexcept nogil:
