@@ -844,6 +844,19 @@ cdef inline int check_state_outs(CellArgs* a, const Py_ssize_t* X, const Py_ssiz
     return 0
 
 
+cdef inline void add_own_gradients(CellArgs* a, floating* dW_xh, floating* dW_hh,
+                                   floating* db_h, int parts) noexcept nogil:
+    """The weight gradients (and a.dextra's) += the blocks parts 1..parts-1
+    wrote into a.scratch (own_gradients)."""
+    cdef Py_ssize_t size = a.gradient_block - <Py_ssize_t>a.n_extra * a.n_hidden
+    cdef int k
+    add_gradient_parts(dW_xh, dW_hh, db_h, a.n_gates, a.n_input, a.n_hidden,
+                       <floating*>a.scratch, a.gradient_block, parts)
+    for k in range(a.n_extra):
+        add_parts(<floating*>a.dextra[k], <floating*>a.scratch + size + k * a.n_hidden,
+                  a.n_hidden, a.gradient_block, parts - 1)
+
+
 cdef inline int run_backward(CellArgs* a, const floating[:, :, ::1] X,
                              const floating[:, ::1] W_xh, const floating[:, ::1] W_hh,
                              const floating[:, ::1] h0, floating[:, :, ::1] dH,
@@ -893,25 +906,13 @@ cdef inline int run_backward(CellArgs* a, const floating[:, :, ::1] X,
             # each group whole on one thread, then the groups' gradients added
             a.slab_second = backward_part
             bptt_parallel(group_backward_part, a, groups, n_threads)
-            add_gradient_parts(&dW_xh[0, 0], &dW_hh[0, 0], &db_h[0], a.n_gates,
-                               a.n_input, a.n_hidden, <floating*>a.scratch,
-                               a.gradient_block, groups)
-            for k in range(a.n_extra):
-                add_parts(<floating*>a.dextra[k],
-                          <floating*>a.scratch + size + k * a.n_hidden, a.n_hidden,
-                          a.gradient_block, groups - 1)
+            add_own_gradients(a, &dW_xh[0, 0], &dW_hh[0, 0], &db_h[0], groups)
         elif a.segments != NULL:
             # the time loops and the weight gradients block by block
             segments_backward(a, n_threads, backward_part)
         else:
             run_phases(a, slabs, n_threads, backward_part, min(n_threads, a.B),
                        gradient_part, gradient_parts)
-            add_gradient_parts(&dW_xh[0, 0], &dW_hh[0, 0], &db_h[0], a.n_gates,
-                               a.n_input, a.n_hidden, <floating*>a.scratch,
-                               a.gradient_block, gradient_parts)
-            for k in range(a.n_extra):
-                add_parts(<floating*>a.dextra[k],
-                          <floating*>a.scratch + size + k * a.n_hidden, a.n_hidden,
-                          a.gradient_block, gradient_parts - 1)
+            add_own_gradients(a, &dW_xh[0, 0], &dW_hh[0, 0], &db_h[0], gradient_parts)
         flush_leave(saved)
     return 0
