@@ -1144,9 +1144,12 @@ def layered_readout(net, lay, X, state0, output):
     return out
 
 
-def layered_state_grads(net, lay, flow, form="array", width=None, keys=("dh", "dc")):
+def layered_state_grads(net, lay, flow, form="array", width=None, keys=("dh", "dc"),
+                        grouped=None):
     """loss_and_grad's state gradients from the packed (num_layers*D, rows,
-    H) arrays :func:`_backward_layers` filled, in the input's form.
+    H) arrays :func:`_backward_layers` filled, in the input's form; their
+    rows are in ``lay``'s order, or in ``grouped``'s (a
+    :class:`GroupedLayout` of ``lay``) when given.
 
     "array": (n, T, H) for one layer and direction, else (num_layers*D, n,
     T, H); "padded": the same, (n, width, H), NaN in the padding; "list": a
@@ -1159,15 +1162,21 @@ def layered_state_grads(net, lay, flow, form="array", width=None, keys=("dh", "d
     counts = np.diff(lay.offsets)  # sequences running at each timestep
     fill = np.nan if form == "padded" else 0.0
     T = width if form == "padded" and width else lay.T
+    # where each flow row goes: (sequence, timestep) of the batch-first array
+    sample, step = lay.order[lay.j_of_row], lay.t_of_row
+    if grouped is not None:  # flow row g holds the plain layout's row plain_rows[g]
+        sample, step = sample[grouped.plain_rows], step[grouped.plain_rows]
     out = {}
     for key, a in zip(keys, flow):
         squares = np.einsum("...k,...k->...", a, a, dtype=np.float64)
+        if grouped is not None:
+            squares = squares[:, grouped.rows_of_plain]
         norms = np.add.reduceat(np.sqrt(squares), lay.offsets[:-1], axis=-1) / counts
         # the scatter writes every element when no sequence is short of T
         every = form != "list" and lay.uniform and T == lay.T
         full = (returned_array(net, key, (LD, lay.n, T, H), a.dtype, None if every else fill)
                 if form != "list" else np.full((LD, lay.n, T, H), fill, dtype=a.dtype))
-        full[:, lay.order[lay.j_of_row], lay.t_of_row] = a
+        full[:, sample, step] = a
         if form == "list":
             arrays = [full[:, i, :L].copy() for i, L in enumerate(lay.lengths)]
             out[key] = [x[0] for x in arrays] if LD == 1 else arrays
@@ -1229,15 +1238,10 @@ def layered_loss_grad_state(net, lay, X, target, loss, output, truncate, state0,
             net, lay, Xp, states, target, row_weights, denominator, loss, output,
             truncate, masks, state_grads is not None, n_threads, buf)
         final_state = _unsorted_states(net, lay, finals)
-        if flow is not None and lay is not plain_lay:
-            # the state gradients in the plain layout's row order, into kept
-            # buffers (fresh pages fault on first touch: Buffers)
-            flow = tuple(np.take(a, lay.rows_of_plain, axis=1,
-                                 out=buf.empty(("flow_plain", k), a.shape, a.dtype))
-                         for k, a in enumerate(flow))
     buf.keep()
     if flow is not None:
-        state_grads.update(layered_state_grads(net, plain_lay, flow, form, width))
+        state_grads.update(layered_state_grads(
+            net, plain_lay, flow, form, width, grouped=None if lay is plain_lay else lay))
     return value, grads, final_state
 
 
