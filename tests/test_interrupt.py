@@ -180,9 +180,16 @@ print(json.dumps(out))
 '''
 
 
+# A suite started in the background (a shell ignores SIGINT for its
+# background jobs, and children inherit the ignore) would give the scripts
+# an ignored SIGINT, which Python then never turns into KeyboardInterrupt:
+# they restore Python's own handler first.
+_RESTORE_SIGINT = "import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
+
+
 def _run(tmp_path, script, timeout=180):
     path = tmp_path / "interrupt.py"
-    path.write_text(textwrap.dedent(script))
+    path.write_text(_RESTORE_SIGINT + textwrap.dedent(script))
     env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
     # the scripts import tests/interrupting.py
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.path.dirname(os.path.abspath(__file__)),
