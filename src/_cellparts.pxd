@@ -823,10 +823,13 @@ cdef inline int check_backward(const Py_ssize_t* X, const Py_ssize_t* W_xh,
 cdef inline int check_state_outs(CellArgs* a, const Py_ssize_t* X, const Py_ssize_t* h0,
                                  floating[:, :, ::1] dX, floating[:, :, :] dh_out,
                                  floating[:, :, :] dc_out,
-                                 double[:, :, :] norms_out) except -1:
+                                 double[:, :, :] norms_out,
+                                 double[:, :] norm_means) except -1:
     """The optional outputs: dX (T, B, I), dh_out and dc_out (a cell with a
-    cell state) as check_state_out says, and the norms of their rows as
-    check_norms_out says; each may be None."""
+    cell state) as check_state_out says, the norms of their rows as
+    check_norms_out says, and the norms' means over the rows: float64
+    (norms_out's states, at least T), any strides, sequences of one length
+    (not segments: their rows are pieces of sequences); each may be None."""
     # the state rows of a step: h0's (packed: one row a step, as X's)
     cdef Py_ssize_t rows = h0[0] if a.segments == NULL else X[1]
     if dX is not None:
@@ -841,7 +844,33 @@ cdef inline int check_state_outs(CellArgs* a, const Py_ssize_t* X, const Py_ssiz
         check_norms_out(norms_out.shape, norms_out.strides,
                         0 if dh_out is None else 1 + (dc_out is not None), a.T, rows,
                         a.norm_strides)
+    if norm_means is not None:
+        if norms_out is None:
+            raise ValueError("norm_means needs norms_out: it receives the mean of "
+                             "norms_out's rows at every step.")
+        if a.segments != NULL:
+            raise ValueError("norm_means takes sequences of one length; with segments "
+                             "the rows are pieces of sequences.")
+        if norm_means.shape[0] != norms_out.shape[0] or norm_means.shape[1] < a.T:
+            raise ValueError(f"norm_means must have shape ({norms_out.shape[0]}, {a.T} or "
+                             f"more); got shape {(norm_means.shape[0], norm_means.shape[1])}.")
     return 0
+
+
+cdef inline void mean_rows(double[:, :, :] norms, double[:, :] means,
+                           int T) noexcept nogil:
+    """means[k, t] = the mean of norms[k, t, :] for t < T: the batch's mean
+    state-gradient norm per step, taken here because the same reduction in
+    NumPy after the kernel cost the 2-thread Elman M step 3.5% (30 us: the
+    interpreter's and NumPy's code and data cold after the kernel)."""
+    cdef Py_ssize_t k, t, r, rows = norms.shape[2]
+    cdef double total
+    for k in range(norms.shape[0]):
+        for t in range(T):
+            total = 0
+            for r in range(rows):
+                total += norms[k, t, r]
+            means[k, t] = total / rows
 
 
 cdef inline void add_own_gradients(CellArgs* a, floating* dW_xh, floating* dW_hh,
@@ -864,7 +893,7 @@ cdef inline int run_backward(CellArgs* a, const floating[:, :, ::1] X,
                              floating[::1] db_h, floating[:, ::1] dh0,
                              floating[:, :, ::1] dX, floating[:, :, :] dh_out,
                              floating[:, :, :] dc_out, double[:, :, :] norms_out,
-                             int truncate, bint accumulate,
+                             double[:, :] norm_means, int truncate, bint accumulate,
                              int n_threads, int slabs, bptt_part_fn backward_part,
                              bptt_part_fn gradient_part) except -1:
     """A cell's backward once the cell has filled in its arrays (A, H,
@@ -914,5 +943,7 @@ cdef inline int run_backward(CellArgs* a, const floating[:, :, ::1] X,
             run_phases(a, slabs, n_threads, backward_part, min(n_threads, a.B),
                        gradient_part, gradient_parts)
             add_own_gradients(a, &dW_xh[0, 0], &dW_hh[0, 0], &db_h[0], gradient_parts)
+        if norm_means is not None:
+            mean_rows(norms_out, norm_means, a.T)
         flush_leave(saved)
     return 0

@@ -207,6 +207,7 @@ def elman_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
                    int slab_steps=0,                      # cache timesteps per slab (0: T)
                    floating[:, :, :] dh_out=None,         # OUT (T, B, H), optional
                    double[:, :, :] norms_out=None,        # OUT (1, T, B), optional
+                   double[:, :] norm_means=None,          # OUT (1, T), optional
                    const int64_t[:, ::1] segments=None,   # packed pieces (_cellparts.pxd)
                    const int64_t[::1] lengths=None):      # sorted lengths, cuts by mask
     """Backpropagate through time; see the module docstring for the maths.
@@ -226,6 +227,10 @@ def elman_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
     ``segments`` (int64 (pieces, 6): t0, t1, B, r0, truncate, cut) the
     arrays hold packed rows (rows, 1, .), dh_out and norms_out too, and
     truncate is 0 (_cellparts.pxd, "segments").
+
+    ``norm_means`` (float64 (states, at least T), with norms_out and
+    without segments) receives the mean over the rows of norms_out[k, t]
+    (the batch's mean state-gradient norm per step).
     """
     cdef CellArgs a
     cdef floating[:, :, :] dc_out = None  # no cell state
@@ -234,7 +239,8 @@ def elman_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
     check_shape("H", H.shape, 3, ANY, X.shape[1], W_hh.shape[1])
     check_backward(X.shape, W_xh.shape, W_hh.shape, h0.shape, dH.shape, dW_xh.shape,
                    dW_hh.shape, db_h.shape, dh0.shape)
-    check_state_outs(&a, X.shape, h0.shape, dX, dh_out, dc_out, norms_out)
+    check_state_outs(&a, X.shape, h0.shape, dX, dh_out, dc_out, norms_out,
+                     norm_means)
     if X.shape[0] == 0 or X.shape[1] == 0:
         return
     # dA is built in dH (run_backward sets a.dH to it: slab_args offsets it
@@ -242,8 +248,8 @@ def elman_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
     a.H, a.A, a.relu = &H[0, 0, 0], &dH[0, 0, 0], relu
     # the time loop turns dH into dA; then the weight gradients from dA
     run_backward(&a, X, W_xh, W_hh, h0, dH, dW_xh, dW_hh, db_h, dh0, dX, dh_out, dc_out,
-                 norms_out, truncate, accumulate, n_threads, slabs, backward_part,
-                 gradient_part)
+                 norms_out, norm_means, truncate, accumulate, n_threads, slabs,
+                 backward_part, gradient_part)
 
 
 # ---------------------------------------------------------------- streaming

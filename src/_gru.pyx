@@ -354,6 +354,7 @@ def gru_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
                  int slab_steps=0,                      # cache timesteps per slab (0: T)
                  floating[:, :, :] dh_out=None,         # OUT (T, B, H), optional
                  double[:, :, :] norms_out=None,        # OUT (1, T, B), optional
+                 double[:, :] norm_means=None,          # OUT (1, T), optional
                  const int64_t[:, ::1] segments=None,   # packed pieces (_cellparts.pxd)
                  const int64_t[::1] lengths=None):      # sorted lengths, cuts by mask
     """Backpropagate through time; see the module docstring for the maths.
@@ -370,6 +371,10 @@ def gru_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
     strides; with dh_out only) receives the L2 norm of every row of dh_out,
     ``norms_out[0, t, b] = ||dh_out[t, b]||``, taken as the row is copied.
     With ``segments``, packed rows as elman_backward's.
+
+    ``norm_means`` (float64 (states, at least T), with norms_out and
+    without segments) receives the mean over the rows of norms_out[k, t]
+    (the batch's mean state-gradient norm per step).
     """
     cdef CellArgs a
     cdef floating[:, :, :] dc_out = None  # no cell state
@@ -379,15 +384,16 @@ def gru_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
     check_backward(X.shape, W_xh.shape, W_hh.shape, h0.shape, dH.shape, dW_xh.shape,
                    dW_hh.shape, db_h.shape, dh0.shape)
     check_shape("db_hn", db_hn.shape, 1, W_hh.shape[1])
-    check_state_outs(&a, X.shape, h0.shape, dX, dh_out, dc_out, norms_out)
+    check_state_outs(&a, X.shape, h0.shape, dX, dh_out, dc_out, norms_out,
+                     norm_means)
     if X.shape[0] == 0 or X.shape[1] == 0 or W_hh.shape[1] == 0:
         return
     a.A, a.H, a.cache[0], a.cache_width[0] = &G[0, 0, 0], &H[0, 0, 0], &HN[0, 0, 0], 1
     a.dextra[0], a.n_extra = &db_hn[0], 1
     # the time loop turns G into dGh, HN into dA_n; then the weight gradients
     run_backward(&a, X, W_xh, W_hh, h0, dH, dW_xh, dW_hh, db_h, dh0, dX, dh_out, dc_out,
-                 norms_out, truncate, accumulate, n_threads, slabs, backward_part,
-                 gru_gradient_part)
+                 norms_out, norm_means, truncate, accumulate, n_threads, slabs,
+                 backward_part, gru_gradient_part)
 
 
 # ---------------------------------------------------------------- streaming

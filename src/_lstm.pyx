@@ -292,6 +292,7 @@ def lstm_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
                   floating[:, :, :] dh_out=None,         # OUT (T, B, H), optional
                   floating[:, :, :] dc_out=None,         # OUT (T, B, H), optional
                   double[:, :, :] norms_out=None,        # OUT (2, T, B), optional
+                  double[:, :] norm_means=None,          # OUT (2, T), optional
                   const int64_t[:, ::1] segments=None,   # packed pieces (_cellparts.pxd)
                   const int64_t[::1] lengths=None):      # sorted lengths, cuts by mask
     """Backpropagate through time; see the module docstring for the maths.
@@ -313,6 +314,10 @@ def lstm_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
     ||dc_out[t, b]||``, taken as the rows are copied. With ``segments``,
     packed rows as elman_backward's; dc0 then enters unread (no state
     after the run's last step) and leaves as dL/dc0.
+
+    ``norm_means`` (float64 (states, at least T), with norms_out and
+    without segments) receives the mean over the rows of norms_out[k, t]
+    (the batch's mean state-gradient norm per step).
     """
     cdef CellArgs a
     cell_args(&a, 4, slabs, slab_steps, X.shape, W_xh.shape, W_hh.shape, h0.shape,
@@ -322,7 +327,8 @@ def lstm_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
     check_backward(X.shape, W_xh.shape, W_hh.shape, h0.shape, dH.shape, dW_xh.shape,
                    dW_hh.shape, db_h.shape, dh0.shape)
     check_shape("dc0", dc0.shape, 2, h0.shape[0], h0.shape[1])
-    check_state_outs(&a, X.shape, h0.shape, dX, dh_out, dc_out, norms_out)
+    check_state_outs(&a, X.shape, h0.shape, dX, dh_out, dc_out, norms_out,
+                     norm_means)
     if X.shape[0] == 0 or X.shape[1] == 0 or W_hh.shape[1] == 0:
         return
     a.state0[1], a.A, a.H = &c0[0, 0], &G[0, 0, 0], &H[0, 0, 0]
@@ -330,8 +336,8 @@ def lstm_backward(const floating[:, :, ::1] X not None,  # IN  (T, B, I)
     a.state_rows[1] = &C[0, 0, 0]
     # the time loop turns G into dG; then the weight gradients from dG
     run_backward(&a, X, W_xh, W_hh, h0, dH, dW_xh, dW_hh, db_h, dh0, dX, dh_out, dc_out,
-                 norms_out, truncate, accumulate, n_threads, slabs, backward_part,
-                 gradient_part)
+                 norms_out, norm_means, truncate, accumulate, n_threads, slabs,
+                 backward_part, gradient_part)
 
 
 # ---------------------------------------------------------------- streaming

@@ -656,13 +656,13 @@ def test_state_grads_with_dropout_equal_torch(monkeypatch, cell):
 # ------------------------------------------------- the norms of the rows
 
 def _kernel_backward(k, cell, X, p, h0, dH, layout, *, dh_out=None, dc_out=None,
-                     norms_out=None):
+                     norms_out=None, norm_means=None):
     """A cell's kernels forward then backward on X (T, B, I), dH consumed."""
     T, B, _ = X.shape
     H = p["W_hh"].shape[1]
     dt = X.dtype
     grads = tuple(np.empty_like(p[name]) for name in ("W_xh", "W_hh", "b_h"))
-    outs = dict(dh_out=dh_out, norms_out=norms_out)
+    outs = dict(dh_out=dh_out, norms_out=norms_out, norm_means=norm_means)
     if cell == "rnn":
         Hs = np.empty((T, B, H), dt)
         k.elman_forward(X, p["W_xh"], p["W_hh"], p["b_h"], h0, False, Hs, *layout)
@@ -686,10 +686,11 @@ def _kernel_backward(k, cell, X, p, h0, dH, layout, *, dh_out=None, dc_out=None,
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_kernels_write_the_norms_of_the_state_gradient_rows(cell, dtype):
     """norms_out[k, t, b] is the L2 norm (float64) of row b of dh_out[t]
-    (k = 0) and of the LSTM's dc_out[t] (k = 1): in the reference, and in the
-    compiled kernels equal to it, serial and with the batch split over 2
-    threads, written through any strides (a transposed view here); float32
-    rows of 1e20 (squares beyond float32) give finite norms."""
+    (k = 0) and of the LSTM's dc_out[t] (k = 1), norm_means[k, t] their mean
+    over the rows: in the reference, and in the compiled kernels equal to
+    it, serial and with the batch split over 2 threads, written through any
+    strides (transposed views here); float32 rows of 1e20 (squares beyond
+    float32) give finite norms."""
     from bptt._kernels import load_kernels
     spec = bptt._cells.CELLS[cell]
     S = 2 if cell == "lstm" else 1
@@ -708,17 +709,20 @@ def test_kernels_write_the_norms_of_the_state_gradient_rows(cell, dtype):
             k = load_kernels(backend, spec.kernel)
             outs = [np.full((T, B, H), np.nan, dtype) for _ in range(S)]
             norms = np.full((S, B, T), np.nan).transpose(0, 2, 1)  # (S, T, B), strided
+            means = np.full((T, S), np.nan).T  # (S, T), strided
             _kernel_backward(k, cell, X, p, h0, dH.copy(), layout, dh_out=outs[0],
-                             dc_out=outs[1] if S == 2 else None, norms_out=norms)
-            for a, got in zip(outs, norms):
+                             dc_out=outs[1] if S == 2 else None, norms_out=norms,
+                             norm_means=means)
+            for a, got, mean in zip(outs, norms, means):
                 assert np.isfinite(a).all() and np.isfinite(got).all()
                 expected = np.linalg.norm(a.astype(np.float64), axis=2)
                 np.testing.assert_allclose(got, expected, rtol=1e-13)
-            results[backend, layout] = outs, norms
-        ref_outs, ref_norms = results["numpy", ()]
+                np.testing.assert_allclose(mean, expected.mean(axis=1), rtol=1e-13)
+            results[backend, layout] = outs, norms, means
+        ref_outs, ref_norms, ref_means = results["numpy", ()]
         rtol = 1e-10 if dtype == np.float64 else 1e-4
-        for outs, norms in results.values():
-            for a, ref in zip((*outs, norms), (*ref_outs, ref_norms)):
+        for outs, norms, means in results.values():
+            for a, ref in zip((*outs, norms, means), (*ref_outs, ref_norms, ref_means)):
                 np.testing.assert_allclose(a, ref, rtol=rtol, atol=rtol * np.abs(ref).max())
 
 
@@ -743,10 +747,19 @@ def test_kernels_check_norms_out(cell):
                          norms_out=norms_out, **outs)
 
     longer = np.full((S, T + 2, B), -1.0)  # more steps than T: the first T written
-    run(longer, dh_out=np.empty((T, B, H)), **dc)
+    means = np.full((S, T + 1), -1.0)
+    run(longer, dh_out=np.empty((T, B, H)), norm_means=means, **dc)
     assert (longer[:, :T] >= 0).all() and (longer[:, T:] == -1).all()
+    np.testing.assert_allclose(means[:, :T], longer[:, :T].mean(axis=2), rtol=1e-13)
+    assert (means[:, T:] == -1).all()
     with pytest.raises(ValueError, match="norms_out needs dh_out"):
         run(np.empty((S, T, B)))
+    with pytest.raises(ValueError, match="norm_means needs norms_out"):
+        run(None, dh_out=np.empty((T, B, H)), norm_means=np.empty((S, T)), **dc)
+    for bad in [(S, T - 1), (S + 1, T)]:
+        with pytest.raises(ValueError, match=r"norm_means must have shape"):
+            run(np.empty((S, T, B)), dh_out=np.empty((T, B, H)), norm_means=np.empty(bad),
+                **dc)
     for bad in [(S, T - 1, B), (S, T, B + 1), (S + 1, T, B)]:
         with pytest.raises(ValueError, match=r"norms_out must have shape"):
             run(np.empty(bad), dh_out=np.empty((T, B, H)), **dc)

@@ -249,6 +249,10 @@ def test_bad_piece_tables_are_refused():
     pieces = lay.pieces(0, False)
     with pytest.raises(ValueError, match="truncate must be 0"):
         _elman.elman_backward(*args, 2, *grads, segments=pieces)
+    with pytest.raises(ValueError, match="norm_means takes sequences of one length"):
+        _elman.elman_backward(*args, 0, *grads, dh_out=np.zeros((lay.rows, 1, H)),
+                              norms_out=np.zeros((1, lay.rows, 1)),
+                              norm_means=np.zeros((1, lay.rows)), segments=pieces)
     with pytest.raises(ValueError, match="shape"):
         _elman.elman_backward(*args, 0, *grads, segments=lay.segment_table)
     cut = pieces.copy()

@@ -27,6 +27,7 @@ inputs arrive validated (batch-first X of the network's dtype, targets as
 reads their rows, :func:`bptt._validation.target_rows`).
 """
 
+import math
 import sys
 import weakref
 from contextlib import nullcontext
@@ -95,7 +96,7 @@ def returned_array(net, key, shape, dtype, fill=None):
     NumPy elides temporaries on the same evidence (a reference count of
     one). A caller who keeps the arrays gets new ones on every call."""
     kept = net.__dict__.get("_returned")
-    full = (key, shape, np.dtype(dtype).str)
+    full = (key, shape, dtype)
     arr = None if kept is None else kept.pop(full, None)
     # two references: ``arr`` and getrefcount's argument
     if (arr is None or not _COUNTS_REFERENCES or sys.getrefcount(arr) != 2
@@ -129,7 +130,7 @@ def _slab_state(state, n):
 
 def check_loss(value):
     """Raise FloatingPointError for a non-finite loss."""
-    if not np.isfinite(value):
+    if not math.isfinite(value):
         raise FloatingPointError(
             f"the loss is not finite ({value}): the parameters hold NaN/inf or "
             f"the activations overflowed."
@@ -283,17 +284,13 @@ def loss_grad(net, X, target, loss, output, truncate, state0, lengths=None,
                                    width)
 
 
-def state_grads_of(flow, norms, keys=("dh", "dc")):
+def state_grads_of(flow, means, keys=("dh", "dc")):
     """loss_and_grad's state gradients from the (n, T, H) arrays the kernels
     filled (dh, then the LSTM's dc), with their per-timestep norms averaged
-    over the batch from the float64 (states, T, n) norms of their rows that
-    the kernels took as they wrote them (norms_out)."""
-    # one product for every state: a matrix-vector product with 1/n takes
-    # 3 us at M, the same mean as sum(axis=-1) / n 8 us
-    n = norms.shape[-1]  # >= 1: X of no sequences is refused
-    per_step = norms @ np.full(n, 1.0 / n)
+    over the batch: the float64 (states, T) means the kernels took of their
+    rows' norms (norm_means)."""
     out = {}
-    for key, a, mean in zip(keys, flow, per_step):
+    for key, a, mean in zip(keys, flow, means):
         out[key] = a
         out[key + "_norm"] = mean
     return out
@@ -349,22 +346,22 @@ def _bptt(net, X, target, loss, output, truncate, state0, n_threads=1, state_gra
                      *(np.empty((rows_max, O), dtype=net.dtype) for _ in range(3)),
                      np.empty((slabs * steps, n // slabs, H), dtype=net.dtype))
     # state gradients: the kernels write them straight into the batch-first
-    # (n, T, H) arrays returned (through their time-major views), and the
-    # norms of their rows into a (states, T, n) float64 array as they go;
-    # zeros where no backward step writes (windows before the last one's loss)
+    # (n, T, H) arrays returned (through their time-major views), the norms
+    # of their rows into a (states, T, n) float64 array as they go, and
+    # those norms' means over the batch into a (states, T) one; zeros where
+    # no backward step writes (windows before the last one's loss)
     flow = None
     if state_grads is not None:
         fill = 0.0 if output == "last" and truncate else None
-        states = len(net._cell.spec.state_arrays(state0))
-        flow = (*(returned_array(net, k, (n, T, H), net.dtype, fill)
-                  for k in ("dh", "dc")[:states]),
-                np.zeros((states, T, n)) if fill is not None
-                else np.empty((states, T, n)))
+        states = ("dh", "dc") if net._cell.spec.has_cell_state else ("dh",)
+        new = np.empty if fill is None else np.zeros
+        flow = (*[returned_array(net, k, (n, T, H), net.dtype, fill) for k in states],
+                new((len(states), T, n)), new((len(states), T)))
     value, grads, final_state = _bptt_in(net, workspace, X, target, loss, sequence,
                                          truncate, state0, steps, starts, n_threads, slabs,
                                          flow, weights)
     if flow is not None:
-        state_grads.update(state_grads_of(flow[:-1], flow[-1]))
+        state_grads.update(state_grads_of(flow[:-2], flow[-1]))
     if sum(a.nbytes for a in (*workspace[0], *workspace[1:])) <= KEEP_WORKSPACE_BYTES:
         net._workspace = {key: workspace}
     return value, grads, final_state
@@ -379,7 +376,8 @@ def _bptt_in(net, workspace, X, target, loss, sequence, truncate, state0, steps,
     rows and target follow that order (src/_cellparts.pxd, "slabs"; one
     slab is the plain time-major layout). ``flow``, when given, is a tuple
     of batch-first (n, T, H) arrays that receive dL/dh (and dL/dc) at every
-    timestep, then the (states, T, n) float64 array of their rows' norms."""
+    timestep, then the (states, T, n) float64 array of their rows' norms
+    and the (states, T) one of those norms' means over the batch."""
     n, T, I = X.shape
     H = net.hidden_size
     cell, out, p = net._cell, net._out, net._params
@@ -413,6 +411,9 @@ def _bptt_in(net, workspace, X, target, loss, sequence, truncate, state0, steps,
             weights.reshape(slabs, 1, rows), (slabs, T, rows))).reshape(-1)
     value = 0.0
     carry = None
+    # the kernels' dh_out (dc_out): time-major (T, n, H) views of the flow
+    flow_tm = None if flow is None else (*[a.transpose(1, 0, 2) for a in flow[:-2]],
+                                         *flow[-2:])
     for i, s in enumerate(reversed(starts)):
         e = min(T, s + steps)
         dHc = dH[: slabs * (e - s)]
@@ -446,9 +447,9 @@ def _bptt_in(net, workspace, X, target, loss, sequence, truncate, state0, steps,
         Xt = Xc[: slabs * (e - s)] if i == 0 else time_major(X, s, e, Xc, slabs, n_threads)
         carry = cell.backward(Xt, p, chunk_state0, tuple(a[s:] for a in cache), dHc,
                               carry, truncate, grads, i > 0, n_threads, None, slabs, T,
-                              None if flow is None else
-                              (*(a.transpose(1, 0, 2)[s:] for a in flow[:-1]),
-                               flow[-1][:, s:]))
+                              flow_tm if flow is None or s == 0 else
+                              (*[a[s:] for a in flow_tm[:-2]],
+                               flow_tm[-2][:, s:], flow_tm[-1][:, s:]))
         if truncate and s % truncate == 0:
             carry = None  # no gradient crosses a window boundary
     check_loss(value)

@@ -56,7 +56,8 @@ The interface every binding implements:
     from dstate_next); the kernels' ``dh_out`` (and ``dc_out``), optionally
     followed by a float64 (states, T, B) array (with slabs (states, T,
     slabs*B)) that receives the L2 norm of each of their rows, the kernels'
-    ``norms_out``.
+    ``norms_out``, and optionally a float64 (states, T) array that receives
+    those norms' means over the rows, the kernels' ``norm_means``.
 ``run_forward(X, p, state0, cache, segments, n_threads=1)`` and ``run_backward(X, p, state0, cache, dH, pieces, lengths, grads, accumulate=False, n_threads=1, dX=None, dstate_out=None)``
     (inherited from :class:`CellBinding`) One run of the cell over sequences
     of different lengths in the packed layout (``bptt._bptt.Layout``): X

@@ -24,6 +24,8 @@ Every ``<cell>_backward`` shares these conventions:
 - ``norms_out``, float64 (states, T, B) or None, receives at [k, t] the L2
   norm of every row of dh_out[t] (k = 0) and of the LSTM's dc_out[t]
   (k = 1), in float64 (:func:`row_norms`).
+- ``norm_means``, float64 (states, T) or None (with ``norms_out``),
+  receives at [k, t] the mean of norms_out[k, t] over the B rows.
 
 The arguments the compiled kernels add at the end to partition their work
 (``n_threads``, the batch ``slabs`` and ``slab_steps`` of the cells, the

@@ -75,7 +75,7 @@ def elman_forward(X, W_xh, W_hh, b_h, h0, relu, H):
 
 def elman_backward(X, W_xh, W_hh, h0, H, dH, relu, truncate,
                    dW_xh, dW_hh, db_h, dh0, accumulate=False, dX=None, dh_out=None,
-                   norms_out=None):
+                   norms_out=None, norm_means=None):
     """Backpropagate through time.
 
     Parameters
@@ -94,6 +94,7 @@ def elman_backward(X, W_xh, W_hh, h0, H, dH, relu, truncate,
     dX : ndarray of shape (T, B, I) or None   # OUT dL/dX, skipped when None
     dh_out : ndarray of shape (T, B, H) or None   # OUT total dL/dh_t, skipped when None
     norms_out : float64 ndarray of shape (1, T, B) or None   # OUT ||dL/dh_t|| per row
+    norm_means : float64 ndarray of shape (1, T) or None     # OUT their mean over B
 
     Chunks, truncation, accumulate, dh_out and norms_out: bptt/reference/__init__.py.
     """
@@ -109,6 +110,8 @@ def elman_backward(X, W_xh, W_hh, h0, H, dH, relu, truncate,
             dh_out[t] = dA[t]
         if norms_out is not None:
             norms_out[0, t] = row_norms(dA[t])
+        if norm_means is not None:
+            norm_means[0, t] = norms_out[0, t].mean()
         # backprop through f
         dA[t] *= activation_grad(H[t], relu)
         # backprop into H[t-1]; no gradient crosses a window boundary

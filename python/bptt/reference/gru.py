@@ -86,7 +86,7 @@ def gru_forward(X, W_xh, W_hh, b_h, b_hn, h0, G, HN, H, Gh):
 
 def gru_backward(X, W_xh, W_hh, h0, G, HN, H, dH, truncate,
                  dW_xh, dW_hh, db_h, db_hn, dh0, accumulate=False, dX=None, dh_out=None,
-                 norms_out=None):
+                 norms_out=None, norm_means=None):
     """Backpropagate through time.
 
     Parameters
@@ -106,6 +106,7 @@ def gru_backward(X, W_xh, W_hh, h0, G, HN, H, dH, truncate,
     dX : ndarray of shape (T, B, I) or None   # OUT dL/dX, skipped when None
     dh_out : ndarray of shape (T, B, H) or None   # OUT total dL/dh_t, skipped when None
     norms_out : float64 ndarray of shape (1, T, B) or None   # OUT ||dL/dh_t|| per row
+    norm_means : float64 ndarray of shape (1, T) or None     # OUT their mean over B
 
     Chunks, truncation, accumulate, dh_out and norms_out: bptt/reference/__init__.py.
     """
@@ -123,6 +124,8 @@ def gru_backward(X, W_xh, W_hh, h0, G, HN, H, dH, truncate,
             dh_out[t] = dh
         if norms_out is not None:
             norms_out[0, t] = row_norms(dh)
+        if norm_means is not None:
+            norm_means[0, t] = norms_out[0, t].mean()
         # backprop through H[t] = (1 - z) * n + z * H[t-1] and the tanh of n
         dn_a = dh * (1 - z) * (1 - n * n)
         dz_a = dh * (h_prev - n) * z * (1 - z)

@@ -76,7 +76,8 @@ def lstm_forward(X, W_xh, W_hh, b_h, h0, c0, G, C, H):
 
 def lstm_backward(X, W_xh, W_hh, h0, c0, G, C, H, dH, truncate,
                   dW_xh, dW_hh, db_h, dh0, dc0, accumulate=False, dX=None,
-                  dh_out=None, dc_out=None, norms_out=None):
+                  dh_out=None, dc_out=None, norms_out=None,
+                  norm_means=None):
     """Backpropagate through time.
 
     Parameters
@@ -98,6 +99,7 @@ def lstm_backward(X, W_xh, W_hh, h0, c0, G, C, H, dH, truncate,
     dX : ndarray of shape (T, B, I) or None   # OUT dL/dX, skipped when None
     dh_out, dc_out : ndarray of shape (T, B, H) or None   # OUT total dL/dh_t, dL/dc_t
     norms_out : float64 ndarray of shape (2, T, B) or None   # OUT ||dL/dh_t||, ||dL/dc_t||
+    norm_means : float64 ndarray of shape (2, T) or None     # OUT their means over B
                                               #   per row ((1, T, B): ||dL/dh_t|| only)
 
     Chunks, truncation, accumulate, dh_out and norms_out: bptt/reference/__init__.py.
@@ -123,6 +125,8 @@ def lstm_backward(X, W_xh, W_hh, h0, c0, G, C, H, dH, truncate,
             norms_out[0, t] = row_norms(dh)
             if norms_out.shape[0] > 1:
                 norms_out[1, t] = row_norms(dc)
+        if norm_means is not None:
+            norm_means[:, t] = norms_out[:, t].mean(axis=-1)
         # backprop through the gates, derivatives from their outputs
         di, df, dg, do = np.split(dG[t], 4, axis=1)
         di[...] = dc * g * i * (1 - i)
