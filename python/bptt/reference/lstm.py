@@ -76,8 +76,7 @@ def lstm_forward(X, W_xh, W_hh, b_h, h0, c0, G, C, H):
 
 def lstm_backward(X, W_xh, W_hh, h0, c0, G, C, H, dH, truncate,
                   dW_xh, dW_hh, db_h, dh0, dc0, accumulate=False, dX=None,
-                  dh_out=None, dc_out=None, norms_out=None,
-                  norm_means=None):
+                  dh_out=None, dc_out=None, norms_out=None, norm_means=None):
     """Backpropagate through time.
 
     Parameters
@@ -99,8 +98,8 @@ def lstm_backward(X, W_xh, W_hh, h0, c0, G, C, H, dH, truncate,
     dX : ndarray of shape (T, B, I) or None   # OUT dL/dX, skipped when None
     dh_out, dc_out : ndarray of shape (T, B, H) or None   # OUT total dL/dh_t, dL/dc_t
     norms_out : float64 ndarray of shape (2, T, B) or None   # OUT ||dL/dh_t||, ||dL/dc_t||
-    norm_means : float64 ndarray of shape (2, T) or None     # OUT their means over B
                                               #   per row ((1, T, B): ||dL/dh_t|| only)
+    norm_means : float64 ndarray of shape (2, T) or None     # OUT their means over B
 
     Chunks, truncation, accumulate, dh_out and norms_out: bptt/reference/__init__.py.
     """
