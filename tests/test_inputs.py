@@ -143,3 +143,56 @@ def test_validation_time_major_paths_agree(make):
     chunk = _validation.time_major(X, 1, 5, out)
     assert chunk.shape == (4, 5, X.shape[2])
     np.testing.assert_array_equal(chunk, X[:, 1:5].transpose(1, 0, 2).astype(np.float32))
+
+
+def _rows_by_group_expected(src, out, groups, T, reverse, add):
+    """rows_by_group by its definition, one row at a time."""
+    expected = out.copy()
+    for r0, n in groups:
+        for t in range(T):
+            s = T - 1 - t if reverse else t
+            for b in range(n):
+                row = src[r0 + s * n + b]
+                expected[r0 + t * n + b] = expected[r0 + t * n + b] + row if add else row
+    return expected
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reverse,add", [(True, False), (True, True), (False, False),
+                                         (False, True)])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_rows_by_group(inputs, dtype, reverse, add, threads):
+    """Each group's rows, its timesteps reversed or not, copied or added,
+    between column blocks of wider arrays (rows outside the groups
+    untouched), by one thread or one group per thread; the NumPy twin
+    (bptt._validation.rows_by_group on a dtype it does not compile) agrees."""
+    rng = np.random.default_rng(7)
+    T, F = 4, 3
+    groups = np.array([[0, 3], [12, 2], [20, 1]], dtype=np.int64)  # row 24 in none
+    rows = 25
+    wide_src = rng.standard_normal((rows, F + 2)).astype(dtype)
+    wide_out = rng.standard_normal((rows, 2 * F)).astype(dtype)
+    src, out = wide_src[:, 1:F + 1], wide_out[:, F:]
+    expected = _rows_by_group_expected(src, out, groups.tolist(), T, reverse, add)
+    before = wide_out.copy()
+    inputs.rows_by_group(src, out, groups, T, reverse, add, threads)
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(wide_out[:, :F], before[:, :F])
+    twin = before[:, F:].astype(np.float16)
+    _validation.rows_by_group(src.astype(np.float16), twin, groups, T, reverse, add)
+    np.testing.assert_allclose(twin, expected.astype(np.float16), rtol=1e-2)
+
+
+def test_rows_by_group_checks_its_arguments(inputs):
+    src, out = np.zeros((6, 2)), np.zeros((6, 2))
+    groups = np.array([[0, 2]], dtype=np.int64)
+    with pytest.raises(ValueError, match="out must have shape"):
+        inputs.rows_by_group(src, np.zeros((5, 2)), groups, 3)
+    with pytest.raises(ValueError, match=r"group 0 \(first row 2, 2 sequences of 3 steps\)"):
+        inputs.rows_by_group(src, out, np.array([[2, 2]], dtype=np.int64), 3)
+    with pytest.raises(ValueError, match="outside"):
+        inputs.rows_by_group(src, out, np.array([[-1, 1]], dtype=np.int64), 1)
+    with pytest.raises(ValueError, match="rows of F contiguous"):
+        inputs.rows_by_group(np.zeros((6, 4))[:, ::2], out, groups, 3)
+    with pytest.raises(ValueError, match="T must be >= 0"):
+        inputs.rows_by_group(src, out, groups, -1)

@@ -37,7 +37,8 @@ import numpy as np
 from ._cells import BASE_PARAMS
 from . import _threads
 from ._threads import serial_blas
-from ._validation import check_state, coerce_step_input, target_rows, time_major
+from ._validation import (check_state, coerce_step_input, rows_by_group, target_rows,
+                          time_major)
 
 OUTPUT_ACTIVATIONS = {"identity": 0, "sigmoid": 1, "softmax": 2}
 LOSSES = ("mse", "cross_entropy", "binary_cross_entropy")
@@ -652,6 +653,10 @@ class Layout:
         # (layout, first row, first position) of each group: one, itself
         self.parts = [(self, 0, 0)]
         self.first_row = np.arange(n)
+        # rows_by_group's tables: the groups' (first row, sequences), with
+        # T steps each (uniform layouts), and their (first row, rows)
+        self.group_rows = np.array([[0, n]], dtype=np.int64)
+        self.group_spans = np.array([[0, rows]], dtype=np.int64)
 
     @property
     def rev(self):
@@ -823,6 +828,10 @@ class GroupedLayout:
         self.plain_rows = lay.offsets[self.t_of_row] + position[self.order[self.j_of_row]]
         self.rows_of_plain = np.empty(self.rows, dtype=np.intp)
         self.rows_of_plain[self.plain_rows] = np.arange(self.rows)
+        self.group_rows = np.array([[r0, part.n] for part, r0, _ in self.parts],
+                                   dtype=np.int64).reshape(-1, 2)
+        self.group_spans = np.array([[r0, part.rows] for part, r0, _ in self.parts],
+                                    dtype=np.int64).reshape(-1, 2)
         self._rev = None
         self._pieces = {}
 
@@ -900,7 +909,7 @@ def draw_masks(net, rows, rng=None):
             for _ in range(net.num_layers - 1)]
 
 
-def _rows_reversed(lay, src, out, scratch=None, add=False):
+def _rows_reversed(lay, src, out, scratch=None, add=False, n_threads=1):
     """out[r] = src[lay.rev[r]] (with ``add``: +=) for every packed row r:
     a run's rows in the other direction's order (rev is an involution).
     src and out (rows, F) may be column blocks of wider arrays; ``scratch``,
@@ -908,23 +917,14 @@ def _rows_reversed(lay, src, out, scratch=None, add=False):
     gather cannot write into ``out`` itself. Returns out.
 
     Sequences of one length (a uniform layout, the usual minibatch): rev
-    reverses the order of the T timesteps of n rows each, so this is one
-    strided copy (or add) of the reversed blocks. np.take gathered row by
-    row through the index array and needed a buffer and a second pass for
-    a column block: the gathers and copies of a 2-layer bidirectional M step
-    took about 5% of it."""
-    if lay.uniform:
-        for part, r0, _ in lay.parts:  # each group's rows on their own
-            blocks = []
-            for a in (src, out):
-                view = a[r0:r0 + part.rows].view()
-                view.shape = (lay.T, part.n, a.shape[1])  # raises rather than copy
-                blocks.append(view)
-            if add:
-                np.add(blocks[1], blocks[0][::-1], out=blocks[1])
-            else:
-                np.copyto(blocks[1], blocks[0][::-1])
-        return out
+    reverses the order of the T timesteps of each group's n rows, so this
+    is :func:`rows_by_group` (``reverse``), each group on the thread of
+    ``n_threads`` that ran it. np.take gathered row by row through the
+    index array and needed a buffer and a second pass for a column block:
+    the gathers and copies of a 2-layer bidirectional M step took about 5%
+    of it."""
+    if lay.uniform:  # each group's rows on their own, on its thread
+        return rows_by_group(src, out, lay.group_rows, lay.T, True, add, n_threads)
     if not add and out.flags.c_contiguous:
         return np.take(src, lay.rev, axis=0, out=out)
     gathered = np.take(src, lay.rev, axis=0, out=scratch())
@@ -951,7 +951,7 @@ def _forward_layers(net, lay, X, states, masks, n_threads, buf):
                 Xd = inp
             else:
                 Xd = _rows_reversed(lay, inp, buf.empty(("Xrev", layer), inp.shape,
-                                                        net.dtype))
+                                                        net.dtype), n_threads=n_threads)
             cache = buf.get(("cache", layer, d, rows, np.dtype(net.dtype).str),
                             lambda: cell.allocate(rows, 1, H, net.dtype))
             _run_forward(cell, lay, Xd, _run_params(net, p, layer, d),
@@ -962,10 +962,12 @@ def _forward_layers(net, lay, X, states, masks, n_threads, buf):
             if D == 1:
                 out = Hd
             elif d == 0:
-                out[:, :H] = Hd
+                # each group's rows on the thread that ran it (rows_by_group)
+                rows_by_group(Hd, out[:, :H], lay.group_spans, 1, n_threads=n_threads)
             else:
                 _rows_reversed(lay, Hd, out[:, H:],
-                               lambda: buf.empty("Hrev", (rows, H), net.dtype))
+                               lambda: buf.empty("Hrev", (rows, H), net.dtype),
+                               n_threads=n_threads)
         if masks is not None and layer < net.num_layers - 1:
             out = np.multiply(out, masks[layer],
                               out=buf.empty(("dropped", layer), (rows, width), net.dtype))
@@ -992,10 +994,11 @@ def _backward_layers(net, lay, runs, states, masks, dtop, truncate, n_threads, b
             if D == 1:
                 dH = dtop
             elif d == 0:
-                dH = buf.empty("dH", (rows, H), net.dtype)
-                dH[...] = dtop[:, :H]
+                dH = rows_by_group(dtop[:, :H], buf.empty("dH", (rows, H), net.dtype),
+                                   lay.group_spans, 1, n_threads=n_threads)
             else:
-                dH = _rows_reversed(lay, dtop[:, H:], buf.empty("dH", (rows, H), net.dtype))
+                dH = _rows_reversed(lay, dtop[:, H:], buf.empty("dH", (rows, H), net.dtype),
+                                    n_threads=n_threads)
             dX = buf.empty(("dX", layer, d), Xd.shape, net.dtype) if layer > 0 else None
             sfx = suffix(layer, d)
             g = {name: grads[name + sfx] for name in cell_param_names(cell)}
@@ -1008,14 +1011,15 @@ def _backward_layers(net, lay, runs, states, masks, dtop, truncate, n_threads, b
                           states[layer * D + d], cache, dH, g, n_threads, dX, run_flow)
             if flow is not None and d == 1:
                 for a, run in zip(flow, run_flow):
-                    _rows_reversed(lay, run, a[layer * D + d])
+                    _rows_reversed(lay, run, a[layer * D + d], n_threads=n_threads)
             if dX is None:
                 continue
             if d == 0:
                 dX_sum = dX
             else:
                 _rows_reversed(lay, dX, dX_sum,
-                               lambda: buf.empty("dX_rev", dX.shape, net.dtype), add=True)
+                               lambda: buf.empty("dX_rev", dX.shape, net.dtype), add=True,
+                               n_threads=n_threads)
         if layer > 0:
             dtop = dX_sum if masks is None else np.multiply(dX_sum, masks[layer - 1],
                                                             out=dX_sum)

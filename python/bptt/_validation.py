@@ -301,6 +301,55 @@ def time_major(X, start, stop, out, slabs=1, n_threads=1):
     return chunk
 
 
+def rows_by_group(src, out, groups, T, reverse=False, add=False, n_threads=1):
+    """Copy (or add) the rows of groups of sequences of T timesteps each,
+    packed time-major within each group.
+
+    Parameters
+    ----------
+    src, out : ndarray of shape (rows, F)
+        Rows of F contiguous elements (either may be a column block of a
+        wider array); they must not overlap.
+    groups : int64 ndarray of shape (groups, 2)
+        Each group's first row r0 and its number of sequences n: rows
+        r0 .. r0 + T*n - 1 hold their timesteps one after another.
+    T : int
+    reverse : bool
+        ``out[r0 + t*n + b] = src[r0 + (T-1-t)*n + b]`` (a bidirectional
+        layer's other direction) instead of ``src[r0 + t*n + b]``.
+    add : bool
+        Add into out instead of writing it.
+    n_threads : int
+        Threads of bptt's pool, one group each (compiled only: the thread
+        that ran a group in the kernels has its rows in cache).
+
+    Returns
+    -------
+    out : ndarray of shape (rows, F)
+        Copied by bptt._inputs (when built) for the compiled dtypes, else
+        by NumPy, one strided copy of each group's reversed timestep blocks.
+    """
+    if (src.dtype == out.dtype and src.dtype in COMPILED_DTYPES
+            and (src.shape[1] <= 1 or (src.strides[1] == src.itemsize
+                                       and out.strides[1] == out.itemsize))):
+        inputs = _compiled_inputs()
+        if inputs is not None:
+            inputs.rows_by_group(src, out, groups, T, reverse, add, n_threads)
+            return out
+    for r0, n in groups.tolist():
+        blocks = []
+        for a in (src, out):
+            view = a[r0:r0 + T * n].view()
+            view.shape = (T, n, a.shape[1])  # raises rather than copy
+            blocks.append(view)
+        source = blocks[0][::-1] if reverse else blocks[0]
+        if add:
+            np.add(blocks[1], source, out=blocks[1])
+        else:
+            np.copyto(blocks[1], source)
+    return out
+
+
 def coerce_step_input(x, n_samples, input_size, dtype):
     """Validate one timestep of inputs for a stream, as a C-contiguous array.
 
