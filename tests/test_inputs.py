@@ -196,3 +196,55 @@ def test_rows_by_group_checks_its_arguments(inputs):
         inputs.rows_by_group(np.zeros((6, 4))[:, ::2], out, groups, 3)
     with pytest.raises(ValueError, match="T must be >= 0"):
         inputs.rows_by_group(src, out, groups, -1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("directions", [1, 2])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_unpack_groups(inputs, dtype, directions, threads):
+    """Every run's packed rows scattered into the batch-first arrays by
+    group (rows r0 + t*m + b -> sequence order[p0 + b], step t, reversed
+    for the reverse runs), with their float64 L2 norms, through strided
+    norms; rows of 1e20 in float32 give finite norms."""
+    rng = np.random.default_rng(11)
+    T, H, n, runs = 3, 5, 5, 2 * directions
+    groups = np.array([[0, 3, 0], [9, 2, 3]], dtype=np.int64)  # positions 0-2, 3-4
+    order = np.array([4, 0, 3, 1, 2], dtype=np.int64)
+    rows = 15
+    src = rng.standard_normal((runs, rows, H)).astype(dtype)
+    src[0, 1] = 1e20
+    out = np.full((runs, n, T, H), np.nan, dtype=dtype)
+    flat = np.full((runs * n, 2 * T), np.nan)[:, ::2]  # (runs*n, T), strided
+    norms = flat.reshape(runs, n, T)
+    assert np.shares_memory(flat, norms)
+    inputs.unpack_groups(src.reshape(runs * rows, H), out.reshape(runs * n, T, H), flat,
+                         groups, order, T, runs, directions, threads)
+    for k in range(runs):
+        for r0, m, p0 in groups.tolist():
+            for t in range(T):
+                u = T - 1 - t if directions == 2 and k % 2 else t
+                for b in range(m):
+                    row = src[k, r0 + t * m + b]
+                    np.testing.assert_array_equal(out[k, order[p0 + b], u], row)
+                    np.testing.assert_allclose(norms[k, order[p0 + b], u],
+                                               np.linalg.norm(row.astype(np.float64)),
+                                               rtol=1e-13)
+    assert np.isfinite(norms).all()
+
+
+def test_unpack_groups_checks_its_arguments(inputs):
+    src = np.zeros((12, 2))
+    out, norms = np.zeros((4, 3, 2)), np.zeros((4, 3))
+    groups, order = np.array([[0, 2, 0]], dtype=np.int64), np.arange(2, dtype=np.int64)
+    inputs.unpack_groups(src, out, norms, groups, order, 3, 2)  # two runs of 6 rows
+    with pytest.raises(ValueError, match="runs must be >= 1 and divide"):
+        inputs.unpack_groups(src, out, norms, groups, order, 3, 5)
+    with pytest.raises(ValueError, match="out must have shape"):
+        inputs.unpack_groups(src, out[:3], norms, groups, order, 3, 2)
+    with pytest.raises(ValueError, match="outside the 6 rows or the 2 sequences"):
+        inputs.unpack_groups(src, out, norms, np.array([[1, 2, 0]], dtype=np.int64), order,
+                             3, 2)
+    with pytest.raises(ValueError, match="order must hold sample indices 0..1"):
+        inputs.unpack_groups(src, out, norms, groups, np.array([0, 2], dtype=np.int64), 3, 2)
+    with pytest.raises(ValueError, match="directions must be 1 or 2"):
+        inputs.unpack_groups(src, out, norms, groups, order, 3, 2, 3)

@@ -37,8 +37,8 @@ import numpy as np
 from ._cells import BASE_PARAMS
 from . import _threads
 from ._threads import serial_blas
-from ._validation import (check_state, coerce_step_input, rows_by_group, target_rows,
-                          time_major)
+from ._validation import (COMPILED_DTYPES, _compiled_inputs, check_state, coerce_step_input,
+                          rows_by_group, target_rows, time_major)
 
 OUTPUT_ACTIVATIONS = {"identity": 0, "sigmoid": 1, "softmax": 2}
 LOSSES = ("mse", "cross_entropy", "binary_cross_entropy")
@@ -657,6 +657,8 @@ class Layout:
         # T steps each (uniform layouts), and their (first row, rows)
         self.group_rows = np.array([[0, n]], dtype=np.int64)
         self.group_spans = np.array([[0, rows]], dtype=np.int64)
+        # unpack_groups's: (first row, sequences, first position)
+        self.group_table = np.array([[0, n, 0]], dtype=np.int64)
 
     @property
     def rev(self):
@@ -832,6 +834,8 @@ class GroupedLayout:
                                    dtype=np.int64).reshape(-1, 2)
         self.group_spans = np.array([[r0, part.rows] for part, r0, _ in self.parts],
                                     dtype=np.int64).reshape(-1, 2)
+        self.group_table = np.array([[r0, part.n, p0] for part, r0, p0 in self.parts],
+                                    dtype=np.int64).reshape(-1, 3)
         self._rev = None
         self._pieces = {}
 
@@ -982,7 +986,8 @@ def _backward_layers(net, lay, runs, states, masks, dtop, truncate, n_threads, b
     ``flow``, when given, is a tuple of (num_layers*D, rows, H) arrays (h,
     then the LSTM's c) that receive each run's total dL/dstate, packed in
     the forward rows' order (a reversed run's rows mapped back through
-    ``lay.rev``)."""
+    ``lay.rev``), except that on sequences of one length (``lay.uniform``)
+    a reversed run's rows stay in its own order."""
     cell, H, D, rows = net._cell, net.hidden_size, net._directions, lay.rows
     p = net._params
     grads = {name: np.empty_like(value) for name, value in p.items()}
@@ -1003,13 +1008,17 @@ def _backward_layers(net, lay, runs, states, masks, dtop, truncate, n_threads, b
             sfx = suffix(layer, d)
             g = {name: grads[name + sfx] for name in cell_param_names(cell)}
             run_flow = None
+            # a reverse run's state gradients stay in its own rows' order on
+            # sequences of one length (layered_state_grads reverses them as
+            # it scatters them), else are mapped back here
+            in_run_order = d == 0 or lay.uniform
             if flow is not None:
-                run_flow = tuple(a[layer * D + d] if d == 0 else
+                run_flow = tuple(a[layer * D + d] if in_run_order else
                                  buf.empty(("flow_rev", k), (rows, H), net.dtype)
                                  for k, a in enumerate(flow))
             _run_backward(cell, lay, pieces[d], Xd, _run_params(net, p, layer, d),
                           states[layer * D + d], cache, dH, g, n_threads, dX, run_flow)
-            if flow is not None and d == 1:
+            if flow is not None and not in_run_order:
                 for a, run in zip(flow, run_flow):
                     _rows_reversed(lay, run, a[layer * D + d], n_threads=n_threads)
             if dX is None:
@@ -1150,7 +1159,7 @@ def layered_readout(net, lay, X, state0, output):
 
 
 def layered_state_grads(net, lay, flow, form="array", width=None, keys=("dh", "dc"),
-                        grouped=None):
+                        grouped=None, n_threads=1):
     """loss_and_grad's state gradients from the packed (num_layers*D, rows,
     H) arrays :func:`_backward_layers` filled, in the input's form; their
     rows are in ``lay``'s order, or in ``grouped``'s (a
@@ -1161,24 +1170,46 @@ def layered_state_grads(net, lay, flow, form="array", width=None, keys=("dh", "d
     list of (T_i, H) (or (num_layers*D, T_i, H)) arrays. The norms
     ``key + "_norm"``, float64 (T,) (or (num_layers*D, T)): at each
     timestep, the L2 norm over the hidden units averaged over the sequences
-    that reach it (the real ones only).
+    that reach it (the real ones only). Sequences of one length are
+    scattered by the compiled ``unpack_groups`` on ``n_threads``.
     """
     LD, rows, H = flow[0].shape
     counts = np.diff(lay.offsets)  # sequences running at each timestep
     fill = np.nan if form == "padded" else 0.0
     T = width if form == "padded" and width else lay.T
+    # the scatter writes every element when no sequence is short of T
+    every = form != "list" and lay.uniform and T == lay.T
+    inputs = _compiled_inputs() if every and flow[0].dtype in COMPILED_DTYPES else None
+    g = lay if grouped is None else grouped
+    D = net._directions
+    if inputs is not None:
+        # sequences of one length: each group's rows transposed into the
+        # batch-first arrays with their norms, on the thread that wrote them
+        order = g.order.astype(np.int64, copy=False)
+        out = {}
+        for key, a in zip(keys, flow):
+            full = returned_array(net, key, (LD, lay.n, T, H), a.dtype)
+            norms = np.empty((LD, lay.n, T))
+            inputs.unpack_groups(a.reshape(LD * rows, H), full.reshape(LD * lay.n, T, H),
+                                 norms.reshape(LD * lay.n, T), g.group_table, order, T, LD,
+                                 D, n_threads)
+            mean = norms.mean(axis=1)
+            out[key] = full[0] if LD == 1 else full
+            out[key + "_norm"] = mean[0] if LD == 1 else mean
+        return out
     # where each flow row goes: (sequence, timestep) of the batch-first array
     sample, step = lay.order[lay.j_of_row], lay.t_of_row
     if grouped is not None:  # flow row g holds the plain layout's row plain_rows[g]
         sample, step = sample[grouped.plain_rows], step[grouped.plain_rows]
+    if lay.uniform and D == 2:
+        # the reverse runs' rows into the forward rows' order (_backward_layers)
+        flow = tuple(_forward_order(g, a, n_threads) for a in flow)
     out = {}
     for key, a in zip(keys, flow):
         squares = np.einsum("...k,...k->...", a, a, dtype=np.float64)
         if grouped is not None:
             squares = squares[:, grouped.rows_of_plain]
         norms = np.add.reduceat(np.sqrt(squares), lay.offsets[:-1], axis=-1) / counts
-        # the scatter writes every element when no sequence is short of T
-        every = form != "list" and lay.uniform and T == lay.T
         full = (returned_array(net, key, (LD, lay.n, T, H), a.dtype, None if every else fill)
                 if form != "list" else np.full((LD, lay.n, T, H), fill, dtype=a.dtype))
         full[:, sample, step] = a
@@ -1188,6 +1219,17 @@ def layered_state_grads(net, lay, flow, form="array", width=None, keys=("dh", "d
         else:
             out[key] = full[0] if LD == 1 else full
         out[key + "_norm"] = norms[0] if LD == 1 else norms
+    return out
+
+
+def _forward_order(lay, flow, n_threads=1):
+    """A (num_layers*2, rows, H) flow of a bidirectional network on
+    sequences of one length, its reverse runs' rows (odd entries, in their
+    own order) put into the forward rows' order."""
+    out = np.empty_like(flow)
+    out[0::2] = flow[0::2]
+    for k in range(1, flow.shape[0], 2):
+        rows_by_group(flow[k], out[k], lay.group_rows, lay.T, True, n_threads=n_threads)
     return out
 
 
@@ -1246,7 +1288,8 @@ def layered_loss_grad_state(net, lay, X, target, loss, output, truncate, state0,
     buf.keep()
     if flow is not None:
         state_grads.update(layered_state_grads(
-            net, plain_lay, flow, form, width, grouped=None if lay is plain_lay else lay))
+            net, plain_lay, flow, form, width, grouped=None if lay is plain_lay else lay,
+            n_threads=n_threads))
     return value, grads, final_state
 
 
