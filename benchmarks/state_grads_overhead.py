@@ -10,6 +10,7 @@ off and on, on / off of the medians, and the median of the pairs' ratios.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/state_grads_overhead.py
     ... --cells lstm --sizes M --seconds 3 --dtype float64
+    ... --layered    (2-layer bidirectional networks: the general driver)
 """
 
 import argparse
@@ -42,14 +43,18 @@ def main(argv=None):
     ap.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     ap.add_argument("--seconds", type=float, default=3.0,
                     help="timing budget per cell and size (3)")
+    ap.add_argument("--layered", action="store_true",
+                    help="2-layer bidirectional networks (compare.py's layers check)")
     args = ap.parse_args(argv)
-    print(f"bptt {bptt.__version__}, {bptt.rnn.compiled_variant()} kernels, {args.dtype}")
+    layers = dict(num_layers=2, bidirectional=True) if args.layered else {}
+    print(f"bptt {bptt.__version__}, {bptt.rnn.compiled_variant()} kernels, {args.dtype}"
+          f"{', 2 layers, bidirectional' if args.layered else ''}")
     print("| cell | size | off (ms) | on (ms) | on / off | pairs' median |")
     print("|---|---|---:|---:|---:|---:|")
     for cell in args.cells.split(","):
         for size in args.sizes.split(","):
             n, T, I, H, O = SIZES[size]
-            net = bptt.RNN(I, H, O, cell=cell, dtype=args.dtype, random_state=0)
+            net = bptt.RNN(I, H, O, cell=cell, dtype=args.dtype, random_state=0, **layers)
             X, y = make_data(SIZES[size], args.dtype)
             off, on = alternate(lambda: net.loss_and_grad(X, y),
                                 lambda: net.loss_and_grad(X, y, return_state_grads=True),
