@@ -22,10 +22,7 @@ from _rowops cimport (add_gradient_parts, add_parts, backproject_rows, gradient_
 cimport numpy as cnp
 import numpy as np
 
-cdef extern from "staterows.h" nogil:
-    double bptt_copy_squares_s(const float* src, float* dst, long n)
-    double bptt_copy_squares_d(const double* src, double* dst, long n)
-    void bptt_prefetch_write(const void* p, long nbytes)
+from _staterows cimport bptt_copy_squares_d, bptt_copy_squares_s, bptt_prefetch_write
 
 
 # The slots a cell's own arrays go in: no field of CellArgs names a cell, so

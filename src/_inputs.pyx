@@ -20,6 +20,7 @@ from libc.string cimport memcpy
 
 from _checks cimport check_shape
 from _parallel cimport bptt_parallel, import_threadpool
+from _staterows cimport bptt_copy_squares_d, bptt_copy_squares_s
 
 import_threadpool()
 
@@ -104,14 +105,14 @@ cdef struct GroupRowsArgs:
     # one rows_by_group call, for its groups' parts on bptt's thread pool
     const void* src          # (rows, F), rows src_row elements apart
     void* out                # (rows, F), rows out_row elements apart
-    const int64_t* groups    # (groups, 2): first row, sequences
-    Py_ssize_t src_row, out_row, F, T
+    const int64_t* groups    # (groups, width): first row, sequences[, ...]
+    Py_ssize_t width, src_row, out_row, F, T
     bint reverse, add, is_double
 
 
 cdef void group_rows_of(GroupRowsArgs* a, int g, floating tag) noexcept nogil:
     # out[r0 + t*n + b] (+)= src[r0 + s*n + b], s = T-1-t reversed, else t
-    cdef Py_ssize_t r0 = a.groups[2 * g], n = a.groups[2 * g + 1], t, s, b, f
+    cdef Py_ssize_t r0 = a.groups[a.width * g], n = a.groups[a.width * g + 1], t, s, b, f
     cdef const floating* x
     cdef floating* y
     for t in range(a.T):
@@ -135,14 +136,15 @@ cdef void group_rows(void* args, int g, int n_groups) noexcept nogil:
 
 def rows_by_group(const floating[:, :] src not None,   # IN  (rows, F), rows of F contiguous
                   floating[:, :] out not None,         # OUT (rows, F), rows of F contiguous
-                  const int64_t[:, ::1] groups not None,  # (groups, 2): first row, sequences
+                  const int64_t[:, ::1] groups not None,  # (groups, >= 2): first row, sequences
                   Py_ssize_t T,                        # timesteps of every sequence
                   bint reverse=False,                  # the timesteps in reverse order
                   bint add=False,                      # add into out instead of writing
                   int n_threads=1):                    # threads, one group a part
     """Copy (or add) the rows of groups of sequences of T timesteps each,
     packed time-major within each group: group g's rows r0.. r0 + T*n - 1
-    hold its n sequences' timesteps one after another, and
+    hold its n sequences' timesteps one after another (further columns of
+    ``groups`` are not read: a layout's group_table will do), and
     ``out[r0 + t*n + b] = src[r0 + s*n + b]`` with s = T-1-t when
     ``reverse`` (a bidirectional layer's other direction), else t.
 
@@ -157,7 +159,9 @@ def rows_by_group(const floating[:, :] src not None,   # IN  (rows, F), rows of 
     cdef GroupRowsArgs a
     cdef int g
     check_shape("out", out.shape, 2, rows, F)
-    check_shape("groups", groups.shape, 2, groups.shape[0], 2)
+    if groups.shape[1] < 2:
+        raise ValueError(f"groups must have shape (groups, 2 or more); got "
+                         f"{(groups.shape[0], groups.shape[1])}.")
     if T < 0:
         raise ValueError(f"T must be >= 0; got {T}.")
     if F > 1 and (src.strides[1] != item or out.strides[1] != item):
@@ -170,7 +174,7 @@ def rows_by_group(const floating[:, :] src not None,   # IN  (rows, F), rows of 
                              f"sequences of {T} steps) is outside the {rows} rows.")
     if rows == 0 or F == 0 or T == 0 or groups.shape[0] == 0:
         return
-    a.src, a.out, a.groups = &src[0, 0], &out[0, 0], &groups[0, 0]
+    a.src, a.out, a.groups, a.width = &src[0, 0], &out[0, 0], &groups[0, 0], groups.shape[1]
     a.src_row, a.out_row = src.strides[0] // item, out.strides[0] // item
     a.F, a.T, a.reverse, a.add = F, T, reverse, add
     a.is_double = floating is double
@@ -182,9 +186,6 @@ def rows_by_group(const floating[:, :] src not None,   # IN  (rows, F), rows of 
                 group_rows(&a, g, <int>groups.shape[0])
 
 
-cdef extern from "staterows.h" nogil:
-    double bptt_copy_squares_s(const float* src, float* dst, long n)
-    double bptt_copy_squares_d(const double* src, double* dst, long n)
 
 
 cdef struct UnpackArgs:

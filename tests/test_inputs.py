@@ -196,6 +196,8 @@ def test_rows_by_group_checks_its_arguments(inputs):
         inputs.rows_by_group(np.zeros((6, 4))[:, ::2], out, groups, 3)
     with pytest.raises(ValueError, match="T must be >= 0"):
         inputs.rows_by_group(src, out, groups, -1)
+    with pytest.raises(ValueError, match=r"groups must have shape \(groups, 2 or more\)"):
+        inputs.rows_by_group(src, out, np.zeros((1, 1), dtype=np.int64), 3)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

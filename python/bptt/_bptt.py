@@ -653,12 +653,11 @@ class Layout:
         # (layout, first row, first position) of each group: one, itself
         self.parts = [(self, 0, 0)]
         self.first_row = np.arange(n)
-        # rows_by_group's tables: the groups' (first row, sequences), with
-        # T steps each (uniform layouts), and their (first row, rows)
-        self.group_rows = np.array([[0, n]], dtype=np.int64)
-        self.group_spans = np.array([[0, rows]], dtype=np.int64)
-        # unpack_groups's: (first row, sequences, first position)
+        # the groups' (first row, sequences, first position), T steps each
+        # on a uniform layout (rows_by_group, unpack_groups), and their
+        # (first row, rows) (rows_by_group with T = 1)
         self.group_table = np.array([[0, n, 0]], dtype=np.int64)
+        self.group_spans = np.array([[0, rows]], dtype=np.int64)
 
     @property
     def rev(self):
@@ -830,12 +829,10 @@ class GroupedLayout:
         self.plain_rows = lay.offsets[self.t_of_row] + position[self.order[self.j_of_row]]
         self.rows_of_plain = np.empty(self.rows, dtype=np.intp)
         self.rows_of_plain[self.plain_rows] = np.arange(self.rows)
-        self.group_rows = np.array([[r0, part.n] for part, r0, _ in self.parts],
-                                   dtype=np.int64).reshape(-1, 2)
-        self.group_spans = np.array([[r0, part.rows] for part, r0, _ in self.parts],
-                                    dtype=np.int64).reshape(-1, 2)
         self.group_table = np.array([[r0, part.n, p0] for part, r0, p0 in self.parts],
                                     dtype=np.int64).reshape(-1, 3)
+        self.group_spans = np.array([[r0, part.rows] for part, r0, _ in self.parts],
+                                    dtype=np.int64).reshape(-1, 2)
         self._rev = None
         self._pieces = {}
 
@@ -928,7 +925,7 @@ def _rows_reversed(lay, src, out, scratch=None, add=False, n_threads=1):
     the gathers and copies of a 2-layer bidirectional M step took about 5%
     of it."""
     if lay.uniform:  # each group's rows on their own, on its thread
-        return rows_by_group(src, out, lay.group_rows, lay.T, True, add, n_threads)
+        return rows_by_group(src, out, lay.group_table, lay.T, True, add, n_threads)
     if not add and out.flags.c_contiguous:
         return np.take(src, lay.rev, axis=0, out=out)
     gathered = np.take(src, lay.rev, axis=0, out=scratch())
@@ -1174,7 +1171,6 @@ def layered_state_grads(net, lay, flow, form="array", width=None, keys=("dh", "d
     scattered by the compiled ``unpack_groups`` on ``n_threads``.
     """
     LD, rows, H = flow[0].shape
-    counts = np.diff(lay.offsets)  # sequences running at each timestep
     fill = np.nan if form == "padded" else 0.0
     T = width if form == "padded" and width else lay.T
     # the scatter writes every element when no sequence is short of T
@@ -1188,7 +1184,7 @@ def layered_state_grads(net, lay, flow, form="array", width=None, keys=("dh", "d
         order = g.order.astype(np.int64, copy=False)
         out = {}
         for key, a in zip(keys, flow):
-            full = returned_array(net, key, (LD, lay.n, T, H), a.dtype)
+            full = returned_array(net, key, (LD, lay.n, T, H), net.dtype)
             norms = np.empty((LD, lay.n, T))
             inputs.unpack_groups(a.reshape(LD * rows, H), full.reshape(LD * lay.n, T, H),
                                  norms.reshape(LD * lay.n, T), g.group_table, order, T, LD,
@@ -1204,13 +1200,14 @@ def layered_state_grads(net, lay, flow, form="array", width=None, keys=("dh", "d
     if lay.uniform and D == 2:
         # the reverse runs' rows into the forward rows' order (_backward_layers)
         flow = tuple(_forward_order(g, a, n_threads) for a in flow)
+    counts = np.diff(lay.offsets)  # sequences running at each timestep
     out = {}
     for key, a in zip(keys, flow):
         squares = np.einsum("...k,...k->...", a, a, dtype=np.float64)
         if grouped is not None:
             squares = squares[:, grouped.rows_of_plain]
         norms = np.add.reduceat(np.sqrt(squares), lay.offsets[:-1], axis=-1) / counts
-        full = (returned_array(net, key, (LD, lay.n, T, H), a.dtype, None if every else fill)
+        full = (returned_array(net, key, (LD, lay.n, T, H), net.dtype, None if every else fill)
                 if form != "list" else np.full((LD, lay.n, T, H), fill, dtype=a.dtype))
         full[:, sample, step] = a
         if form == "list":
@@ -1229,7 +1226,7 @@ def _forward_order(lay, flow, n_threads=1):
     out = np.empty_like(flow)
     out[0::2] = flow[0::2]
     for k in range(1, flow.shape[0], 2):
-        rows_by_group(flow[k], out[k], lay.group_rows, lay.T, True, n_threads=n_threads)
+        rows_by_group(flow[k], out[k], lay.group_table, lay.T, True, n_threads=n_threads)
     return out
 
 

@@ -310,9 +310,10 @@ def rows_by_group(src, out, groups, T, reverse=False, add=False, n_threads=1):
     src, out : ndarray of shape (rows, F)
         Rows of F contiguous elements (either may be a column block of a
         wider array); they must not overlap.
-    groups : int64 ndarray of shape (groups, 2)
+    groups : int64 ndarray of shape (groups, >= 2)
         Each group's first row r0 and its number of sequences n: rows
-        r0 .. r0 + T*n - 1 hold their timesteps one after another.
+        r0 .. r0 + T*n - 1 hold their timesteps one after another (further
+        columns are not read: a layout's ``group_table`` will do).
     T : int
     reverse : bool
         ``out[r0 + t*n + b] = src[r0 + (T-1-t)*n + b]`` (a bidirectional
@@ -336,7 +337,7 @@ def rows_by_group(src, out, groups, T, reverse=False, add=False, n_threads=1):
         if inputs is not None:
             inputs.rows_by_group(src, out, groups, T, reverse, add, n_threads)
             return out
-    for r0, n in groups.tolist():
+    for r0, n, *_ in groups.tolist():
         blocks = []
         for a in (src, out):
             view = a[r0:r0 + T * n].view()
