@@ -58,9 +58,11 @@ cdef struct CellArgs:
     int n_extra
     void* dX                 # (T, B, I) or NULL
     # (T, B, H) strided, one per state array (dh_out, dc_out): the total
-    # dL/dstate at every step, or NULL
+    # dL/dstate at every step, or NULL; with segments, packed rows (rows, 1,
+    # H) or, with out_by_step, (steps, n, H) by step and sequence (below)
     void* state_out[MAX_STATES]
     Py_ssize_t out_strides[2]  # state_out's step and row strides, in elements
+    bint out_by_step         # segments: state_out and norms_out by (step, sequence)
     double* norms_out        # (states, T, B) strided: L2 norms of state_out's rows
     Py_ssize_t norm_strides[3]  # norms_out's state, step and row strides, in elements
     void* scratch            # the gradient parts' blocks (weight_gradients_part)
@@ -259,6 +261,17 @@ cdef inline void run_phases(CellArgs* a, int slabs, int n_threads, bptt_part_fn 
 # weight gradients, one thread each), as a slab does, so the driver splits
 # a batch over threads in one call per run; the groups' weight gradients
 # are added at the end as the slabs' are.
+#
+# The state gradients (dh_out, dc_out and their norms) may be given either
+# as packed rows, (rows, 1, H), or *by step*: (steps, n, H) with n = h0's
+# rows, any strides, where a segment's row j at timestep t is the element
+# (t, p + j), p its group's first row of h0 (sorted longest first, a
+# segment's B sequences are its group's first B). So the driver passes the
+# time-major view of the batch-first arrays it returns, a reversed run's
+# with its steps reversed (a negative step stride) on sequences of one
+# length, and no second pass copies packed rows into them: that pass cost
+# a 2-layer bidirectional Elman M step 6%. (With n = 1 both forms are the
+# same.)
 
 cdef inline int check_segments(const int64_t[:, ::1] table, const int64_t[::1] lengths,
                                bint backward, Py_ssize_t rows, Py_ssize_t n) except -1:
@@ -320,12 +333,13 @@ cdef enum:
     BLOCK_ROWS = 1024
 
 
-cdef inline void block_args(const CellArgs* a, Py_ssize_t r0, Py_ssize_t previous, int T,
-                            int B, CellArgs* s) noexcept nogil:
-    """s = the arguments of T timesteps of B packed rows from row r0, from
-    the state in the rows from ``previous`` (state_rows; -1: the call's
-    state0). dstate0 and work stay the call's (a block's B rows are their
-    first)."""
+cdef inline void block_args(const CellArgs* a, Py_ssize_t r0, Py_ssize_t previous,
+                            Py_ssize_t t, int T, int B, CellArgs* s) noexcept nogil:
+    """s = the arguments of T timesteps of B packed rows from row r0, which
+    is timestep t's first, from the state in the rows from ``previous``
+    (state_rows; -1: the call's state0). dstate0 and work stay the call's
+    (a block's B rows are their first), as do state_out's and norms_out's
+    rows by step (out_by_step; group_args offsets them)."""
     cdef Py_ssize_t item = sizeof(double) if a.is_double else sizeof(float)
     cdef Py_ssize_t H = a.n_hidden, G = a.n_gates, I = a.n_input
     cdef int k
@@ -339,11 +353,16 @@ cdef inline void block_args(const CellArgs* a, Py_ssize_t r0, Py_ssize_t previou
     for k in range(MAX_STATES):
         if previous >= 0 and a.state0[k] != NULL:
             s.state0[k] = offset(a.state_rows[k], previous * H * item)
-        # state_out (rows, 1, H): packed row r0 + t*B + j is step t's row j
-        s.state_out[k] = offset(a.state_out[k], r0 * a.out_strides[0] * item)
-    s.out_strides[0], s.out_strides[1] = B * a.out_strides[0], a.out_strides[0]
-    s.norms_out = <double*>offset(a.norms_out, r0 * a.norm_strides[1] * sizeof(double))
-    s.norm_strides[1], s.norm_strides[2] = B * a.norm_strides[1], a.norm_strides[1]
+        if a.out_by_step:  # (steps, n, H): step t's row j is (t, j)
+            s.state_out[k] = offset(a.state_out[k], t * a.out_strides[0] * item)
+        else:  # (rows, 1, H): packed row r0 + u*B + j is step u's row j
+            s.state_out[k] = offset(a.state_out[k], r0 * a.out_strides[0] * item)
+    if a.out_by_step:
+        s.norms_out = <double*>offset(a.norms_out, t * a.norm_strides[1] * sizeof(double))
+    else:
+        s.out_strides[0], s.out_strides[1] = B * a.out_strides[0], a.out_strides[0]
+        s.norms_out = <double*>offset(a.norms_out, r0 * a.norm_strides[1] * sizeof(double))
+        s.norm_strides[1], s.norm_strides[2] = B * a.norm_strides[1], a.norm_strides[1]
     s.dH = offset(a.dH, r0 * H * item)
     s.dX = offset(a.dX, r0 * I * item)
 
@@ -369,17 +388,18 @@ cdef inline void segments_forward(CellArgs* a, int n_threads,
     """Every segment in turn, block by block: the block's input projection
     (split by rows), then its time loop (split by batch rows, as a call's)."""
     cdef CellArgs s
-    cdef Py_ssize_t i, r0, prev
+    cdef Py_ssize_t i, t0, r0, prev
     cdef int T, B, u, steps
     cdef Py_ssize_t item = sizeof(double) if a.is_double else sizeof(float)
     for i in range(a.n_segments):
-        T = <int>(a.segments[i * a.seg_width + 1] - a.segments[i * a.seg_width])
+        t0 = a.segments[i * a.seg_width]
+        T = <int>(a.segments[i * a.seg_width + 1] - t0)
         B = <int>a.segments[i * a.seg_width + 2]
         r0, prev = a.segments[i * a.seg_width + 3], previous_row(a, i)
         steps = block_steps(B, BLOCK_BYTES // max(1, a.n_gates * item), 0)
         u = 0
         while u < T:
-            block_args(a, r0 + <Py_ssize_t>u * B, prev, min(steps, T - u), B, &s)
+            block_args(a, r0 + <Py_ssize_t>u * B, prev, t0 + u, min(steps, T - u), B, &s)
             bptt_parallel(project_part, &s, balanced_parts(n_threads, s.T * B), n_threads)
             bptt_parallel(forward_part, &s, min(n_threads, B), n_threads)
             prev = r0 + <Py_ssize_t>(u + s.T - 1) * B
@@ -412,7 +432,7 @@ cdef inline void segments_backward_of(CellArgs* a, int n_threads,
         u = (T - 1) // steps * steps
         while u >= 0:
             prev = r0 + <Py_ssize_t>(u - 1) * B if u > 0 else previous_row(a, i)
-            block_args(a, r0 + <Py_ssize_t>u * B, prev, min(steps, T - u), B, &s)
+            block_args(a, r0 + <Py_ssize_t>u * B, prev, t0 + u, min(steps, T - u), B, &s)
             s.truncate = truncate
             # h's carry into dH at the block's last step
             last = <floating*>s.dH + <Py_ssize_t>(s.T - 1) * B * H
@@ -453,7 +473,7 @@ cdef inline void segments_gradients(CellArgs* a, Py_ssize_t start, Py_ssize_t st
     cdef CellArgs g
     cdef Py_ssize_t size = gradient_size(a.n_gates, a.n_input, a.n_hidden)
     cdef int k, gradient_parts = balanced_parts(n_threads, <int>(stop - start))
-    block_args(a, start, -1, <int>(stop - start), 1, &g)
+    block_args(a, start, -1, 0, <int>(stop - start), 1, &g)
     g.H, g.block_row = a.H, start  # gather_previous reads the whole cache
     g.accumulate = a.accumulate or not first
     bptt_parallel(segments_gradient_part, &g, gradient_parts, n_threads)
@@ -533,8 +553,8 @@ cdef inline void segments_gradient_part(void* args, int part, int n_parts) noexc
 
 cdef inline void group_args(const CellArgs* a, int group, CellArgs* s) noexcept nogil:
     """s = the arguments of group ``group`` of a's table (section
-    "segments"): its rows of the table, its rows of state0, dstate0, work
-    and lengths, its own block of a.previous (backward); group g > 0 writes
+    "segments"): its rows of the table, its rows of state0, dstate0, work,
+    lengths and (out_by_step) state_out and norms_out, its own block of a.previous (backward); group g > 0 writes
     its weight gradients into scratch block g - 1 (own_gradients), for
     run_backward to add."""
     cdef Py_ssize_t item = sizeof(double) if a.is_double else sizeof(float)
@@ -557,6 +577,10 @@ cdef inline void group_args(const CellArgs* a, int group, CellArgs* s) noexcept 
     for k in range(MAX_STATES):
         s.state0[k] = offset(a.state0[k], base * H * item)
         s.dstate0[k] = offset(a.dstate0[k], base * H * item)
+        if a.out_by_step:
+            s.state_out[k] = offset(a.state_out[k], base * a.out_strides[1] * item)
+    if a.out_by_step:
+        s.norms_out = <double*>offset(a.norms_out, base * a.norm_strides[2] * sizeof(double))
     s.work = offset(a.work, base * a.work_width * H * item)
     if a.lengths != NULL:
         s.lengths = a.lengths + base
@@ -826,20 +850,34 @@ cdef inline int check_state_outs(CellArgs* a, const Py_ssize_t* X, const Py_ssiz
     cell state) as check_state_out says, the norms of their rows as
     check_norms_out says, and the norms' means over the rows: float64
     (norms_out's states, at least T), any strides, sequences of one length
-    (not segments: their rows are pieces of sequences); each may be None."""
+    (not segments: their rows are pieces of sequences); each may be None.
+    With segments, dh_out (rows, 1, H) is packed rows and (steps, n, H),
+    n = h0's rows > 1, is by step (section "segments"; steps: the table's
+    last timestep), and norms_out follows dh_out's form."""
     # the state rows of a step: h0's (packed: one row a step, as X's)
     cdef Py_ssize_t rows = h0[0] if a.segments == NULL else X[1]
+    cdef int T = a.T
+    cdef Py_ssize_t i
     if dX is not None:
         check_shape("dX", dX.shape, 3, X[0], X[1], X[2])
+    if a.segments != NULL and dh_out is not None and dh_out.shape[1] != 1:
+        a.out_by_step, rows, T = True, h0[0], 0
+        for i in range(a.n_segments):
+            T = max(T, <int>a.segments[i * a.seg_width + 1])
+        if dh_out.shape[1] != rows:
+            raise ValueError(
+                f"with segments dh_out must be packed rows, shape ({a.T}, 1, {h0[1]}), or "
+                f"by step, shape ({T} or more, {rows}, {h0[1]}); got shape "
+                f"{(dh_out.shape[0], dh_out.shape[1], dh_out.shape[2])}.")
     if dh_out is not None:
-        check_state_out("dh_out", dh_out.shape, dh_out.strides, a.T, rows, h0[1],
+        check_state_out("dh_out", dh_out.shape, dh_out.strides, T, rows, h0[1],
                         sizeof(floating), a.out_strides)
     if dc_out is not None:
-        check_state_out("dc_out", dc_out.shape, dc_out.strides, a.T, rows, h0[1],
+        check_state_out("dc_out", dc_out.shape, dc_out.strides, T, rows, h0[1],
                         sizeof(floating), a.out_strides)
     if norms_out is not None:
         check_norms_out(norms_out.shape, norms_out.strides,
-                        0 if dh_out is None else 1 + (dc_out is not None), a.T, rows,
+                        0 if dh_out is None else 1 + (dc_out is not None), T, rows,
                         a.norm_strides)
     if norm_means is not None:
         if norms_out is None:

@@ -14,13 +14,11 @@ NumPy copies X (n, T, F) into (T, n, F) by a strided loop per row of F
 values: 8.2 us for the M-size X; one copy per (t, sample) row here: 2.8 us.
 """
 from cython cimport floating
-from libc.math cimport sqrt
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
 from _checks cimport check_shape
 from _parallel cimport bptt_parallel, import_threadpool
-from _staterows cimport bptt_copy_squares_d, bptt_copy_squares_s
 
 import_threadpool()
 
@@ -184,122 +182,3 @@ def rows_by_group(const floating[:, :] src not None,   # IN  (rows, F), rows of 
         else:
             for g in range(groups.shape[0]):
                 group_rows(&a, g, <int>groups.shape[0])
-
-
-
-
-cdef struct UnpackArgs:
-    # one unpack_groups call, for its (run, group) parts on bptt's thread pool
-    const void* src          # (runs*rows, H): run k's row r at (k*rows + r)*src_row
-    void* out                # (runs*n, T, H): (k*n + s, t) at (k*n + s)*out_s + t*out_t
-    double* norms            # (runs*n, T): likewise with norm_s, norm_t
-    const int64_t* groups    # (groups, 3): first row, sequences, first position
-    const int64_t* order     # (n,): position -> sample
-    Py_ssize_t rows, n, src_row, out_s, out_t, norm_s, norm_t, H, T
-    int n_groups, directions
-
-
-cdef void unpack_group_of(UnpackArgs* a, int part, floating tag) noexcept nogil:
-    # run k, group g: out[k, order[p0 + b], u] = src[k, r0 + t*n + b], u =
-    # T-1-t for a reverse run (k % directions == 1), else t; norms its L2 norm
-    cdef int k = part // a.n_groups, g = part % a.n_groups
-    cdef Py_ssize_t r0 = a.groups[3 * g], n = a.groups[3 * g + 1], p0 = a.groups[3 * g + 2]
-    cdef Py_ssize_t t, b, s, u
-    cdef bint reverse = a.directions == 2 and k % 2 == 1
-    cdef const floating* x
-    cdef floating* y
-    cdef double squares
-    for t in range(a.T):
-        u = a.T - 1 - t if reverse else t
-        for b in range(n):
-            s = k * a.n + a.order[p0 + b]
-            x = <const floating*>a.src + (k * a.rows + r0 + t * n + b) * a.src_row
-            y = <floating*>a.out + s * a.out_s + u * a.out_t
-            if floating is float:
-                squares = bptt_copy_squares_s(x, y, a.H)
-            else:
-                squares = bptt_copy_squares_d(x, y, a.H)
-            a.norms[s * a.norm_s + u * a.norm_t] = sqrt(squares)
-
-
-cdef void unpack_group_s(void* args, int part, int n_parts) noexcept nogil:
-    unpack_group_of(<UnpackArgs*>args, part, <float>0)
-
-
-cdef void unpack_group_d(void* args, int part, int n_parts) noexcept nogil:
-    unpack_group_of(<UnpackArgs*>args, part, <double>0)
-
-
-def unpack_groups(const floating[:, :] src not None,   # IN  (runs*rows, H)
-                  floating[:, :, :] out not None,      # OUT (runs*n, T, H)
-                  double[:, :] norms not None,         # OUT (runs*n, T)
-                  const int64_t[:, ::1] groups not None,  # (groups, 3): r0, sequences, p0
-                  const int64_t[::1] order not None,   # (n,) position -> sample
-                  Py_ssize_t T,
-                  int runs=1,                          # runs (layers x directions)
-                  int directions=1,                    # 2: odd runs are reverse runs
-                  int n_threads=1):                    # threads, one (run, group) a part
-    """Scatter the packed rows of every run (layer and direction) of
-    sequences of T timesteps each into batch-first arrays, with each row's
-    L2 norm. Run k's rows are src[k*rows:(k+1)*rows] (rows = src rows /
-    runs), its sequences out[k*n:(k+1)*n] (n = order's length): group g's
-    rows r0 .. r0 + T*m - 1 hold its m sequences' timesteps one after
-    another (positions p0 .. p0 + m - 1), and ``out[k*n + order[p0 + b], u]
-    = src[k*rows + r0 + t*m + b]``, with ``norms`` at the same place its L2
-    norm (its squares summed in float64, staterows.h); u = T-1-t for a
-    reverse run (k odd, with ``directions`` 2: its rows are in its own
-    order), else u = t. (The (runs, n, T, H) arrays reshaped.)
-
-    The state gradients of a stacked or bidirectional network on sequences
-    of one length (loss_and_grad(..., return_state_grads=True)), each
-    (run, group) a part on bptt's thread pool. NumPy's scatter through two
-    index arrays and its float64 einsum of the squares took 1.3 ms of a
-    7.6 ms 2-layer bidirectional Elman M step.
-    """
-    cdef Py_ssize_t n = order.shape[0], H = src.shape[1], item = sizeof(floating)
-    cdef Py_ssize_t rows = src.shape[0] // runs if runs > 0 else 0
-    cdef UnpackArgs a
-    cdef int g, parts
-    if runs < 1 or src.shape[0] != runs * rows:
-        raise ValueError(f"runs must be >= 1 and divide src's {src.shape[0]} rows; "
-                         f"got runs={runs}.")
-    check_shape("out", out.shape, 3, runs * n, T, H)
-    check_shape("norms", norms.shape, 2, runs * n, T)
-    check_shape("groups", groups.shape, 2, groups.shape[0], 3)
-    if directions not in (1, 2):
-        raise ValueError(f"directions must be 1 or 2; got {directions}.")
-    if H > 1 and (src.strides[1] != item or out.strides[2] != item):
-        raise ValueError(f"src and out need rows of H contiguous elements; got strides "
-                         f"{(src.strides[0], src.strides[1])} and "
-                         f"{(out.strides[0], out.strides[1], out.strides[2])}.")
-    if (src.strides[0] % item or out.strides[0] % item or out.strides[1] % item
-            or norms.strides[0] % 8 or norms.strides[1] % 8):
-        raise ValueError("src's, out's and norms' strides must be whole elements.")
-    for g in range(groups.shape[0]):
-        if (groups[g, 0] < 0 or groups[g, 1] < 0 or groups[g, 2] < 0
-                or groups[g, 0] + T * groups[g, 1] > rows or groups[g, 2] + groups[g, 1] > n):
-            raise ValueError(f"group {g} (first row {groups[g, 0]}, {groups[g, 1]} sequences "
-                             f"of {T} steps from position {groups[g, 2]}) is outside the "
-                             f"{rows} rows or the {n} sequences.")
-    for g in range(n):
-        if not 0 <= order[g] < n:
-            raise ValueError(f"order must hold sample indices 0..{n - 1}; got {order[g]}.")
-    if n == 0 or T == 0 or H == 0 or groups.shape[0] == 0:
-        return
-    a.src, a.out, a.norms = &src[0, 0], &out[0, 0, 0], &norms[0, 0]
-    a.groups, a.order = &groups[0, 0], &order[0]
-    a.rows, a.n, a.src_row = rows, n, src.strides[0] // item
-    a.out_s, a.out_t = out.strides[0] // item, out.strides[1] // item
-    a.norm_s, a.norm_t = norms.strides[0] // 8, norms.strides[1] // 8
-    a.H, a.T, a.n_groups, a.directions = H, T, <int>groups.shape[0], directions
-    parts = runs * <int>groups.shape[0]
-    with nogil:
-        if n_threads > 1 and parts > 1:
-            bptt_parallel(unpack_group_d if floating is double else unpack_group_s, &a,
-                          parts, n_threads)
-        else:
-            for g in range(parts):
-                if floating is double:
-                    unpack_group_d(&a, g, parts)
-                else:
-                    unpack_group_s(&a, g, parts)

@@ -588,6 +588,52 @@ def test_layered_ragged_state_grads_equal_torch(backend, cell, nonlinearity, lay
                                    atol=1e-12 * scale)
 
 
+@pytest.mark.parametrize("output,loss,truncate", [
+    ("sequence", "mse", None), ("sequence", "cross_entropy", 3), ("last", "mse", 2),
+    ("mean", "cross_entropy", 4)])
+@pytest.mark.parametrize("layers,bidirectional", LAYERED)
+@pytest.mark.parametrize("cell,nonlinearity", CELLS)
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+def test_layered_equal_length_state_grads_equal_torch(monkeypatch, backend, cell,
+                                                      nonlinearity, layers, bidirectional,
+                                                      output, loss, truncate):
+    """Sequences of one length: the kernels write the state gradients by
+    step straight into the returned (num_layers*D, n, T, H) arrays (a
+    reverse run's through a reversed view), on one thread and with the
+    batch in two groups of sequences (2 threads); the same as autograd."""
+    from threadpoolctl import threadpool_limits
+    lengths = [6] * 5
+    net, Xs, y, h0 = _layered_problem(cell, nonlinearity, loss, output, lengths,
+                                      layers=layers, bidirectional=bidirectional,
+                                      backend=backend)
+    ref_value, dh, dc = torch_layered_state_grads(net, Xs, y, loss=loss, output=output,
+                                                  truncate=truncate, h0=h0)
+    LD = layers * (2 if bidirectional else 1)
+    X, Y = np.stack(Xs), np.asarray(y)
+    monkeypatch.setattr(_threads, "MIN_WORK_PER_THREAD", 1)
+    for threads in (1, 2):
+        with threadpool_limits(limits=threads, user_api="blas"):
+            assert _bptt.plan_threads(net, threads, len(lengths)) == threads
+            value, _, flow = net.loss_and_grad(X, Y, loss=loss, output=output,
+                                               truncate=truncate, h0=h0,
+                                               return_state_grads=True)
+        assert value == pytest.approx(ref_value, rel=1e-10)
+        for key, ref in (("dh", dh), ("dc", dc)):
+            if ref is None:
+                assert key not in flow
+                continue
+            want = np.stack(ref, axis=1)  # (LD, n, T, H)
+            got = flow[key] if LD > 1 else flow[key][None]
+            assert got.shape == want.shape
+            scale = np.abs(want).max()
+            np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-12 * scale,
+                                       err_msg=f"{key}, {threads} threads")
+            norms = flow[key + "_norm"]
+            expected = np.linalg.norm(want, axis=-1).mean(axis=1)
+            np.testing.assert_allclose(norms if LD > 1 else norms[None], expected,
+                                       rtol=1e-9, atol=1e-12 * scale)
+
+
 @pytest.mark.parametrize("truncate", [None, 2])
 @pytest.mark.parametrize("layers,bidirectional", [(1, False), (2, True)])
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])

@@ -131,6 +131,77 @@ def test_segments_match_the_reference(cell, nonlinearity, lengths, truncate, rev
             _close(a, b, rtol, atol, f"dstate0 {tag}")
 
 
+@pytest.mark.parametrize("lengths,truncate,reverse", LAYOUTS)
+@pytest.mark.parametrize("cell,nonlinearity", CELL_NONLINEARITIES)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("groups", [1, 2, 3])
+def test_state_gradients_by_step(cell, nonlinearity, lengths, truncate, reverse, dtype,
+                                 groups):
+    """dstate_out by step (src/_cellparts.pxd, "segments"): each row lands
+    at (its timestep, its position) of (steps, n, H) arrays and their norms
+    at the same place of (states, steps, n), through the strided views of
+    batch-first arrays with a spare timestep, steps forward or reversed
+    (a negative stride), on 1 and 2 threads and in 1 to 3 groups; equal to
+    the packed rows the same call writes, compiled and reference alike,
+    and nothing else is written."""
+    spec, lay, p, X, state0, rng = _problem(cell, lengths, dtype, groups=groups)
+    H, S, W = p["W_hh"].shape[1], len(spec.state), lay.T + 1
+    dH = rng.standard_normal((lay.rows, H)).astype(dtype)
+    pieces = lay.pieces(truncate, reverse)
+    grads0 = {k: np.zeros_like(v) for k, v in p.items()}
+    compiled, reference = _bindings(spec, nonlinearity)
+    packed = _run(compiled, spec, lay, p, X, state0, dH, pieces, False, 1, False, True, True,
+                  grads0, dtype)[3]
+    want = [np.full((W, lay.n, H), np.nan, dtype) for _ in range(S)]
+    want_norms = np.full((S, W, lay.n), np.nan)
+    for k in range(S):
+        want[k][lay.t_of_row, lay.j_of_row] = packed[k]
+    want_norms[:, lay.t_of_row, lay.j_of_row] = packed[S]
+    for binding, n_threads, steps in [(compiled, 1, 1), (compiled, 2, -1),
+                                      (reference, 1, -1), (compiled, 2, 1)]:
+        full = [np.full((lay.n, W, H), np.nan, dtype) for _ in range(S)]
+        norms = np.full((S, lay.n, W), np.nan)
+        flow = (*[a.transpose(1, 0, 2)[::steps] for a in full],
+                norms.transpose(0, 2, 1)[:, ::steps])
+        cache = binding.allocate(lay.rows, 1, H, dtype)
+        binding.run_forward(X, p, state0, cache, lay.segment_table, n_threads)
+        binding.run_backward(X, p, state0, cache, dH.copy(), pieces, lay.sorted_lengths,
+                             {k: v.copy() for k, v in grads0.items()}, False, n_threads,
+                             None, flow)
+        tag = f"{binding.__class__.__name__} n_threads={n_threads} steps={steps}"
+        # float32: other threads split the rows' products otherwise
+        rtol = 1e-12 if dtype == "float64" else 1e-5 if binding is compiled else 1e-4
+        for k in range(S):
+            _close(flow[k], want[k], rtol, rtol, f"dstate_out[{k}] {tag}")
+        _close(flow[S], want_norms, rtol, rtol, f"norms {tag}")
+
+
+def test_state_gradients_by_step_are_checked():
+    """By step, dh_out has h0's rows as its second dimension and at least
+    the table's timesteps; norms_out follows it."""
+    spec, lay, p, X, state0, _ = _problem("rnn", [3, 2, 1], "float64")
+    from bptt import _elman
+    H = 4
+    cache = np.zeros((lay.rows, 1, H))
+    _elman.elman_forward(X[:, None], p["W_xh"], p["W_hh"], p["b_h"], state0, False, cache,
+                         1, 1, 0, lay.segment_table)
+    args = (X[:, None], p["W_xh"], p["W_hh"], state0, cache, np.zeros((lay.rows, 1, H)),
+            False)
+    grads = (np.empty_like(p["W_xh"]), np.empty_like(p["W_hh"]), np.empty_like(p["b_h"]),
+             np.empty_like(state0))
+    pieces = lay.pieces(0, False)
+    _elman.elman_backward(*args, 0, *grads, dh_out=np.zeros((3, 3, H)),
+                          norms_out=np.zeros((1, 3, 3)), segments=pieces)
+    with pytest.raises(ValueError, match=r"packed rows, shape \(6, 1, 4\), or by step, "
+                                         r"shape \(3 or more, 3, 4\)"):
+        _elman.elman_backward(*args, 0, *grads, dh_out=np.zeros((3, 2, H)), segments=pieces)
+    with pytest.raises(ValueError, match=r"dh_out must have shape \(3, 3, 4\) \(or more rows\)"):
+        _elman.elman_backward(*args, 0, *grads, dh_out=np.zeros((2, 3, H)), segments=pieces)
+    with pytest.raises(ValueError, match=r"norms_out must have shape \(1, 3 or more, 3\)"):
+        _elman.elman_backward(*args, 0, *grads, dh_out=np.zeros((3, 3, H)),
+                              norms_out=np.zeros((1, 6, 1)), segments=pieces)
+
+
 @pytest.mark.parametrize("cell,nonlinearity", CELL_NONLINEARITIES)
 def test_equal_lengths_are_the_plain_call(cell, nonlinearity):
     """With equal lengths the table is one segment: the packed call is the

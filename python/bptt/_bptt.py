@@ -37,7 +37,7 @@ import numpy as np
 from ._cells import BASE_PARAMS
 from . import _threads
 from ._threads import serial_blas
-from ._validation import (COMPILED_DTYPES, _compiled_inputs, check_state, coerce_step_input,
+from ._validation import (check_state, coerce_step_input,
                           rows_by_group, target_rows, time_major)
 
 OUTPUT_ACTIVATIONS = {"identity": 0, "sigmoid": 1, "softmax": 2}
@@ -654,7 +654,7 @@ class Layout:
         self.parts = [(self, 0, 0)]
         self.first_row = np.arange(n)
         # the groups' (first row, sequences, first position), T steps each
-        # on a uniform layout (rows_by_group, unpack_groups), and their
+        # on a uniform layout (rows_by_group), and their
         # (first row, rows) (rows_by_group with T = 1)
         self.group_table = np.array([[0, n, 0]], dtype=np.int64)
         self.group_spans = np.array([[0, rows]], dtype=np.int64)
@@ -891,9 +891,9 @@ def _run_forward(cell, lay, X, p, state0, cache, n_threads):
 def _run_backward(cell, lay, pieces, X, p, state0, cache, dH, grads, n_threads, dX,
                   flow=None):
     """BPTT of one run over its ``pieces`` (Layout.pieces) in one kernel
-    call; dH (rows, H) is consumed. ``flow``, when given, is a tuple of
-    packed (rows, H) arrays (h, then the LSTM's c) that receive the run's
-    total dL/dstate at every row."""
+    call; dH (rows, H) is consumed. ``flow``, when given, is the
+    ``dstate_out`` that receives the run's total dL/dstate at every row
+    (:meth:`LayeredFlow.run`)."""
     cell.run_backward(X, p, state0, cache, dH, pieces, lay.sorted_lengths, grads, False,
                       n_threads, dX, flow)
 
@@ -980,11 +980,9 @@ def _forward_layers(net, lay, X, states, masks, n_threads, buf):
 def _backward_layers(net, lay, runs, states, masks, dtop, truncate, n_threads, buf,
                      flow=None):
     """Every run backward from dL/d(top output) (rows, D*H); the gradients.
-    ``flow``, when given, is a tuple of (num_layers*D, rows, H) arrays (h,
-    then the LSTM's c) that receive each run's total dL/dstate, packed in
-    the forward rows' order (a reversed run's rows mapped back through
-    ``lay.rev``), except that on sequences of one length (``lay.uniform``)
-    a reversed run's rows stay in its own order."""
+    ``flow``, a :class:`LayeredFlow` or None, receives each run's total
+    dL/dstate at every row (every row of every run is written by its
+    backward piece)."""
     cell, H, D, rows = net._cell, net.hidden_size, net._directions, lay.rows
     p = net._params
     grads = {name: np.empty_like(value) for name, value in p.items()}
@@ -1005,19 +1003,13 @@ def _backward_layers(net, lay, runs, states, masks, dtop, truncate, n_threads, b
             sfx = suffix(layer, d)
             g = {name: grads[name + sfx] for name in cell_param_names(cell)}
             run_flow = None
-            # a reverse run's state gradients stay in its own rows' order on
-            # sequences of one length (layered_state_grads reverses them as
-            # it scatters them), else are mapped back here
-            in_run_order = d == 0 or lay.uniform
             if flow is not None:
-                run_flow = tuple(a[layer * D + d] if in_run_order else
-                                 buf.empty(("flow_rev", k), (rows, H), net.dtype)
-                                 for k, a in enumerate(flow))
+                run_flow = flow.run(layer * D + d, d == 1, lambda k: buf.empty(
+                    ("flow_rev", k), (rows, H), net.dtype))
             _run_backward(cell, lay, pieces[d], Xd, _run_params(net, p, layer, d),
                           states[layer * D + d], cache, dH, g, n_threads, dX, run_flow)
-            if flow is not None and not in_run_order:
-                for a, run in zip(flow, run_flow):
-                    _rows_reversed(lay, run, a[layer * D + d], n_threads=n_threads)
+            if flow is not None and d == 1:
+                flow.restore(layer * D + d, run_flow, lay, n_threads)
             if dX is None:
                 continue
             if d == 0:
@@ -1155,79 +1147,113 @@ def layered_readout(net, lay, X, state0, output):
     return out
 
 
-def layered_state_grads(net, lay, flow, form="array", width=None, keys=("dh", "dc"),
-                        grouped=None, n_threads=1):
-    """loss_and_grad's state gradients from the packed (num_layers*D, rows,
-    H) arrays :func:`_backward_layers` filled, in the input's form; their
-    rows are in ``lay``'s order, or in ``grouped``'s (a
-    :class:`GroupedLayout` of ``lay``) when given.
+class LayeredFlow:
+    """Where the general driver's backward runs write the state gradients
+    (loss_and_grad(..., return_state_grads=True)), and their result.
 
-    "array": (n, T, H) for one layer and direction, else (num_layers*D, n,
-    T, H); "padded": the same, (n, width, H), NaN in the padding; "list": a
-    list of (T_i, H) (or (num_layers*D, T_i, H)) arrays. The norms
-    ``key + "_norm"``, float64 (T,) (or (num_layers*D, T)): at each
-    timestep, the L2 norm over the hidden units averaged over the sequences
-    that reach it (the real ones only). Sequences of one length are
-    scattered by the compiled ``unpack_groups`` on ``n_threads``.
+    On sequences of one length (``lay.uniform``) *by step*
+    (src/_cellparts.pxd, "segments"): each run's kernel writes dL/dstate
+    straight into the batch-first (num_layers*D, n, T, H) arrays returned,
+    through its time-major view (a reverse run's with its steps reversed),
+    and the L2 norms of their rows into a float64 (states, num_layers*D,
+    T, n) array, so no pass copies them afterwards. (A grouped layout of
+    sequences of one length keeps their order: its groups are blocks of
+    consecutive sequences.) Otherwise packed (num_layers*D, rows, H) arrays
+    in the rows' order of the layout the step ran, a reverse run's mapped
+    back into the forward rows' order, which :meth:`result` scatters.
+
+    Parameters
+    ----------
+    net : RNN
+    lay : Layout
+        The plain layout of the input (not grouped).
+    form : {"array", "padded", "list"}
+        The input's form; "padded" to ``width`` timesteps.
+    buf : Buffers
+        The step's workspaces (the packed arrays).
     """
-    LD, rows, H = flow[0].shape
-    fill = np.nan if form == "padded" else 0.0
-    T = width if form == "padded" and width else lay.T
-    # the scatter writes every element when no sequence is short of T
-    every = form != "list" and lay.uniform and T == lay.T
-    inputs = _compiled_inputs() if every and flow[0].dtype in COMPILED_DTYPES else None
-    g = lay if grouped is None else grouped
-    D = net._directions
-    if inputs is not None:
-        # sequences of one length: each group's rows transposed into the
-        # batch-first arrays with their norms, on the thread that wrote them
-        order = g.order.astype(np.int64, copy=False)
-        out = {}
-        for key, a in zip(keys, flow):
-            full = returned_array(net, key, (LD, lay.n, T, H), net.dtype)
-            norms = np.empty((LD, lay.n, T))
-            inputs.unpack_groups(a.reshape(LD * rows, H), full.reshape(LD * lay.n, T, H),
-                                 norms.reshape(LD * lay.n, T), g.group_table, order, T, LD,
-                                 D, n_threads)
-            mean = norms.mean(axis=1)
-            out[key] = full[0] if LD == 1 else full
-            out[key + "_norm"] = mean[0] if LD == 1 else mean
-        return out
-    # where each flow row goes: (sequence, timestep) of the batch-first array
-    sample, step = lay.order[lay.j_of_row], lay.t_of_row
-    if grouped is not None:  # flow row g holds the plain layout's row plain_rows[g]
-        sample, step = sample[grouped.plain_rows], step[grouped.plain_rows]
-    if lay.uniform and D == 2:
-        # the reverse runs' rows into the forward rows' order (_backward_layers)
-        flow = tuple(_forward_order(g, a, n_threads) for a in flow)
-    counts = np.diff(lay.offsets)  # sequences running at each timestep
-    out = {}
-    for key, a in zip(keys, flow):
-        squares = np.einsum("...k,...k->...", a, a, dtype=np.float64)
-        if grouped is not None:
-            squares = squares[:, grouped.rows_of_plain]
-        norms = np.add.reduceat(np.sqrt(squares), lay.offsets[:-1], axis=-1) / counts
-        full = (returned_array(net, key, (LD, lay.n, T, H), net.dtype, None if every else fill)
-                if form != "list" else np.full((LD, lay.n, T, H), fill, dtype=a.dtype))
-        full[:, sample, step] = a
-        if form == "list":
-            arrays = [full[:, i, :L].copy() for i, L in enumerate(lay.lengths)]
-            out[key] = [x[0] for x in arrays] if LD == 1 else arrays
+
+    def __init__(self, net, lay, form, width, buf):
+        LD, H = net.num_layers * net._directions, net.hidden_size
+        self.net, self.lay, self.form = net, lay, form
+        self.keys = ("dh", "dc")[:len(net._cell.spec.state)]
+        self.by_step = lay.uniform
+        if self.by_step:
+            W = width if form == "padded" and width else lay.T
+            fill = np.nan if W > lay.T else None
+            self.arrays = [returned_array(net, key, (LD, lay.n, W, H), net.dtype, fill)
+                           for key in self.keys]
+            self.norms = np.empty((len(self.keys), LD, lay.T, lay.n))
         else:
-            out[key] = full[0] if LD == 1 else full
-        out[key + "_norm"] = norms[0] if LD == 1 else norms
-    return out
+            self.width = width if form == "padded" and width else lay.T
+            self.arrays = [buf.empty(("flow", k), (LD, lay.rows, H), net.dtype)
+                           for k in range(len(self.keys))]
 
+    def run(self, r, reverse, scratch):
+        """The ``dstate_out`` of run r (layer * D + direction) for
+        Cell.run_backward; ``reverse`` for a reverse run. Packed, a reverse
+        run writes into ``scratch(k)`` ((rows, H), state k) and
+        :meth:`restore` maps its rows back."""
+        if self.by_step:
+            T = self.lay.T
+            steps = -1 if reverse else 1
+            return (*[a[r, :, :T].transpose(1, 0, 2)[::steps] for a in self.arrays],
+                    self.norms[:, r, ::steps])
+        if reverse:
+            return tuple(scratch(k) for k in range(len(self.arrays)))
+        return tuple(a[r] for a in self.arrays)
 
-def _forward_order(lay, flow, n_threads=1):
-    """A (num_layers*2, rows, H) flow of a bidirectional network on
-    sequences of one length, its reverse runs' rows (odd entries, in their
-    own order) put into the forward rows' order."""
-    out = np.empty_like(flow)
-    out[0::2] = flow[0::2]
-    for k in range(1, flow.shape[0], 2):
-        rows_by_group(flow[k], out[k], lay.group_table, lay.T, True, n_threads=n_threads)
-    return out
+    def restore(self, r, run, lay, n_threads):
+        """After run r's backward: a packed reverse run's rows (``run``, as
+        :meth:`run` gave them) into the forward rows' order of ``lay``."""
+        if not self.by_step:
+            for a, rows in zip(self.arrays, run):
+                _rows_reversed(lay, rows, a[r], n_threads=n_threads)
+
+    def result(self, grouped=None):
+        """The state gradients in the input's form, a dict: under each key
+        "dh" (and "dc") "array": (n, T, H) for one layer and direction,
+        else (num_layers*D, n, T, H); "padded": the same, (n, width, H),
+        NaN in the padding; "list": a list of (T_i, H) (or
+        (num_layers*D, T_i, H)) arrays; and under ``key + "_norm"``,
+        float64 (T,) (or (num_layers*D, T)): at each timestep the L2 norm
+        over the hidden units averaged over the sequences that reach it.
+        ``grouped``: the :class:`GroupedLayout` of the plain layout the
+        step ran, if any (the packed rows are in its order)."""
+        lay, LD = self.lay, self.arrays[0].shape[0]
+        out = {}
+        if self.by_step:
+            means = self.norms.mean(axis=-1)
+            for key, full, mean in zip(self.keys, self.arrays, means):
+                if self.form == "list":
+                    arrays = [full[:, i].copy() for i in range(lay.n)]
+                    out[key] = [x[0] for x in arrays] if LD == 1 else arrays
+                else:
+                    out[key] = full[0] if LD == 1 else full
+                out[key + "_norm"] = mean[0] if LD == 1 else mean
+            return out
+        # where each flow row goes: (sequence, timestep) of the batch-first array
+        sample, step = lay.order[lay.j_of_row], lay.t_of_row
+        if grouped is not None:  # flow row g holds the plain layout's row plain_rows[g]
+            sample, step = sample[grouped.plain_rows], step[grouped.plain_rows]
+        counts = np.diff(lay.offsets)  # sequences running at each timestep
+        fill = np.nan if self.form == "padded" else 0.0
+        for key, a in zip(self.keys, self.arrays):
+            squares = np.einsum("...k,...k->...", a, a, dtype=np.float64)
+            if grouped is not None:
+                squares = squares[:, grouped.rows_of_plain]
+            norms = np.add.reduceat(np.sqrt(squares), lay.offsets[:-1], axis=-1) / counts
+            shape = (LD, lay.n, self.width, a.shape[2])
+            full = (returned_array(self.net, key, shape, a.dtype, fill)
+                    if self.form != "list" else np.full(shape, fill, dtype=a.dtype))
+            full[:, sample, step] = a
+            if self.form == "list":
+                arrays = [full[:, i, :L].copy() for i, L in enumerate(lay.lengths)]
+                out[key] = [x[0] for x in arrays] if LD == 1 else arrays
+            else:
+                out[key] = full[0] if LD == 1 else full
+            out[key + "_norm"] = norms[0] if LD == 1 else norms
+        return out
 
 
 def layered_loss_grad_state(net, lay, X, target, loss, output, truncate, state0,
@@ -1242,7 +1268,7 @@ def layered_loss_grad_state(net, lay, X, target, loss, output, truncate, state0,
     sequences' weights in the loss's mean. Returns the loss, the gradients
     and the final state (contract's form); a dict ``state_grads`` also
     receives the state gradients in the input's ``form`` ("array",
-    "padded" to ``width`` timesteps, or "list"; :func:`layered_state_grads`).
+    "padded" to ``width`` timesteps, or "list"; :class:`LayeredFlow`).
 
     With several threads the batch splits into groups of sequences, one
     per thread, balanced by their summed lengths (:class:`GroupedLayout`):
@@ -1278,25 +1304,26 @@ def layered_loss_grad_state(net, lay, X, target, loss, output, truncate, state0,
         N = lay.rows if output == "sequence" else lay.n
         rows = N if row_weights is None else float(row_weights.sum(dtype=np.float64))
         denominator = rows if loss == "cross_entropy" else rows * net.output_size
-        value, grads, finals, flow = _layered_step(
+        flow = (LayeredFlow(net, plain_lay, form, width, buf) if state_grads is not None
+                else None)
+        value, grads, finals = _layered_step(
             net, lay, Xp, states, target, row_weights, denominator, loss, output,
-            truncate, masks, state_grads is not None, n_threads, buf)
+            truncate, masks, flow, n_threads, buf)
         final_state = _unsorted_states(net, lay, finals)
+        if flow is not None:
+            state_grads.update(flow.result(None if lay is plain_lay else lay))
     buf.keep()
-    if flow is not None:
-        state_grads.update(layered_state_grads(
-            net, plain_lay, flow, form, width, grouped=None if lay is plain_lay else lay,
-            n_threads=n_threads))
     return value, grads, final_state
 
 
 def _layered_step(net, lay, Xp, states, target, row_weights, denominator, loss, output,
-                  truncate, masks, flows, n_threads, buf):
+                  truncate, masks, flow, n_threads, buf):
     """Forward, the output layer and backward of packed X (rows, I) from
     ``states`` (by run, sorted order), the target and row weights laid out
     as the output layer's rows, the loss divided by ``denominator``.
-    Returns the loss, the gradients, the final states by run (sorted order)
-    and, with ``flows``, the packed (num_layers*D, rows, H) state gradients."""
+    Returns the loss, the gradients and the final states by run (sorted
+    order); ``flow`` (a :class:`LayeredFlow`, or None) receives the state
+    gradients."""
     runs, top, finals = _forward_layers(net, lay, Xp, states, masks, n_threads, buf)
     Hs = top if output == "sequence" else np.ascontiguousarray(
         _pool(lay, top, output, net._directions))
@@ -1311,16 +1338,10 @@ def _layered_step(net, lay, Xp, states, target, row_weights, denominator, loss, 
         grads_out["b_o"], dHs, False, n_threads, 0, 0, row_weights)
     check_loss(value)
     dtop = _unpool(lay, dHs, output, top.shape[1], net._directions, buf)
-    flow = None
-    if flows:
-        # every row of every run is written by its backward piece
-        LD = net.num_layers * net._directions
-        flow = tuple(buf.empty(("flow", k), (LD, lay.rows, net.hidden_size), net.dtype)
-                     for k, _ in enumerate(net._cell.spec.state_arrays(states[0])))
     grads = _backward_layers(net, lay, runs, states, masks, dtop, truncate, n_threads,
                              buf, flow)
     grads.update(grads_out)
-    return value, grads, finals, flow
+    return value, grads, finals
 
 
 class LayeredStepper:

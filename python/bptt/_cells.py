@@ -345,15 +345,19 @@ class CellBinding:
         (lengths[j] - t0) % k == 0, the sorted ``lengths``). dH (rows, H) is
         consumed; dX (rows, I) or None; ``dstate_out``: (rows, H) arrays, one
         per state array, optionally followed by float64 (states, rows) norms
-        of their rows. Writes (or with ``accumulate`` adds) the gradients
+        of their rows; or *by step* (src/_cellparts.pxd, "segments"): (steps,
+        n, H) arrays, any strides, whose element (t, p) receives timestep
+        t of the sequence in h0's row p, and norms (states, steps, n). Writes (or with ``accumulate`` adds) the gradients
         into ``grads``; returns dL/dstate0 (n, H) (the LSTM: (dh0, dc0)).
         """
         n_states = len(self.spec.state)
         if not self.reference:
             out = None
-            if dstate_out is not None:
+            if dstate_out is not None and dstate_out[0].ndim == 2:  # packed rows
                 out = tuple(a[:, None] if k < n_states else a[:, :, None]
                             for k, a in enumerate(dstate_out))
+            elif dstate_out is not None:
+                out = tuple(dstate_out)
             return self.backward(X[:, None], p, state0, cache, dH[:, None], None, 0, grads,
                                  accumulate, n_threads,
                                  None if dX is None else dX[:, None], dstate_out=out,
@@ -363,7 +367,7 @@ class CellBinding:
             carries.append(self._run_backward_group(
                 X, p, _rows_of(state0, rows), cache, dH, table,
                 None if lengths is None else lengths[rows], grads, accumulate or g > 0, dX,
-                dstate_out))
+                _by_step_rows(dstate_out, rows, n_states)))
         if len(carries) == 1:
             return carries[0]
         if isinstance(carries[0], tuple):
@@ -389,7 +393,10 @@ class CellBinding:
                 prev = r0 - int(pieces[len(pieces) - i - 2, 2])  # timestep t0 - 1
                 s0 = self.state_after(flat, slice(prev, prev + B))
             out = None
-            if dstate_out is not None:
+            if dstate_out is not None and dstate_out[0].ndim == 3:  # by step
+                out = tuple(a[t0:t1, :B] if j < n_states else a[:, t0:t1, :B]
+                            for j, a in enumerate(dstate_out))
+            elif dstate_out is not None:
                 out = tuple(block(a) if j < n_states else
                             a[:, r0:r1].reshape(a.shape[0], t1 - t0, B)
                             for j, a in enumerate(dstate_out))
@@ -590,6 +597,16 @@ def _groups_of(table):
         groups.append((table[a:b], slice(base, base + n)))
         base += n
     return groups
+
+
+def _by_step_rows(dstate_out, rows, n_states):
+    """A group's part of run_backward's ``dstate_out``: by step, its
+    sequences' (a slice of h0's rows); packed rows, all of them (the
+    pieces' r0 address them)."""
+    if dstate_out is None or dstate_out[0].ndim == 2:
+        return dstate_out
+    return tuple(a[:, rows] if j < n_states else a[:, :, rows]
+                 for j, a in enumerate(dstate_out))
 
 
 def _pad_rows(state, B):
