@@ -63,6 +63,7 @@ cdef struct CellArgs:
     void* state_out[MAX_STATES]
     Py_ssize_t out_strides[2]  # state_out's step and row strides, in elements
     bint out_by_step         # segments: state_out and norms_out by (step, sequence)
+    int out_steps            # the steps of state_out, norms_out and norm_means
     double* norms_out        # (states, T, B) strided: L2 norms of state_out's rows
     Py_ssize_t norm_strides[3]  # norms_out's state, step and row strides, in elements
     void* scratch            # the gradient parts' blocks (weight_gradients_part)
@@ -850,20 +851,29 @@ cdef inline int check_state_outs(CellArgs* a, const Py_ssize_t* X, const Py_ssiz
     cell state) as check_state_out says, the norms of their rows as
     check_norms_out says, and the norms' means over the rows: float64
     (norms_out's states, at least T), any strides, sequences of one length
-    (not segments: their rows are pieces of sequences); each may be None.
-    With segments, dh_out (rows, 1, H) is packed rows and (steps, n, H),
-    n = h0's rows > 1, is by step (section "segments"; steps: the table's
-    last timestep), and norms_out follows dh_out's form."""
+    (with segments: by step, every sequence running every step); each
+    may be None. With segments, dh_out (rows, 1, H) is packed rows and
+    (steps, n, H) by step (section "segments"; n = h0's rows, steps the
+    table's last timestep; for one sequence the two are the same), and
+    norms_out follows dh_out's form."""
     # the state rows of a step: h0's (packed: one row a step, as X's)
     cdef Py_ssize_t rows = h0[0] if a.segments == NULL else X[1]
     cdef int T = a.T
-    cdef Py_ssize_t i
+    cdef Py_ssize_t i, B = 0
+    cdef bint every_step = a.segments == NULL
     if dX is not None:
         check_shape("dX", dX.shape, 3, X[0], X[1], X[2])
-    if a.segments != NULL and dh_out is not None and dh_out.shape[1] != 1:
-        a.out_by_step, rows, T = True, h0[0], 0
+    if a.segments != NULL and dh_out is not None and (dh_out.shape[1] != 1 or h0[0] == 1):
+        a.out_by_step, rows, T, every_step = True, h0[0], 0, True
         for i in range(a.n_segments):
             T = max(T, <int>a.segments[i * a.seg_width + 1])
+            # a group's batch at its first step, which every row must keep
+            if a.segments[i * a.seg_width] == 0:
+                B = a.segments[i * a.seg_width + 2]
+            every_step = every_step and a.segments[i * a.seg_width + 2] == B
+        for i in range(a.n_segments):  # every group runs to the last step
+            if i + 1 == a.n_segments or a.segments[(i + 1) * a.seg_width] == 0:
+                every_step = every_step and a.segments[i * a.seg_width + 1] == T
         if dh_out.shape[1] != rows:
             raise ValueError(
                 f"with segments dh_out must be packed rows, shape ({a.T}, 1, {h0[1]}), or "
@@ -883,12 +893,13 @@ cdef inline int check_state_outs(CellArgs* a, const Py_ssize_t* X, const Py_ssiz
         if norms_out is None:
             raise ValueError("norm_means needs norms_out: it receives the mean of "
                              "norms_out's rows at every step.")
-        if a.segments != NULL:
-            raise ValueError("norm_means takes sequences of one length; with segments "
-                             "the rows are pieces of sequences.")
-        if norm_means.shape[0] != norms_out.shape[0] or norm_means.shape[1] < a.T:
-            raise ValueError(f"norm_means must have shape ({norms_out.shape[0]}, {a.T} or "
+        if not every_step:
+            raise ValueError("norm_means takes sequences of one length: with segments, "
+                             "dh_out by step and every sequence running every step.")
+        if norm_means.shape[0] != norms_out.shape[0] or norm_means.shape[1] < T:
+            raise ValueError(f"norm_means must have shape ({norms_out.shape[0]}, {T} or "
                              f"more); got shape {(norm_means.shape[0], norm_means.shape[1])}.")
+    a.out_steps = T
     return 0
 
 
@@ -979,6 +990,6 @@ cdef inline int run_backward(CellArgs* a, const floating[:, :, ::1] X,
                        gradient_part, gradient_parts)
             add_own_gradients(a, &dW_xh[0, 0], &dW_hh[0, 0], &db_h[0], gradient_parts)
         if norm_means is not None:
-            mean_rows(norms_out, norm_means, a.T)
+            mean_rows(norms_out, norm_means, a.out_steps)
         flush_leave(saved)
     return 0

@@ -143,7 +143,9 @@ def test_state_gradients_by_step(cell, nonlinearity, lengths, truncate, reverse,
     batch-first arrays with a spare timestep, steps forward or reversed
     (a negative stride), on 1 and 2 threads and in 1 to 3 groups; equal to
     the packed rows the same call writes, compiled and reference alike,
-    and nothing else is written."""
+    and nothing else is written. When every sequence runs every step, the
+    norms' means over the sequences too (norm_means); else they are
+    refused."""
     spec, lay, p, X, state0, rng = _problem(cell, lengths, dtype, groups=groups)
     H, S, W = p["W_hh"].shape[1], len(spec.state), lay.T + 1
     dH = rng.standard_normal((lay.rows, H)).astype(dtype)
@@ -161,14 +163,27 @@ def test_state_gradients_by_step(cell, nonlinearity, lengths, truncate, reverse,
                                       (reference, 1, -1), (compiled, 2, 1)]:
         full = [np.full((lay.n, W, H), np.nan, dtype) for _ in range(S)]
         norms = np.full((S, lay.n, W), np.nan)
+        means = np.full((S, W), np.nan)
         flow = (*[a.transpose(1, 0, 2)[::steps] for a in full],
-                norms.transpose(0, 2, 1)[:, ::steps])
+                norms.transpose(0, 2, 1)[:, ::steps], means[:, ::steps])
         cache = binding.allocate(lay.rows, 1, H, dtype)
         binding.run_forward(X, p, state0, cache, lay.segment_table, n_threads)
-        binding.run_backward(X, p, state0, cache, dH.copy(), pieces, lay.sorted_lengths,
-                             {k: v.copy() for k, v in grads0.items()}, False, n_threads,
-                             None, flow)
+
+        def backward(flow):
+            binding.run_backward(X, p, state0, cache, dH.copy(), pieces, lay.sorted_lengths,
+                                 {k: v.copy() for k, v in grads0.items()}, False, n_threads,
+                                 None, flow)
+
         tag = f"{binding.__class__.__name__} n_threads={n_threads} steps={steps}"
+        if lay.uniform:
+            backward(flow)
+            _close(flow[S + 1][:, :lay.T], flow[S][:, :lay.T].mean(axis=-1), 1e-12, 0,
+                   f"norm_means {tag}")
+            assert np.isnan(flow[S + 1][:, lay.T:]).all()
+        else:
+            with pytest.raises(ValueError, match="every sequence running every step"):
+                backward(flow)
+            backward(flow[:-1])
         # float32: other threads split the rows' products otherwise
         rtol = 1e-12 if dtype == "float64" else 1e-5 if binding is compiled else 1e-4
         for k in range(S):

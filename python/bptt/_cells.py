@@ -347,10 +347,18 @@ class CellBinding:
         per state array, optionally followed by float64 (states, rows) norms
         of their rows; or *by step* (src/_cellparts.pxd, "segments"): (steps,
         n, H) arrays, any strides, whose element (t, p) receives timestep
-        t of the sequence in h0's row p, and norms (states, steps, n). Writes (or with ``accumulate`` adds) the gradients
+        t of the sequence in h0's row p, norms (states, steps, n) and,
+        when every sequence runs every step, optionally their means over
+        the sequences (states, steps) (the kernels' ``norm_means``). Writes (or with ``accumulate`` adds) the gradients
         into ``grads``; returns dL/dstate0 (n, H) (the LSTM: (dh0, dc0)).
         """
         n_states = len(self.spec.state)
+        means = None
+        if (self.reference and dstate_out is not None and dstate_out[0].ndim == 3
+                and len(dstate_out) == n_states + 2):
+            # the kernels' norm_means: the norms' means over every group's rows
+            *dstate_out, means = dstate_out
+            steps = _every_step(pieces)
         if not self.reference:
             out = None
             if dstate_out is not None and dstate_out[0].ndim == 2:  # packed rows
@@ -368,6 +376,8 @@ class CellBinding:
                 X, p, _rows_of(state0, rows), cache, dH, table,
                 None if lengths is None else lengths[rows], grads, accumulate or g > 0, dX,
                 _by_step_rows(dstate_out, rows, n_states)))
+        if means is not None:
+            means[:, :steps] = dstate_out[-1][:, :steps].mean(axis=-1)
         if len(carries) == 1:
             return carries[0]
         if isinstance(carries[0], tuple):
@@ -597,6 +607,20 @@ def _groups_of(table):
         groups.append((table[a:b], slice(base, base + n)))
         base += n
     return groups
+
+
+def _every_step(pieces):
+    """The steps of a table of pieces whose every sequence runs every step
+    (each group keeps its first batch and ends at the last step), for
+    norm_means; ValueError otherwise, as the kernels say."""
+    steps, batch = int(pieces[:, 1].max()), 0
+    for i, (t0, t1, B) in enumerate(pieces[:, :3].tolist()):
+        batch = B if t0 == 0 else batch
+        last = i + 1 == len(pieces) or pieces[i + 1, 0] == 0
+        if B != batch or (last and t1 != steps):
+            raise ValueError("norm_means takes sequences of one length: with segments, "
+                             "dh_out by step and every sequence running every step.")
+    return steps
 
 
 def _by_step_rows(dstate_out, rows, n_states):
