@@ -87,10 +87,18 @@ def _close(a, b, rtol, atol, what):
     np.testing.assert_allclose(a, b, rtol=rtol, atol=atol, err_msg=what)
 
 
-@pytest.mark.parametrize("lengths,truncate,reverse", LAYOUTS)
-@pytest.mark.parametrize("cell,nonlinearity", CELL_NONLINEARITIES)
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("groups", [1, 2, 3])
+def every_layout(test):
+    """Parametrize ``test`` over every layout, cell, dtype and 1 to 3
+    groups of sequences."""
+    for mark in (pytest.mark.parametrize("groups", [1, 2, 3]),
+                 pytest.mark.parametrize("dtype", ["float64", "float32"]),
+                 pytest.mark.parametrize("cell,nonlinearity", CELL_NONLINEARITIES),
+                 pytest.mark.parametrize("lengths,truncate,reverse", LAYOUTS)):
+        test = mark(test)
+    return test
+
+
+@every_layout
 def test_segments_match_the_reference(cell, nonlinearity, lengths, truncate, reverse, dtype,
                                       groups):
     """One compiled call per run against the reference's call per segment:
@@ -131,10 +139,7 @@ def test_segments_match_the_reference(cell, nonlinearity, lengths, truncate, rev
             _close(a, b, rtol, atol, f"dstate0 {tag}")
 
 
-@pytest.mark.parametrize("lengths,truncate,reverse", LAYOUTS)
-@pytest.mark.parametrize("cell,nonlinearity", CELL_NONLINEARITIES)
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("groups", [1, 2, 3])
+@every_layout
 def test_state_gradients_by_step(cell, nonlinearity, lengths, truncate, reverse, dtype,
                                  groups):
     """dstate_out by step (src/_cellparts.pxd, "segments"): each row lands
