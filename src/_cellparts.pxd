@@ -555,9 +555,9 @@ cdef inline void segments_gradient_part(void* args, int part, int n_parts) noexc
 cdef inline void group_args(const CellArgs* a, int group, CellArgs* s) noexcept nogil:
     """s = the arguments of group ``group`` of a's table (section
     "segments"): its rows of the table, its rows of state0, dstate0, work,
-    lengths and (out_by_step) state_out and norms_out, its own block of a.previous (backward); group g > 0 writes
-    its weight gradients into scratch block g - 1 (own_gradients), for
-    run_backward to add."""
+    lengths and (out_by_step) state_out and norms_out, its own block of
+    a.previous (backward); group g > 0 writes its weight gradients into
+    scratch block g - 1 (own_gradients), for run_backward to add."""
     cdef Py_ssize_t item = sizeof(double) if a.is_double else sizeof(float)
     cdef Py_ssize_t H = a.n_hidden
     cdef Py_ssize_t i, first = 0, base = 0, count

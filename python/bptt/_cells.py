@@ -349,8 +349,9 @@ class CellBinding:
         n, H) arrays, any strides, whose element (t, p) receives timestep
         t of the sequence in h0's row p, norms (states, steps, n) and,
         when every sequence runs every step, optionally their means over
-        the sequences (states, steps) (the kernels' ``norm_means``). Writes (or with ``accumulate`` adds) the gradients
-        into ``grads``; returns dL/dstate0 (n, H) (the LSTM: (dh0, dc0)).
+        the sequences (states, steps) (the kernels' ``norm_means``). Writes
+        (or with ``accumulate`` adds) the gradients into ``grads``; returns
+        dL/dstate0 (n, H) (the LSTM: (dh0, dc0)).
         """
         n_states = len(self.spec.state)
         means = None
