@@ -142,7 +142,7 @@ def rows_by_group(const floating[:, :] src not None,   # IN  (rows, F), rows of 
     """Copy (or add) the rows of groups of sequences of T timesteps each,
     packed time-major within each group: group g's rows r0.. r0 + T*n - 1
     hold its n sequences' timesteps one after another (further columns of
-    ``groups`` are not read: a layout's group_table will do), and
+    ``groups`` are not read), and
     ``out[r0 + t*n + b] = src[r0 + s*n + b]`` with s = T-1-t when
     ``reverse`` (a bidirectional layer's other direction), else t.
 

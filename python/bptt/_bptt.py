@@ -653,10 +653,10 @@ class Layout:
         # (layout, first row, first position) of each group: one, itself
         self.parts = [(self, 0, 0)]
         self.first_row = np.arange(n)
-        # the groups' (first row, sequences, first position), T steps each
-        # on a uniform layout (rows_by_group), and their
-        # (first row, rows) (rows_by_group with T = 1)
-        self.group_table = np.array([[0, n, 0]], dtype=np.int64)
+        # the groups' (first row, sequences), T steps each on a uniform
+        # layout (rows_by_group), and their (first row, rows)
+        # (rows_by_group with T = 1)
+        self.group_table = np.array([[0, n]], dtype=np.int64)
         self.group_spans = np.array([[0, rows]], dtype=np.int64)
 
     @property
@@ -829,8 +829,8 @@ class GroupedLayout:
         self.plain_rows = lay.offsets[self.t_of_row] + position[self.order[self.j_of_row]]
         self.rows_of_plain = np.empty(self.rows, dtype=np.intp)
         self.rows_of_plain[self.plain_rows] = np.arange(self.rows)
-        self.group_table = np.array([[r0, part.n, p0] for part, r0, p0 in self.parts],
-                                    dtype=np.int64).reshape(-1, 3)
+        self.group_table = np.array([[r0, part.n] for part, r0, _ in self.parts],
+                                    dtype=np.int64).reshape(-1, 2)
         self.group_spans = np.array([[r0, part.rows] for part, r0, _ in self.parts],
                                     dtype=np.int64).reshape(-1, 2)
         self._rev = None
@@ -1179,18 +1179,17 @@ class LayeredFlow:
         self.net, self.lay, self.form = net, lay, form
         self.keys = ("dh", "dc")[:len(net._cell.spec.state)]
         self.by_step = lay.uniform
+        self.width = width if form == "padded" and width else lay.T
         if self.by_step:
-            W = width if form == "padded" and width else lay.T
-            fill = np.nan if W > lay.T else None
-            self.arrays = [returned_array(net, key, (LD, lay.n, W, H), net.dtype, fill)
-                           for key in self.keys]
+            fill = np.nan if self.width > lay.T else None
+            self.arrays = [returned_array(net, key, (LD, lay.n, self.width, H), net.dtype,
+                                          fill) for key in self.keys]
             self.norms = np.empty((len(self.keys), LD, lay.T, lay.n))
             # their means over the batch, taken by the kernels (norm_means):
             # np.mean after the step cost the 2-layer bidirectional Elman M
             # step 1.5% (20-30 us, NumPy's code cold after the kernels)
             self.means = np.empty((len(self.keys), LD, lay.T))
         else:
-            self.width = width if form == "padded" and width else lay.T
             self.arrays = [buf.empty(("flow", k), (LD, lay.rows, H), net.dtype)
                            for k in range(len(self.keys))]
 

@@ -313,7 +313,7 @@ def rows_by_group(src, out, groups, T, reverse=False, add=False, n_threads=1):
     groups : int64 ndarray of shape (groups, >= 2)
         Each group's first row r0 and its number of sequences n: rows
         r0 .. r0 + T*n - 1 hold their timesteps one after another (further
-        columns are not read: a layout's ``group_table`` will do).
+        columns are not read).
     T : int
     reverse : bool
         ``out[r0 + t*n + b] = src[r0 + (T-1-t)*n + b]`` (a bidirectional
